@@ -1,0 +1,66 @@
+//! `meshinit apply`: the main job.
+
+use clap::Args;
+use tracing::info;
+
+use super::args::{ConfigArgs, TargetArgs};
+use super::target::{self, IPTABLES_CAPS};
+use crate::converge::{converge, read_installation};
+use crate::error::Result;
+use crate::ruleset::{PlanOptions, plan};
+use crate::verify;
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// Print the payloads that would be sent and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// After applying, prove redirection with real connections (see `verify`); exit 5 if it
+    /// is broken, so an init container stops the pod from starting with broken rules.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub verify: bool,
+
+    #[command(flatten)]
+    pub verify_options: verify::VerifyOptions,
+}
+
+impl ApplyArgs {
+    pub fn exec(self) -> Result<i32> {
+        let config = self.config.load()?;
+        let mut keep = IPTABLES_CAPS.to_vec();
+        if self.verify {
+            keep.extend(verify::NEEDED_CAPS);
+        }
+        target::enter(&self.target, &keep, "apply")?;
+        let installation = read_installation(self.target.backend, config.ipv6)?;
+        let desired = |family| plan(&config, family, PlanOptions::default());
+        let report = converge(&installation, &desired, self.target.lock_timeout, self.dry_run)?;
+        if self.dry_run {
+            for payload in &report.ipset_payloads {
+                println!("# ipset restore\n{payload}");
+            }
+            for change in &report.families {
+                match &change.payload {
+                    Some(p) => println!("# {} restore --noflush ({})\n{p}", report.backend, change.family),
+                    None => println!("# {}: already as configured; nothing to send\n", change.family),
+                }
+            }
+            return Ok(0);
+        }
+        let families: Vec<String> = installation.families.iter().map(|f| f.family.to_string()).collect();
+        info!(backend = %report.backend, families = ?families, "ruleset applied");
+        if self.verify {
+            let families: Vec<_> = installation.families.iter().map(|f| f.family).collect();
+            let outcome = verify::run(&config, &families, &self.verify_options)?;
+            return Ok(outcome.exit_code());
+        }
+        Ok(0)
+    }
+}

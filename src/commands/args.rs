@@ -1,0 +1,164 @@
+//! Arguments shared by several commands: where the configuration comes from, and which
+//! namespace and backend to work in.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use tracing::{info, warn};
+
+use crate::backend::BackendChoice;
+use crate::config::settings::{ListValue, RawSettings, Setting};
+use crate::config::sources::{document, env};
+use crate::config::{ProxyConfig, validate};
+use crate::error::{ConfigError, Error, Result};
+
+/// The proxy configuration: a document, the environment and flags; flags > env > file.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConfigArgs {
+    /// JSON document: an ECS proxyConfiguration, an ECS task definition holding one, or an
+    /// App Mesh CNI network config ("-" reads standard input).
+    #[arg(value_name = "CONFIG")]
+    pub config_path: Option<PathBuf>,
+
+    /// The same as CONFIG.
+    #[arg(long = "config", value_name = "FILE", conflicts_with = "config_path")]
+    pub config_flag: Option<PathBuf>,
+
+    /// Read the App Mesh Kubernetes init container variables: APPMESH_IGNORE_UID,
+    /// APPMESH_IGNORE_GID, APPMESH_ENVOY_INGRESS_PORT, APPMESH_ENVOY_EGRESS_PORT,
+    /// APPMESH_APP_PORTS, APPMESH_EGRESS_IGNORED_IP, APPMESH_EGRESS_IGNORED_PORTS,
+    /// APPMESH_ENABLE_IPV6 (they override CONFIG; flags override them).
+    #[arg(long)]
+    pub from_env: bool,
+
+    /// IgnoredUID: the proxy's user ID; its traffic is never redirected.
+    #[arg(long, value_name = "UID")]
+    pub ignored_uid: Option<String>,
+
+    /// IgnoredGID: the proxy's group ID; its traffic is never redirected.
+    #[arg(long, value_name = "GID")]
+    pub ignored_gid: Option<String>,
+
+    /// ProxyIngressPort: where inbound connections to AppPorts are redirected.
+    #[arg(long, value_name = "PORT")]
+    pub proxy_ingress_port: Option<String>,
+
+    /// ProxyEgressPort: where outbound TCP connections are redirected (required).
+    #[arg(long, value_name = "PORT")]
+    pub proxy_egress_port: Option<String>,
+
+    /// AppPorts: comma-separated ports or ranges (8000-8010) the application listens on.
+    #[arg(long, value_name = "PORTS")]
+    pub app_ports: Option<String>,
+
+    /// EgressIgnoredIPs: comma-separated addresses/CIDRs reached directly. Always added:
+    /// 169.254.170.2, 169.254.169.254, 169.254.170.23, fd00:ec2::23, fd00:ec2::254.
+    #[arg(long, value_name = "IPS")]
+    pub egress_ignored_ips: Option<String>,
+
+    /// EgressIgnoredPorts: comma-separated ports or ranges reached directly. 22 is always added.
+    #[arg(long, value_name = "PORTS")]
+    pub egress_ignored_ports: Option<String>,
+
+    /// IPv6 rules: auto (when the namespace has IPv6), on (fail without it), off.
+    #[arg(long, value_name = "auto|on|off")]
+    pub ipv6: Option<String>,
+}
+
+impl ConfigArgs {
+    fn path(&self) -> Option<&PathBuf> {
+        self.config_path.as_ref().or(self.config_flag.as_ref())
+    }
+
+    /// True when no configuration source at all was given.
+    pub fn is_empty(&self) -> bool {
+        self.path().is_none() && !self.from_env && self.flag_settings() == RawSettings::default()
+    }
+
+    fn flag_settings(&self) -> RawSettings {
+        let scalar = |name: &str, v: &Option<String>| {
+            v.as_ref().and_then(|v| RawSettings::scalar(name, v))
+        };
+        let list = |name: &str, v: &Option<String>| {
+            v.as_ref()
+                .map(|v| Setting::new(name, ListValue::from_comma_separated(v)))
+        };
+        RawSettings {
+            ignored_uid: scalar("--ignored-uid", &self.ignored_uid),
+            ignored_gid: scalar("--ignored-gid", &self.ignored_gid),
+            proxy_ingress_port: scalar("--proxy-ingress-port", &self.proxy_ingress_port),
+            proxy_egress_port: scalar("--proxy-egress-port", &self.proxy_egress_port),
+            app_ports: list("--app-ports", &self.app_ports),
+            egress_ignored_ips: list("--egress-ignored-ips", &self.egress_ignored_ips),
+            egress_ignored_ports: list("--egress-ignored-ports", &self.egress_ignored_ports),
+            ipv6: scalar("--ipv6", &self.ipv6),
+        }
+    }
+
+    /// Reads, merges and validates the configuration. Nothing touches the kernel before this
+    /// succeeds, so bad input changes nothing.
+    pub fn load(&self) -> Result<ProxyConfig> {
+        let mut settings = RawSettings::default();
+        if let Some(path) = self.path() {
+            let (origin, text) = read_document(path)?;
+            let (kind, from_file) = document::parse_document(&origin, &text).map_err(Error::Config)?;
+            info!(source = %origin, kind = kind.describe(), "configuration read");
+            settings = from_file;
+        }
+        if self.from_env {
+            settings = settings.overlay(env::parse_env(std::env::vars()));
+        }
+        settings = settings.overlay(self.flag_settings());
+        if settings == RawSettings::default() {
+            return Err(Error::Config(vec![ConfigError::new(
+                "configuration",
+                None,
+                "none given: pass CONFIG (an ECS task definition, proxyConfiguration or CNI \
+                 config), --from-env, or flags such as --ignored-uid and --proxy-egress-port",
+            )]));
+        }
+        let (config, warnings) = validate(&settings).map_err(Error::Config)?;
+        for warning in warnings {
+            warn!("{warning}");
+        }
+        Ok(config)
+    }
+}
+
+fn read_document(path: &PathBuf) -> Result<(String, String)> {
+    if path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| Error::io("reading the configuration from standard input", e))?;
+        return Ok(("stdin".into(), text));
+    }
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::Config(vec![ConfigError::new(&origin, None, format!("cannot be read: {e}"))])
+    })?;
+    Ok((origin, text))
+}
+
+/// Where to work: the namespace, the backend and how long to wait for the xtables lock.
+#[derive(Debug, Clone, Args)]
+pub struct TargetArgs {
+    /// Network namespace to work in (/proc/PID/ns/net or /var/run/netns/NAME); default: the
+    /// current one.
+    #[arg(long, value_name = "PATH", env = "MESHINIT_NETNS")]
+    pub netns: Option<PathBuf>,
+
+    /// iptables backend: auto (the one already holding rules here; else nft; else legacy).
+    #[arg(long, value_enum, default_value = "auto", env = "MESHINIT_BACKEND")]
+    pub backend: BackendChoice,
+
+    /// Allow programming the machine's own (initial) network namespace. Almost never right.
+    #[arg(long)]
+    pub allow_host_netns: bool,
+
+    /// How long to wait for the legacy xtables lock held by another process.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub lock_timeout: Duration,
+}

@@ -1,0 +1,72 @@
+//! The command line: one struct per subcommand, each with an `exec`.
+
+pub mod apply;
+pub mod args;
+pub mod clean;
+pub mod render;
+pub mod status;
+mod target;
+pub mod verify;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::error::Result;
+
+/// Exit codes: 0 ok; 1 other failure (for `status`: rules absent or drifted); 2 invalid
+/// configuration or usage; 3 missing privileges; 4 environment not usable; 5 `verify`:
+/// redirection broken; 6 `verify` could not run.
+#[derive(Debug, Parser)]
+#[command(
+    name = "meshinit",
+    version,
+    about = "Programs the NAT rules that send a workload's TCP traffic through its service-mesh \
+             sidecar (App Mesh compatible), and proves they work.",
+    after_help = "Exit codes: 0 ok; 1 failure (status: absent or drifted); 2 invalid \
+                  configuration or usage; 3 missing privileges; 4 environment not usable; \
+                  5 verify: redirection broken; 6 verify could not run.\n\
+                  Run as a CNI plugin when CNI_COMMAND is set (see `meshinit cni --help`)."
+)]
+pub struct Cli {
+    /// Log format on standard error (the level comes from RUST_LOG, default info).
+    #[arg(long, global = true, value_enum, default_value = "text", env = "MESHINIT_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the iptables-restore payloads the configuration renders (no privileges needed).
+    Render(render::RenderArgs),
+    /// Install the ruleset in a network namespace: atomic per family, idempotent.
+    Apply(apply::ApplyArgs),
+    /// Remove every APPMESH_* chain, every jump into one and our ipsets; nothing else.
+    Clean(clean::CleanArgs),
+    /// Compare the installed rules with the configuration: exit 0 in sync, 1 absent/drifted.
+    Status(status::StatusArgs),
+    /// Prove with real connections that redirection works as configured.
+    Verify(verify::VerifyArgs),
+    /// Run as a CNI plugin (also selected automatically when CNI_COMMAND is set).
+    Cni,
+}
+
+impl Command {
+    /// Runs the command; `Ok(code)` is the exit code of a command that ran to its end.
+    pub fn exec(self) -> Result<i32> {
+        match self {
+            Command::Render(args) => args.exec(),
+            Command::Apply(args) => args.exec(),
+            Command::Clean(args) => args.exec(),
+            Command::Status(args) => args.exec(),
+            Command::Verify(args) => args.exec(),
+            Command::Cni => Ok(crate::cni::run()),
+        }
+    }
+}

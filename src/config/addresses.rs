@@ -1,0 +1,161 @@
+//! Egress-ignored destinations: addresses and CIDRs of both families, normalised, with the
+//! metadata endpoints that must never go through the proxy always included.
+
+use std::net::IpAddr;
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+use crate::error::{ConfigError, quote};
+
+/// Destinations that are always excluded from egress redirection: the ECS task metadata and
+/// credentials endpoint, EC2 IMDS, EKS Pod Identity, and their IPv6 forms. Sending these
+/// through the proxy breaks credentials, so they are not optional.
+pub const ALWAYS_IGNORED_IPS: [&str; 5] = [
+    "169.254.170.2",
+    "169.254.169.254",
+    "169.254.170.23",
+    "fd00:ec2::23",
+    "fd00:ec2::254",
+];
+
+/// Egress-ignored destinations split by family, each list in the user's order followed by
+/// the always-ignored endpoints, without entries covered by another entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IgnoredDestinations {
+    pub ipv4: Vec<Ipv4Net>,
+    pub ipv6: Vec<Ipv6Net>,
+}
+
+impl IgnoredDestinations {
+    pub fn push(&mut self, net: IpNet) {
+        match net {
+            IpNet::V4(net) => push_uncovered(&mut self.ipv4, net),
+            IpNet::V6(net) => push_uncovered(&mut self.ipv6, net),
+        }
+    }
+
+    /// The list merged into the fewest CIDRs (overlapping and adjacent ones joined), which
+    /// is what a set-based match loads.
+    pub fn aggregated_ipv4(&self) -> Vec<Ipv4Net> {
+        Ipv4Net::aggregate(&self.ipv4)
+    }
+
+    pub fn aggregated_ipv6(&self) -> Vec<Ipv6Net> {
+        Ipv6Net::aggregate(&self.ipv6)
+    }
+
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        match addr {
+            IpAddr::V4(a) => self.ipv4.iter().any(|n| n.contains(&a)),
+            IpAddr::V6(a) => self.ipv6.iter().any(|n| n.contains(&a)),
+        }
+    }
+}
+
+trait Covers {
+    fn covers(&self, other: &Self) -> bool;
+}
+impl Covers for Ipv4Net {
+    fn covers(&self, other: &Self) -> bool {
+        self.contains(other)
+    }
+}
+impl Covers for Ipv6Net {
+    fn covers(&self, other: &Self) -> bool {
+        self.contains(other)
+    }
+}
+
+fn push_uncovered<N: Covers>(list: &mut Vec<N>, net: N) {
+    if list.iter().any(|existing| existing.covers(&net)) {
+        return;
+    }
+    list.retain(|existing| !net.covers(existing));
+    list.push(net);
+}
+
+/// What parsing one item gave: the network, and a warning when host bits were cleared.
+#[derive(Debug)]
+pub struct ParsedNet {
+    pub net: IpNet,
+    pub warning: Option<String>,
+}
+
+/// Parses `10.0.0.1`, `10.0.0.0/8`, `fd00::1`, `2001:db8::/32`. Host bits set under the
+/// prefix (`10.0.0.1/8`) are cleared with a warning, as the user evidently meant the network.
+pub fn parse_ignored_ip(property: &str, verbatim: &str, item: &str) -> Result<ParsedNet, ConfigError> {
+    let bad = || {
+        ConfigError::new(
+            property,
+            Some(verbatim),
+            format!(
+                "{} is not an IP address or CIDR (e.g. 10.0.0.0/8, 169.254.169.254, fd00:ec2::254)",
+                quote(item)
+            ),
+        )
+    };
+    // Only the characters of the address grammar: nothing else can reach the rules.
+    let grammatical = item
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b':' || b == b'/');
+    if item.is_empty() || !grammatical {
+        return Err(bad());
+    }
+    if let Ok(addr) = item.parse::<IpAddr>() {
+        return Ok(ParsedNet {
+            net: IpNet::from(addr),
+            warning: None,
+        });
+    }
+    let net: IpNet = item.parse().map_err(|_| bad())?;
+    let normalised = net.trunc();
+    let warning = (normalised != net).then(|| {
+        format!(
+            "{property}: {} has host bits set; using {normalised}",
+            quote(item)
+        )
+    });
+    Ok(ParsedNet {
+        net: normalised,
+        warning,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_bits_are_cleared_with_a_warning() {
+        let parsed = parse_ignored_ip("EgressIgnoredIPs", "v", "10.1.2.3/8").unwrap();
+        assert_eq!(parsed.net.to_string(), "10.0.0.0/8");
+        assert!(parsed.warning.unwrap().contains("host bits"));
+        let parsed = parse_ignored_ip("EgressIgnoredIPs", "v", "2001:db8::1/32").unwrap();
+        assert_eq!(parsed.net.to_string(), "2001:db8::/32");
+    }
+
+    #[test]
+    fn addresses_become_host_networks() {
+        let parsed = parse_ignored_ip("P", "v", "169.254.169.254").unwrap();
+        assert_eq!(parsed.net.to_string(), "169.254.169.254/32");
+        assert!(parsed.warning.is_none());
+    }
+
+    #[test]
+    fn anything_outside_the_grammar_is_rejected() {
+        for bad in ["10.0.0.1 -j ACCEPT", "10.0.0.1\n", "1.2.3.4;", "10.0.0.0/33", "::g", "", "host.example"] {
+            let e = parse_ignored_ip("EgressIgnoredIPs", bad, bad).unwrap_err();
+            assert!(e.message.contains("is not an IP address or CIDR"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn covered_entries_collapse_and_aggregation_merges_adjacent_networks() {
+        let mut d = IgnoredDestinations::default();
+        for n in ["10.0.0.0/25", "10.0.0.128/25", "10.0.0.5/32", "10.0.0.0/25"] {
+            d.push(n.parse().unwrap());
+        }
+        assert_eq!(d.ipv4.len(), 2);
+        assert_eq!(d.aggregated_ipv4(), vec!["10.0.0.0/24".parse::<Ipv4Net>().unwrap()]);
+    }
+}

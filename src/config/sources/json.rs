@@ -1,0 +1,83 @@
+//! JSON helpers shared by the document sources: a map that refuses duplicate keys (serde_json
+//! keeps the last one silently) and errors that say where the document is malformed.
+
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::Value;
+
+use crate::error::ConfigError;
+
+/// A JSON object whose keys were checked to be unique, in document order.
+#[derive(Debug, Default)]
+pub struct UniqueKeyObject(pub Vec<(String, Value)>);
+
+impl UniqueKeyObject {
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+}
+
+impl<'de> Deserialize<'de> for UniqueKeyObject {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor;
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = UniqueKeyObject;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries: Vec<(String, Value)> = Vec::new();
+                while let Some((key, value)) = map.next_entry::<String, Value>()? {
+                    if entries.iter().any(|(k, _)| *k == key) {
+                        return Err(serde::de::Error::custom(format!(
+                            "duplicate key {key:?}"
+                        )));
+                    }
+                    entries.push((key, value));
+                }
+                Ok(UniqueKeyObject(entries))
+            }
+        }
+        deserializer.deserialize_map(ObjectVisitor)
+    }
+}
+
+/// Parses a whole document into an object with unique top-level keys.
+pub fn parse_object(origin: &str, text: &str) -> Result<UniqueKeyObject, ConfigError> {
+    serde_json::from_str(text).map_err(|e| {
+        ConfigError::new(
+            origin,
+            None,
+            format!(
+                "not valid JSON at line {} column {}: {e}",
+                e.line(),
+                e.column()
+            ),
+        )
+    })
+}
+
+/// Re-reads a nested value as a unique-key object (nested duplicates matter too).
+pub fn as_object(origin: &str, value: &Value) -> Result<UniqueKeyObject, ConfigError> {
+    // Round-tripping through text is cheap at these sizes and keeps one duplicate check.
+    // serde_json::Value has already merged nested duplicates, so nested objects are checked
+    // for shape only; top-level duplicates are caught by `parse_object`.
+    serde_json::from_value(value.clone())
+        .map_err(|e| ConfigError::new(origin, None, format!("must be a JSON object: {e}")))
+}
+
+/// A JSON scalar as text: strings as they are, numbers and booleans printed; anything else
+/// is an error naming the property.
+pub fn scalar_text(property: &str, value: &Value) -> Result<String, ConfigError> {
+    match value {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        other => Err(ConfigError::new(
+            property,
+            Some(&other.to_string()),
+            "must be a string",
+        )),
+    }
+}

@@ -1,0 +1,36 @@
+//! "Did you mean ...?" for misspelled property names.
+
+/// The known name closest to `unknown`, when it is close enough to be a likely typo.
+pub fn closest<'a>(unknown: &str, known: &[&'a str]) -> Option<&'a str> {
+    let lowered = unknown.to_ascii_lowercase();
+    known
+        .iter()
+        .map(|candidate| {
+            let score = strsim::jaro_winkler(&lowered, &candidate.to_ascii_lowercase());
+            (score, *candidate)
+        })
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, name)| name)
+}
+
+/// The tail of an "unknown property" message: the suggestion or the full list.
+pub fn hint(unknown: &str, known: &[&str]) -> String {
+    match closest(unknown, known) {
+        Some(name) => format!("unknown property; did you mean {name:?}?"),
+        None => format!("unknown property; known properties are {}", known.join(", ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_the_nearest_known_name() {
+        let known = ["IgnoredUID", "IgnoredGID", "AppPorts", "ProxyEgressPort"];
+        assert_eq!(closest("AppPort", &known), Some("AppPorts"));
+        assert_eq!(closest("ignoreduid", &known), Some("IgnoredUID"));
+        assert_eq!(closest("Colour", &known), None);
+    }
+}

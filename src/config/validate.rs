@@ -1,0 +1,194 @@
+//! Turns merged [`RawSettings`] into a [`ProxyConfig`], collecting every problem at once so
+//! the user can fix them in one go.
+
+use super::addresses::{ALWAYS_IGNORED_IPS, IgnoredDestinations, parse_ignored_ip};
+use super::ports::{PortList, PortRange, parse_port, parse_port_range};
+use super::settings::{RawSettings, Setting};
+use super::{ALWAYS_IGNORED_PORT, IngressConfig, Ipv6Mode, ProxyConfig};
+use crate::error::{ConfigError, quote};
+
+/// The validated config and the warnings (e.g. host bits cleared) to log.
+pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+
+    let ignored_uid = id(&raw.ignored_uid, "user", &mut errors);
+    let ignored_gid = id(&raw.ignored_gid, "group", &mut errors);
+    if raw.ignored_uid.is_none() && raw.ignored_gid.is_none() {
+        errors.push(ConfigError::new(
+            "IgnoredUID",
+            None,
+            "missing: set IgnoredUID or IgnoredGID (or both) to the proxy's user/group \
+             (e.g. 1337), or the proxy's own traffic loops back into it",
+        ));
+    }
+
+    let egress_port = match &raw.proxy_egress_port {
+        Some(s) => single_port(s, &mut errors),
+        None => {
+            errors.push(ConfigError::new(
+                "ProxyEgressPort",
+                None,
+                "missing: set it to the proxy's egress listener port (e.g. 15001)",
+            ));
+            None
+        }
+    };
+
+    let ingress_port = raw.proxy_ingress_port.as_ref().and_then(|s| single_port(s, &mut errors));
+    let app_ports = raw.app_ports.as_ref().map(|s| port_list(s, &mut errors));
+    let app_ports_given = app_ports.as_ref().is_some_and(|p| !p.is_empty());
+    let ingress = match (&raw.proxy_ingress_port, app_ports_given) {
+        (Some(port), false) => {
+            errors.push(ConfigError::new(
+                &port.property,
+                Some(&port.value),
+                "is set but AppPorts is empty: give both (inbound redirection) or neither \
+                 (egress only)",
+            ));
+            None
+        }
+        (None, true) => {
+            let app = raw.app_ports.as_ref().expect("app ports given");
+            errors.push(ConfigError::new(
+                &app.property,
+                Some(&app.value.verbatim),
+                "is set but ProxyIngressPort is not: give both (inbound redirection) or \
+                 neither (egress only)",
+            ));
+            None
+        }
+        _ => match (ingress_port, app_ports) {
+            (Some(proxy_port), Some(app_ports)) => Some(IngressConfig {
+                proxy_port,
+                app_ports,
+            }),
+            _ => None,
+        },
+    };
+
+    if let (Some(ingress), Some(egress)) = (&ingress, egress_port) {
+        if ingress.proxy_port == egress {
+            let s = raw.proxy_ingress_port.as_ref().expect("ingress port given");
+            errors.push(ConfigError::new(
+                &s.property,
+                Some(&s.value),
+                "equals ProxyEgressPort: the proxy needs distinct ingress and egress ports",
+            ));
+        }
+    }
+    if let Some(ingress) = &ingress {
+        let app = raw.app_ports.as_ref().expect("app ports given");
+        let proxy_ports = [Some(ingress.proxy_port), egress_port];
+        for port in proxy_ports.into_iter().flatten() {
+            if ingress.app_ports.contains(port) {
+                errors.push(ConfigError::new(
+                    &app.property,
+                    Some(&app.value.verbatim),
+                    format!(
+                        "contains the proxy port {port}: redirecting the proxy's own listener \
+                         to itself would loop; remove it"
+                    ),
+                ));
+            }
+        }
+    }
+
+    let mut egress_ignored_ports = raw
+        .egress_ignored_ports
+        .as_ref()
+        .map(|s| port_list(s, &mut errors))
+        .unwrap_or_default();
+    egress_ignored_ports.push(PortRange::single(ALWAYS_IGNORED_PORT));
+
+    let mut destinations = IgnoredDestinations::default();
+    if let Some(setting) = &raw.egress_ignored_ips {
+        for item in &setting.value.items {
+            match parse_ignored_ip(&setting.property, &setting.value.verbatim, item) {
+                Ok(parsed) => {
+                    warnings.extend(parsed.warning);
+                    destinations.push(parsed.net);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+    }
+    for ip in ALWAYS_IGNORED_IPS {
+        let net = parse_ignored_ip("built-in", ip, ip).expect("built-in addresses parse");
+        destinations.push(net.net);
+    }
+
+    let ipv6 = match &raw.ipv6 {
+        None => Ipv6Mode::Auto,
+        Some(s) => ipv6_mode(s).unwrap_or_else(|e| {
+            errors.push(e);
+            Ipv6Mode::Auto
+        }),
+    };
+
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let config = ProxyConfig {
+        ignored_uid,
+        ignored_gid,
+        proxy_egress_port: egress_port.expect("no errors means the egress port parsed"),
+        ingress,
+        egress_ignored_ports,
+        egress_ignored_destinations: destinations,
+        ipv6,
+    };
+    Ok((config, warnings))
+}
+
+fn id(setting: &Option<Setting<String>>, kind: &str, errors: &mut Vec<ConfigError>) -> Option<u32> {
+    let s = setting.as_ref()?;
+    let text = s.value.trim();
+    let parsed = if !text.is_empty() && text.len() <= 10 && text.bytes().all(|b| b.is_ascii_digit()) {
+        text.parse::<u32>().ok().filter(|&id| id != u32::MAX)
+    } else {
+        None
+    };
+    if parsed.is_none() {
+        errors.push(ConfigError::new(
+            &s.property,
+            Some(&s.value),
+            format!("is not a numeric {kind} ID (0-4294967294); names are not resolved here"),
+        ));
+    }
+    parsed
+}
+
+fn single_port(s: &Setting<String>, errors: &mut Vec<ConfigError>) -> Option<u16> {
+    parse_port(&s.property, &s.value, s.value.trim())
+        .map_err(|e| errors.push(e))
+        .ok()
+}
+
+fn port_list(s: &Setting<super::settings::ListValue>, errors: &mut Vec<ConfigError>) -> PortList {
+    let mut list = PortList::default();
+    for item in &s.value.items {
+        match parse_port_range(&s.property, &s.value.verbatim, item) {
+            Ok(range) => list.push(range),
+            Err(e) => errors.push(e),
+        }
+    }
+    list
+}
+
+fn ipv6_mode(s: &Setting<String>) -> Result<Ipv6Mode, ConfigError> {
+    // 1/true mean "auto", not "on": a node with IPv6 disabled must never fail the pod.
+    match s.value.trim().to_ascii_lowercase().as_str() {
+        "auto" | "1" | "true" => Ok(Ipv6Mode::Auto),
+        "on" => Ok(Ipv6Mode::On),
+        "off" | "0" | "false" => Ok(Ipv6Mode::Off),
+        _ => Err(ConfigError::new(
+            &s.property,
+            Some(&s.value),
+            format!(
+                "{} is not an IPv6 mode: use auto, on or off (1/true = auto, 0/false = off)",
+                quote(&s.value)
+            ),
+        )),
+    }
+}

@@ -1,0 +1,289 @@
+//! Reading what is installed and converging it to a desired ruleset: the engine behind
+//! `apply`, `clean`, `status` and the CNI commands. Per family it runs one
+//! `iptables-save -t nat` and at most one `iptables-restore --noflush`; the two families run
+//! side by side since they are independent tables.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::backend::ipset::{self, IpsetTool};
+use crate::backend::{self, BackendChoice, BackendKind, IptablesTools};
+use crate::config::Ipv6Mode;
+use crate::error::{Error, Result};
+use crate::ruleset::{Drift, Family, InstalledNat, OWN_PREFIX, Ruleset, diff, reconcile_payload};
+
+/// One family's tools and what its `nat` table held when read.
+#[derive(Debug, Clone)]
+pub struct FamilyState {
+    pub family: Family,
+    pub tools: IptablesTools,
+    pub installed: InstalledNat,
+}
+
+/// What is installed in this namespace, per family, in the chosen backend.
+#[derive(Debug, Clone)]
+pub struct Installation {
+    pub backend: BackendKind,
+    pub families: Vec<FamilyState>,
+    /// Families left alone, and why (IPv6 off or unavailable).
+    pub skipped: Vec<(Family, String)>,
+}
+
+/// Why IPv6 cannot be programmed here, if it cannot.
+fn ipv6_unavailable() -> Option<String> {
+    // Per-namespace sysctl: readable as this thread's namespace after `setns`.
+    match std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6") {
+        Err(_) => Some("the kernel has no IPv6 (ipv6.disable=1 or not built in)".into()),
+        Ok(v) if v.trim() != "0" => Some("IPv6 is disabled in this namespace (disable_ipv6=1)".into()),
+        Ok(_) => None,
+    }
+}
+
+/// Reads the `nat` tables of the families `ipv6` asks for, in the backend `choice` selects.
+pub fn read_installation(choice: BackendChoice, ipv6: Ipv6Mode) -> Result<Installation> {
+    let selection = backend::select(choice)?;
+    match read_with(selection.kind, ipv6) {
+        Err(e) if choice == BackendChoice::Auto && selection.kind == BackendKind::Nft => {
+            // Proving the backend: nft's first save failed, so the kernel can't do nf_tables.
+            warn!(error = %e, "iptables-nft is not usable here; falling back to iptables-legacy");
+            read_with(BackendKind::Legacy, ipv6)
+        }
+        other => other,
+    }
+}
+
+fn read_with(kind: BackendKind, ipv6: Ipv6Mode) -> Result<Installation> {
+    let mut skipped = Vec::new();
+    let want_ipv6 = match (ipv6, ipv6_unavailable()) {
+        (Ipv6Mode::Off, _) => {
+            skipped.push((Family::Ipv6, "IPv6 is off in the configuration".to_owned()));
+            false
+        }
+        (Ipv6Mode::On, Some(why)) => {
+            return Err(Error::Environment(format!("IPv6 is required (--ipv6 on) but {why}")));
+        }
+        (Ipv6Mode::Auto, Some(why)) => {
+            warn!("{why}; programming IPv4 only");
+            skipped.push((Family::Ipv6, why));
+            false
+        }
+        (_, None) => true,
+    };
+    let v4 = IptablesTools::find(kind, Family::Ipv4)?;
+    let v6 = if want_ipv6 {
+        match IptablesTools::find(kind, Family::Ipv6) {
+            Ok(tools) => Some(tools),
+            Err(e) if ipv6 == Ipv6Mode::Auto => {
+                warn!(error = %e, "programming IPv4 only");
+                skipped.push((Family::Ipv6, e.to_string()));
+                None
+            }
+            Err(e) => return Err(e),
+        }
+    } else {
+        None
+    };
+    let (v4_saved, v6_saved) = std::thread::scope(|s| {
+        let v6_job = v6.as_ref().map(|tools| s.spawn(|| tools.save_nat()));
+        let v4_saved = v4.save_nat();
+        (v4_saved, v6_job.map(|j| j.join().expect("save thread does not panic")))
+    });
+    let mut families = vec![FamilyState {
+        family: Family::Ipv4,
+        installed: InstalledNat::parse(&v4_saved.map_err(|e| unusable(kind, Family::Ipv4, e))?),
+        tools: v4,
+    }];
+    if let (Some(tools), Some(saved)) = (v6, v6_saved) {
+        match saved {
+            Ok(text) => families.push(FamilyState {
+                family: Family::Ipv6,
+                installed: InstalledNat::parse(&text),
+                tools,
+            }),
+            Err(e) if ipv6 == Ipv6Mode::Auto => {
+                let why = format!("the IPv6 nat table is not usable: {e}");
+                warn!("{why}; programming IPv4 only");
+                skipped.push((Family::Ipv6, why));
+            }
+            Err(e) => return Err(unusable(kind, Family::Ipv6, e)),
+        }
+    }
+    Ok(Installation {
+        backend: kind,
+        families,
+        skipped,
+    })
+}
+
+fn unusable(kind: BackendKind, family: Family, e: Error) -> Error {
+    Error::Environment(format!("{kind} cannot read the {family} nat table: {e}"))
+}
+
+/// What converging did (or, for a dry run, would do) in one family.
+#[derive(Debug, Clone, Serialize)]
+pub struct FamilyChange {
+    pub family: Family,
+    /// The restore payload sent, or `None` when the family was already in sync.
+    pub payload: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConvergeReport {
+    pub backend: BackendKind,
+    pub families: Vec<FamilyChange>,
+    /// The ipset payloads sent (loading, then destroying stale sets).
+    pub ipset_payloads: Vec<String>,
+}
+
+/// Converges each read family to `desired(family)`. With `dry_run` nothing is sent.
+pub fn converge(
+    installation: &Installation,
+    desired: &dyn Fn(Family) -> Ruleset,
+    lock_wait: Duration,
+    dry_run: bool,
+) -> Result<ConvergeReport> {
+    let rulesets: Vec<Ruleset> = installation.families.iter().map(|f| desired(f.family)).collect();
+    let wanted_sets: Vec<_> = rulesets.iter().flat_map(|r| r.sets.iter().cloned()).collect();
+    let references_sets = installation.families.iter().any(|f| {
+        f.installed
+            .rules
+            .iter()
+            .any(|r| r.spec.contains(&format!("--match-set {OWN_PREFIX}")))
+    });
+    let ipset = if !wanted_sets.is_empty() {
+        Some(IpsetTool::require()?)
+    } else if references_sets {
+        IpsetTool::find()
+    } else {
+        None
+    };
+    let existing_sets: Vec<String> = match &ipset {
+        Some(tool) => tool.own_sets()?.into_iter().map(|(name, _)| name).collect(),
+        None => Vec::new(),
+    };
+
+    let mut report = ConvergeReport {
+        backend: installation.backend,
+        families: Vec::new(),
+        ipset_payloads: Vec::new(),
+    };
+    if let Some(tool) = &ipset {
+        if !wanted_sets.is_empty() {
+            let payload = ipset::load_payload(&wanted_sets, &existing_sets);
+            if !dry_run {
+                tool.restore(&payload)?;
+            }
+            report.ipset_payloads.push(payload);
+        }
+    }
+
+    let payloads: Vec<Option<String>> = installation
+        .families
+        .iter()
+        .zip(&rulesets)
+        .map(|(state, ruleset)| reconcile_payload(ruleset, &state.installed))
+        .collect();
+    if !dry_run {
+        let results: Vec<Result<()>> = std::thread::scope(|s| {
+            let jobs: Vec<_> = installation
+                .families
+                .iter()
+                .zip(&payloads)
+                .map(|(state, payload)| {
+                    s.spawn(move || match payload {
+                        Some(p) => {
+                            warn_if_lock_busy(state.tools.kind, lock_wait);
+                            state.tools.restore(p, lock_wait)
+                        }
+                        None => Ok(()),
+                    })
+                })
+                .collect();
+            jobs.into_iter().map(|j| j.join().expect("restore thread does not panic")).collect()
+        });
+        for result in results {
+            result?;
+        }
+    }
+    for (state, payload) in installation.families.iter().zip(payloads) {
+        match &payload {
+            Some(_) => info!(family = %state.family, dry_run, "rules converged in one transaction"),
+            None => info!(family = %state.family, "rules already as configured; nothing sent"),
+        }
+        report.families.push(FamilyChange {
+            family: state.family,
+            payload,
+        });
+    }
+
+    if let Some(tool) = &ipset {
+        let wanted: Vec<&str> = wanted_sets.iter().map(|s| s.name.as_str()).collect();
+        let stale: Vec<&str> = existing_sets
+            .iter()
+            .map(String::as_str)
+            .filter(|name| !wanted.contains(name))
+            .collect();
+        if !stale.is_empty() {
+            let payload = ipset::destroy_payload(&stale);
+            if !dry_run {
+                tool.restore(&payload)?;
+            }
+            report.ipset_payloads.push(payload);
+        }
+    }
+    Ok(report)
+}
+
+/// The installed state compared with `desired(family)`, per read family; sets included.
+pub fn drift(installation: &Installation, desired: &dyn Fn(Family) -> Ruleset) -> Result<Vec<(Family, Drift)>> {
+    let mut out = Vec::new();
+    let mut own_sets: Option<Vec<(String, Vec<String>)>> = None;
+    for state in &installation.families {
+        let ruleset = desired(state.family);
+        let mut drift = diff(&ruleset, &state.installed);
+        if !ruleset.sets.is_empty() {
+            if own_sets.is_none() {
+                own_sets = Some(IpsetTool::require()?.own_sets()?);
+            }
+            let installed_sets = own_sets.as_ref().expect("read above");
+            for set in &ruleset.sets {
+                match installed_sets.iter().find(|(name, _)| *name == set.name) {
+                    None => drift.missing.push(format!("ipset {}", set.name)),
+                    Some((_, members)) => {
+                        let mut want = set.members.clone();
+                        let mut have = members.clone();
+                        want.sort();
+                        have.sort();
+                        if want != have {
+                            drift.unexpected.push(format!(
+                                "ipset {} holds {} members, {} expected, or other ones",
+                                set.name,
+                                have.len(),
+                                want.len()
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        out.push((state.family, drift));
+    }
+    Ok(out)
+}
+
+/// Says so when another process holds the legacy xtables lock, since iptables will wait.
+fn warn_if_lock_busy(kind: BackendKind, lock_wait: Duration) {
+    use nix::fcntl::{Flock, FlockArg};
+    if kind != BackendKind::Legacy {
+        return; // nf_tables transactions need no global lock
+    }
+    let path = std::env::var("XTABLES_LOCKFILE").unwrap_or_else(|_| "/run/xtables.lock".into());
+    let Ok(file) = std::fs::OpenOptions::new().read(true).open(&path) else {
+        return;
+    };
+    if let Err((_, nix::errno::Errno::EWOULDBLOCK)) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        info!(lock = %path, wait = ?lock_wait, "another process holds the xtables lock; waiting for it");
+    }
+}

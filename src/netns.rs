@@ -1,0 +1,79 @@
+//! Network namespaces: entering the workload's, and refusing the machine's own.
+
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use nix::sched::{CloneFlags, setns};
+use tracing::{info, warn};
+
+use crate::error::{Error, Result};
+
+/// The inode of the kernel's initial network namespace (`PROC_NET_INIT_INO`): the machine's
+/// own. Namespaces made by `unshare -n`, `ip netns add` or a container runtime get others.
+pub const INITIAL_NETNS_INODE: u64 = 0xEFFF_FFF9;
+
+/// Moves this thread into the namespace at `path` (`/proc/PID/ns/net`, `/var/run/netns/N`).
+/// Call it before starting any other thread: the rest of the process runs there.
+pub fn enter(path: &Path) -> Result<()> {
+    let file = File::open(path).map_err(|e| {
+        Error::Environment(format!("cannot open network namespace {}: {e}", path.display()))
+    })?;
+    setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| {
+        let hint = if e == nix::errno::Errno::EPERM {
+            " (entering a namespace needs CAP_SYS_ADMIN)"
+        } else if e == nix::errno::Errno::EINVAL {
+            " (not a network namespace file)"
+        } else {
+            ""
+        };
+        Error::Environment(format!(
+            "cannot enter network namespace {}: {e}{hint}",
+            path.display()
+        ))
+    })?;
+    info!(netns = %path.display(), "entered network namespace");
+    Ok(())
+}
+
+/// The inode of the namespace this thread is in.
+pub fn current_inode() -> Result<u64> {
+    std::fs::metadata("/proc/thread-self/ns/net")
+        .map(|m| m.ino())
+        .map_err(|e| Error::io("reading /proc/thread-self/ns/net", e))
+}
+
+/// Whether a namespace inode is the machine's own namespace.
+pub fn is_initial_namespace(inode: u64) -> bool {
+    inode == INITIAL_NETNS_INODE
+}
+
+/// Refuses to go on in the machine's own namespace unless explicitly allowed: a redirect
+/// there takes the whole node's traffic (including the way in) into a proxy that isn't there.
+pub fn guard_against_host(allow_host_netns: bool) -> Result<()> {
+    let inode = current_inode()?;
+    if !is_initial_namespace(inode) {
+        return Ok(());
+    }
+    if allow_host_netns {
+        warn!("programming the machine's own network namespace (--allow-host-netns)");
+        return Ok(());
+    }
+    Err(Error::Environment(
+        "this is the machine's own network namespace (the initial one), not a workload's: \
+         run inside the pod/task (init container), pass --netns /proc/PID/ns/net, or, if \
+         you really mean the host, --allow-host-netns"
+            .into(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_initial_inode_is_the_host() {
+        assert!(is_initial_namespace(4026531833));
+        assert!(!is_initial_namespace(4026532401));
+    }
+}
