@@ -3,6 +3,7 @@
 //! `iptables-save -t nat` and at most one `iptables-restore --noflush`; the two families run
 //! side by side since they are independent tables.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -12,7 +13,9 @@ use crate::backend::ipset::{self, IpsetTool};
 use crate::backend::{self, BackendChoice, BackendKind, IptablesTools};
 use crate::config::Ipv6Mode;
 use crate::error::{Error, Result};
-use crate::ruleset::{Drift, Family, InstalledNat, OWN_PREFIX, Ruleset, diff, reconcile_payload};
+use crate::ruleset::{
+    Drift, Family, InstalledNat, OWN_PREFIX, Ruleset, SetKind, diff, reconcile_payload,
+};
 
 /// One family's tools and what its `nat` table held when read.
 #[derive(Debug, Clone)]
@@ -252,16 +255,16 @@ pub fn drift(installation: &Installation, desired: &dyn Fn(Family) -> Ruleset) -
                 match installed_sets.iter().find(|(name, _)| *name == set.name) {
                     None => drift.missing.push(format!("ipset {}", set.name)),
                     Some((_, members)) => {
-                        let mut want = set.members.clone();
-                        let mut have = members.clone();
-                        want.sort();
-                        have.sort();
+                        let want = comparable_members(set.kind, &set.members);
+                        let have = comparable_members(set.kind, members);
                         if want != have {
                             drift.unexpected.push(format!(
-                                "ipset {} holds {} members, {} expected, or other ones",
+                                "ipset {} holds {} entries where {} are configured ({} missing, {} extra)",
                                 set.name,
                                 have.len(),
-                                want.len()
+                                want.len(),
+                                want.difference(&have).count(),
+                                have.difference(&want).count()
                             ));
                         }
                     }
@@ -271,6 +274,30 @@ pub fn drift(installation: &Installation, desired: &dyn Fn(Family) -> Ruleset) -
         out.push((state.family, drift));
     }
     Ok(out)
+}
+
+/// Set members in one spelling: `ipset save` prints host networks without their prefix
+/// length and bitmap ports one by one.
+fn comparable_members(kind: SetKind, members: &[String]) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for member in members {
+        match kind {
+            SetKind::Networks => {
+                let bare = member.strip_suffix("/32").or_else(|| member.strip_suffix("/128"));
+                out.insert(bare.unwrap_or(member).to_owned());
+            }
+            SetKind::Ports => {
+                let (first, last) = member.split_once('-').unwrap_or((member, member));
+                match (first.parse::<u16>(), last.parse::<u16>()) {
+                    (Ok(first), Ok(last)) => out.extend((first..=last).map(|p| p.to_string())),
+                    _ => {
+                        out.insert(member.clone());
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Says so when another process holds the legacy xtables lock, since iptables will wait.

@@ -143,9 +143,9 @@ pub fn parse_port_range(property: &str, verbatim: &str, item: &str) -> Result<Po
             format!("{} is not a port range: {why}", quote(item)),
         )
     };
-    let first = parse_port(property, verbatim, first.trim())
+    let first = parse_port(property, verbatim, crate::config::settings::trim_blanks(first))
         .map_err(|_| bad_range("write FIRST-LAST with ports 1-65535"))?;
-    let last = parse_port(property, verbatim, last.trim())
+    let last = parse_port(property, verbatim, crate::config::settings::trim_blanks(last))
         .map_err(|_| bad_range("write FIRST-LAST with ports 1-65535"))?;
     if first > last {
         return Err(bad_range("the first port is above the last"));

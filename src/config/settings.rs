@@ -44,9 +44,15 @@ impl ListValue {
     }
 }
 
+/// Trims blanks only: a newline or other control character must stay and be rejected, since
+/// it could otherwise end a rule line.
+pub fn trim_blanks(text: &str) -> &str {
+    text.trim_matches([' ', '\t'])
+}
+
 fn split_list(text: &str) -> Vec<String> {
     text.split(',')
-        .map(str::trim)
+        .map(trim_blanks)
         .filter(|item| !item.is_empty())
         .map(str::to_owned)
         .collect()
@@ -83,7 +89,7 @@ impl RawSettings {
     /// A scalar property; an empty string counts as unset, as in the App Mesh tools
     /// (`"proxyIngressPort": ""` means egress only).
     pub fn scalar(property: &str, value: &str) -> Option<Setting<String>> {
-        if value.trim().is_empty() {
+        if trim_blanks(value).is_empty() {
             None
         } else {
             Some(Setting::new(property, value.to_owned()))

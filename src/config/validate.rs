@@ -3,7 +3,7 @@
 
 use super::addresses::{ALWAYS_IGNORED_IPS, IgnoredDestinations, parse_ignored_ip};
 use super::ports::{PortList, PortRange, parse_port, parse_port_range};
-use super::settings::{RawSettings, Setting};
+use super::settings::{RawSettings, Setting, trim_blanks};
 use super::{ALWAYS_IGNORED_PORT, IngressConfig, Ipv6Mode, ProxyConfig};
 use crate::error::{ConfigError, quote};
 
@@ -143,7 +143,7 @@ pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<Con
 
 fn id(setting: &Option<Setting<String>>, kind: &str, errors: &mut Vec<ConfigError>) -> Option<u32> {
     let s = setting.as_ref()?;
-    let text = s.value.trim();
+    let text = trim_blanks(&s.value);
     let parsed = if !text.is_empty() && text.len() <= 10 && text.bytes().all(|b| b.is_ascii_digit()) {
         text.parse::<u32>().ok().filter(|&id| id != u32::MAX)
     } else {
@@ -160,7 +160,7 @@ fn id(setting: &Option<Setting<String>>, kind: &str, errors: &mut Vec<ConfigErro
 }
 
 fn single_port(s: &Setting<String>, errors: &mut Vec<ConfigError>) -> Option<u16> {
-    parse_port(&s.property, &s.value, s.value.trim())
+    parse_port(&s.property, &s.value, trim_blanks(&s.value))
         .map_err(|e| errors.push(e))
         .ok()
 }
@@ -178,7 +178,7 @@ fn port_list(s: &Setting<super::settings::ListValue>, errors: &mut Vec<ConfigErr
 
 fn ipv6_mode(s: &Setting<String>) -> Result<Ipv6Mode, ConfigError> {
     // 1/true mean "auto", not "on": a node with IPv6 disabled must never fail the pod.
-    match s.value.trim().to_ascii_lowercase().as_str() {
+    match trim_blanks(&s.value).to_ascii_lowercase().as_str() {
         "auto" | "1" | "true" => Ok(Ipv6Mode::Auto),
         "on" => Ok(Ipv6Mode::On),
         "off" | "0" | "false" => Ok(Ipv6Mode::Off),
