@@ -39,7 +39,9 @@ fn ipv6_unavailable() -> Option<String> {
     // Per-namespace sysctl: readable as this thread's namespace after `setns`.
     match std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6") {
         Err(_) => Some("the kernel has no IPv6 (ipv6.disable=1 or not built in)".into()),
-        Ok(v) if v.trim() != "0" => Some("IPv6 is disabled in this namespace (disable_ipv6=1)".into()),
+        Ok(v) if v.trim() != "0" => {
+            Some("IPv6 is disabled in this namespace (disable_ipv6=1)".into())
+        }
         Ok(_) => None,
     }
 }
@@ -57,7 +59,8 @@ pub fn read_installation(choice: BackendChoice, ipv6: Ipv6Mode) -> Result<Instal
     }
 }
 
-fn read_with(kind: BackendKind, ipv6: Ipv6Mode) -> Result<Installation> {
+/// Reads the `nat` tables in a given backend, without choosing one.
+pub fn read_with(kind: BackendKind, ipv6: Ipv6Mode) -> Result<Installation> {
     let mut skipped = Vec::new();
     let want_ipv6 = match (ipv6, ipv6_unavailable()) {
         (Ipv6Mode::Off, _) => {
@@ -65,7 +68,9 @@ fn read_with(kind: BackendKind, ipv6: Ipv6Mode) -> Result<Installation> {
             false
         }
         (Ipv6Mode::On, Some(why)) => {
-            return Err(Error::Environment(format!("IPv6 is required (--ipv6 on) but {why}")));
+            return Err(Error::Environment(format!(
+                "IPv6 is required (--ipv6 on) but {why}"
+            )));
         }
         (Ipv6Mode::Auto, Some(why)) => {
             warn!("{why}; programming IPv4 only");
@@ -91,7 +96,10 @@ fn read_with(kind: BackendKind, ipv6: Ipv6Mode) -> Result<Installation> {
     let (v4_saved, v6_saved) = std::thread::scope(|s| {
         let v6_job = v6.as_ref().map(|tools| s.spawn(|| tools.save_nat()));
         let v4_saved = v4.save_nat();
-        (v4_saved, v6_job.map(|j| j.join().expect("save thread does not panic")))
+        (
+            v4_saved,
+            v6_job.map(|j| j.join().expect("save thread does not panic")),
+        )
     });
     let mut families = vec![FamilyState {
         family: Family::Ipv4,
@@ -147,8 +155,15 @@ pub fn converge(
     lock_wait: Duration,
     dry_run: bool,
 ) -> Result<ConvergeReport> {
-    let rulesets: Vec<Ruleset> = installation.families.iter().map(|f| desired(f.family)).collect();
-    let wanted_sets: Vec<_> = rulesets.iter().flat_map(|r| r.sets.iter().cloned()).collect();
+    let rulesets: Vec<Ruleset> = installation
+        .families
+        .iter()
+        .map(|f| desired(f.family))
+        .collect();
+    let wanted_sets: Vec<_> = rulesets
+        .iter()
+        .flat_map(|r| r.sets.iter().cloned())
+        .collect();
     let references_sets = installation.families.iter().any(|f| {
         f.installed
             .rules
@@ -172,14 +187,14 @@ pub fn converge(
         families: Vec::new(),
         ipset_payloads: Vec::new(),
     };
-    if let Some(tool) = &ipset {
-        if !wanted_sets.is_empty() {
-            let payload = ipset::load_payload(&wanted_sets, &existing_sets);
-            if !dry_run {
-                tool.restore(&payload)?;
-            }
-            report.ipset_payloads.push(payload);
+    if let Some(tool) = &ipset
+        && !wanted_sets.is_empty()
+    {
+        let payload = ipset::load_payload(&wanted_sets, &existing_sets);
+        if !dry_run {
+            tool.restore(&payload)?;
         }
+        report.ipset_payloads.push(payload);
     }
 
     let payloads: Vec<Option<String>> = installation
@@ -204,7 +219,9 @@ pub fn converge(
                     })
                 })
                 .collect();
-            jobs.into_iter().map(|j| j.join().expect("restore thread does not panic")).collect()
+            jobs.into_iter()
+                .map(|j| j.join().expect("restore thread does not panic"))
+                .collect()
         });
         for result in results {
             result?;
@@ -240,7 +257,10 @@ pub fn converge(
 }
 
 /// The installed state compared with `desired(family)`, per read family; sets included.
-pub fn drift(installation: &Installation, desired: &dyn Fn(Family) -> Ruleset) -> Result<Vec<(Family, Drift)>> {
+pub fn drift(
+    installation: &Installation,
+    desired: &dyn Fn(Family) -> Ruleset,
+) -> Result<Vec<(Family, Drift)>> {
     let mut out = Vec::new();
     let mut own_sets: Option<Vec<(String, Vec<String>)>> = None;
     for state in &installation.families {
@@ -283,7 +303,9 @@ fn comparable_members(kind: SetKind, members: &[String]) -> BTreeSet<String> {
     for member in members {
         match kind {
             SetKind::Networks => {
-                let bare = member.strip_suffix("/32").or_else(|| member.strip_suffix("/128"));
+                let bare = member
+                    .strip_suffix("/32")
+                    .or_else(|| member.strip_suffix("/128"));
                 out.insert(bare.unwrap_or(member).to_owned());
             }
             SetKind::Ports => {
@@ -310,7 +332,9 @@ fn warn_if_lock_busy(kind: BackendKind, lock_wait: Duration) {
     let Ok(file) = std::fs::OpenOptions::new().read(true).open(&path) else {
         return;
     };
-    if let Err((_, nix::errno::Errno::EWOULDBLOCK)) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+    if let Err((_, nix::errno::Errno::EWOULDBLOCK)) =
+        Flock::lock(file, FlockArg::LockExclusiveNonblock)
+    {
         info!(lock = %path, wait = ?lock_wait, "another process holds the xtables lock; waiting for it");
     }
 }

@@ -33,7 +33,11 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub fn new(property: impl Into<String>, value: Option<&str>, message: impl Into<String>) -> Self {
+    pub fn new(
+        property: impl Into<String>,
+        value: Option<&str>,
+        message: impl Into<String>,
+    ) -> Self {
         ConfigError {
             property: property.into(),
             value: value.map(str::to_owned),
@@ -110,9 +114,7 @@ impl Error {
             Error::Config(_) => exit_code::INVALID_CONFIG,
             Error::Privileges(_) => exit_code::MISSING_PRIVILEGES,
             Error::Environment(_) => exit_code::ENVIRONMENT,
-            Error::CommandFailed { .. } | Error::Io { .. } | Error::Other(_) => {
-                exit_code::FAILURE
-            }
+            Error::CommandFailed { .. } | Error::Io { .. } | Error::Other(_) => exit_code::FAILURE,
         }
     }
 

@@ -17,7 +17,10 @@ pub const INITIAL_NETNS_INODE: u64 = 0xEFFF_FFF9;
 /// Call it before starting any other thread: the rest of the process runs there.
 pub fn enter(path: &Path) -> Result<()> {
     let file = File::open(path).map_err(|e| {
-        Error::Environment(format!("cannot open network namespace {}: {e}", path.display()))
+        Error::Environment(format!(
+            "cannot open network namespace {}: {e}",
+            path.display()
+        ))
     })?;
     setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| {
         let hint = if e == nix::errno::Errno::EPERM {

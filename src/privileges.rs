@@ -36,8 +36,8 @@ pub fn require(needed: &[Capability], purpose: &str) -> Result<()> {
 pub fn drop_all_except(keep: &[Capability]) -> Result<()> {
     let keep: CapsHashSet = keep.iter().copied().collect();
     let all = caps::all();
-    let can_shrink_bounding = caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP)
-        .unwrap_or(false);
+    let can_shrink_bounding =
+        caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP).unwrap_or(false);
     if can_shrink_bounding {
         for cap in all.difference(&keep) {
             // Caps the kernel doesn't know fail with EINVAL; nothing to drop then.
@@ -46,7 +46,8 @@ pub fn drop_all_except(keep: &[Capability]) -> Result<()> {
     }
     let permitted = caps::read(None, CapSet::Permitted).unwrap_or_default();
     let retained: CapsHashSet = keep.intersection(&permitted).copied().collect();
-    let fail = |e: caps::errors::CapsError| Error::Privileges(format!("cannot drop capabilities: {e}"));
+    let fail =
+        |e: caps::errors::CapsError| Error::Privileges(format!("cannot drop capabilities: {e}"));
     caps::set(None, CapSet::Effective, &retained).map_err(fail)?;
     caps::set(None, CapSet::Inheritable, &retained).map_err(fail)?;
     caps::set(None, CapSet::Permitted, &retained).map_err(fail)?;

@@ -10,8 +10,14 @@ use std::process::{Command, Output};
 use common::*;
 
 const MESHINIT: &str = env!("CARGO_BIN_EXE_meshinit");
-const ECS_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/configs/traffic-ecs.json");
-const CNI_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/configs/traffic-cni.json");
+const ECS_CONFIG: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/configs/traffic-ecs.json"
+);
+const CNI_CONFIG: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/configs/traffic-cni.json"
+);
 const ENV_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/configs/traffic.env");
 
 const PROXY_UID: u32 = 1337;
@@ -58,7 +64,11 @@ fn nat_state(ns: &TestNetns, backend: &str) -> String {
     let mut out = String::new();
     for family in ["iptables", "ip6tables"] {
         let save = ns.run_checked(&format!("{family}-{backend}-save"), &["-t", "nat"]);
-        out.extend(save.lines().filter(|l| !l.starts_with('#')).map(|l| format!("{l}\n")));
+        out.extend(
+            save.lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(|l| format!("{l}\n")),
+        );
     }
     out
 }
@@ -106,27 +116,44 @@ impl Scene {
         }
     }
 
-    fn from_app(&self, dest: &str, user: (u32, u32)) -> ConnectOutcome {
-        self.net.app.connect(addr(dest), Some(user), DEFAULT_CONNECT_TIMEOUT)
+    fn connect_from_app(&self, dest: &str, user: (u32, u32)) -> ConnectOutcome {
+        self.net
+            .app
+            .connect(addr(dest), Some(user), DEFAULT_CONNECT_TIMEOUT)
     }
 
-    fn from_peer(&self, dest: &str) -> ConnectOutcome {
-        self.net.peer.connect(addr(dest), None, DEFAULT_CONNECT_TIMEOUT)
+    fn connect_from_peer(&self, dest: &str) -> ConnectOutcome {
+        self.net
+            .peer
+            .connect(addr(dest), None, DEFAULT_CONNECT_TIMEOUT)
     }
 
     /// Every outcome the traffic config promises, both families.
     fn assert_configured_traffic(&self) {
         // Ordinary egress goes to the proxy, original destination intact.
         for dest in ["203.0.113.7:80", "[2001:db8:ff::7]:80", "203.0.113.7:7000"] {
-            assert_redirected(&self.from_app(dest, APP_USER), &self.egress_proxy, addr(dest));
+            assert_redirected(
+                &self.connect_from_app(dest, APP_USER),
+                &self.egress_proxy,
+                addr(dest),
+            );
         }
         // The root user is an ordinary user too.
-        let outcome = self.net.app.connect(addr("203.0.113.7:80"), None, DEFAULT_CONNECT_TIMEOUT);
+        let outcome = self
+            .net
+            .app
+            .connect(addr("203.0.113.7:80"), None, DEFAULT_CONNECT_TIMEOUT);
         assert_redirected(&outcome, &self.egress_proxy, addr("203.0.113.7:80"));
         // The proxy's own user and group go direct.
         for dest in ["203.0.113.7:80", "[2001:db8:ff::7]:80"] {
-            assert_direct(&self.from_app(dest, (PROXY_UID, 4242)), &self.remote_80);
-            assert_direct(&self.from_app(dest, (4242, PROXY_GID)), &self.remote_80);
+            assert_direct(
+                &self.connect_from_app(dest, (PROXY_UID, 4242)),
+                &self.remote_80,
+            );
+            assert_direct(
+                &self.connect_from_app(dest, (4242, PROXY_GID)),
+                &self.remote_80,
+            );
         }
         // Port 22, the 16th ignored port and a port inside an ignored range go direct.
         for (dest, remote) in [
@@ -136,7 +163,7 @@ impl Scene {
             ("[2001:db8:ff::7]:5015", &self.remote_5015),
             ("203.0.113.7:6005", &self.remote_6005),
         ] {
-            assert_direct(&self.from_app(dest, APP_USER), remote);
+            assert_direct(&self.connect_from_app(dest, APP_USER), remote);
         }
         // Metadata endpoints and ignored CIDRs go direct.
         for dest in [
@@ -146,29 +173,45 @@ impl Scene {
             "[2001:db8:ff:1::7]:80",
             "[fd00:ec2::254]:80",
         ] {
-            assert_direct(&self.from_app(dest, APP_USER), &self.remote_80);
+            assert_direct(&self.connect_from_app(dest, APP_USER), &self.remote_80);
         }
         // Local traffic is untouched.
-        for dest in ["127.0.0.1:8080", "198.51.100.1:8080", "[::1]:8080", "[2001:db8:100::1]:8080"] {
-            assert_direct(&self.from_app(dest, APP_USER), &self.app_8080);
+        for dest in [
+            "127.0.0.1:8080",
+            "198.51.100.1:8080",
+            "[::1]:8080",
+            "[2001:db8:100::1]:8080",
+        ] {
+            assert_direct(&self.connect_from_app(dest, APP_USER), &self.app_8080);
         }
         // Inbound: AppPorts go to the ingress proxy, other ports are untouched.
-        for dest in ["198.51.100.1:9080", "[2001:db8:100::1]:9080", "198.51.100.1:9443"] {
-            assert_redirected(&self.from_peer(dest), &self.ingress_proxy, addr(dest));
+        for dest in [
+            "198.51.100.1:9080",
+            "[2001:db8:100::1]:9080",
+            "198.51.100.1:9443",
+        ] {
+            assert_redirected(
+                &self.connect_from_peer(dest),
+                &self.ingress_proxy,
+                addr(dest),
+            );
         }
         for dest in ["198.51.100.1:8080", "[2001:db8:100::1]:8080"] {
-            assert_direct(&self.from_peer(dest), &self.app_8080);
+            assert_direct(&self.connect_from_peer(dest), &self.app_8080);
         }
     }
 
     /// Without rules, everything goes where it was sent.
     fn assert_direct_traffic(&self) {
         for dest in ["203.0.113.7:80", "[2001:db8:ff::7]:80"] {
-            assert_direct(&self.from_app(dest, APP_USER), &self.remote_80);
+            assert_direct(&self.connect_from_app(dest, APP_USER), &self.remote_80);
         }
-        assert_direct(&self.from_app("203.0.113.7:7000", APP_USER), &self.remote_7000);
+        assert_direct(
+            &self.connect_from_app("203.0.113.7:7000", APP_USER),
+            &self.remote_7000,
+        );
         for dest in ["198.51.100.1:9080", "[2001:db8:100::1]:9080"] {
-            assert_direct(&self.from_peer(dest), &self.app_9080);
+            assert_direct(&self.connect_from_peer(dest), &self.app_9080);
         }
     }
 }
@@ -208,7 +251,10 @@ fn init_container_environment_gives_the_same_outcomes_and_rules() {
     let scene = Scene::new();
     let env_text = std::fs::read_to_string(ENV_CONFIG).unwrap();
     let vars: Vec<(&str, &str)> = env_text.lines().filter_map(|l| l.split_once('=')).collect();
-    assert_exit(&meshinit_with_env(&scene.net.app, &["apply", "--from-env"], &vars), 0);
+    assert_exit(
+        &meshinit_with_env(&scene.net.app, &["apply", "--from-env"], &vars),
+        0,
+    );
     scene.assert_configured_traffic();
     // The three surfaces render the same ruleset, so status against the others is in sync.
     assert_exit(&meshinit(&scene.net.app, &["status", ECS_CONFIG]), 0);
@@ -245,9 +291,16 @@ fn reapply_is_byte_identical_and_foreign_rules_survive_apply_and_clean() {
     assert_exit(&meshinit(app, &["clean"]), 0);
     let after = app.run_checked("iptables-nft-save", &[]);
     let strip = |s: &str| -> String {
-        s.lines().filter(|l| !l.starts_with('#')).map(|l| format!("{l}\n")).collect()
+        s.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect()
     };
-    assert_eq!(strip(&foreign_before), strip(&after), "clean changed foreign rules");
+    assert_eq!(
+        strip(&foreign_before),
+        strip(&after),
+        "clean changed foreign rules"
+    );
     assert!(!nat_state(app, "nft").contains("APPMESH"));
     scene.assert_direct_traffic();
     // Status says absent (exit 1) once cleaned.
@@ -307,11 +360,21 @@ fn auto_uses_legacy_when_legacy_already_holds_rules() {
     app.iptables("iptables-legacy", "-t nat -A POSTROUTING -p udp -j RETURN");
     let output = meshinit(app, &["apply", ECS_CONFIG]);
     assert_exit(&output, 0);
-    assert!(stderr(&output).contains("iptables-legacy already holds rules"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("iptables-legacy already holds rules"),
+        "{}",
+        stderr(&output)
+    );
     let legacy = nat_state(app, "legacy");
     assert!(legacy.contains("-j APPMESH_EGRESS"), "{legacy}");
-    assert!(legacy.contains("-A POSTROUTING -p udp -j RETURN"), "{legacy}");
-    assert!(!nat_state(app, "nft").contains("APPMESH"), "nft must stay empty");
+    assert!(
+        legacy.contains("-A POSTROUTING -p udp -j RETURN"),
+        "{legacy}"
+    );
+    assert!(
+        !nat_state(app, "nft").contains("APPMESH"),
+        "nft must stay empty"
+    );
     scene.assert_configured_traffic();
     assert_exit(&meshinit(app, &["clean"]), 0);
     assert!(!nat_state(app, "legacy").contains("APPMESH"));
@@ -328,10 +391,29 @@ fn bad_configuration_exits_2_and_leaves_the_rules_untouched() {
     let before = nat_state(&ns, "nft");
     for args in [
         vec!["apply", "--ignored-uid", "1337"],
-        vec!["apply", "--ignored-uid", "x", "--proxy-egress-port", "15001"],
-        vec!["apply", "--ignored-uid", "1337", "--proxy-egress-port", "15001", "--app-ports", "80"],
+        vec![
+            "apply",
+            "--ignored-uid",
+            "x",
+            "--proxy-egress-port",
+            "15001",
+        ],
+        vec![
+            "apply",
+            "--ignored-uid",
+            "1337",
+            "--proxy-egress-port",
+            "15001",
+            "--app-ports",
+            "80",
+        ],
         vec!["apply", ECS_CONFIG, "--proxy-ingress-port", "15001"],
-        vec!["apply", ECS_CONFIG, "--egress-ignored-ips", "10.0.0.1\n-A OUTPUT -j ACCEPT"],
+        vec![
+            "apply",
+            ECS_CONFIG,
+            "--egress-ignored-ips",
+            "10.0.0.1\n-A OUTPUT -j ACCEPT",
+        ],
         vec!["clean", "--backend", "bogus"],
     ] {
         let output = meshinit(&ns, &args);
@@ -346,7 +428,10 @@ fn a_failed_restore_leaves_the_rules_exactly_as_before() {
         return;
     }
     let ns = TestNetns::new("lockfail");
-    assert_exit(&meshinit(&ns, &["apply", ECS_CONFIG, "--backend", "legacy"]), 0);
+    assert_exit(
+        &meshinit(&ns, &["apply", ECS_CONFIG, "--backend", "legacy"]),
+        0,
+    );
     let before = nat_state(&ns, "legacy");
     // Hold a private xtables lock so the legacy restore really fails, like under contention.
     let lock = std::env::temp_dir().join(format!("meshinit-test-{}.lock", std::process::id()));
@@ -359,7 +444,17 @@ fn a_failed_restore_leaves_the_rules_exactly_as_before() {
     std::thread::sleep(std::time::Duration::from_millis(200));
     let output = meshinit_with_env(
         &ns,
-        &["apply", "--ignored-uid", "1337", "--proxy-egress-port", "16001", "--backend", "legacy", "--lock-timeout", "1s"],
+        &[
+            "apply",
+            "--ignored-uid",
+            "1337",
+            "--proxy-egress-port",
+            "16001",
+            "--backend",
+            "legacy",
+            "--lock-timeout",
+            "1s",
+        ],
         &[("XTABLES_LOCKFILE", lock_str)],
     );
     let _ = holder.kill();
@@ -368,8 +463,14 @@ fn a_failed_restore_leaves_the_rules_exactly_as_before() {
     assert_exit(&output, 1);
     let err = stderr(&output);
     assert!(err.contains("iptables-legacy-restore failed"), "{err}");
-    assert!(err.contains("xtables lock"), "the restore's stderr is quoted: {err}");
-    assert!(err.contains("waiting"), "says that it waits for the lock: {err}");
+    assert!(
+        err.contains("xtables lock"),
+        "the restore's stderr is quoted: {err}"
+    );
+    assert!(
+        err.contains("waiting"),
+        "says that it waits for the lock: {err}"
+    );
     assert_eq!(before, nat_state(&ns, "legacy"));
 }
 
@@ -382,7 +483,11 @@ fn ipv6_disabled_namespace_auto_continues_with_ipv4_and_on_fails() {
     ns.run_checked("sysctl", &["-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
     let output = meshinit(&ns, &["apply", ECS_CONFIG]);
     assert_exit(&output, 0);
-    assert!(stderr(&output).contains("programming IPv4 only"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("programming IPv4 only"),
+        "{}",
+        stderr(&output)
+    );
     let on = meshinit(&ns, &["apply", ECS_CONFIG, "--ipv6", "on"]);
     assert_exit(&on, 4);
     assert!(stderr(&on).contains("IPv6 is required"), "{}", stderr(&on));
@@ -400,16 +505,31 @@ fn missing_iptables_exits_4_and_missing_capability_exits_3() {
         .output()
         .unwrap();
     assert_exit(&output, 4);
-    assert!(stderr(&output).contains("is not installed"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("is not installed"),
+        "{}",
+        stderr(&output)
+    );
 
     let output = ns
         .command("setpriv")
-        .args(["--bounding-set", "-net_admin", "--inh-caps", "-net_admin", MESHINIT, "apply", ECS_CONFIG])
+        .args([
+            "--bounding-set",
+            "-net_admin",
+            "--inh-caps",
+            "-net_admin",
+            MESHINIT,
+            "apply",
+            ECS_CONFIG,
+        ])
         .output()
         .unwrap();
     assert_exit(&output, 3);
     let err = stderr(&output);
-    assert!(err.contains("CAP_NET_ADMIN") && err.contains("securityContext"), "{err}");
+    assert!(
+        err.contains("CAP_NET_ADMIN") && err.contains("securityContext"),
+        "{err}"
+    );
     assert!(!nat_state(&ns, "nft").contains("APPMESH"));
 }
 
@@ -426,7 +546,11 @@ fn refuses_the_machines_own_namespace() {
         .output()
         .unwrap();
     assert_exit(&output, 4);
-    assert!(stderr(&output).contains("machine's own network namespace"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("machine's own network namespace"),
+        "{}",
+        stderr(&output)
+    );
     // A namespace made by `ip netns` is not refused.
     let ns = TestNetns::new("guard");
     assert_exit(&meshinit(&ns, &["apply", ECS_CONFIG, "--dry-run"]), 0);
@@ -463,17 +587,43 @@ fn long_exclusion_lists_use_sets_that_clean_removes() {
     let ips = ips.join(",");
     let ports = format!("{},5015", ports.join(","));
     let args = [
-        "apply", "--ignored-uid", "1337", "--proxy-egress-port", "15001",
-        "--egress-ignored-ips", &ips, "--egress-ignored-ports", &ports,
+        "apply",
+        "--ignored-uid",
+        "1337",
+        "--proxy-egress-port",
+        "15001",
+        "--egress-ignored-ips",
+        &ips,
+        "--egress-ignored-ports",
+        &ports,
     ];
     assert_exit(&meshinit(app, &args), 0);
     let rules = nat_state(app, "nft");
-    assert!(rules.contains("--match-set APPMESH_IGNORED_NET4 dst"), "{rules}");
-    assert!(rules.lines().count() < 40, "long lists must not become long chains:\n{rules}");
-    assert_direct(&scene.from_app("203.0.113.200:80", APP_USER), &scene.remote_80);
-    assert_direct(&scene.from_app("203.0.113.7:5015", APP_USER), &scene.remote_5015);
-    assert_direct(&scene.from_app("169.254.169.254:80", APP_USER), &scene.remote_80);
-    assert_redirected(&scene.from_app("203.0.113.7:80", APP_USER), &scene.egress_proxy, addr("203.0.113.7:80"));
+    assert!(
+        rules.contains("--match-set APPMESH_IGNORED_NET4 dst"),
+        "{rules}"
+    );
+    assert!(
+        rules.lines().count() < 40,
+        "long lists must not become long chains:\n{rules}"
+    );
+    assert_direct(
+        &scene.connect_from_app("203.0.113.200:80", APP_USER),
+        &scene.remote_80,
+    );
+    assert_direct(
+        &scene.connect_from_app("203.0.113.7:5015", APP_USER),
+        &scene.remote_5015,
+    );
+    assert_direct(
+        &scene.connect_from_app("169.254.169.254:80", APP_USER),
+        &scene.remote_80,
+    );
+    assert_redirected(
+        &scene.connect_from_app("203.0.113.7:80", APP_USER),
+        &scene.egress_proxy,
+        addr("203.0.113.7:80"),
+    );
     let mut status_args = args.to_vec();
     status_args[0] = "status";
     assert_exit(&meshinit(app, &status_args), 0);
@@ -484,4 +634,88 @@ fn long_exclusion_lists_use_sets_that_clean_removes() {
     let sets = app.run_checked("ipset", &["list", "-n"]);
     assert!(!sets.contains("APPMESH"), "sets left behind: {sets}");
     scene.assert_direct_traffic();
+}
+
+#[test]
+fn reapplying_a_changed_config_never_lets_traffic_bypass_the_proxy() {
+    if !require_root() {
+        return;
+    }
+    let scene = Scene::new();
+    let app = &scene.net.app;
+    let with_ignored_ports =
+        |ports: &'static str| vec!["apply", ECS_CONFIG, "--egress-ignored-ports", ports];
+    assert_exit(&meshinit(app, &with_ignored_ports("7001")), 0);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let outcomes = std::thread::scope(|s| {
+        let prober = s.spawn(|| {
+            let mut outcomes = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                outcomes.push(scene.connect_from_app("203.0.113.7:80", APP_USER));
+            }
+            outcomes
+        });
+        for round in 0..12 {
+            let ports = if round % 2 == 0 {
+                "7002,7003-7010"
+            } else {
+                "7001"
+            };
+            assert_exit(&meshinit(app, &with_ignored_ports(ports)), 0);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        prober.join().unwrap()
+    });
+    assert!(
+        outcomes.len() > 10,
+        "too few probes ({}) to mean anything",
+        outcomes.len()
+    );
+    for outcome in &outcomes {
+        assert_redirected(outcome, &scene.egress_proxy, addr("203.0.113.7:80"));
+    }
+}
+
+#[test]
+fn status_json_reports_drift_precisely() {
+    if !require_root() {
+        return;
+    }
+    let ns = TestNetns::new("statusjson");
+    assert_exit(&meshinit(&ns, &["apply", ECS_CONFIG]), 0);
+    // Tamper: drop the proxy-user exemption, the loop that takes pods down.
+    ns.iptables(
+        "iptables-nft",
+        "-t nat -D APPMESH_EGRESS -m owner --uid-owner 1337 -j RETURN",
+    );
+    let output = meshinit(&ns, &["status", ECS_CONFIG, "--json"]);
+    assert_exit(&output, 1);
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["in_sync"], false);
+    assert_eq!(report["backend"], "nft");
+    let v4 = &report["families"][0];
+    assert_eq!(v4["family"], "ipv4");
+    assert_eq!(
+        v4["missing"][0],
+        "-A APPMESH_EGRESS -m owner --uid-owner 1337 -j RETURN"
+    );
+    assert_eq!(
+        report["families"][1]["missing"].as_array().unwrap().len(),
+        0
+    );
+}
+
+#[test]
+fn an_unusable_netns_path_exits_4() {
+    if !require_root() {
+        return;
+    }
+    for path in ["/var/run/netns/meshinit-does-not-exist", "/etc/hostname"] {
+        let output = Command::new(MESHINIT)
+            .args(["apply", ECS_CONFIG, "--netns", path])
+            .output()
+            .unwrap();
+        assert_exit(&output, 4);
+        assert!(stderr(&output).contains(path), "{}", stderr(&output));
+    }
 }

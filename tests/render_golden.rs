@@ -6,7 +6,9 @@ use std::process::Command;
 
 fn render(args: &[&str], env: &[(&str, &str)]) -> String {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshinit"));
-    cmd.arg("render").args(args).current_dir(env!("CARGO_MANIFEST_DIR"));
+    cmd.arg("render")
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
     // Only the variables a test names: the developer's own APPMESH_* must not leak in.
     for (key, _) in std::env::vars() {
         if key.starts_with("APPMESH_") {
@@ -24,7 +26,9 @@ fn render(args: &[&str], env: &[(&str, &str)]) -> String {
 }
 
 fn golden_path(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name)
 }
 
 fn check_golden(name: &str, actual: &str) {
@@ -33,19 +37,34 @@ fn check_golden(name: &str, actual: &str) {
         std::fs::write(&path, actual).expect("write golden file");
         return;
     }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1 to create)", path.display()));
-    assert_eq!(actual, expected, "rendered rules differ from {}", path.display());
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with UPDATE_GOLDEN=1 to create)",
+            path.display()
+        )
+    });
+    assert_eq!(
+        actual,
+        expected,
+        "rendered rules differ from {}",
+        path.display()
+    );
 }
 
 #[test]
 fn seed_fargate_task_definition() {
-    check_golden("taskdef-fargate.rules", &render(&["examples/taskdef-fargate.json"], &[]));
+    check_golden(
+        "taskdef-fargate.rules",
+        &render(&["examples/taskdef-fargate.json"], &[]),
+    );
 }
 
 #[test]
 fn seed_ec2_task_definition() {
-    check_golden("taskdef-ec2.rules", &render(&["examples/taskdef-ec2.json"], &[]));
+    check_golden(
+        "taskdef-ec2.rules",
+        &render(&["examples/taskdef-ec2.json"], &[]),
+    );
 }
 
 #[test]
@@ -57,19 +76,18 @@ fn ecs_proxy_configuration_renders_like_its_task_definition() {
 
 #[test]
 fn cni_network_config() {
-    check_golden("cni-netconf.rules", &render(&["examples/cni-netconf.json"], &[]));
+    check_golden(
+        "cni-netconf.rules",
+        &render(&["examples/cni-netconf.json"], &[]),
+    );
 }
 
 #[test]
 fn kubernetes_init_container_environment() {
-    let env_file = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/appmesh.env"),
-    )
-    .unwrap();
-    let vars: Vec<(&str, &str)> = env_file
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .collect();
+    let env_file =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/appmesh.env"))
+            .unwrap();
+    let vars: Vec<(&str, &str)> = env_file.lines().filter_map(|l| l.split_once('=')).collect();
     check_golden("appmesh-env.rules", &render(&["--from-env"], &vars));
 }
 
@@ -87,7 +105,10 @@ fn stdin_is_read_with_a_dash() {
     child.stdin.take().unwrap().write_all(&doc).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
-    let full = render(&["examples/proxy-configuration.json", "--family", "ipv4"], &[]);
+    let full = render(
+        &["examples/proxy-configuration.json", "--family", "ipv4"],
+        &[],
+    );
     assert_eq!(String::from_utf8(out.stdout).unwrap(), full);
 }
 
@@ -102,7 +123,10 @@ fn flags_override_environment_override_file() {
             "--family",
             "ipv4",
         ],
-        &[("APPMESH_ENVOY_EGRESS_PORT", "17001"), ("APPMESH_IGNORE_UID", "1500")],
+        &[
+            ("APPMESH_ENVOY_EGRESS_PORT", "17001"),
+            ("APPMESH_IGNORE_UID", "1500"),
+        ],
     );
     assert!(out.contains("--to-ports 16001"), "{out}");
     assert!(out.contains("--uid-owner 1500"), "{out}");
@@ -139,16 +163,30 @@ fn sixteen_ports_and_ranges_split_across_multiport_rules() {
 
 #[test]
 fn egress_only_has_no_ingress_chain() {
-    let out = render(&["--ignored-uid", "1337", "--proxy-egress-port", "15001"], &[]);
+    let out = render(
+        &["--ignored-uid", "1337", "--proxy-egress-port", "15001"],
+        &[],
+    );
     assert!(!out.contains("APPMESH_INGRESS"), "{out}");
     assert!(!out.contains("PREROUTING"), "{out}");
-    assert_eq!(out.matches("-j APPMESH_EGRESS").count(), 2, "one jump per family: {out}");
+    assert_eq!(
+        out.matches("-j APPMESH_EGRESS").count(),
+        2,
+        "one jump per family: {out}"
+    );
 }
 
 #[test]
 fn ipv6_off_renders_ipv4_only() {
     let out = render(
-        &["--ignored-uid", "1337", "--proxy-egress-port", "15001", "--ipv6", "off"],
+        &[
+            "--ignored-uid",
+            "1337",
+            "--proxy-egress-port",
+            "15001",
+            "--ipv6",
+            "off",
+        ],
         &[],
     );
     assert!(out.contains("IPv4") && !out.contains("IPv6"), "{out}");
@@ -168,13 +206,22 @@ fn long_ip_lists_use_a_set_holding_the_merged_networks() {
         "ipv4",
     ];
     let rules = render(&args, &[]);
-    assert!(rules.contains("-m set --match-set APPMESH_IGNORED_NET4 dst -j RETURN"), "{rules}");
+    assert!(
+        rules.contains("-m set --match-set APPMESH_IGNORED_NET4 dst -j RETURN"),
+        "{rules}"
+    );
     assert!(!rules.contains("10.0.5.0"), "{rules}");
     let mut with_sets = args.to_vec();
     with_sets.push("--sets");
     let sets = render(&with_sets, &[]);
     // 64 adjacent /24s merge into one /18; the metadata endpoints stay as they are.
-    assert!(sets.contains("add APPMESH_IGNORED_NET4_NEW 10.0.0.0/18\n"), "{sets}");
-    assert!(sets.contains("add APPMESH_IGNORED_NET4_NEW 169.254.169.254/32\n"), "{sets}");
+    assert!(
+        sets.contains("add APPMESH_IGNORED_NET4_NEW 10.0.0.0/18\n"),
+        "{sets}"
+    );
+    assert!(
+        sets.contains("add APPMESH_IGNORED_NET4_NEW 169.254.169.254/32\n"),
+        "{sets}"
+    );
     assert!(!sets.contains("10.0.1.0/24"), "{sets}");
 }

@@ -15,7 +15,11 @@ fn render(args: &[&str]) -> String {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -33,10 +37,20 @@ fn rendered_payloads_pass_iptables_restore_test() {
         vec!["examples/cni-netconf.json"],
         vec!["examples/proxy-configuration.json"],
         vec![
-            "--ignored-uid", "1", "--ignored-gid", "2", "--proxy-egress-port", "15001",
-            "--proxy-ingress-port", "15000", "--app-ports", &many_ports,
-            "--egress-ignored-ports", "1-10,20-30,40-50,60-70,80-90,100-110,120-130,140", 
-            "--egress-ignored-ips", "10.0.0.0/8,fd00::/8",
+            "--ignored-uid",
+            "1",
+            "--ignored-gid",
+            "2",
+            "--proxy-egress-port",
+            "15001",
+            "--proxy-ingress-port",
+            "15000",
+            "--app-ports",
+            &many_ports,
+            "--egress-ignored-ports",
+            "1-10,20-30,40-50,60-70,80-90,100-110,120-130,140",
+            "--egress-ignored-ips",
+            "10.0.0.0/8,fd00::/8",
         ],
     ];
     for config in configs {

@@ -88,7 +88,10 @@ pub fn load_payload(sets: &[IpSet], existing: &[String]) -> String {
 /// `destroy` lines for sets that are ours but no longer wanted; run after the rules that
 /// referenced them are gone (a referenced set cannot be destroyed).
 pub fn destroy_payload(stale: &[&str]) -> String {
-    stale.iter().map(|name| format!("destroy {name}\n")).collect()
+    stale
+        .iter()
+        .map(|name| format!("destroy {name}\n"))
+        .collect()
 }
 
 fn create_line(set: &IpSet) -> String {

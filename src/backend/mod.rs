@@ -1,8 +1,8 @@
 //! Backends: which iptables implementation holds this namespace's rules (legacy x_tables or
 //! nf_tables), chosen once and used for both families; plus ipset for long lists.
 
-pub mod iptables;
 pub mod ipset;
+pub mod iptables;
 
 use std::fmt;
 
@@ -125,7 +125,8 @@ fn legacy_holds_rules() -> Result<bool> {
             .map_err(|e| Error::io(format!("running {}", tools.save.display()), e))?;
         let text = String::from_utf8_lossy(&output.stdout);
         let holds = text.lines().any(|l| {
-            l.starts_with("-A ") || (l.starts_with(':') && !l.contains(" ACCEPT ") && !l.contains(" DROP "))
+            l.starts_with("-A ")
+                || (l.starts_with(':') && !l.contains(" ACCEPT ") && !l.contains(" DROP "))
         });
         if holds {
             return Ok(true);

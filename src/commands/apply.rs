@@ -41,20 +41,35 @@ impl ApplyArgs {
         target::enter(&self.target, &keep, "apply")?;
         let installation = read_installation(self.target.backend, config.ipv6)?;
         let desired = |family| plan(&config, family, PlanOptions::default());
-        let report = converge(&installation, &desired, self.target.lock_timeout, self.dry_run)?;
+        let report = converge(
+            &installation,
+            &desired,
+            self.target.lock_timeout,
+            self.dry_run,
+        )?;
         if self.dry_run {
             for payload in &report.ipset_payloads {
                 println!("# ipset restore\n{payload}");
             }
             for change in &report.families {
                 match &change.payload {
-                    Some(p) => println!("# {} restore --noflush ({})\n{p}", report.backend, change.family),
-                    None => println!("# {}: already as configured; nothing to send\n", change.family),
+                    Some(p) => println!(
+                        "# {} restore --noflush ({})\n{p}",
+                        report.backend, change.family
+                    ),
+                    None => println!(
+                        "# {}: already as configured; nothing to send\n",
+                        change.family
+                    ),
                 }
             }
             return Ok(0);
         }
-        let families: Vec<String> = installation.families.iter().map(|f| f.family.to_string()).collect();
+        let families: Vec<String> = installation
+            .families
+            .iter()
+            .map(|f| f.family.to_string())
+            .collect();
         info!(backend = %report.backend, families = ?families, "ruleset applied");
         if self.verify {
             let families: Vec<_> = installation.families.iter().map(|f| f.family).collect();

@@ -78,9 +78,8 @@ impl ConfigArgs {
     }
 
     fn flag_settings(&self) -> RawSettings {
-        let scalar = |name: &str, v: &Option<String>| {
-            v.as_ref().and_then(|v| RawSettings::scalar(name, v))
-        };
+        let scalar =
+            |name: &str, v: &Option<String>| v.as_ref().and_then(|v| RawSettings::scalar(name, v));
         let list = |name: &str, v: &Option<String>| {
             v.as_ref()
                 .map(|v| Setting::new(name, ListValue::from_comma_separated(v)))
@@ -103,7 +102,8 @@ impl ConfigArgs {
         let mut settings = RawSettings::default();
         if let Some(path) = self.path() {
             let (origin, text) = read_document(path)?;
-            let (kind, from_file) = document::parse_document(&origin, &text).map_err(Error::Config)?;
+            let (kind, from_file) =
+                document::parse_document(&origin, &text).map_err(Error::Config)?;
             info!(source = %origin, kind = kind.describe(), "configuration read");
             settings = from_file;
         }
@@ -137,7 +137,11 @@ fn read_document(path: &PathBuf) -> Result<(String, String)> {
     }
     let origin = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
-        Error::Config(vec![ConfigError::new(&origin, None, format!("cannot be read: {e}"))])
+        Error::Config(vec![ConfigError::new(
+            &origin,
+            None,
+            format!("cannot be read: {e}"),
+        )])
     })?;
     Ok((origin, text))
 }

@@ -7,7 +7,7 @@ use super::args::TargetArgs;
 use super::target::{self, IPTABLES_CAPS};
 use crate::backend::{BackendChoice, BackendKind, IptablesTools};
 use crate::config::Ipv6Mode;
-use crate::converge::{converge, read_installation};
+use crate::converge::{converge, read_with};
 use crate::error::Result;
 use crate::ruleset::{Family, Ruleset};
 
@@ -28,27 +28,35 @@ impl CleanArgs {
 /// Converges every backend that may hold our rules to the empty ruleset. With `auto`, both
 /// backends are cleaned when both are present, since rules in either still redirect.
 pub fn clean(choice: BackendChoice, lock_wait: std::time::Duration) -> Result<()> {
-    let backends: Vec<BackendChoice> = match choice {
+    let backends: Vec<BackendKind> = match choice {
         BackendChoice::Auto => {
-            let mut list = Vec::new();
+            let mut kinds = Vec::new();
             if IptablesTools::find(BackendKind::Nft, Family::Ipv4).is_ok() {
-                list.push(BackendChoice::Nft);
+                kinds.push(BackendKind::Nft);
             }
             // Only when legacy tables exist: reading them with iptables-legacy would create them.
-            let legacy_exists = ["/proc/self/net/ip_tables_names", "/proc/self/net/ip6_tables_names"]
-                .iter()
-                .any(|p| std::fs::read_to_string(p).is_ok_and(|t| t.lines().any(|l| l == "nat")));
-            if legacy_exists || list.is_empty() {
-                list.push(BackendChoice::Legacy);
+            let legacy_exists = [
+                "/proc/self/net/ip_tables_names",
+                "/proc/self/net/ip6_tables_names",
+            ]
+            .iter()
+            .any(|p| std::fs::read_to_string(p).is_ok_and(|t| t.lines().any(|l| l == "nat")));
+            if legacy_exists || kinds.is_empty() {
+                kinds.push(BackendKind::Legacy);
             }
-            list
+            kinds
         }
-        explicit => vec![explicit],
+        BackendChoice::Legacy => vec![BackendKind::Legacy],
+        BackendChoice::Nft => vec![BackendKind::Nft],
     };
-    for backend in backends {
-        let installation = read_installation(backend, Ipv6Mode::Auto)?;
+    for kind in backends {
+        let installation = read_with(kind, Ipv6Mode::Auto)?;
         let report = converge(&installation, &Ruleset::empty, lock_wait, false)?;
-        let changed = report.families.iter().filter(|f| f.payload.is_some()).count();
+        let changed = report
+            .families
+            .iter()
+            .filter(|f| f.payload.is_some())
+            .count();
         info!(backend = %report.backend, families_changed = changed, "cleaned");
     }
     Ok(())

@@ -28,7 +28,13 @@ use crate::error::Result;
 )]
 pub struct Cli {
     /// Log format on standard error (the level comes from RUST_LOG, default info).
-    #[arg(long, global = true, value_enum, default_value = "text", env = "MESHINIT_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "MESHINIT_LOG_FORMAT"
+    )]
     pub log_format: LogFormat,
 
     #[command(subcommand)]

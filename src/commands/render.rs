@@ -50,7 +50,10 @@ impl RenderArgs {
             .map(|f| plan(&config, *f, PlanOptions::default()))
             .collect();
         if self.sets {
-            let sets: Vec<_> = rulesets.iter().flat_map(|r| r.sets.iter().cloned()).collect();
+            let sets: Vec<_> = rulesets
+                .iter()
+                .flat_map(|r| r.sets.iter().cloned())
+                .collect();
             print!("{}", ipset::load_payload(&sets, &[]));
         } else {
             let payloads: Vec<String> = rulesets.iter().map(render_restore).collect();

@@ -75,7 +75,10 @@ impl StatusArgs {
                 .collect(),
         };
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&report).expect("report serialises"));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).expect("report serialises")
+            );
         } else {
             print_human(&report);
         }

@@ -83,7 +83,11 @@ pub struct ParsedNet {
 
 /// Parses `10.0.0.1`, `10.0.0.0/8`, `fd00::1`, `2001:db8::/32`. Host bits set under the
 /// prefix (`10.0.0.1/8`) are cleared with a warning, as the user evidently meant the network.
-pub fn parse_ignored_ip(property: &str, verbatim: &str, item: &str) -> Result<ParsedNet, ConfigError> {
+pub fn parse_ignored_ip(
+    property: &str,
+    verbatim: &str,
+    item: &str,
+) -> Result<ParsedNet, ConfigError> {
     let bad = || {
         ConfigError::new(
             property,
@@ -143,9 +147,20 @@ mod tests {
 
     #[test]
     fn anything_outside_the_grammar_is_rejected() {
-        for bad in ["10.0.0.1 -j ACCEPT", "10.0.0.1\n", "1.2.3.4;", "10.0.0.0/33", "::g", "", "host.example"] {
+        for bad in [
+            "10.0.0.1 -j ACCEPT",
+            "10.0.0.1\n",
+            "1.2.3.4;",
+            "10.0.0.0/33",
+            "::g",
+            "",
+            "host.example",
+        ] {
             let e = parse_ignored_ip("EgressIgnoredIPs", bad, bad).unwrap_err();
-            assert!(e.message.contains("is not an IP address or CIDR"), "{bad:?}: {e}");
+            assert!(
+                e.message.contains("is not an IP address or CIDR"),
+                "{bad:?}: {e}"
+            );
         }
     }
 
@@ -156,6 +171,9 @@ mod tests {
             d.push(n.parse().unwrap());
         }
         assert_eq!(d.ipv4.len(), 2);
-        assert_eq!(d.aggregated_ipv4(), vec!["10.0.0.0/24".parse::<Ipv4Net>().unwrap()]);
+        assert_eq!(
+            d.aggregated_ipv4(),
+            vec!["10.0.0.0/24".parse::<Ipv4Net>().unwrap()]
+        );
     }
 }

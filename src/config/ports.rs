@@ -132,7 +132,11 @@ pub fn parse_port(property: &str, verbatim: &str, item: &str) -> Result<u16, Con
 }
 
 /// Parses `80`, `8000-8080` (App Mesh style) or `8000:8080` (iptables style).
-pub fn parse_port_range(property: &str, verbatim: &str, item: &str) -> Result<PortRange, ConfigError> {
+pub fn parse_port_range(
+    property: &str,
+    verbatim: &str,
+    item: &str,
+) -> Result<PortRange, ConfigError> {
     let Some((first, last)) = item.split_once(['-', ':']) else {
         return Ok(PortRange::single(parse_port(property, verbatim, item)?));
     };
@@ -143,10 +147,18 @@ pub fn parse_port_range(property: &str, verbatim: &str, item: &str) -> Result<Po
             format!("{} is not a port range: {why}", quote(item)),
         )
     };
-    let first = parse_port(property, verbatim, crate::config::settings::trim_blanks(first))
-        .map_err(|_| bad_range("write FIRST-LAST with ports 1-65535"))?;
-    let last = parse_port(property, verbatim, crate::config::settings::trim_blanks(last))
-        .map_err(|_| bad_range("write FIRST-LAST with ports 1-65535"))?;
+    let first = parse_port(
+        property,
+        verbatim,
+        crate::config::settings::trim_blanks(first),
+    )
+    .map_err(|_| bad_range("write FIRST-LAST with ports 1-65535"))?;
+    let last = parse_port(
+        property,
+        verbatim,
+        crate::config::settings::trim_blanks(last),
+    )
+    .map_err(|_| bad_range("write FIRST-LAST with ports 1-65535"))?;
     if first > last {
         return Err(bad_range("the first port is above the last"));
     }
@@ -173,7 +185,9 @@ mod tests {
 
     #[test]
     fn ranges_take_two_slots() {
-        let items: Vec<String> = (0..8).map(|i| format!("{}-{}", 1000 + i * 10, 1005 + i * 10)).collect();
+        let items: Vec<String> = (0..8)
+            .map(|i| format!("{}-{}", 1000 + i * 10, 1005 + i * 10))
+            .collect();
         let refs: Vec<&str> = items.iter().map(String::as_str).collect();
         let chunks = list(&refs).multiport_chunks();
         // 8 ranges = 16 slots: 7 ranges (14 slots) fit in the first rule.
@@ -193,7 +207,10 @@ mod tests {
     fn bad_ports_say_what_would_be_right() {
         for bad in ["0", "65536", "x", "-1", "+80", "80 ", "8\n0", "1;2", ""] {
             let e = parse_port("AppPorts", "v", bad).unwrap_err();
-            assert!(e.message.contains("is not a port number (1-65535)"), "{bad:?}: {e}");
+            assert!(
+                e.message.contains("is not a port number (1-65535)"),
+                "{bad:?}: {e}"
+            );
         }
         let e = parse_port_range("AppPorts", "9000-8000", "9000-8000").unwrap_err();
         assert!(e.message.contains("first port is above the last"), "{e}");

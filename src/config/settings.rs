@@ -97,7 +97,10 @@ impl RawSettings {
     }
 
     pub fn list(property: &str, value: &str) -> Option<Setting<ListValue>> {
-        Some(Setting::new(property, ListValue::from_comma_separated(value)))
+        Some(Setting::new(
+            property,
+            ListValue::from_comma_separated(value),
+        ))
     }
 }
 
@@ -119,7 +122,10 @@ mod tests {
         let merged = file.overlay(flags);
         assert_eq!(merged.ignored_uid.unwrap().value, "1337");
         let egress = merged.proxy_egress_port.unwrap();
-        assert_eq!((egress.property.as_str(), egress.value.as_str()), ("--proxy-egress-port", "16001"));
+        assert_eq!(
+            (egress.property.as_str(), egress.value.as_str()),
+            ("--proxy-egress-port", "16001")
+        );
     }
 
     #[test]

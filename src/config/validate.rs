@@ -35,7 +35,10 @@ pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<Con
         }
     };
 
-    let ingress_port = raw.proxy_ingress_port.as_ref().and_then(|s| single_port(s, &mut errors));
+    let ingress_port = raw
+        .proxy_ingress_port
+        .as_ref()
+        .and_then(|s| single_port(s, &mut errors));
     let app_ports = raw.app_ports.as_ref().map(|s| port_list(s, &mut errors));
     let app_ports_given = app_ports.as_ref().is_some_and(|p| !p.is_empty());
     let ingress = match (&raw.proxy_ingress_port, app_ports_given) {
@@ -67,15 +70,15 @@ pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<Con
         },
     };
 
-    if let (Some(ingress), Some(egress)) = (&ingress, egress_port) {
-        if ingress.proxy_port == egress {
-            let s = raw.proxy_ingress_port.as_ref().expect("ingress port given");
-            errors.push(ConfigError::new(
-                &s.property,
-                Some(&s.value),
-                "equals ProxyEgressPort: the proxy needs distinct ingress and egress ports",
-            ));
-        }
+    if let (Some(ingress), Some(egress)) = (&ingress, egress_port)
+        && ingress.proxy_port == egress
+    {
+        let s = raw.proxy_ingress_port.as_ref().expect("ingress port given");
+        errors.push(ConfigError::new(
+            &s.property,
+            Some(&s.value),
+            "equals ProxyEgressPort: the proxy needs distinct ingress and egress ports",
+        ));
     }
     if let Some(ingress) = &ingress {
         let app = raw.app_ports.as_ref().expect("app ports given");
@@ -144,7 +147,8 @@ pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<Con
 fn id(setting: &Option<Setting<String>>, kind: &str, errors: &mut Vec<ConfigError>) -> Option<u32> {
     let s = setting.as_ref()?;
     let text = trim_blanks(&s.value);
-    let parsed = if !text.is_empty() && text.len() <= 10 && text.bytes().all(|b| b.is_ascii_digit()) {
+    let parsed = if !text.is_empty() && text.len() <= 10 && text.bytes().all(|b| b.is_ascii_digit())
+    {
         text.parse::<u32>().ok().filter(|&id| id != u32::MAX)
     } else {
         None

@@ -26,10 +26,11 @@ impl InstalledNat {
                 if let Some(name) = declaration.split(' ').next() {
                     installed.chains.push(name.to_owned());
                 }
-            } else if let Some(rest) = line.strip_prefix("-A ") {
-                if let Some((chain, spec)) = rest.split_once(' ') {
-                    installed.rules.push(Rule::new(chain, spec));
-                }
+            } else if let Some((chain, spec)) = line
+                .strip_prefix("-A ")
+                .and_then(|rest| rest.split_once(' '))
+            {
+                installed.rules.push(Rule::new(chain, spec));
             }
         }
         installed

@@ -52,10 +52,14 @@ pub fn plan(config: &ProxyConfig, family: Family, options: PlanOptions) -> Rules
     ruleset.chains.push(EGRESS_CHAIN.to_owned());
     let egress = |spec: String| Rule::new(EGRESS_CHAIN, spec);
     if let Some(uid) = config.ignored_uid {
-        ruleset.rules.push(egress(format!("-m owner --uid-owner {uid} -j RETURN")));
+        ruleset
+            .rules
+            .push(egress(format!("-m owner --uid-owner {uid} -j RETURN")));
     }
     if let Some(gid) = config.ignored_gid {
-        ruleset.rules.push(egress(format!("-m owner --gid-owner {gid} -j RETURN")));
+        ruleset
+            .rules
+            .push(egress(format!("-m owner --gid-owner {gid} -j RETURN")));
     }
 
     let port_chunks = config.egress_ignored_ports.multiport_chunks();
@@ -77,22 +81,29 @@ pub fn plan(config: &ProxyConfig, family: Family, options: PlanOptions) -> Rules
                 })
                 .collect(),
         };
-        ruleset
-            .rules
-            .push(egress(format!("-p tcp -m set --match-set {} dst -j RETURN", set.name)));
+        ruleset.rules.push(egress(format!(
+            "-p tcp -m set --match-set {} dst -j RETURN",
+            set.name
+        )));
         ruleset.sets.push(set);
     } else {
         for ports in port_chunks {
-            ruleset
-                .rules
-                .push(egress(format!("-p tcp -m multiport --dports {ports} -j RETURN")));
+            ruleset.rules.push(egress(format!(
+                "-p tcp -m multiport --dports {ports} -j RETURN"
+            )));
         }
     }
 
     let destinations = &config.egress_ignored_destinations;
     let (listed, aggregated): (Vec<String>, Vec<String>) = match family {
-        Family::Ipv4 => (texts(&destinations.ipv4), texts(&destinations.aggregated_ipv4())),
-        Family::Ipv6 => (texts(&destinations.ipv6), texts(&destinations.aggregated_ipv6())),
+        Family::Ipv4 => (
+            texts(&destinations.ipv4),
+            texts(&destinations.aggregated_ipv4()),
+        ),
+        Family::Ipv6 => (
+            texts(&destinations.ipv6),
+            texts(&destinations.aggregated_ipv6()),
+        ),
     };
     if listed.len() > options.max_listed_networks {
         let set = IpSet {
@@ -101,13 +112,16 @@ pub fn plan(config: &ProxyConfig, family: Family, options: PlanOptions) -> Rules
             family,
             members: aggregated,
         };
-        ruleset
-            .rules
-            .push(egress(format!("-p tcp -m set --match-set {} dst -j RETURN", set.name)));
+        ruleset.rules.push(egress(format!(
+            "-p tcp -m set --match-set {} dst -j RETURN",
+            set.name
+        )));
         ruleset.sets.push(set);
     } else {
         for net in listed {
-            ruleset.rules.push(egress(format!("-d {net} -p tcp -j RETURN")));
+            ruleset
+                .rules
+                .push(egress(format!("-d {net} -p tcp -j RETURN")));
         }
     }
 

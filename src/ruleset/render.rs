@@ -12,7 +12,11 @@ pub fn render_restore(ruleset: &Ruleset) -> String {
         super::Family::Ipv4 => "iptables-restore",
         super::Family::Ipv6 => "ip6tables-restore",
     };
-    let _ = writeln!(out, "# meshinit {} NAT rules, for {tool} --noflush", ruleset.family);
+    let _ = writeln!(
+        out,
+        "# meshinit {} NAT rules, for {tool} --noflush",
+        ruleset.family
+    );
     for set in &ruleset.sets {
         let _ = writeln!(
             out,

@@ -86,8 +86,16 @@ pub fn assign(settings: &mut RawSettings, key: &str, value: &Value) -> Result<()
         },
         k if STANDARD_KEYS.contains(&k) || RUNTIME_KEYS.contains(&k) => {}
         unknown => {
-            let known: Vec<&str> = PROPERTY_NAMES.iter().chain(&STANDARD_KEYS).copied().collect();
-            return Err(ConfigError::new(unknown, None, suggest::hint(unknown, &known)));
+            let known: Vec<&str> = PROPERTY_NAMES
+                .iter()
+                .chain(&STANDARD_KEYS)
+                .copied()
+                .collect();
+            return Err(ConfigError::new(
+                unknown,
+                None,
+                suggest::hint(unknown, &known),
+            ));
         }
     }
     Ok(())

@@ -52,7 +52,10 @@ fn read_object(
         return Ok((DocumentKind::ProxyConfiguration, settings));
     }
     let looks_like_cni = object.get("cniVersion").is_some()
-        || object.0.iter().any(|(k, _)| cni::PROPERTY_NAMES.contains(&k.as_str()));
+        || object
+            .0
+            .iter()
+            .any(|(k, _)| cni::PROPERTY_NAMES.contains(&k.as_str()));
     if looks_like_cni {
         let settings = cni::parse_network_config(object)?;
         return Ok((DocumentKind::CniNetworkConfig, settings));

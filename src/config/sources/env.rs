@@ -51,7 +51,10 @@ pub fn parse_env(vars: impl IntoIterator<Item = (String, String)>) -> RawSetting
                 // Envoy's own APPMESH_* variables share the environment, so an unknown name
                 // is only a warning; a near miss is most likely a typo of ours.
                 if let Some(known) = suggest::closest(other, &VARIABLE_NAMES) {
-                    warn!(variable = other, "unknown variable ignored; did you mean {known}?");
+                    warn!(
+                        variable = other,
+                        "unknown variable ignored; did you mean {known}?"
+                    );
                 }
             }
             _ => {}

@@ -30,9 +30,7 @@ impl<'de> Deserialize<'de> for UniqueKeyObject {
                 let mut entries: Vec<(String, Value)> = Vec::new();
                 while let Some((key, value)) = map.next_entry::<String, Value>()? {
                     if entries.iter().any(|(k, _)| *k == key) {
-                        return Err(serde::de::Error::custom(format!(
-                            "duplicate key {key:?}"
-                        )));
+                        return Err(serde::de::Error::custom(format!("duplicate key {key:?}")));
                     }
                     entries.push((key, value));
                 }

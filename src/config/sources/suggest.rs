@@ -18,7 +18,10 @@ pub fn closest<'a>(unknown: &str, known: &[&'a str]) -> Option<&'a str> {
 pub fn hint(unknown: &str, known: &[&str]) -> String {
     match closest(unknown, known) {
         Some(name) => format!("unknown property; did you mean {name:?}?"),
-        None => format!("unknown property; known properties are {}", known.join(", ")),
+        None => format!(
+            "unknown property; known properties are {}",
+            known.join(", ")
+        ),
     }
 }
 
