@@ -63,7 +63,7 @@ pub fn read_installation(choice: BackendChoice, ipv6: Ipv6Mode) -> Result<Instal
 pub fn read_with(kind: BackendKind, ipv6: Ipv6Mode) -> Result<Installation> {
     let mut skipped = Vec::new();
     let want_ipv6 = match (ipv6, ipv6_unavailable()) {
-        (Ipv6Mode::Off, _) => {
+        (Ipv6Mode::Off, Some(_)) => {
             skipped.push((Family::Ipv6, "IPv6 is off in the configuration".to_owned()));
             false
         }
@@ -77,13 +77,16 @@ pub fn read_with(kind: BackendKind, ipv6: Ipv6Mode) -> Result<Installation> {
             skipped.push((Family::Ipv6, why));
             false
         }
+        // With IPv6 off but present, the IPv6 table is still read so that rules of ours left
+        // there by an earlier configuration are removed (the plan for it is empty).
         (_, None) => true,
     };
+    let lenient = ipv6 != Ipv6Mode::On;
     let v4 = IptablesTools::find(kind, Family::Ipv4)?;
     let v6 = if want_ipv6 {
         match IptablesTools::find(kind, Family::Ipv6) {
             Ok(tools) => Some(tools),
-            Err(e) if ipv6 == Ipv6Mode::Auto => {
+            Err(e) if lenient => {
                 warn!(error = %e, "programming IPv4 only");
                 skipped.push((Family::Ipv6, e.to_string()));
                 None
@@ -113,7 +116,7 @@ pub fn read_with(kind: BackendKind, ipv6: Ipv6Mode) -> Result<Installation> {
                 installed: InstalledNat::parse(&text),
                 tools,
             }),
-            Err(e) if ipv6 == Ipv6Mode::Auto => {
+            Err(e) if lenient => {
                 let why = format!("the IPv6 nat table is not usable: {e}");
                 warn!("{why}; programming IPv4 only");
                 skipped.push((Family::Ipv6, why));

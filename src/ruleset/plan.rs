@@ -5,7 +5,7 @@
 use std::fmt::Display;
 
 use super::{EGRESS_CHAIN, Family, INGRESS_CHAIN, IpSet, Rule, Ruleset, SetKind};
-use crate::config::ProxyConfig;
+use crate::config::{Ipv6Mode, ProxyConfig};
 
 /// Thresholds above which a list is matched through an ipset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +30,9 @@ impl Default for PlanOptions {
 /// The ruleset of one family.
 pub fn plan(config: &ProxyConfig, family: Family, options: PlanOptions) -> Ruleset {
     let mut ruleset = Ruleset::empty(family);
+    if family == Family::Ipv6 && config.ipv6 == Ipv6Mode::Off {
+        return ruleset;
+    }
 
     if let Some(ingress) = &config.ingress {
         ruleset.chains.push(INGRESS_CHAIN.to_owned());

@@ -120,3 +120,120 @@ pub fn reconcile_payload(desired: &Ruleset, installed: &InstalledNat) -> Option<
     out.push_str("COMMIT\n");
     Some(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{RawSettings, validate};
+    use crate::ruleset::{Family, PlanOptions, plan};
+
+    fn seed_ruleset() -> Ruleset {
+        let raw = RawSettings {
+            ignored_uid: RawSettings::scalar("IgnoredUID", "1337"),
+            proxy_egress_port: RawSettings::scalar("ProxyEgressPort", "15001"),
+            proxy_ingress_port: RawSettings::scalar("ProxyIngressPort", "15000"),
+            app_ports: RawSettings::list("AppPorts", "9080"),
+            ..Default::default()
+        };
+        let (config, _) = validate(&raw).unwrap();
+        plan(&config, Family::Ipv4, PlanOptions::default())
+    }
+
+    /// What `iptables-save -t nat` prints once `ruleset` is installed on an empty table.
+    fn saved(ruleset: &Ruleset, extra: &[&str]) -> String {
+        let mut text = String::from("*nat\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n");
+        for chain in &ruleset.chains {
+            text += &format!(":{chain} - [0:0]\n");
+        }
+        for line in extra {
+            text += &format!("{line}\n");
+        }
+        for rule in ruleset.jumps.iter().chain(&ruleset.rules) {
+            text += &format!("{rule}\n");
+        }
+        text + "COMMIT\n"
+    }
+
+    #[test]
+    fn an_installed_ruleset_needs_no_transaction() {
+        let desired = seed_ruleset();
+        let installed = InstalledNat::parse(&saved(&desired, &[]));
+        assert!(diff(&desired, &installed).is_empty());
+        assert_eq!(reconcile_payload(&desired, &installed), None);
+    }
+
+    #[test]
+    fn an_empty_table_gets_the_whole_ruleset() {
+        let desired = seed_ruleset();
+        let installed = InstalledNat::parse("*nat\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n");
+        let payload = reconcile_payload(&desired, &installed).unwrap();
+        assert!(!payload.contains("-D "), "{payload}");
+        for rule in desired.rules.iter().chain(&desired.jumps) {
+            assert!(payload.contains(&rule.to_string()), "{payload}");
+        }
+    }
+
+    #[test]
+    fn stale_and_duplicate_jumps_are_deleted_and_foreign_rules_kept() {
+        let desired = seed_ruleset();
+        let installed = InstalledNat::parse(&saved(
+            &desired,
+            &[
+                ":APPMESH_OLD - [0:0]",
+                ":FOREIGN - [0:0]",
+                "-A OUTPUT -p tcp -m addrtype ! --dst-type LOCAL -j APPMESH_EGRESS",
+                "-A OUTPUT -p tcp -j APPMESH_OLD",
+                "-A OUTPUT -p udp -j FOREIGN",
+                "-A APPMESH_OLD -j RETURN",
+            ],
+        ));
+        let drift = diff(&desired, &installed);
+        assert!(
+            drift.unexpected.contains(&":APPMESH_OLD".to_owned()),
+            "{drift:?}"
+        );
+        let payload = reconcile_payload(&desired, &installed).unwrap();
+        assert_eq!(
+            payload
+                .matches("-D OUTPUT -p tcp -m addrtype ! --dst-type LOCAL -j APPMESH_EGRESS")
+                .count(),
+            1,
+            "exactly the duplicate goes: {payload}"
+        );
+        assert!(
+            payload.contains("-D OUTPUT -p tcp -j APPMESH_OLD\n"),
+            "{payload}"
+        );
+        assert!(payload.contains(":APPMESH_OLD - [0:0]\n") && payload.contains("-X APPMESH_OLD\n"));
+        assert!(!payload.contains("FOREIGN"), "{payload}");
+        // The kept jump is not added again.
+        assert!(!payload.contains("-A OUTPUT"), "{payload}");
+        // Deletions of jumps come before the chain they point to is deleted.
+        assert!(
+            payload.find("-D OUTPUT -p tcp -j APPMESH_OLD").unwrap()
+                < payload.find("-X APPMESH_OLD").unwrap()
+        );
+    }
+
+    #[test]
+    fn clean_converges_to_nothing_of_ours() {
+        let installed =
+            InstalledNat::parse(&saved(&seed_ruleset(), &["-A OUTPUT -p udp -j ACCEPT"]));
+        let payload = reconcile_payload(&Ruleset::empty(Family::Ipv4), &installed).unwrap();
+        assert!(payload.contains("-X APPMESH_EGRESS") && payload.contains("-X APPMESH_INGRESS"));
+        assert!(payload.contains("-D PREROUTING") && payload.contains("-D OUTPUT -p tcp"));
+        assert!(!payload.contains("-A "), "{payload}");
+        assert!(!payload.contains("udp"), "{payload}");
+    }
+
+    #[test]
+    fn a_reordered_chain_is_drift() {
+        let desired = seed_ruleset();
+        let mut reordered = desired.clone();
+        reordered.rules.swap(1, 2);
+        let installed = InstalledNat::parse(&saved(&reordered, &[]));
+        let drift = diff(&desired, &installed);
+        assert_eq!(drift.misordered_chains, vec!["APPMESH_EGRESS".to_owned()]);
+        assert!(reconcile_payload(&desired, &installed).is_some());
+    }
+}
