@@ -14,7 +14,7 @@ use crate::backend::{self, BackendChoice, BackendKind, IptablesTools};
 use crate::config::Ipv6Mode;
 use crate::error::{Error, Result};
 use crate::ruleset::{
-    Drift, Family, InstalledNat, OWN_PREFIX, Ruleset, SetKind, diff, reconcile_payload,
+    Drift, Family, InstalledNat, IpSet, OWN_PREFIX, Ruleset, SetKind, diff, reconcile_payload,
 };
 
 /// One family's tools and what its `nat` table held when read.
@@ -163,47 +163,106 @@ pub fn converge(
         .iter()
         .map(|f| desired(f.family))
         .collect();
-    let wanted_sets: Vec<_> = rulesets
+    // Converging to nothing (clean, CNI DEL) also sweeps sets a crash left without rules.
+    let sweep = rulesets.iter().all(|r| r == &Ruleset::empty(r.family));
+    let sets = load_sets(&sets_of(&rulesets), sweep, dry_run)?;
+    converge_loaded(installation, &rulesets, sets, lock_wait, dry_run)
+}
+
+/// Reads what is installed and converges it to `desired`, loading the ipsets of long lists
+/// while the tables are being read (the two are independent; only the rules need the sets).
+pub fn read_and_converge(
+    choice: BackendChoice,
+    ipv6: Ipv6Mode,
+    desired: &(dyn Fn(Family) -> Ruleset + Sync),
+    lock_wait: Duration,
+    dry_run: bool,
+) -> Result<(Installation, ConvergeReport)> {
+    let mut expected = vec![desired(Family::Ipv4)];
+    if ipv6 != Ipv6Mode::Off && ipv6_unavailable().is_none() {
+        expected.push(desired(Family::Ipv6));
+    }
+    let wanted = sets_of(&expected);
+    let (installation, sets) = std::thread::scope(|s| {
+        let loading = s.spawn(|| load_sets(&wanted, false, dry_run));
+        let installation = read_installation(choice, ipv6);
+        (
+            installation,
+            loading.join().expect("set loading does not panic"),
+        )
+    });
+    let installation = installation?;
+    let rulesets: Vec<Ruleset> = installation
+        .families
+        .iter()
+        .map(|f| desired(f.family))
+        .collect();
+    let report = converge_loaded(&installation, &rulesets, sets?, lock_wait, dry_run)?;
+    Ok((installation, report))
+}
+
+fn sets_of(rulesets: &[Ruleset]) -> Vec<IpSet> {
+    rulesets
         .iter()
         .flat_map(|r| r.sets.iter().cloned())
-        .collect();
-    let references_sets = installation.families.iter().any(|f| {
-        f.installed
-            .rules
-            .iter()
-            .any(|r| r.spec.contains(&format!("--match-set {OWN_PREFIX}")))
-    });
-    let ipset = if !wanted_sets.is_empty() {
+        .collect()
+}
+
+/// Our ipsets: which existed before, which were loaded, and what was sent.
+struct SetsState {
+    tool: Option<IpsetTool>,
+    /// Names of our sets present before loading, plus the ones loaded.
+    present: Vec<String>,
+    payloads: Vec<String>,
+}
+
+/// Loads `wanted` (atomically per set) before any rule refers to it.
+fn load_sets(wanted: &[IpSet], sweep: bool, dry_run: bool) -> Result<SetsState> {
+    let tool = if !wanted.is_empty() {
         Some(IpsetTool::require()?)
-    } else if references_sets {
+    } else if sweep {
         IpsetTool::find()
     } else {
         None
     };
-    let existing_sets: Vec<String> = match &ipset {
-        Some(tool) => tool.own_sets()?.into_iter().map(|(name, _)| name).collect(),
-        None => Vec::new(),
+    let mut state = SetsState {
+        present: match &tool {
+            Some(tool) => tool.own_set_names()?,
+            None => Vec::new(),
+        },
+        tool,
+        payloads: Vec::new(),
     };
-
-    let mut report = ConvergeReport {
-        backend: installation.backend,
-        families: Vec::new(),
-        ipset_payloads: Vec::new(),
-    };
-    if let Some(tool) = &ipset
-        && !wanted_sets.is_empty()
+    if let Some(tool) = &state.tool
+        && !wanted.is_empty()
     {
-        let payload = ipset::load_payload(&wanted_sets, &existing_sets);
+        let payload = ipset::load_payload(wanted, &state.present);
         if !dry_run {
             tool.restore(&payload)?;
         }
-        report.ipset_payloads.push(payload);
+        state.payloads.push(payload);
+        for set in wanted {
+            if !state.present.contains(&set.name) {
+                state.present.push(set.name.clone());
+            }
+        }
     }
+    Ok(state)
+}
 
+/// Commits one transaction per family (side by side), then destroys our sets that no rule
+/// needs any more.
+fn converge_loaded(
+    installation: &Installation,
+    rulesets: &[Ruleset],
+    mut sets: SetsState,
+    lock_wait: Duration,
+    dry_run: bool,
+) -> Result<ConvergeReport> {
     let payloads: Vec<Option<String>> = installation
         .families
         .iter()
-        .zip(&rulesets)
+        .zip(rulesets)
         .map(|(state, ruleset)| reconcile_payload(ruleset, &state.installed))
         .collect();
     if !dry_run {
@@ -230,6 +289,11 @@ pub fn converge(
             result?;
         }
     }
+    let mut report = ConvergeReport {
+        backend: installation.backend,
+        families: Vec::new(),
+        ipset_payloads: Vec::new(),
+    };
     for (state, payload) in installation.families.iter().zip(payloads) {
         match &payload {
             Some(_) => info!(family = %state.family, dry_run, "rules converged in one transaction"),
@@ -241,21 +305,36 @@ pub fn converge(
         });
     }
 
-    if let Some(tool) = &ipset {
-        let wanted: Vec<&str> = wanted_sets.iter().map(|s| s.name.as_str()).collect();
-        let stale: Vec<&str> = existing_sets
+    let references_sets = installation.families.iter().any(|f| {
+        f.installed
+            .rules
+            .iter()
+            .any(|r| r.spec.contains(&format!("--match-set {OWN_PREFIX}")))
+    });
+    if sets.tool.is_none()
+        && references_sets
+        && let Some(tool) = IpsetTool::find()
+    {
+        sets.present = tool.own_set_names()?;
+        sets.tool = Some(tool);
+    }
+    if let Some(tool) = &sets.tool {
+        let wanted = sets_of(rulesets);
+        let stale: Vec<&str> = sets
+            .present
             .iter()
             .map(String::as_str)
-            .filter(|name| !wanted.contains(name))
+            .filter(|name| !wanted.iter().any(|w| w.name == *name))
             .collect();
         if !stale.is_empty() {
             let payload = ipset::destroy_payload(&stale);
             if !dry_run {
                 tool.restore(&payload)?;
             }
-            report.ipset_payloads.push(payload);
+            sets.payloads.push(payload);
         }
     }
+    report.ipset_payloads = sets.payloads;
     Ok(report)
 }
 

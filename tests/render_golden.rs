@@ -216,11 +216,11 @@ fn long_ip_lists_use_a_set_holding_the_merged_networks() {
     let sets = render(&with_sets, &[]);
     // 64 adjacent /24s merge into one /18; the metadata endpoints stay as they are.
     assert!(
-        sets.contains("add APPMESH_IGNORED_NET4_NEW 10.0.0.0/18\n"),
+        sets.contains("add APPMESH_IGNORED_NET4 10.0.0.0/18\n"),
         "{sets}"
     );
     assert!(
-        sets.contains("add APPMESH_IGNORED_NET4_NEW 169.254.169.254/32\n"),
+        sets.contains("add APPMESH_IGNORED_NET4 169.254.169.254\n"),
         "{sets}"
     );
     assert!(!sets.contains("10.0.1.0/24"), "{sets}");

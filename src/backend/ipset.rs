@@ -59,6 +59,23 @@ impl IpsetTool {
         Ok(sets)
     }
 
+    /// The names of our sets (`APPMESH_*`), without reading their members.
+    pub fn own_set_names(&self) -> Result<Vec<String>> {
+        let output = Command::new(&self.path)
+            .args(["list", "-n"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| Error::io("running ipset list -n", e))?;
+        if !output.status.success() {
+            return Err(command_failed(&self.path, &output.status, &output.stderr));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|name| name.starts_with(OWN_PREFIX))
+            .map(str::to_owned)
+            .collect())
+    }
+
     /// Runs one `ipset restore` transaction.
     pub fn restore(&self, payload: &str) -> Result<()> {
         run_with_input(&self.path, &["restore"], payload)
@@ -70,10 +87,15 @@ pub fn load_payload(sets: &[IpSet], existing: &[String]) -> String {
     let mut out = String::new();
     for set in sets {
         let create = create_line(set);
-        let staging = format!("{}_NEW", set.name);
         if !existing.contains(&set.name) {
+            // A set that does not exist yet is referenced by no rule: fill it directly.
             let _ = writeln!(out, "create {} {create}", set.name);
+            for member in &set.members {
+                let _ = writeln!(out, "add {} {member}", set.name);
+            }
+            continue;
         }
+        let staging = format!("{}_NEW", set.name);
         let _ = writeln!(out, "create {staging} {create} -exist");
         let _ = writeln!(out, "flush {staging}");
         for member in &set.members {
@@ -96,9 +118,11 @@ pub fn destroy_payload(stale: &[&str]) -> String {
 
 fn create_line(set: &IpSet) -> String {
     match set.kind {
+        // Sized up front: growing the hash while loading costs more than the entries do.
         SetKind::Networks => format!(
-            "hash:net family {} maxelem {}",
+            "hash:net family {} hashsize {} maxelem {}",
             set.family.ipset_family(),
+            set.members.len().next_power_of_two().clamp(1024, 1 << 20),
             set.members.len().max(65536)
         ),
         SetKind::Ports => "bitmap:port range 0-65535".to_owned(),

@@ -5,7 +5,7 @@ use tracing::info;
 
 use super::args::{ConfigArgs, TargetArgs};
 use super::target::{self, IPTABLES_CAPS};
-use crate::converge::{converge, read_installation};
+use crate::converge::read_and_converge;
 use crate::error::Result;
 use crate::ruleset::{PlanOptions, plan};
 use crate::verify;
@@ -36,13 +36,13 @@ impl ApplyArgs {
         let config = self.config.load()?;
         let mut keep = IPTABLES_CAPS.to_vec();
         if self.verify {
-            keep.extend(verify::NEEDED_CAPS);
+            keep.extend(verify::needed_capabilities(&config));
         }
         target::enter(&self.target, &keep, "apply")?;
-        let installation = read_installation(self.target.backend, config.ipv6)?;
         let desired = |family| plan(&config, family, PlanOptions::default());
-        let report = converge(
-            &installation,
+        let (installation, report) = read_and_converge(
+            self.target.backend,
+            config.ipv6,
             &desired,
             self.target.lock_timeout,
             self.dry_run,
@@ -72,8 +72,8 @@ impl ApplyArgs {
             .collect();
         info!(backend = %report.backend, families = ?families, "ruleset applied");
         if self.verify {
-            let families: Vec<_> = installation.families.iter().map(|f| f.family).collect();
-            let outcome = verify::run(&config, &families, &self.verify_options)?;
+            // Verify reads the tables again: it checks what was committed, not what was sent.
+            let outcome = verify::run(&config, self.target.backend, &self.verify_options)?;
             return Ok(outcome.exit_code());
         }
         Ok(0)

@@ -1,9 +1,9 @@
-//! `meshinit verify`.
+//! `meshinit verify`: proves redirection in a namespace where `apply` already ran.
 
 use clap::Args;
 
 use super::args::{ConfigArgs, TargetArgs};
-use super::target;
+use super::target::{self, IPTABLES_CAPS};
 use crate::error::Result;
 use crate::verify;
 
@@ -22,8 +22,11 @@ pub struct VerifyArgs {
 impl VerifyArgs {
     pub fn exec(self) -> Result<i32> {
         let config = self.config.load()?;
-        target::enter(&self.target, &verify::NEEDED_CAPS, "verify")?;
-        let families = vec![crate::ruleset::Family::Ipv4];
-        Ok(verify::run(&config, &families, &self.options)?.exit_code())
+        // Reading the tables (which families to check, the ingress rules) needs iptables'
+        // capabilities; the probes need to take on other users' IDs.
+        let mut keep = IPTABLES_CAPS.to_vec();
+        keep.extend(verify::needed_capabilities(&config));
+        target::enter(&self.target, &keep, "verify")?;
+        Ok(verify::run(&config, self.target.backend, &self.options)?.exit_code())
     }
 }

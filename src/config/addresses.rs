@@ -1,6 +1,7 @@
 //! Egress-ignored destinations: addresses and CIDRs of both families, normalised, with the
 //! metadata endpoints that must never go through the proxy always included.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -19,7 +20,7 @@ pub const ALWAYS_IGNORED_IPS: [&str; 5] = [
 ];
 
 /// Egress-ignored destinations split by family, each list in the user's order followed by
-/// the always-ignored endpoints, without entries covered by another entry.
+/// the always-ignored endpoints, without exact duplicates.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IgnoredDestinations {
     pub ipv4: Vec<Ipv4Net>,
@@ -27,11 +28,36 @@ pub struct IgnoredDestinations {
 }
 
 impl IgnoredDestinations {
+    /// Builds the lists, dropping exact duplicates in linear time (lists can be 10,000 long).
+    pub fn from_networks(nets: impl IntoIterator<Item = IpNet>) -> Self {
+        let mut seen = HashSet::new();
+        let mut destinations = IgnoredDestinations::default();
+        for net in nets.into_iter().filter(|net| seen.insert(*net)) {
+            match net {
+                IpNet::V4(net) => destinations.ipv4.push(net),
+                IpNet::V6(net) => destinations.ipv6.push(net),
+            }
+        }
+        destinations
+    }
+
+    /// Adds one network unless it is already listed.
     pub fn push(&mut self, net: IpNet) {
         match net {
-            IpNet::V4(net) => push_uncovered(&mut self.ipv4, net),
-            IpNet::V6(net) => push_uncovered(&mut self.ipv6, net),
+            IpNet::V4(net) if !self.ipv4.contains(&net) => self.ipv4.push(net),
+            IpNet::V6(net) if !self.ipv6.contains(&net) => self.ipv6.push(net),
+            _ => {}
         }
+    }
+
+    /// The IPv4 list without entries covered by another one, in order: what is rendered
+    /// as one RETURN rule each. Quadratic, so meant for short lists.
+    pub fn listed_ipv4(&self) -> Vec<Ipv4Net> {
+        without_covered(&self.ipv4)
+    }
+
+    pub fn listed_ipv6(&self) -> Vec<Ipv6Net> {
+        without_covered(&self.ipv6)
     }
 
     /// The list merged into the fewest CIDRs (overlapping and adjacent ones joined), which
@@ -52,7 +78,7 @@ impl IgnoredDestinations {
     }
 }
 
-trait Covers {
+trait Covers: Copy {
     fn covers(&self, other: &Self) -> bool;
 }
 impl Covers for Ipv4Net {
@@ -66,12 +92,16 @@ impl Covers for Ipv6Net {
     }
 }
 
-fn push_uncovered<N: Covers>(list: &mut Vec<N>, net: N) {
-    if list.iter().any(|existing| existing.covers(&net)) {
-        return;
+fn without_covered<N: Covers>(nets: &[N]) -> Vec<N> {
+    let mut kept: Vec<N> = Vec::new();
+    for net in nets {
+        if kept.iter().any(|existing| existing.covers(net)) {
+            continue;
+        }
+        kept.retain(|existing| !net.covers(existing));
+        kept.push(*net);
     }
-    list.retain(|existing| !net.covers(existing));
-    list.push(net);
+    kept
 }
 
 /// What parsing one item gave: the network, and a warning when host bits were cleared.
@@ -166,11 +196,12 @@ mod tests {
 
     #[test]
     fn covered_entries_collapse_and_aggregation_merges_adjacent_networks() {
-        let mut d = IgnoredDestinations::default();
-        for n in ["10.0.0.0/25", "10.0.0.128/25", "10.0.0.5/32", "10.0.0.0/25"] {
-            d.push(n.parse().unwrap());
-        }
-        assert_eq!(d.ipv4.len(), 2);
+        let d = IgnoredDestinations::from_networks(
+            ["10.0.0.0/25", "10.0.0.128/25", "10.0.0.5/32", "10.0.0.0/25"]
+                .map(|n| n.parse::<IpNet>().unwrap()),
+        );
+        assert_eq!(d.ipv4.len(), 3);
+        assert_eq!(d.listed_ipv4().len(), 2);
         assert_eq!(
             d.aggregated_ipv4(),
             vec!["10.0.0.0/24".parse::<Ipv4Net>().unwrap()]

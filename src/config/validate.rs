@@ -104,13 +104,13 @@ pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<Con
         .unwrap_or_default();
     egress_ignored_ports.push(PortRange::single(ALWAYS_IGNORED_PORT));
 
-    let mut destinations = IgnoredDestinations::default();
+    let mut networks = Vec::new();
     if let Some(setting) = &raw.egress_ignored_ips {
         for item in &setting.value.items {
             match parse_ignored_ip(&setting.property, &setting.value.verbatim, item) {
                 Ok(parsed) => {
                     warnings.extend(parsed.warning);
-                    destinations.push(parsed.net);
+                    networks.push(parsed.net);
                 }
                 Err(e) => errors.push(e),
             }
@@ -118,8 +118,9 @@ pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<Con
     }
     for ip in ALWAYS_IGNORED_IPS {
         let net = parse_ignored_ip("built-in", ip, ip).expect("built-in addresses parse");
-        destinations.push(net.net);
+        networks.push(net.net);
     }
+    let destinations = IgnoredDestinations::from_networks(networks);
 
     let ipv6 = match &raw.ipv6 {
         None => Ipv6Mode::Auto,

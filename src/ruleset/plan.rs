@@ -98,22 +98,20 @@ pub fn plan(config: &ProxyConfig, family: Family, options: PlanOptions) -> Rules
     }
 
     let destinations = &config.egress_ignored_destinations;
-    let (listed, aggregated): (Vec<String>, Vec<String>) = match family {
-        Family::Ipv4 => (
-            texts(&destinations.ipv4),
-            texts(&destinations.aggregated_ipv4()),
-        ),
-        Family::Ipv6 => (
-            texts(&destinations.ipv6),
-            texts(&destinations.aggregated_ipv6()),
-        ),
+    let listed_count = match family {
+        Family::Ipv4 => destinations.ipv4.len(),
+        Family::Ipv6 => destinations.ipv6.len(),
     };
-    if listed.len() > options.max_listed_networks {
+    if listed_count > options.max_listed_networks {
+        let members = match family {
+            Family::Ipv4 => set_members(&destinations.aggregated_ipv4()),
+            Family::Ipv6 => set_members(&destinations.aggregated_ipv6()),
+        };
         let set = IpSet {
             name: format!("APPMESH_IGNORED_NET{}", family.suffix()),
             kind: SetKind::Networks,
             family,
-            members: aggregated,
+            members,
         };
         ruleset.rules.push(egress(format!(
             "-p tcp -m set --match-set {} dst -j RETURN",
@@ -121,6 +119,10 @@ pub fn plan(config: &ProxyConfig, family: Family, options: PlanOptions) -> Rules
         )));
         ruleset.sets.push(set);
     } else {
+        let listed = match family {
+            Family::Ipv4 => texts(&destinations.listed_ipv4()),
+            Family::Ipv6 => texts(&destinations.listed_ipv6()),
+        };
         for net in listed {
             ruleset
                 .rules
@@ -142,4 +144,20 @@ pub fn plan(config: &ProxyConfig, family: Family, options: PlanOptions) -> Rules
 
 fn texts<T: Display>(items: &[T]) -> Vec<String> {
     items.iter().map(ToString::to_string).collect()
+}
+
+/// Networks as `ipset save` prints them: a host network as its bare address.
+fn set_members<N: Display>(nets: &[N]) -> Vec<String> {
+    nets.iter()
+        .map(|net| {
+            let text = net.to_string();
+            match text
+                .strip_suffix("/32")
+                .or_else(|| text.strip_suffix("/128"))
+            {
+                Some(host) => host.to_owned(),
+                None => text,
+            }
+        })
+        .collect()
 }

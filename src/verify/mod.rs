@@ -1,21 +1,49 @@
 //! `verify`: proves redirection with real connections in the live namespace.
+//!
+//! Verify stands in for the proxy: it listens on ProxyEgressPort (and ProxyIngressPort)
+//! itself, answering each connection with a random token and the `SO_ORIGINAL_DST` it
+//! sees, then connects as an ordinary user, as the proxy's user and group, to ignored
+//! ports and to ignored destinations, all at once and each within a short window. What
+//! cannot be proven with traffic from inside the namespace (ingress) is checked by reading
+//! the rules back, and reported as such.
+//!
+//! Modules: `scope` (which families), `checks` (what to probe, what it means), `probe`
+//! (listeners and connections), `report` (verdicts and output).
 
-use std::time::Duration;
+mod checks;
+mod probe;
+mod report;
+mod scope;
+
+use std::time::{Duration, Instant};
 
 use caps::Capability;
 use clap::Args;
+use serde::Serialize;
+use tracing::{debug, info};
 
+pub use checks::{CheckKind, Identity};
+pub use report::{CheckResult, Evidence, Report, Status, Summary};
+
+use self::checks::{Judging, Planned, Probe};
+use self::probe::{ListenerRole, ListenerSpec, Listeners, Observation, Route, Tokens};
+use self::scope::{FamilyDecision, Scope};
+use crate::backend::BackendChoice;
 use crate::config::ProxyConfig;
-use crate::error::{Error, Result, exit_code};
+use crate::error::{ConfigError, Error, Result, exit_code};
 use crate::ruleset::Family;
 
-/// Capabilities verify needs beyond iptables': dropping to the proxy's UID/GID in a child.
-pub const NEEDED_CAPS: [Capability; 2] = [Capability::CAP_SETUID, Capability::CAP_SETGID];
+/// The shortest `--timeout` accepted: below it a working redirect could miss its window.
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(200);
+/// The longest a single probe waits: a redirected connection reaches the local listener
+/// in well under a millisecond, so a longer wait only delays the verdict on the rest.
+const MAX_PROBE_WINDOW: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Args)]
 pub struct VerifyOptions {
-    /// Upper bound for the whole verification.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    /// Upper bound for the whole verification (at least 200ms). Each probe connection gets
+    /// half of it, at most 1s; all run at once.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_timeout)]
     pub timeout: Duration,
 
     /// Print the checks as JSON.
@@ -23,11 +51,25 @@ pub struct VerifyOptions {
     pub json: bool,
 }
 
+/// `--timeout`: a humantime duration of at least [`MIN_TIMEOUT`].
+fn parse_timeout(text: &str) -> std::result::Result<Duration, String> {
+    let timeout = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if timeout < MIN_TIMEOUT {
+        return Err("too short: verify needs at least 200ms (default 5s)".into());
+    }
+    Ok(timeout)
+}
+
 /// The verdict of a verification.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Outcome {
+    /// Every check that applies passed, and egress redirection was proven in some family.
     Passed,
+    /// Redirection is broken: some check failed.
     Failed,
+    /// Verify could not do its job (a proxy port taken, loopback down, IPv6 required but
+    /// absent...), and nothing failed.
     CouldNotRun,
 }
 
@@ -41,6 +83,402 @@ impl Outcome {
     }
 }
 
-pub fn run(_config: &ProxyConfig, _families: &[Family], _options: &VerifyOptions) -> Result<Outcome> {
-    Err(Error::Other("verify is not implemented yet".into()))
+/// Capabilities verify needs beyond reading the tables: taking on the proxy's and an
+/// ordinary user's UID/GID on a probe thread, and binding a proxy port below 1024.
+pub fn needed_capabilities(config: &ProxyConfig) -> Vec<Capability> {
+    let mut caps = vec![Capability::CAP_SETUID, Capability::CAP_SETGID];
+    let ingress_port = config.ingress.as_ref().map(|i| i.proxy_port);
+    if config.proxy_egress_port < 1024 || ingress_port.is_some_and(|p| p < 1024) {
+        caps.push(Capability::CAP_NET_BIND_SERVICE);
+    }
+    caps
+}
+
+/// Verifies the namespace this process is in, prints the report (human or JSON) on
+/// standard output, and returns the outcome (its exit code is the command's).
+pub fn run(
+    config: &ProxyConfig,
+    backend: BackendChoice,
+    options: &VerifyOptions,
+) -> Result<Outcome> {
+    let report = verify(config, backend, options)?;
+    if options.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_human());
+    }
+    Ok(report.outcome)
+}
+
+/// Runs every check in the namespace this thread is in and returns the report.
+pub fn verify(
+    config: &ProxyConfig,
+    backend: BackendChoice,
+    options: &VerifyOptions,
+) -> Result<Report> {
+    if options.timeout < MIN_TIMEOUT {
+        return Err(Error::Config(vec![ConfigError::new(
+            "--timeout",
+            Some(&humantime::format_duration(options.timeout).to_string()),
+            "is too short: verify needs at least 200ms (default 5s)",
+        )]));
+    }
+    let started = Instant::now();
+    let window = (options.timeout / 2).min(MAX_PROBE_WINDOW);
+    let scope = scope::read(backend, config.ipv6);
+    let tokens = Tokens::random().map_err(Error::Other)?;
+    let ingress_port = config.ingress.as_ref().map(|i| i.proxy_port);
+
+    let probed: Vec<Family> = scope
+        .decisions
+        .iter()
+        .filter(|(_, d)| matches!(d, FamilyDecision::Probe(_)))
+        .map(|(f, _)| *f)
+        .collect();
+    let mut specs = Vec::new();
+    for family in &probed {
+        specs.push(ListenerSpec {
+            role: ListenerRole::Egress,
+            family: *family,
+            port: config.proxy_egress_port,
+        });
+        if let Some(port) = ingress_port {
+            specs.push(ListenerSpec {
+                role: ListenerRole::Ingress,
+                family: *family,
+                port,
+            });
+        }
+    }
+    let (listeners, bound) = Listeners::start(&specs, &tokens);
+
+    let mut plan = Plan::default();
+    for (family, decision) in &scope.decisions {
+        plan.family(config, *family, decision, &bound);
+    }
+
+    // The whole run stays within the timeout whatever the set-up above cost.
+    let deadline = (Instant::now() + window).min(started + options.timeout);
+    debug!(probes = plan.probes.len(), ?window, "probing");
+    let observations = probe::run_all(&plan.probes, &tokens, deadline);
+    drop(listeners);
+
+    let checks = plan.into_checks(config, &scope, &observations, window);
+    let outcome = report::outcome_of(&checks.checks);
+    info!(?outcome, elapsed = ?started.elapsed(), "verification finished");
+    Ok(Report {
+        outcome,
+        exit_code: outcome.exit_code(),
+        proxy_egress_port: config.proxy_egress_port,
+        proxy_ingress_port: ingress_port,
+        backend: scope.backend,
+        probe_window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
+        summary: report::summary_of(&checks.checks),
+        checks: checks.checks,
+        notes: checks.notes,
+    })
+}
+
+/// One slot of the report: decided already, or waiting for a probe's observation.
+#[derive(Debug)]
+enum Slot {
+    Decided(CheckResult),
+    Probed(usize),
+    /// The ingress rule inspection of a family, made once the probes are done.
+    Ingress(Family),
+}
+
+/// The checks in report order, and the probes to make.
+#[derive(Debug, Default)]
+struct Plan {
+    slots: Vec<Slot>,
+    probes: Vec<Probe>,
+    notes: Vec<String>,
+}
+
+struct Checks {
+    checks: Vec<CheckResult>,
+    notes: Vec<String>,
+}
+
+impl Plan {
+    fn decided(&mut self, result: CheckResult) {
+        self.slots.push(Slot::Decided(result));
+    }
+
+    fn probe(&mut self, probe: Probe) {
+        self.slots.push(Slot::Probed(self.probes.len()));
+        self.probes.push(probe);
+    }
+
+    /// Plans one family: its verdict if it is not probed, else its listener self-test, the
+    /// probes to a TEST-NET destination and to the ignored destinations, and the ingress
+    /// inspection.
+    fn family(
+        &mut self,
+        config: &ProxyConfig,
+        family: Family,
+        decision: &FamilyDecision,
+        bound: &[(ListenerSpec, std::io::Result<()>)],
+    ) {
+        match decision {
+            FamilyDecision::NotApplicable(why) => {
+                return self.decided(CheckResult::family(
+                    family,
+                    Status::NotApplicable,
+                    why.clone(),
+                ));
+            }
+            FamilyDecision::CouldNotRun(why) => {
+                return self.decided(CheckResult::family(
+                    family,
+                    Status::CouldNotRun,
+                    why.clone(),
+                ));
+            }
+            FamilyDecision::Probe(note) => self.notes.extend(note.clone()),
+        }
+        let bind_error = |role| {
+            bound
+                .iter()
+                .find(|(spec, _)| spec.family == family && spec.role == role)
+                .and_then(|(_, result)| result.as_ref().err())
+        };
+        if let (Some(e), Some(port)) = (
+            bind_error(ListenerRole::Ingress),
+            config.ingress.as_ref().map(|i| i.proxy_port),
+        ) {
+            self.notes.push(format!(
+                "{family}: verify could not listen on ProxyIngressPort {port} ({e}), so an egress \
+                 connection sent there by mistake would show up as not redirected rather than \
+                 misdirected"
+            ));
+        }
+
+        let listener = checks::listener_probe(config, family);
+        let port = checks::ordinary_port(config);
+        let destination = match port {
+            Some(port) => choose_test_destination(config, family, port).map(|ip| (ip, port)),
+            None => Err(format!(
+                "every destination port is egress-ignored, so no {family} connection is meant to \
+                 be redirected"
+            )),
+        };
+        let mut to_test_destination = match &destination {
+            Ok((ip, port)) => checks::checks_at_test_destination(config, family, *ip, *port),
+            Err(_) => Vec::new(),
+        };
+        let mut to_ignored = port.map_or_else(Vec::new, |port| {
+            checks::probes_to_ignored_destinations(config, family, port)
+        });
+
+        if let Some(e) = bind_error(ListenerRole::Egress) {
+            let why = listener_unavailable(config.proxy_egress_port, family, e);
+            self.decided(checks::unprobed(&listener, Status::CouldNotRun, why));
+            let reason = format!(
+                "not run: verify could not listen on ProxyEgressPort {} ({family})",
+                config.proxy_egress_port
+            );
+            let planned = to_test_destination
+                .drain(..)
+                .chain(to_ignored.drain(..).map(Planned::Probe));
+            for entry in planned {
+                self.decided(match entry {
+                    Planned::Probe(probe) => {
+                        checks::unprobed(&probe, Status::CouldNotRun, reason.clone())
+                    }
+                    Planned::Decided(result) => result,
+                });
+            }
+            self.slots.push(Slot::Ingress(family));
+            return;
+        }
+
+        self.probe(listener);
+        match destination {
+            Ok(_) => {
+                for entry in to_test_destination {
+                    match entry {
+                        Planned::Probe(probe) => self.probe(probe),
+                        Planned::Decided(result) => self.decided(result),
+                    }
+                }
+            }
+            Err(why) => self.decided(CheckResult::decided(
+                CheckKind::EgressRedirect,
+                family,
+                Status::NotApplicable,
+                why,
+            )),
+        }
+        for probe in to_ignored {
+            match probe::route_to(probe.destination) {
+                Route::Routed => self.probe(probe),
+                Route::Local => self.decided(checks::unprobed(
+                    &probe,
+                    Status::NotApplicable,
+                    format!(
+                        "{} is an address of this namespace: connections to it stay local and \
+                         are never redirected, so there is nothing to prove",
+                        probe.destination.ip()
+                    ),
+                )),
+                Route::Unroutable(e) => self.decided(checks::unprobed(
+                    &probe,
+                    Status::NotApplicable,
+                    format!(
+                        "no route to {} here ({e}): connections there fail before any NAT rule \
+                         is evaluated, so there is no traffic to redirect",
+                        probe.destination.ip()
+                    ),
+                )),
+            }
+        }
+        let (ports, total_ports) = checks::sampled_ignored_ports(config);
+        if total_ports > ports.len() {
+            self.notes.push(format!(
+                "{family}: probed {} of {total_ports} ignored ports (22, then each configured port \
+                 or range end, in order)",
+                ports.len()
+            ));
+        }
+        let (destinations, total) = checks::sampled_ignored_destinations(config, family);
+        if total > destinations.len() {
+            self.notes.push(format!(
+                "{family}: probed {} of {total} ignored destinations (the metadata endpoints, then \
+                 one address of each configured network, in order)",
+                destinations.len()
+            ));
+        }
+        self.slots.push(Slot::Ingress(family));
+    }
+
+    /// Judges every observation and fills in the report, in planned order. A family whose
+    /// listener self-test failed has every probe of it turned into "could not run".
+    fn into_checks(
+        self,
+        config: &ProxyConfig,
+        scope: &Scope,
+        observations: &[Observation],
+        window: Duration,
+    ) -> Checks {
+        let hints: Vec<(Family, String)> = Family::BOTH
+            .iter()
+            .filter_map(|family| match scope.table(*family).as_result() {
+                Ok(nat) => Some((*family, checks::egress_rules_hint(config, *family, nat))),
+                Err(_) => None,
+            })
+            .collect();
+        let self_test_failed = |family: Family| {
+            self.probes
+                .iter()
+                .zip(observations)
+                .any(|(probe, observation)| {
+                    probe.family == family
+                        && probe.kind == CheckKind::Listener
+                        && !matches!(
+                            observation,
+                            Observation::ReachedListener {
+                                role: ListenerRole::Egress,
+                                ..
+                            }
+                        )
+                })
+        };
+        let mut results = Vec::new();
+        for slot in self.slots {
+            let result = match slot {
+                Slot::Decided(result) => result,
+                Slot::Ingress(family) => {
+                    checks::inspect_ingress(config, family, scope.table(family).as_result())
+                }
+                Slot::Probed(index) => {
+                    let (Some(probe), Some(observation)) =
+                        (self.probes.get(index), observations.get(index))
+                    else {
+                        continue;
+                    };
+                    if probe.kind != CheckKind::Listener && self_test_failed(probe.family) {
+                        checks::unprobed(
+                            probe,
+                            Status::CouldNotRun,
+                            format!(
+                                "not judged: verify's own listener did not answer over {} loopback \
+                                 (see the listener check)",
+                                probe.family
+                            ),
+                        )
+                    } else {
+                        let judging = Judging {
+                            proxy_egress_port: config.proxy_egress_port,
+                            proxy_ingress_port: config.ingress.as_ref().map(|i| i.proxy_port),
+                            window,
+                            rules_hint: hints
+                                .iter()
+                                .find(|(f, _)| *f == probe.family)
+                                .map(|(_, h)| h.as_str()),
+                        };
+                        checks::judge(probe, observation, &judging)
+                    }
+                }
+            };
+            results.push(result);
+        }
+        Checks {
+            checks: results,
+            notes: self.notes,
+        }
+    }
+}
+
+/// The first TEST-NET address of `family` that is not ignored, routed off this namespace
+/// and not one of its own addresses; or why there is none (then the redirect cannot be
+/// exercised: with no route, a connection fails before any NAT rule sees it).
+fn choose_test_destination(
+    config: &ProxyConfig,
+    family: Family,
+    port: u16,
+) -> std::result::Result<std::net::IpAddr, String> {
+    let candidates = checks::test_destination_candidates(config, family);
+    if candidates.is_empty() {
+        return Err(format!(
+            "every {family} TEST-NET address is egress-ignored, so no destination is left to \
+             prove redirection with"
+        ));
+    }
+    let mut refusals = Vec::new();
+    for ip in &candidates {
+        match probe::route_to(std::net::SocketAddr::new(*ip, port)) {
+            Route::Routed => return Ok(*ip),
+            Route::Local => refusals.push(format!("{ip} is an address of this namespace")),
+            Route::Unroutable(e) => refusals.push(format!("no route to {ip} ({e})")),
+        }
+    }
+    Err(format!(
+        "no {family} TEST-NET destination is routed off this namespace ({}): without a route a \
+         connection fails before any NAT rule sees it, so an application could not send such \
+         traffic either",
+        refusals.join("; ")
+    ))
+}
+
+/// Why the egress listener could not be opened, and what it means.
+fn listener_unavailable(port: u16, family: Family, e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::EADDRINUSE) => format!(
+            "ProxyEgressPort {port} is already in use in this namespace ({family}): verify stands \
+             in for the proxy, so it must run before the proxy starts (right after apply, or as \
+             the init container)"
+        ),
+        Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL) => {
+            format!(
+                "cannot listen on ProxyEgressPort {port} over {family}: {e} ({family} is not available here)"
+            )
+        }
+        Some(libc::EACCES) => format!(
+            "cannot listen on ProxyEgressPort {port} over {family}: {e} (a port below 1024 needs \
+             CAP_NET_BIND_SERVICE)"
+        ),
+        _ => format!("cannot listen on ProxyEgressPort {port} over {family}: {e}"),
+    }
 }

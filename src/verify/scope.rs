@@ -1,0 +1,232 @@
+//! Which families verify checks, decided from the configuration and from what the nat
+//! tables of this namespace hold. Reading the tables is the only I/O here.
+
+use crate::backend::{BackendChoice, BackendKind};
+use crate::config::Ipv6Mode;
+use crate::converge::read_installation;
+use crate::ruleset::{EGRESS_CHAIN, Family, InstalledNat};
+
+/// One family's nat table as read, or why it was not read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NatTable {
+    Read(InstalledNat),
+    Unread(String),
+}
+
+impl NatTable {
+    pub fn as_result(&self) -> Result<&InstalledNat, &str> {
+        match self {
+            NatTable::Read(nat) => Ok(nat),
+            NatTable::Unread(why) => Err(why),
+        }
+    }
+
+    fn has_egress_chain(&self) -> bool {
+        matches!(self, NatTable::Read(nat) if nat.chains.iter().any(|c| c == EGRESS_CHAIN))
+    }
+}
+
+/// Whether a family is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FamilyDecision {
+    /// Probe it; the note, if any, says why it is checked although one might not expect it.
+    Probe(Option<String>),
+    NotApplicable(String),
+    CouldNotRun(String),
+}
+
+/// The tables of both families and the decision for each.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub backend: Option<BackendKind>,
+    pub ipv4: NatTable,
+    pub ipv6: NatTable,
+    pub decisions: [(Family, FamilyDecision); 2],
+}
+
+impl Scope {
+    pub fn table(&self, family: Family) -> &NatTable {
+        match family {
+            Family::Ipv4 => &self.ipv4,
+            Family::Ipv6 => &self.ipv6,
+        }
+    }
+}
+
+/// Reads the nat tables with the backend `choice` selects and decides what to check.
+/// IPv6 is read whenever the configuration allows it (as `auto`, so a missing IPv6 is a
+/// verdict here rather than an error); a failed read leaves the traffic checks to run.
+pub fn read(choice: BackendChoice, mode: Ipv6Mode) -> Scope {
+    let read_mode = if mode == Ipv6Mode::Off {
+        Ipv6Mode::Off
+    } else {
+        Ipv6Mode::Auto
+    };
+    let (backend, ipv4, ipv6) = match read_installation(choice, read_mode) {
+        Ok(installation) => {
+            let table = |family| {
+                if let Some(state) = installation.families.iter().find(|s| s.family == family) {
+                    return NatTable::Read(state.installed.clone());
+                }
+                let why = installation
+                    .skipped
+                    .iter()
+                    .find(|(f, _)| *f == family)
+                    .map_or_else(
+                        || format!("the {family} nat table was not read"),
+                        |(_, why)| why.clone(),
+                    );
+                NatTable::Unread(why)
+            };
+            (
+                Some(installation.backend),
+                table(Family::Ipv4),
+                table(Family::Ipv6),
+            )
+        }
+        Err(e) => {
+            let why = format!("reading the nat tables failed: {e}");
+            (None, NatTable::Unread(why.clone()), NatTable::Unread(why))
+        }
+    };
+    let decisions = decide(mode, &ipv4, &ipv6, namespace_has_ipv6());
+    Scope {
+        backend,
+        ipv4,
+        ipv6,
+        decisions,
+    }
+}
+
+/// Whether this namespace has IPv6 at all (the per-namespace sysctl, as apply reads it).
+fn namespace_has_ipv6() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6")
+        .is_ok_and(|v| v.trim() == "0")
+}
+
+/// IPv4 is always checked. IPv6 is checked when the configuration allows it and its rules
+/// should be here: `on` demands them; under `auto` they are expected when the IPv6 nat
+/// table holds our chain, or when IPv4's does and IPv6 was readable (apply in `auto`
+/// programs both whenever it can, so IPv6 left out would leak).
+pub fn decide(
+    mode: Ipv6Mode,
+    ipv4: &NatTable,
+    ipv6: &NatTable,
+    has_ipv6: bool,
+) -> [(Family, FamilyDecision); 2] {
+    let v6 = match (mode, ipv6) {
+        (Ipv6Mode::Off, _) => {
+            FamilyDecision::NotApplicable("IPv6 is off in the configuration".into())
+        }
+        (_, NatTable::Read(_)) if ipv6.has_egress_chain() => FamilyDecision::Probe(None),
+        (Ipv6Mode::On, NatTable::Read(_)) => FamilyDecision::Probe(None),
+        (_, NatTable::Read(_)) if ipv4.has_egress_chain() => FamilyDecision::Probe(Some(
+            "IPv6 is checked although its nat table holds no APPMESH_EGRESS chain: IPv4's \
+             does, and IPv6 is usable here, so IPv6 traffic would bypass the proxy"
+                .into(),
+        )),
+        (_, NatTable::Read(_)) => FamilyDecision::NotApplicable(
+            "neither nat table holds meshinit's rules; IPv4 is checked to show it".into(),
+        ),
+        // IPv4 was read, so the IPv6 table was skipped on purpose (IPv6 disabled, no ip6 nat).
+        (Ipv6Mode::On, NatTable::Unread(why)) if matches!(ipv4, NatTable::Read(_)) => {
+            FamilyDecision::CouldNotRun(format!("IPv6 is required (ipv6: on) but {why}"))
+        }
+        (_, NatTable::Unread(why)) if matches!(ipv4, NatTable::Read(_)) => {
+            FamilyDecision::NotApplicable(why.clone())
+        }
+        // Nothing could be read: traffic decides under `on`; under `auto` the rules may or may
+        // not be meant to be there, so a failed probe would prove nothing.
+        (Ipv6Mode::On, NatTable::Unread(_)) => FamilyDecision::Probe(None),
+        (_, NatTable::Unread(why)) if has_ipv6 => FamilyDecision::CouldNotRun(format!(
+            "cannot tell whether IPv6 rules should be here (ipv6: auto): {why}"
+        )),
+        (_, NatTable::Unread(_)) => {
+            FamilyDecision::NotApplicable("this namespace has no IPv6".into())
+        }
+    };
+    [
+        (Family::Ipv4, FamilyDecision::Probe(None)),
+        (Family::Ipv6, v6),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_chain() -> NatTable {
+        NatTable::Read(InstalledNat::parse(
+            "*nat\n:APPMESH_EGRESS - [0:0]\nCOMMIT\n",
+        ))
+    }
+    fn empty() -> NatTable {
+        NatTable::Read(InstalledNat::default())
+    }
+    fn unread() -> NatTable {
+        NatTable::Unread("IPv6 is disabled in this namespace (disable_ipv6=1)".into())
+    }
+    fn v6(mode: Ipv6Mode, ipv4: NatTable, ipv6: NatTable, has_ipv6: bool) -> FamilyDecision {
+        let [(_, v4), (_, v6)] = decide(mode, &ipv4, &ipv6, has_ipv6);
+        assert_eq!(v4, FamilyDecision::Probe(None));
+        v6
+    }
+
+    #[test]
+    fn ipv6_is_checked_where_its_rules_are_or_should_be() {
+        assert_eq!(
+            v6(Ipv6Mode::Auto, with_chain(), with_chain(), true),
+            FamilyDecision::Probe(None)
+        );
+        assert_eq!(
+            v6(Ipv6Mode::On, empty(), empty(), true),
+            FamilyDecision::Probe(None)
+        );
+        assert!(matches!(
+            v6(Ipv6Mode::Auto, with_chain(), empty(), true),
+            FamilyDecision::Probe(Some(_))
+        ));
+        assert!(matches!(
+            v6(Ipv6Mode::Auto, empty(), empty(), true),
+            FamilyDecision::NotApplicable(_)
+        ));
+        assert!(matches!(
+            v6(Ipv6Mode::Off, with_chain(), with_chain(), true),
+            FamilyDecision::NotApplicable(_)
+        ));
+    }
+
+    #[test]
+    fn absent_ipv6_is_not_applicable_under_auto_and_could_not_run_under_on() {
+        assert!(matches!(
+            v6(Ipv6Mode::Auto, with_chain(), unread(), false),
+            FamilyDecision::NotApplicable(_)
+        ));
+        let FamilyDecision::CouldNotRun(why) = v6(Ipv6Mode::On, with_chain(), unread(), false)
+        else {
+            panic!("expected could not run");
+        };
+        assert!(why.contains("disable_ipv6=1"), "{why}");
+    }
+
+    #[test]
+    fn unreadable_tables_leave_ipv6_undecided_unless_required() {
+        let failed = || {
+            NatTable::Unread(
+                "reading the nat tables failed: iptables-nft-save is not installed".into(),
+            )
+        };
+        assert_eq!(
+            v6(Ipv6Mode::On, failed(), failed(), true),
+            FamilyDecision::Probe(None)
+        );
+        assert!(matches!(
+            v6(Ipv6Mode::Auto, failed(), failed(), true),
+            FamilyDecision::CouldNotRun(_)
+        ));
+        assert!(matches!(
+            v6(Ipv6Mode::Auto, failed(), failed(), false),
+            FamilyDecision::NotApplicable(_)
+        ));
+    }
+}

@@ -1,0 +1,573 @@
+//! `meshinit verify` and `meshinit apply --verify` against real rules in throwaway
+//! namespaces (needs root): correct rules pass; missing rules, a redirect that catches the
+//! proxy's own user, redirected ignored ports and destinations, and an IPv6 family left out
+//! fail with the reason; a taken proxy port or a downed loopback is "could not run".
+//! Broken rules are installed by hand (iptables-nft-restore inside the namespace).
+
+mod common;
+
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+const MESHINIT: &str = env!("CARGO_BIN_EXE_meshinit");
+const VERIFY_FAILED: i32 = 5;
+const VERIFY_COULD_NOT_RUN: i32 = 6;
+
+/// The configuration of every test: the proxy's user and group, both proxy ports, ignored
+/// ports with a range, and ignored networks besides the always-ignored metadata endpoints.
+const CONFIG: &[&str] = &[
+    "--ignored-uid",
+    "1337",
+    "--ignored-gid",
+    "1338",
+    "--proxy-egress-port",
+    "15001",
+    "--proxy-ingress-port",
+    "15000",
+    "--app-ports",
+    "9080",
+    "--egress-ignored-ports",
+    "5432,8000-8010",
+    "--egress-ignored-ips",
+    "10.9.0.0/16,203.0.113.9",
+];
+
+/// One run of meshinit: exit code, parsed `--json` report (Null if none), and output.
+struct Run {
+    code: i32,
+    report: Value,
+    stdout: String,
+    stderr: String,
+    elapsed: Duration,
+}
+
+impl Run {
+    fn from(output: Output, elapsed: Duration) -> Run {
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        // apply --verify prints nothing else on stdout, so the report is all of it.
+        let report = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            report,
+            stdout,
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            elapsed,
+        }
+    }
+
+    #[track_caller]
+    fn assert_exit(&self, code: i32) {
+        assert_eq!(
+            self.code, code,
+            "unexpected exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+    }
+
+    /// The checks of one kind and family, in report order.
+    fn checks(&self, kind: &str, family: &str) -> Vec<&Value> {
+        self.report["checks"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no checks in the report:\n{}\n{}", self.stdout, self.stderr))
+            .iter()
+            .filter(|c| c["check"] == kind && c["family"] == family)
+            .collect()
+    }
+
+    /// The one check of a kind and family, or of a kind, family and destination.
+    #[track_caller]
+    fn check(&self, kind: &str, family: &str, destination: Option<&str>) -> &Value {
+        let found: Vec<&Value> = self
+            .checks(kind, family)
+            .into_iter()
+            .filter(|c| destination.is_none_or(|d| c["destination"] == d))
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "expected one {kind} {family} {destination:?} check in:\n{}",
+            self.stdout
+        );
+        found[0]
+    }
+
+    fn statuses(&self) -> Vec<(String, String, String)> {
+        self.report["checks"]
+            .as_array()
+            .map(|checks| {
+                checks
+                    .iter()
+                    .map(|c| {
+                        (
+                            c["family"].as_str().unwrap_or("").to_owned(),
+                            c["check"].as_str().unwrap_or("").to_owned(),
+                            c["status"].as_str().unwrap_or("").to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+#[track_caller]
+fn assert_status(check: &Value, status: &str, reason_parts: &[&str]) {
+    assert_eq!(check["status"], status, "{check:#}");
+    let reason = check["reason"].as_str().unwrap_or_default();
+    for part in reason_parts {
+        assert!(reason.contains(part), "reason lacks {part:?}: {check:#}");
+    }
+}
+
+/// `meshinit ARGS --netns /var/run/netns/NAME`: run from the host, entering the namespace.
+fn meshinit_netns(ns: &TestNetns, args: &[&str]) -> Run {
+    let started = Instant::now();
+    let output = std::process::Command::new(MESHINIT)
+        .args(args)
+        .arg("--netns")
+        .arg(ns.path())
+        .output()
+        .expect("cannot run meshinit");
+    Run::from(output, started.elapsed())
+}
+
+/// `ip netns exec NAME meshinit ARGS`: run inside the namespace, as an init container.
+fn meshinit_inside(ns: &TestNetns, args: &[&str]) -> Run {
+    let started = Instant::now();
+    let output = ns
+        .command(MESHINIT)
+        .args(args)
+        .output()
+        .expect("cannot run meshinit");
+    Run::from(output, started.elapsed())
+}
+
+fn with_config<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    args.iter().chain(CONFIG).copied().collect()
+}
+
+fn verify(ns: &TestNetns) -> Run {
+    meshinit_netns(ns, &with_config(&["verify", "--json"]))
+}
+
+fn apply(ns: &TestNetns) {
+    meshinit_netns(ns, &with_config(&["apply"])).assert_exit(0);
+}
+
+/// Installs by hand what `render` prints for the configuration, without the lines that
+/// `drop_line` selects: a broken ruleset that meshinit did not write.
+fn install_rendered_except(
+    ns: &TestNetns,
+    extra_config: &[&str],
+    drop_line: impl Fn(&str) -> bool,
+) {
+    for (family, restore) in [
+        ("ipv4", "iptables-nft-restore"),
+        ("ipv6", "ip6tables-nft-restore"),
+    ] {
+        let mut args = with_config(&["render", "--family", family]);
+        args.extend(extra_config);
+        let rendered = meshinit_inside(ns, &args);
+        rendered.assert_exit(0);
+        let kept: String = rendered
+            .stdout
+            .lines()
+            .filter(|line| !drop_line(line))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        ns.run_checked_with_stdin(restore, &["--noflush"], &kept);
+    }
+}
+
+fn all_passed_but(run: &Run, failing: &[(&str, &str)]) {
+    for (family, check, status) in run.statuses() {
+        let expected_to_fail = failing.iter().any(|(f, c)| *f == family && *c == check);
+        let expected = if expected_to_fail { "fail" } else { "pass" };
+        assert_eq!(status, expected, "{family} {check} in:\n{}", run.stdout);
+    }
+}
+
+#[test]
+fn verify_passes_after_apply_over_ipv4_and_ipv6() {
+    if !require_root() {
+        return;
+    }
+    let net = NetnsPair::new();
+    // The metadata endpoint exists on the peer, so "not redirected" there means a direct
+    // connection that really reached the peer.
+    net.peer.add_address("169.254.169.254".parse().unwrap());
+    let metadata = net.peer.listen(80);
+    apply(&net.app);
+    let run = meshinit_inside(&net.app, &with_config(&["verify", "--json"]));
+    run.assert_exit(0);
+    assert_eq!(run.report["outcome"], "passed");
+    all_passed_but(&run, &[]);
+    for (family, destination) in [("ipv4", "192.0.2.1:80"), ("ipv6", "[2001:db8::1]:80")] {
+        let redirect = run.check("egress-redirect", family, None);
+        assert_status(
+            redirect,
+            "pass",
+            &[
+                "redirected to ProxyEgressPort 15001",
+                "original destination intact",
+            ],
+        );
+        assert_eq!(redirect["destination"], destination);
+        assert_eq!(redirect["identity"]["uid"], 1000);
+        let proxy_user = run.check("ignored-uid", family, None);
+        assert_eq!(proxy_user["identity"]["uid"], 1337);
+        assert_status(proxy_user, "pass", &["was not redirected"]);
+        assert_eq!(
+            run.check("ignored-gid", family, None)["identity"]["gid"],
+            1338
+        );
+        let ports: Vec<&str> = run
+            .checks("ignored-port", family)
+            .iter()
+            .filter_map(|c| c["destination"].as_str())
+            .collect();
+        assert_eq!(ports.len(), 4, "{ports:?}");
+        for port in [":22", ":5432", ":8000", ":8010"] {
+            assert!(
+                ports.iter().any(|p| p.ends_with(port)),
+                "{port} not probed: {ports:?}"
+            );
+        }
+        let ingress = run.check("ingress-rules", family, None);
+        assert_eq!(ingress["evidence"], "rules");
+        assert_status(
+            ingress,
+            "pass",
+            &["PREROUTING jumps into it", "do not traverse PREROUTING"],
+        );
+    }
+    let metadata_probe = run.check("ignored-destination", "ipv4", Some("169.254.169.254:80"));
+    assert_eq!(
+        metadata_probe["observed"], "connected-elsewhere",
+        "{metadata_probe:#}"
+    );
+    assert_eq!(
+        metadata.accepted().len(),
+        1,
+        "the probe should have reached the real endpoint"
+    );
+    for destination in ["169.254.170.2:80", "10.9.0.1:80", "203.0.113.9:80"] {
+        assert_status(
+            run.check("ignored-destination", "ipv4", Some(destination)),
+            "pass",
+            &[],
+        );
+    }
+    assert_status(
+        run.check("ignored-destination", "ipv6", Some("[fd00:ec2::254]:80")),
+        "pass",
+        &[],
+    );
+}
+
+#[test]
+fn verify_fails_when_no_rules_are_installed_and_stays_within_its_timeout() {
+    if !require_root() {
+        return;
+    }
+    let net = NetnsPair::new();
+    let run = meshinit_netns(
+        &net.app,
+        &with_config(&["verify", "--json", "--timeout", "1s"]),
+    );
+    run.assert_exit(VERIFY_FAILED);
+    assert_eq!(run.report["outcome"], "failed");
+    assert_status(
+        run.check("egress-redirect", "ipv4", None),
+        "fail",
+        &[
+            "egress as uid 1000 gid 1000 to 192.0.2.1:80 was not redirected to ProxyEgressPort 15001",
+            "the IPv4 nat table holds no APPMESH_EGRESS chain",
+        ],
+    );
+    assert_status(
+        run.check("ingress-rules", "ipv4", None),
+        "fail",
+        &["holds no APPMESH_INGRESS chain", "AppPorts 9080"],
+    );
+    assert_eq!(
+        run.check("family", "ipv6", None)["status"],
+        "not_applicable"
+    );
+    assert!(
+        run.elapsed < Duration::from_secs(2),
+        "verify took {:?}",
+        run.elapsed
+    );
+}
+
+#[test]
+fn verify_reports_a_loop_when_the_redirect_catches_the_proxy_user() {
+    if !require_root() {
+        return;
+    }
+    let net = NetnsPair::new();
+    install_rendered_except(&net.app, &[], |line| line.contains("--uid-owner"));
+    let run = verify(&net.app);
+    run.assert_exit(VERIFY_FAILED);
+    all_passed_but(&run, &[("ipv4", "ignored-uid"), ("ipv6", "ignored-uid")]);
+    assert_status(
+        run.check("ignored-uid", "ipv4", None),
+        "fail",
+        &[
+            "egress as uid 1337 gid 1000 to 192.0.2.1:80 was redirected to ProxyEgressPort 15001",
+            "IgnoredUID rule is missing or does not match uid 1337",
+            "loop",
+            "missing `-A APPMESH_EGRESS -m owner --uid-owner 1337 -j RETURN`",
+        ],
+    );
+}
+
+#[test]
+fn verify_reports_a_loop_for_a_bare_redirect_of_everything() {
+    if !require_root() {
+        return;
+    }
+    let net = NetnsPair::new();
+    net.app.iptables(
+        "iptables-nft",
+        "-t nat -A OUTPUT -p tcp -j REDIRECT --to-ports 15001",
+    );
+    let run = verify(&net.app);
+    run.assert_exit(VERIFY_FAILED);
+    assert_status(run.check("egress-redirect", "ipv4", None), "pass", &[]);
+    for check in ["ignored-uid", "ignored-gid"] {
+        assert_status(
+            run.check(check, "ipv4", None),
+            "fail",
+            &[
+                "loop",
+                "other rules redirect: `-A OUTPUT -p tcp -j REDIRECT --to-ports 15001`",
+            ],
+        );
+    }
+    assert_status(
+        run.check("ignored-port", "ipv4", Some("192.0.2.1:22")),
+        "fail",
+        &["port 22 is egress-ignored"],
+    );
+    assert_status(
+        run.check("ignored-destination", "ipv4", Some("169.254.169.254:80")),
+        "fail",
+        &["169.254.169.254 is egress-ignored but its traffic goes to the proxy"],
+    );
+}
+
+#[test]
+fn verify_fails_when_ignored_ports_are_redirected() {
+    if !require_root() {
+        return;
+    }
+    let net = NetnsPair::new();
+    install_rendered_except(&net.app, &[], |line| {
+        line.contains("--dports 5432,8000:8010,22 -j RETURN")
+    });
+    let run = verify(&net.app);
+    run.assert_exit(VERIFY_FAILED);
+    all_passed_but(&run, &[("ipv4", "ignored-port"), ("ipv6", "ignored-port")]);
+    for port in [22, 5432, 8000, 8010] {
+        assert_status(
+            run.check("ignored-port", "ipv4", Some(&format!("192.0.2.1:{port}"))),
+            "fail",
+            &[&format!(
+                "was redirected to ProxyEgressPort 15001: port {port} is egress-ignored"
+            )],
+        );
+    }
+}
+
+#[test]
+fn verify_fails_when_an_ignored_ip_is_redirected() {
+    if !require_root() {
+        return;
+    }
+    let net = NetnsPair::new();
+    install_rendered_except(&net.app, &[], |line| line.contains("-d 169.254.169.254/32"));
+    let run = verify(&net.app);
+    run.assert_exit(VERIFY_FAILED);
+    assert_status(
+        run.check("ignored-destination", "ipv4", Some("169.254.169.254:80")),
+        "fail",
+        &[
+            "169.254.169.254 is egress-ignored but its traffic goes to the proxy",
+            "missing `-A APPMESH_EGRESS -d 169.254.169.254/32 -p tcp -j RETURN`",
+        ],
+    );
+    let failed: Vec<_> = run
+        .statuses()
+        .into_iter()
+        .filter(|(_, _, s)| s == "fail")
+        .collect();
+    assert_eq!(
+        failed.len(),
+        1,
+        "only the metadata endpoint should fail: {failed:?}"
+    );
+}
+
+#[test]
+fn verify_could_not_run_while_the_egress_port_is_taken() {
+    if !require_root() {
+        return;
+    }
+    let net = NetnsPair::new();
+    apply(&net.app);
+    // Something (a proxy that already started) holds ProxyEgressPort on both families.
+    let proxy = net.app.listen(15001);
+    let run = verify(&net.app);
+    run.assert_exit(VERIFY_COULD_NOT_RUN);
+    assert_eq!(run.report["outcome"], "could_not_run");
+    for family in ["ipv4", "ipv6"] {
+        assert_status(
+            run.check("listener", family, None),
+            "could_not_run",
+            &["ProxyEgressPort 15001 is already in use in this namespace"],
+        );
+        assert_status(
+            run.check("egress-redirect", family, None),
+            "could_not_run",
+            &[],
+        );
+    }
+    assert!(
+        !run.statuses().iter().any(|(_, _, s)| s == "fail"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        proxy.accepted().is_empty(),
+        "verify sent probes to someone else's listener: {:?}",
+        proxy.accepted()
+    );
+}
+
+#[test]
+fn verify_could_not_run_with_loopback_down() {
+    if !require_root() {
+        return;
+    }
+    let net = NetnsPair::new();
+    apply(&net.app);
+    net.app.run_checked("ip", &["link", "set", "lo", "down"]);
+    let run = verify(&net.app);
+    run.assert_exit(VERIFY_COULD_NOT_RUN);
+    assert_status(
+        run.check("listener", "ipv4", None),
+        "could_not_run",
+        &["loopback is down"],
+    );
+    assert_status(
+        run.check("egress-redirect", "ipv4", None),
+        "could_not_run",
+        &["see the listener check"],
+    );
+    assert!(
+        !run.statuses().iter().any(|(_, _, s)| s == "fail"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn verify_over_ipv6_fails_when_only_ipv4_is_redirected() {
+    if !require_root() {
+        return;
+    }
+    let net = NetnsPair::new();
+    let ipv4_only = meshinit_inside(&net.app, &with_config(&["render", "--family", "ipv4"]));
+    ipv4_only.assert_exit(0);
+    net.app
+        .run_checked_with_stdin("iptables-nft-restore", &["--noflush"], &ipv4_only.stdout);
+    let run = verify(&net.app);
+    run.assert_exit(VERIFY_FAILED);
+    assert_status(run.check("egress-redirect", "ipv4", None), "pass", &[]);
+    assert_status(
+        run.check("egress-redirect", "ipv6", None),
+        "fail",
+        &[
+            "egress as uid 1000 gid 1000 to [2001:db8::1]:80 was not redirected to ProxyEgressPort 15001",
+            "the IPv6 nat table holds no APPMESH_EGRESS chain",
+        ],
+    );
+    assert!(
+        run.report["notes"]
+            .to_string()
+            .contains("IPv6 traffic would bypass the proxy"),
+        "{}",
+        run.stdout
+    );
+    // With IPv6 off in the configuration, the same namespace passes on IPv4 alone.
+    let ipv4_config = meshinit_netns(
+        &net.app,
+        &with_config(&["verify", "--json", "--ipv6", "off"]),
+    );
+    ipv4_config.assert_exit(0);
+    assert_status(
+        ipv4_config.check("family", "ipv6", None),
+        "not_applicable",
+        &["IPv6 is off"],
+    );
+}
+
+#[test]
+fn apply_verify_exits_0_on_a_good_config() {
+    if !require_root() {
+        return;
+    }
+    let net = NetnsPair::new();
+    let run = meshinit_inside(&net.app, &with_config(&["apply", "--verify", "--json"]));
+    run.assert_exit(0);
+    assert_eq!(run.report["outcome"], "passed");
+    all_passed_but(&run, &[]);
+    let status = meshinit_netns(&net.app, &with_config(&["status"]));
+    status.assert_exit(0);
+}
+
+#[test]
+fn apply_verify_fails_when_a_foreign_rule_shadows_the_redirect() {
+    if !require_root() {
+        return;
+    }
+    let net = NetnsPair::new();
+    // Someone else's rule ahead of ours: apply leaves it alone, and it wins.
+    net.app
+        .iptables("iptables-nft", "-t nat -I OUTPUT 1 -p tcp -j ACCEPT");
+    let run = meshinit_netns(&net.app, &with_config(&["apply", "--verify", "--json"]));
+    run.assert_exit(VERIFY_FAILED);
+    assert_status(
+        run.check("egress-redirect", "ipv4", None),
+        "fail",
+        &[
+            "was not redirected",
+            "read back as configured",
+            "another rule ahead of the jump",
+        ],
+    );
+    assert_status(run.check("egress-redirect", "ipv6", None), "pass", &[]);
+}
+
+#[test]
+fn apply_verify_could_not_run_while_the_egress_port_is_taken() {
+    if !require_root() {
+        return;
+    }
+    let net = NetnsPair::new();
+    let _proxy = net.app.listen(15001);
+    let run = meshinit_netns(&net.app, &with_config(&["apply", "--verify"]));
+    run.assert_exit(VERIFY_COULD_NOT_RUN);
+    assert!(run.stdout.contains("COULD NOT RUN"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("ProxyEgressPort 15001 is already in use"),
+        "{}",
+        run.stdout
+    );
+}
