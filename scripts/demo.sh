@@ -30,10 +30,20 @@ trap cleanup EXIT INT TERM
 ip netns add "$app"; ip netns add "$peer"
 ip -n "$app" link set lo up; ip -n "$peer" link set lo up
 ip -n "$app" link add eth0 type veth peer name peer0 netns "$peer"
-ip -n "$app" addr add 198.51.100.1/24 dev eth0; ip -n "$app" link set eth0 up
-ip -n "$peer" addr add 198.51.100.2/24 dev peer0; ip -n "$peer" link set peer0 up
+ip -n "$app" addr add 198.51.100.1/24 dev eth0; ip -n "$app" addr add 2001:db8:100::1/64 dev eth0 nodad
+ip -n "$app" link set eth0 up
+ip -n "$peer" addr add 198.51.100.2/24 dev peer0; ip -n "$peer" addr add 2001:db8:100::2/64 dev peer0 nodad
+ip -n "$peer" link set peer0 up
 for a in 203.0.113.7 169.254.169.254; do ip -n "$peer" addr add "$a/32" dev peer0; done
 ip -n "$app" route add default via 198.51.100.2
+ip -n "$app" -6 route add default via 2001:db8:100::2
+
+# The init-container step: apply, then prove it with real connections while the proxy
+# ports are still free (verify stands in for Envoy on them).
+echo "== meshinit apply --verify $config (in namespace $app)"
+ip netns exec "$app" "$meshinit" apply --verify "$config"
+echo; echo "== installed rules (iptables-save -t nat)"
+ip netns exec "$app" iptables-nft-save -t nat | grep -v '^#'
 
 # A listener that answers with its own name and the connection's original destination.
 listener='
@@ -69,11 +79,7 @@ connect() { # NETNS UID DEST PORT
   ip netns exec "$1" setpriv --reuid "$2" --regid "$2" --clear-groups /usr/bin/python3 -c "$client" "$3" "$4" || echo "(failed)"
 }
 
-echo "== meshinit apply $config (in namespace $app)"
-ip netns exec "$app" "$meshinit" apply "$config"
-echo; echo "== installed rules (iptables-save -t nat)"
-ip netns exec "$app" iptables-nft-save -t nat | grep -v '^#'
-echo; echo "== where connections land"
+echo; echo "== where connections land (listeners stand in for Envoy and two remote services)"
 echo " app egress:"
 connect "$app" 1000 203.0.113.7 80
 connect "$app" 1337 203.0.113.7 80
