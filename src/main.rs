@@ -1,12 +1,23 @@
 //! The `meshinit` binary: parses arguments, sets up logging, maps errors to exit codes.
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 use meshinit::commands::{Cli, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() {
-    // A runtime invoking us as a CNI plugin sets CNI_COMMAND and passes no arguments.
-    if std::env::var_os("CNI_COMMAND").is_some() {
+    // A runtime invoking us as a CNI plugin sets CNI_COMMAND and passes no arguments; under
+    // the App Mesh plugin's name we are a CNI plugin whatever the environment says.
+    let invoked_as_plugin = std::env::args_os()
+        .next()
+        .and_then(|arg0| {
+            std::path::Path::new(&arg0)
+                .file_name()
+                .map(|name| name == "aws-appmesh")
+        })
+        .unwrap_or(false);
+    if invoked_as_plugin || std::env::var_os("CNI_COMMAND").is_some() {
         init_logging(LogFormat::Text);
         std::process::exit(meshinit::cni::run());
     }
@@ -27,8 +38,10 @@ fn main() {
 
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour only for a person at a terminal, not in runtime or CI logs.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.without_time().init(),

@@ -6,6 +6,10 @@ use tracing::debug;
 
 use crate::error::{Error, Result};
 
+/// Capabilities iptables needs: NET_ADMIN for netlink/setsockopt, NET_RAW for the legacy
+/// backend's raw socket.
+pub const IPTABLES_CAPS: [Capability; 2] = [Capability::CAP_NET_ADMIN, Capability::CAP_NET_RAW];
+
 /// Fails with exit code 3 when any of `needed` is not effective.
 pub fn require(needed: &[Capability], purpose: &str) -> Result<()> {
     let effective = caps::read(None, CapSet::Effective)

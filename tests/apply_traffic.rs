@@ -727,9 +727,18 @@ fn switching_ipv6_off_removes_the_ipv6_rules() {
     }
     let ns = TestNetns::new("ipv6off");
     assert_exit(&meshinit(&ns, &["apply", ECS_CONFIG]), 0);
-    assert!(ns.run_checked("ip6tables-nft-save", &["-t", "nat"]).contains("APPMESH_EGRESS"));
+    assert!(
+        ns.run_checked("ip6tables-nft-save", &["-t", "nat"])
+            .contains("APPMESH_EGRESS")
+    );
     assert_exit(&meshinit(&ns, &["apply", ECS_CONFIG, "--ipv6", "off"]), 0);
-    assert!(!ns.run_checked("ip6tables-nft-save", &["-t", "nat"]).contains("APPMESH"));
-    assert!(ns.run_checked("iptables-nft-save", &["-t", "nat"]).contains("APPMESH_EGRESS"));
+    assert!(
+        !ns.run_checked("ip6tables-nft-save", &["-t", "nat"])
+            .contains("APPMESH")
+    );
+    assert!(
+        ns.run_checked("iptables-nft-save", &["-t", "nat"])
+            .contains("APPMESH_EGRESS")
+    );
     assert_exit(&meshinit(&ns, &["status", ECS_CONFIG, "--ipv6", "off"]), 0);
 }

@@ -7,9 +7,7 @@ use super::args::TargetArgs;
 use crate::error::Result;
 use crate::{netns, privileges};
 
-/// Capabilities iptables needs: NET_ADMIN for netlink/setsockopt, NET_RAW for the legacy
-/// backend's raw socket.
-pub const IPTABLES_CAPS: [Capability; 2] = [Capability::CAP_NET_ADMIN, Capability::CAP_NET_RAW];
+pub use crate::privileges::IPTABLES_CAPS;
 
 /// Enters the target namespace and reduces privileges to `keep`.
 pub fn enter(target: &TargetArgs, keep: &[Capability], purpose: &str) -> Result<()> {

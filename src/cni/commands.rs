@@ -1,0 +1,424 @@
+//! The CNI verbs. ADD, DEL and CHECK run in the runtime's namespace (usually the host's)
+//! and enter `CNI_NETNS` before touching any rule; everything that can be checked without
+//! the kernel is checked first, so a bad request changes nothing.
+
+use std::path::Path;
+use std::time::Duration;
+
+use caps::Capability;
+use serde_json::{Value, json};
+use tracing::{debug, info, warn};
+
+use super::protocol::{CniError, Command, Invocation, NetworkConfig, code, declared_version};
+use super::version::{LATEST, SUPPORTED_VERSIONS, SpecVersion};
+use super::{result, settings};
+use crate::backend::{BackendChoice, BackendKind, IptablesTools};
+use crate::commands::clean::clean;
+use crate::config::{ProxyConfig, validate};
+use crate::converge::{drift, read_and_converge, read_installation};
+use crate::error::{Error, Result};
+use crate::ruleset::{Family, PlanOptions, plan};
+use crate::{netns, privileges};
+
+/// How long to wait for another process's legacy xtables lock (as `apply`'s default).
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// Runs one invocation; `Ok(Some(json))` is printed on standard output.
+pub fn execute(invocation: &Invocation, stdin: &str) -> Result<Option<String>, CniError> {
+    if invocation.command == Command::Version {
+        return Ok(Some(pretty(&version(stdin))));
+    }
+    let config = NetworkConfig::parse(stdin)?;
+    match invocation.command {
+        Command::Add => add(invocation, &config).map(|result| Some(pretty(&result))),
+        Command::Del => del(invocation, &config).map(|()| None),
+        Command::Check => check(invocation, &config).map(|()| None),
+        Command::Status => status(&config).map(|()| None),
+        Command::Gc => gc(&config).map(|()| None),
+        Command::Version => Ok(Some(pretty(&version(stdin)))),
+    }
+}
+
+fn pretty(value: &Value) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+}
+
+/// VERSION: answers in the caller's version when it names one, as the specification asks.
+fn version(stdin: &str) -> Value {
+    let asked = declared_version(stdin).filter(|v| SpecVersion::parse(v).is_some());
+    json!({
+        "cniVersion": asked.unwrap_or_else(|| LATEST.to_string()),
+        "supportedVersions": SUPPORTED_VERSIONS,
+    })
+}
+
+/// ADD: converge the container's rules to the configuration (idempotent, one transaction
+/// per family, exactly the ruleset `meshinit render` prints), then pass the previous
+/// result on.
+fn add(invocation: &Invocation, config: &NetworkConfig) -> Result<Value, CniError> {
+    let proxy = proxy_config(invocation, config)?;
+    let output = match config.prev_result() {
+        Some(prev) => result::convert(prev, config.cni_version)?,
+        None => result::empty(config.cni_version),
+    };
+    let netns = required_netns(invocation)?;
+    enter_container(netns, "ADD")?;
+    let desired = |family| plan(&proxy, family, PlanOptions::default());
+    let (_, report) =
+        read_and_converge(BackendChoice::Auto, proxy.ipv6, &desired, LOCK_WAIT, false)?;
+    let changed = report
+        .families
+        .iter()
+        .filter(|f| f.payload.is_some())
+        .count();
+    info!(
+        container = invocation.container_id.as_deref().unwrap_or_default(),
+        netns = %netns.display(),
+        backend = %report.backend,
+        families_changed = changed,
+        "ADD: rules in place"
+    );
+    Ok(output)
+}
+
+/// DEL: best effort and idempotent. Removes every APPMESH_* chain, jump and set (ours or
+/// the aws-appmesh plugin's) like `meshinit clean`; the configuration is not needed for
+/// that, so only an undecodable request fails. A namespace that is gone, or that is not a
+/// container's (where ADD never installs anything), leaves nothing to remove.
+fn del(invocation: &Invocation, config: &NetworkConfig) -> Result<(), CniError> {
+    if let Err(e) = settings::from_network_config(&config.keys) {
+        warn!("DEL goes on despite the configuration: {e}");
+    }
+    let Some(netns) = invocation.netns.as_deref() else {
+        info!("DEL without CNI_NETNS: the namespace is gone; nothing to remove");
+        return Ok(());
+    };
+    if !is_network_namespace(netns) {
+        info!(netns = %netns.display(), "DEL: the namespace is gone; nothing to remove");
+        return Ok(());
+    }
+    match enter_container(netns, "DEL") {
+        Ok(()) => {}
+        Err(EnterError::NotAContainer(why)) => {
+            warn!("DEL: {why}; ADD never installs rules there, so there is nothing to remove");
+            return Ok(());
+        }
+        Err(EnterError::Failed(e)) => return Err(e.into()),
+    }
+    clean(BackendChoice::Auto, LOCK_WAIT)?;
+    info!(
+        container = invocation.container_id.as_deref().unwrap_or_default(),
+        netns = %netns.display(),
+        "DEL: rules removed"
+    );
+    Ok(())
+}
+
+/// CHECK: fails with code 100 when the installed rules are not exactly the configuration's.
+fn check(invocation: &Invocation, config: &NetworkConfig) -> Result<(), CniError> {
+    if !config.cni_version.has_check() {
+        return Err(CniError::new(
+            code::INCOMPATIBLE_VERSION,
+            format!(
+                "CHECK needs cniVersion 0.4.0 or later; the configuration is {}",
+                config.cni_version
+            ),
+            "",
+        ));
+    }
+    let proxy = proxy_config(invocation, config)?;
+    if let Some(prev) = config.prev_result() {
+        result::convert(prev, config.cni_version)?;
+    }
+    let netns = required_netns(invocation)?;
+    enter_container(netns, "CHECK")?;
+    let installation = read_installation(BackendChoice::Auto, proxy.ipv6)?;
+    let desired = |family| plan(&proxy, family, PlanOptions::default());
+    let mut differences = Vec::new();
+    for (family, drift) in drift(&installation, &desired)? {
+        let missing = drift
+            .missing
+            .iter()
+            .map(|l| format!("{family}: missing {l}"));
+        let unexpected = drift
+            .unexpected
+            .iter()
+            .map(|l| format!("{family}: unexpected {l}"));
+        let misordered = drift
+            .misordered_chains
+            .iter()
+            .map(|c| format!("{family}: {c} out of order"));
+        differences.extend(missing.chain(unexpected).chain(misordered));
+    }
+    if differences.is_empty() {
+        info!(backend = %installation.backend, "CHECK: rules as configured");
+        return Ok(());
+    }
+    Err(CniError::new(
+        code::RULES_DIFFER,
+        format!(
+            "the rules in {} differ from the configuration ({} difference{})",
+            netns.display(),
+            differences.len(),
+            if differences.len() == 1 { "" } else { "s" }
+        ),
+        differences.join("\n"),
+    ))
+}
+
+/// STATUS: ready when the privileges ADD needs are there and an iptables backend runs.
+/// Only `--version` is run: this executes in the runtime's namespace, whose rules are not
+/// meshinit's to read or touch.
+fn status(config: &NetworkConfig) -> Result<(), CniError> {
+    require_status_and_gc(config, Command::Status)?;
+    settings::from_network_config(&config.keys)?;
+    let not_available = |why: String| {
+        CniError::new(
+            code::PLUGIN_NOT_AVAILABLE,
+            format!("meshinit cannot service ADD: {why}"),
+            "",
+        )
+    };
+    let needed = [
+        Capability::CAP_SYS_ADMIN,
+        Capability::CAP_NET_ADMIN,
+        Capability::CAP_NET_RAW,
+    ];
+    privileges::require(&needed, "ADD").map_err(|e| not_available(e.to_string()))?;
+    let tools = runnable_iptables().map_err(not_available)?;
+    info!(backend = %tools.kind, "STATUS: ready");
+    Ok(())
+}
+
+/// The first iptables backend whose restore binary is installed and runs.
+fn runnable_iptables() -> Result<IptablesTools, String> {
+    let mut problems = Vec::new();
+    for kind in [BackendKind::Nft, BackendKind::Legacy] {
+        let tools = match IptablesTools::find(kind, Family::Ipv4) {
+            Ok(tools) => tools,
+            Err(e) => {
+                problems.push(e.to_string());
+                continue;
+            }
+        };
+        let run = std::process::Command::new(&tools.restore)
+            .arg("--version")
+            .stdin(std::process::Stdio::null())
+            .output();
+        match run {
+            Ok(output) if output.status.success() => return Ok(tools),
+            Ok(output) => problems.push(format!(
+                "{} --version failed ({})",
+                tools.restore.display(),
+                output.status
+            )),
+            Err(e) => problems.push(format!("cannot run {}: {e}", tools.restore.display())),
+        }
+    }
+    Err(problems.join("; "))
+}
+
+/// GC: meshinit keeps nothing outside a container's namespace, and a namespace's rules go
+/// with it, so there is never anything stale to collect.
+fn gc(config: &NetworkConfig) -> Result<(), CniError> {
+    require_status_and_gc(config, Command::Gc)?;
+    let attachments = config
+        .keys
+        .get("cni.dev/valid-attachments")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    debug!(valid_attachments = attachments, "GC: nothing to collect");
+    Ok(())
+}
+
+fn require_status_and_gc(config: &NetworkConfig, command: Command) -> Result<(), CniError> {
+    if config.cni_version.has_status_and_gc() {
+        return Ok(());
+    }
+    Err(CniError::new(
+        code::INCOMPATIBLE_VERSION,
+        format!(
+            "{command} needs cniVersion 1.1.0 or later; the configuration is {}",
+            config.cni_version
+        ),
+        "",
+    ))
+}
+
+/// The validated proxy configuration of this attachment: network configuration, then
+/// `CNI_ARGS`, then `runtimeConfig`, each overriding the one before.
+fn proxy_config(invocation: &Invocation, config: &NetworkConfig) -> Result<ProxyConfig, CniError> {
+    let mut raw = settings::from_network_config(&config.keys)?;
+    if let Some(args) = &invocation.args {
+        raw = raw.overlay(settings::from_cni_args(args)?);
+    }
+    if let Some(runtime_config) = config.runtime_config() {
+        raw = raw.overlay(settings::from_runtime_config(runtime_config)?);
+    }
+    let (proxy, warnings) = validate(&raw)
+        .map_err(|errors| CniError::invalid_config(&settings::with_network_config_names(errors)))?;
+    for warning in warnings {
+        warn!("{warning}");
+    }
+    Ok(proxy)
+}
+
+fn required_netns(invocation: &Invocation) -> Result<&Path, CniError> {
+    // Invocation::from_env already insists on it for ADD and CHECK; this keeps it total.
+    invocation.netns.as_deref().ok_or_else(|| {
+        CniError::new(
+            code::INVALID_ENVIRONMENT,
+            format!(
+                "required environment variables missing for {}: CNI_NETNS",
+                invocation.command
+            ),
+            "",
+        )
+    })
+}
+
+/// Why the container's namespace could not be entered.
+enum EnterError {
+    /// `CNI_NETNS` is the machine's namespace or the one the runtime runs plugins in.
+    NotAContainer(String),
+    Failed(Error),
+}
+
+impl From<Error> for EnterError {
+    fn from(e: Error) -> Self {
+        EnterError::Failed(e)
+    }
+}
+
+impl From<EnterError> for CniError {
+    fn from(e: EnterError) -> Self {
+        match e {
+            EnterError::NotAContainer(why) => Error::Environment(why).into(),
+            EnterError::Failed(e) => e.into(),
+        }
+    }
+}
+
+/// Moves this (only) thread into `netns`, refuses namespaces that are not a container's,
+/// and keeps only the capabilities iptables needs.
+fn enter_container(netns: &Path, verb: &str) -> Result<(), EnterError> {
+    privileges::require(&[Capability::CAP_SYS_ADMIN], "entering CNI_NETNS")?;
+    let runtime_namespace = netns::current_inode()?;
+    netns::enter(netns)?;
+    let here = netns::current_inode()?;
+    if netns::is_initial_namespace(here) {
+        return Err(EnterError::NotAContainer(format!(
+            "CNI_NETNS {} is the machine's own network namespace, not a container's",
+            netns.display()
+        )));
+    }
+    if here == runtime_namespace {
+        return Err(EnterError::NotAContainer(format!(
+            "CNI_NETNS {} is the namespace the runtime runs meshinit in, not a container's",
+            netns.display()
+        )));
+    }
+    // The library's own guard too, so CNI mode can never be the one path that skips it.
+    netns::guard_against_host(false)?;
+    privileges::require(&privileges::IPTABLES_CAPS, verb)?;
+    privileges::drop_all_except(&privileges::IPTABLES_CAPS)?;
+    Ok(())
+}
+
+/// Whether `path` still is a network namespace file. A runtime that deleted the namespace
+/// leaves no file, or an empty file where the bind mount was.
+fn is_network_namespace(path: &Path) -> bool {
+    use nix::sys::statfs::{NSFS_MAGIC, statfs};
+    match statfs(path) {
+        Ok(fs) => fs.filesystem_type() == NSFS_MAGIC,
+        Err(nix::errno::Errno::ENOENT) => false,
+        // Cannot tell (permissions...): let entering it report the real problem.
+        Err(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invocation(command: Command, args: Option<&str>) -> Invocation {
+        Invocation {
+            command,
+            container_id: Some("c1".into()),
+            netns: Some("/var/run/netns/none".into()),
+            ifname: Some("eth0".into()),
+            args: args.map(str::to_owned),
+        }
+    }
+
+    fn config(text: &str) -> NetworkConfig {
+        NetworkConfig::parse(text).unwrap()
+    }
+
+    #[test]
+    fn version_echoes_the_callers_version_and_lists_ours() {
+        let answer = version(r#"{"cniVersion": "0.4.0"}"#);
+        assert_eq!(answer["cniVersion"], "0.4.0");
+        assert_eq!(
+            answer["supportedVersions"],
+            json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])
+        );
+        for garbage in ["", "not json", r#"{"cniVersion": "x"}"#] {
+            assert_eq!(version(garbage)["cniVersion"], "1.1.0", "{garbage:?}");
+        }
+    }
+
+    #[test]
+    fn overrides_win_over_the_network_config_in_order() {
+        let netconf = config(
+            r#"{"cniVersion": "1.0.0", "ignoredUID": "1337", "proxyEgressPort": "15001",
+                "runtimeConfig": {"proxyEgressPort": "17001"}}"#,
+        );
+        let proxy = proxy_config(
+            &invocation(Command::Add, Some("ProxyEgressPort=16001;IgnoredUID=1000")),
+            &netconf,
+        )
+        .unwrap();
+        assert_eq!(proxy.proxy_egress_port, 17001);
+        assert_eq!(proxy.ignored_uid, Some(1000));
+    }
+
+    #[test]
+    fn a_missing_key_is_named_as_the_network_config_spells_it() {
+        let error = proxy_config(
+            &invocation(Command::Add, None),
+            &config(r#"{"cniVersion": "1.0.0", "ignoredUID": "1337"}"#),
+        )
+        .unwrap_err();
+        assert_eq!(error.code, code::INVALID_NETWORK_CONFIG);
+        assert!(error.msg.contains("proxyEgressPort"), "{}", error.msg);
+    }
+
+    #[test]
+    fn check_status_and_gc_need_their_versions_before_anything_else() {
+        let old =
+            config(r#"{"cniVersion": "0.3.1", "ignoredUID": "1337", "proxyEgressPort": "15001"}"#);
+        assert_eq!(
+            check(&invocation(Command::Check, None), &old)
+                .unwrap_err()
+                .code,
+            code::INCOMPATIBLE_VERSION
+        );
+        let v1 = config(r#"{"cniVersion": "1.0.0"}"#);
+        assert_eq!(status(&v1).unwrap_err().code, code::INCOMPATIBLE_VERSION);
+        assert_eq!(gc(&v1).unwrap_err().code, code::INCOMPATIBLE_VERSION);
+        assert!(
+            gc(&config(
+                r#"{"cniVersion": "1.1.0", "cni.dev/valid-attachments": []}"#
+            ))
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn missing_namespaces_are_not_namespaces() {
+        assert!(!is_network_namespace(Path::new("/nonexistent/netns")));
+        assert!(!is_network_namespace(Path::new("/")));
+        assert!(is_network_namespace(Path::new("/proc/self/ns/net")));
+    }
+}

@@ -1,0 +1,289 @@
+//! The mesh settings of one attachment: the network configuration's keys, overridden per
+//! pod by `CNI_ARGS`, overridden in turn by `runtimeConfig`.
+
+use serde_json::{Map, Value};
+use tracing::{debug, warn};
+
+use super::protocol::{CniError, code};
+use crate::config::settings::{RawSettings, Setting};
+use crate::config::sources::{cni, suggest};
+use crate::error::ConfigError;
+
+/// Keys the runtime reserves (`cni.dev/valid-attachments` on GC, future ones): never ours.
+const RESERVED_KEY_PREFIX: &str = "cni.dev/";
+
+/// Keys of the network configuration meshinit reads or accepts besides its own properties.
+const PROTOCOL_KEYS: [&str; 2] = ["runtimeConfig", "capabilities"];
+
+/// `CNI_ARGS` keys runtimes pass to every plugin of a chain; not typos of ours.
+const FOREIGN_ARGS: [&str; 5] = [
+    "IgnoreUnknown",
+    "K8S_POD_NAMESPACE",
+    "K8S_POD_NAME",
+    "K8S_POD_INFRA_CONTAINER_ID",
+    "K8S_POD_UID",
+];
+
+/// Settings from the network configuration alone. Unknown keys are code 2 (naming them,
+/// with the nearest known key); malformed values of known keys code 7.
+pub fn from_network_config(keys: &Map<String, Value>) -> Result<RawSettings, CniError> {
+    let known: Vec<&str> = cni::PROPERTY_NAMES
+        .iter()
+        .chain(&cni::STANDARD_KEYS)
+        .chain(&PROTOCOL_KEYS)
+        .copied()
+        .collect();
+    let unsupported: Vec<ConfigError> = keys
+        .iter()
+        .filter(|(key, _)| !known.contains(&key.as_str()) && !key.starts_with(RESERVED_KEY_PREFIX))
+        .map(|(key, value)| {
+            ConfigError::new(key, Some(&value.to_string()), suggest::hint(key, &known))
+        })
+        .collect();
+    if !unsupported.is_empty() {
+        return Err(CniError::unsupported_fields(&unsupported));
+    }
+    let mut settings = RawSettings::default();
+    let mut errors = Vec::new();
+    for (key, value) in keys
+        .iter()
+        .filter(|(key, _)| cni::PROPERTY_NAMES.contains(&key.as_str()))
+    {
+        if let Err(e) = cni::assign(&mut settings, key, value) {
+            errors.push(e);
+        }
+    }
+    if errors.is_empty() {
+        Ok(settings)
+    } else {
+        Err(CniError::invalid_config(&errors))
+    }
+}
+
+/// Per-pod settings from `CNI_ARGS` (`KEY=VALUE;KEY=VALUE`). A key is a network
+/// configuration key in any letter case (`appPorts`, or the ECS property name `AppPorts`);
+/// lists are comma-separated; `enableIPv6` also takes `auto`, `on`, `off`. Other keys belong
+/// to other plugins and are ignored. A pair without `=` is code 4; a bad value code 7.
+pub fn from_cni_args(args: &str) -> Result<RawSettings, CniError> {
+    let mut settings = RawSettings::default();
+    let mut errors = Vec::new();
+    for pair in args.split(';').filter(|pair| !pair.is_empty()) {
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err(CniError::new(
+                code::INVALID_ENVIRONMENT,
+                format!("CNI_ARGS: {pair:?} is not KEY=VALUE"),
+                "CNI_ARGS holds KEY=VALUE pairs separated by ';', e.g. IgnoreUnknown=1;AppPorts=8080",
+            ));
+        };
+        let Some(property) = cni::PROPERTY_NAMES
+            .iter()
+            .find(|name| name.eq_ignore_ascii_case(key))
+        else {
+            if !FOREIGN_ARGS.contains(&key) {
+                match suggest::closest(key, &cni::PROPERTY_NAMES) {
+                    Some(near) => warn!(
+                        "CNI_ARGS {key} is not a meshinit key (did you mean {near}?); ignored"
+                    ),
+                    None => debug!("CNI_ARGS {key} is not a meshinit key; ignored"),
+                }
+            }
+            continue;
+        };
+        let label = format!("CNI_ARGS {key}");
+        let mut one = RawSettings::default();
+        if *property == "enableIPv6" {
+            // The text goes to the IPv6 mode parser, which also knows auto/on/off.
+            one.ipv6 = Some(Setting::new(&label, value.to_owned()));
+        } else if let Err(e) = cni::assign(&mut one, property, &Value::String(value.to_owned())) {
+            errors.push(ConfigError {
+                property: label.clone(),
+                ..e
+            });
+        }
+        relabel(&mut one, &label);
+        settings = settings.overlay(one);
+    }
+    if errors.is_empty() {
+        Ok(settings)
+    } else {
+        Err(CniError::invalid_config(&errors))
+    }
+}
+
+/// Per-pod settings from `runtimeConfig`, which a runtime fills for the capabilities the
+/// network configuration declares (`"capabilities": {"appPorts": true}`). Keys and value
+/// types are those of the network configuration; other capabilities are not ours.
+pub fn from_runtime_config(runtime_config: &Value) -> Result<RawSettings, CniError> {
+    let Value::Object(keys) = runtime_config else {
+        return Err(CniError::invalid_config(&[ConfigError::new(
+            "runtimeConfig",
+            Some(&runtime_config.to_string()),
+            "must be a JSON object",
+        )]));
+    };
+    let mut settings = RawSettings::default();
+    let mut errors = Vec::new();
+    for (key, value) in keys {
+        if !cni::PROPERTY_NAMES.contains(&key.as_str()) {
+            continue;
+        }
+        let label = format!("runtimeConfig.{key}");
+        let mut one = RawSettings::default();
+        match cni::assign(&mut one, key, value) {
+            Ok(()) => {
+                relabel(&mut one, &label);
+                settings = settings.overlay(one);
+            }
+            Err(e) => errors.push(ConfigError {
+                property: label,
+                ..e
+            }),
+        }
+    }
+    if errors.is_empty() {
+        Ok(settings)
+    } else {
+        Err(CniError::invalid_config(&errors))
+    }
+}
+
+/// Names every property of `settings` by `label`, so that validation errors say which
+/// source the bad value came from.
+fn relabel(settings: &mut RawSettings, label: &str) {
+    fn set<T>(setting: &mut Option<Setting<T>>, label: &str) {
+        if let Some(s) = setting {
+            s.property = label.to_owned();
+        }
+    }
+    set(&mut settings.ignored_uid, label);
+    set(&mut settings.ignored_gid, label);
+    set(&mut settings.proxy_ingress_port, label);
+    set(&mut settings.proxy_egress_port, label);
+    set(&mut settings.app_ports, label);
+    set(&mut settings.egress_ignored_ips, label);
+    set(&mut settings.egress_ignored_ports, label);
+    set(&mut settings.ipv6, label);
+}
+
+/// Validation names a missing property by its ECS name; in CNI mode the key to add is the
+/// network configuration's.
+pub fn with_network_config_names(mut errors: Vec<ConfigError>) -> Vec<ConfigError> {
+    for error in &mut errors {
+        if let Some(key) = cni::PROPERTY_NAMES
+            .iter()
+            .find(|key| key.eq_ignore_ascii_case(&error.property))
+        {
+            error.property = (*key).to_owned();
+        }
+    }
+    errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn keys(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            _ => unreachable!("test input is an object"),
+        }
+    }
+
+    #[test]
+    fn reads_the_aws_appmesh_keys_and_ignores_protocol_and_reserved_ones() {
+        let settings = from_network_config(&keys(json!({
+            "cniVersion": "1.0.0", "name": "mesh", "type": "aws-appmesh",
+            "ignoredUID": "1337", "proxyEgressPort": "15001", "appPorts": ["8080"],
+            "prevResult": {}, "runtimeConfig": {}, "capabilities": {},
+            "cni.dev/valid-attachments": []
+        })))
+        .unwrap();
+        assert_eq!(settings.ignored_uid.unwrap().value, "1337");
+        assert_eq!(settings.app_ports.unwrap().value.items, vec!["8080"]);
+    }
+
+    #[test]
+    fn unknown_keys_are_code_2_with_a_suggestion() {
+        let error = from_network_config(&keys(json!({"cniVersion": "1.0.0", "appPort": ["80"]})))
+            .unwrap_err();
+        assert_eq!(error.code, code::UNSUPPORTED_FIELD);
+        assert!(
+            error.msg.contains("appPort") && error.msg.contains("appPorts"),
+            "{}",
+            error.msg
+        );
+        assert!(
+            error.msg.contains("80"),
+            "the value is named too: {}",
+            error.msg
+        );
+    }
+
+    #[test]
+    fn malformed_values_are_code_7_naming_the_key() {
+        let error = from_network_config(&keys(json!({"cniVersion": "1.0.0", "enableIPv6": "yes"})))
+            .unwrap_err();
+        assert_eq!(error.code, code::INVALID_NETWORK_CONFIG);
+        assert!(error.msg.contains("enableIPv6"), "{}", error.msg);
+    }
+
+    #[test]
+    fn cni_args_take_both_spellings_and_ignore_other_plugins_keys() {
+        let settings = from_cni_args(
+            "IgnoreUnknown=1;K8S_POD_NAME=web;IgnoredUID=1337;proxyEgressPort=15001;AppPorts=8080,8081;;enableipv6=off",
+        )
+        .unwrap();
+        let uid = settings.ignored_uid.unwrap();
+        assert_eq!(
+            (uid.property.as_str(), uid.value.as_str()),
+            ("CNI_ARGS IgnoredUID", "1337")
+        );
+        assert_eq!(settings.proxy_egress_port.unwrap().value, "15001");
+        assert_eq!(
+            settings.app_ports.unwrap().value.items,
+            vec!["8080", "8081"]
+        );
+        assert_eq!(settings.ipv6.unwrap().value, "off");
+    }
+
+    #[test]
+    fn cni_args_errors_name_the_variable_and_key() {
+        let error = from_cni_args("AppPorts").unwrap_err();
+        assert_eq!(error.code, code::INVALID_ENVIRONMENT);
+        assert!(error.msg.contains("CNI_ARGS"));
+    }
+
+    #[test]
+    fn runtime_config_values_are_labelled_by_their_source() {
+        let settings = from_runtime_config(&json!({
+            "appPorts": ["9080", "9081"], "ignoredGID": "1337", "portMappings": []
+        }))
+        .unwrap();
+        let app = settings.app_ports.unwrap();
+        assert_eq!(app.property, "runtimeConfig.appPorts");
+        assert_eq!(app.value.items, vec!["9080", "9081"]);
+        let error = from_runtime_config(&json!({"enableIPv6": "yes"})).unwrap_err();
+        assert_eq!(error.code, code::INVALID_NETWORK_CONFIG);
+        assert!(
+            error.msg.contains("runtimeConfig.enableIPv6"),
+            "{}",
+            error.msg
+        );
+        assert_eq!(
+            from_runtime_config(&json!([])).unwrap_err().code,
+            code::INVALID_NETWORK_CONFIG
+        );
+    }
+
+    #[test]
+    fn ecs_names_from_validation_become_network_config_keys() {
+        let errors = with_network_config_names(vec![
+            ConfigError::new("ProxyEgressPort", None, "missing"),
+            ConfigError::new("CNI_ARGS AppPorts", Some("x"), "bad"),
+        ]);
+        assert_eq!(errors[0].property, "proxyEgressPort");
+        assert_eq!(errors[1].property, "CNI_ARGS AppPorts");
+    }
+}

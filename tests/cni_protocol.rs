@@ -1,0 +1,661 @@
+//! meshinit as a CNI plugin, run exactly as a runtime runs it (parameters in `CNI_*`
+//! variables, configuration on standard input) from a test "node" namespace against a pod
+//! namespace, proven with iptables-save and real connections.
+//! Needs root (skips outside CI without it; fails in CI), except VERSION.
+
+mod cni_runtime;
+mod common;
+
+use std::net::SocketAddr;
+
+use serde_json::{Value, json};
+
+use cni_runtime::{
+    Attachment, MESHINIT, PluginRun, assert_nothing_installed, nat_state, run_meshinit,
+};
+use common::*;
+
+const PROXY_UID: u32 = 1337;
+const EGRESS_PORT: u16 = 15001;
+const INGRESS_PORT: u16 = 15000;
+const APP_PORT: u16 = 8080;
+
+/// The aws-appmesh network configuration (as a runtime derives it for the plugin).
+fn netconf(cni_version: &str) -> Value {
+    json!({
+        "cniVersion": cni_version,
+        "name": "appmesh",
+        "type": "meshinit",
+        "ignoredUID": PROXY_UID.to_string(),
+        "proxyIngressPort": INGRESS_PORT.to_string(),
+        "proxyEgressPort": EGRESS_PORT.to_string(),
+        "appPorts": [APP_PORT.to_string()],
+        "egressIgnoredPorts": ["5432"],
+        "egressIgnoredIPs": ["169.254.170.2", "169.254.169.254"]
+    })
+}
+
+fn with(mut config: Value, key: &str, value: Value) -> Value {
+    config[key] = value;
+    config
+}
+
+fn addr(text: &str) -> SocketAddr {
+    text.parse().unwrap()
+}
+
+/// The runtime's namespace ("node", where meshinit runs) and the pod's (with a peer that
+/// stands in for the rest of the network).
+struct Scene {
+    node: TestNetns,
+    net: NetnsPair,
+}
+
+impl Scene {
+    fn new() -> Scene {
+        Scene {
+            node: TestNetns::new("node"),
+            net: NetnsPair::new(),
+        }
+    }
+
+    fn pod(&self) -> &TestNetns {
+        &self.net.app
+    }
+
+    fn attachment(&self) -> Attachment {
+        Attachment::new("pod-1234", self.pod().path())
+    }
+
+    fn cni(&self, command: &str, config: &Value) -> PluginRun {
+        run_meshinit(
+            &self.node,
+            command,
+            Some(&self.attachment()),
+            &config.to_string(),
+        )
+    }
+
+    fn cni_with(&self, command: &str, attachment: &Attachment, config: &Value) -> PluginRun {
+        run_meshinit(&self.node, command, Some(attachment), &config.to_string())
+    }
+
+    fn nat_state(&self) -> String {
+        nat_state(self.pod())
+    }
+}
+
+#[track_caller]
+fn assert_installed_as_rendered(scene: &Scene, config: &Value) {
+    cni_runtime::assert_installed_as_rendered(&scene.node, scene.pod(), config);
+}
+
+#[test]
+fn version_lists_the_supported_versions() {
+    // VERSION touches no namespace, so it runs anywhere, as any user.
+    for (stdin, answer_version) in [(r#"{"cniVersion": "0.4.0"}"#, "0.4.0"), ("", "1.1.0")] {
+        let output = std::process::Command::new(MESHINIT)
+            .env_clear()
+            .env("CNI_COMMAND", "VERSION")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child.stdin.take().unwrap().write_all(stdin.as_bytes())?;
+                child.wait_with_output()
+            })
+            .expect("meshinit runs");
+        assert!(output.status.success(), "{output:?}");
+        let answer: Value = serde_json::from_slice(&output.stdout).expect("VERSION prints JSON");
+        assert_eq!(
+            answer,
+            json!({
+                "cniVersion": answer_version,
+                "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
+            })
+        );
+    }
+}
+
+#[test]
+fn add_installs_what_render_prints_and_redirects_traffic() {
+    if !require_root() {
+        return;
+    }
+    let scene = Scene::new();
+    let peer = &scene.net.peer;
+    peer.add_address("203.0.113.7".parse().unwrap());
+    peer.add_address("2001:db8:ff::7".parse().unwrap());
+    let remote = peer.listen(80);
+    let egress_proxy = scene.pod().listen(EGRESS_PORT);
+    let ingress_proxy = scene.pod().listen(INGRESS_PORT);
+
+    let config = netconf("1.0.0");
+    let run = scene.cni("ADD", &config);
+    run.assert_success();
+    assert_eq!(
+        run.json(),
+        json!({"cniVersion": "1.0.0", "interfaces": [], "ips": [], "dns": {}}),
+        "run alone, ADD prints an empty result"
+    );
+    assert_installed_as_rendered(&scene, &config);
+
+    for dest in ["203.0.113.7:80", "[2001:db8:ff::7]:80"] {
+        let dest = addr(dest);
+        let outcome = scene.pod().connect(dest, None, DEFAULT_CONNECT_TIMEOUT);
+        assert_redirected(&outcome, &egress_proxy, dest);
+        let outcome =
+            scene
+                .pod()
+                .connect(dest, Some((PROXY_UID, PROXY_UID)), DEFAULT_CONNECT_TIMEOUT);
+        assert_direct(&outcome, &remote);
+    }
+    let app_port = SocketAddr::new(APP_V4.into(), APP_PORT);
+    let inbound = peer.connect(app_port, None, DEFAULT_CONNECT_TIMEOUT);
+    assert_redirected(&inbound, &ingress_proxy, app_port);
+}
+
+#[test]
+fn add_passes_prev_result_through_in_the_configuration_version() {
+    if !require_root() {
+        return;
+    }
+    let scene = Scene::new();
+    let sandbox = scene.pod().path().display().to_string();
+    let prev_1_0 = json!({
+        "cniVersion": "1.0.0",
+        "interfaces": [
+            {"name": "cni0", "mac": "6a:1f:00:00:00:01"},
+            {"name": "eth0", "mac": "6a:1f:00:00:00:02", "sandbox": sandbox}
+        ],
+        "ips": [{"interface": 1, "address": "10.22.0.5/16", "gateway": "10.22.0.1"}],
+        "routes": [{"dst": "0.0.0.0/0"}],
+        "dns": {"nameservers": ["10.22.0.1"]}
+    });
+
+    let run = scene.cni(
+        "ADD",
+        &with(netconf("1.0.0"), "prevResult", prev_1_0.clone()),
+    );
+    run.assert_success();
+    assert_eq!(
+        run.json(),
+        prev_1_0,
+        "same version: passed through unchanged"
+    );
+
+    let run = scene.cni(
+        "ADD",
+        &with(netconf("1.1.0"), "prevResult", prev_1_0.clone()),
+    );
+    run.assert_success();
+    assert_eq!(
+        run.json(),
+        with(prev_1_0.clone(), "cniVersion", json!("1.1.0"))
+    );
+
+    let run = scene.cni(
+        "ADD",
+        &with(netconf("0.4.0"), "prevResult", prev_1_0.clone()),
+    );
+    run.assert_success();
+    let mut expected_0_4 = with(prev_1_0.clone(), "cniVersion", json!("0.4.0"));
+    expected_0_4["ips"][0]["version"] = json!("4");
+    assert_eq!(
+        run.json(),
+        expected_0_4,
+        "0.4.0 results carry ips[].version"
+    );
+
+    let run = scene.cni("ADD", &with(netconf("1.0.0"), "prevResult", expected_0_4));
+    run.assert_success();
+    assert_eq!(run.json(), prev_1_0, "1.0.0 removed ips[].version");
+    assert_installed_as_rendered(&scene, &netconf("1.0.0"));
+}
+
+#[test]
+fn add_twice_changes_nothing() {
+    if !require_root() {
+        return;
+    }
+    let scene = Scene::new();
+    let config = netconf("1.0.0");
+    scene.cni("ADD", &config).assert_success();
+    let first = scene.nat_state();
+    scene.cni("ADD", &config).assert_success();
+    assert_eq!(scene.nat_state(), first, "a second ADD changed the rules");
+    assert_installed_as_rendered(&scene, &config);
+}
+
+#[test]
+fn check_passes_after_add_and_fails_after_tampering() {
+    if !require_root() {
+        return;
+    }
+    let scene = Scene::new();
+    let config = netconf("1.0.0");
+    scene.cni("ADD", &config).assert_success();
+    let run = scene.cni("CHECK", &config);
+    run.assert_success();
+    assert!(
+        run.stdout.trim().is_empty(),
+        "CHECK prints nothing on success:\n{run}"
+    );
+
+    // A pod whose settings differ from what was installed is not as configured either.
+    let mut other_port = scene.attachment();
+    other_port.args = Some("IgnoreUnknown=1;ProxyEgressPort=16001".into());
+    let run = scene.cni_with("CHECK", &other_port, &config);
+    assert_eq!(run.error_code(), 100, "{run}");
+
+    scene.pod().iptables(
+        "iptables-nft",
+        &format!("-t nat -D APPMESH_EGRESS -m owner --uid-owner {PROXY_UID} -j RETURN"),
+    );
+    let run = scene.cni("CHECK", &config);
+    assert_eq!(run.error_code(), 100, "{run}");
+    let details = run.error()["details"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        details.contains(&format!(
+            "missing -A APPMESH_EGRESS -m owner --uid-owner {PROXY_UID} -j RETURN"
+        )),
+        "the details name the missing rule:\n{run}"
+    );
+
+    // ADD repairs it.
+    scene.cni("ADD", &config).assert_success();
+    scene.cni("CHECK", &config).assert_success();
+}
+
+#[test]
+fn del_twice_succeeds_and_leaves_foreign_rules() {
+    if !require_root() {
+        return;
+    }
+    let scene = Scene::new();
+    let config = netconf("1.0.0");
+    scene.cni("ADD", &config).assert_success();
+    // Someone else's chain and jump, which DEL must leave alone.
+    scene
+        .pod()
+        .iptables("iptables-nft", "-t nat -N FOREIGN_CHAIN");
+    scene
+        .pod()
+        .iptables("iptables-nft", "-t nat -A OUTPUT -p udp -j FOREIGN_CHAIN");
+
+    for attempt in ["first", "second"] {
+        let run = scene.cni(
+            "DEL",
+            &with(config.clone(), "prevResult", json!({"cniVersion": "1.0.0"})),
+        );
+        run.assert_success();
+        assert!(
+            run.stdout.trim().is_empty(),
+            "{attempt} DEL prints nothing:\n{run}"
+        );
+        let state = scene.nat_state();
+        assert!(
+            !state.contains("APPMESH"),
+            "{attempt} DEL left rules:\n{state}"
+        );
+        assert!(
+            state.contains("-A OUTPUT -p udp -j FOREIGN_CHAIN") && state.contains(":FOREIGN_CHAIN"),
+            "{attempt} DEL removed someone else's rules:\n{state}"
+        );
+    }
+    // CHECK now reports the rules as missing.
+    assert_eq!(scene.cni("CHECK", &config).error_code(), 100);
+}
+
+#[test]
+fn del_succeeds_when_the_namespace_is_gone() {
+    if !require_root() {
+        return;
+    }
+    let node = TestNetns::new("node");
+    let config = netconf("1.0.0");
+    let pod = TestNetns::new("pod");
+    let attachment = Attachment::new("pod-gone", pod.path());
+    run_meshinit(&node, "ADD", Some(&attachment), &config.to_string()).assert_success();
+    drop(pod);
+    assert!(!attachment.netns.as_ref().unwrap().exists());
+
+    let mut unset = attachment.clone();
+    unset.netns = None;
+    let mut empty = attachment.clone();
+    empty.netns = Some("".into());
+    let mut dead_process = attachment.clone();
+    dead_process.netns = Some("/proc/2147483646/ns/net".into());
+    for case in [&attachment, &attachment, &unset, &empty, &dead_process] {
+        let run = run_meshinit(&node, "DEL", Some(case), &config.to_string());
+        run.assert_success();
+        assert!(run.stdout.trim().is_empty(), "{case:?}:\n{run}");
+    }
+    assert_nothing_installed(&node);
+}
+
+#[test]
+fn invalid_config_is_code_7_naming_the_key_and_touches_nothing() {
+    if !require_root() {
+        return;
+    }
+    let scene = Scene::new();
+    let mut cni_args = scene.attachment();
+    cni_args.args = Some("IgnoreUnknown=1;AppPorts=80,x".into());
+    let cases = [
+        (
+            with(netconf("1.0.0"), "proxyEgressPort", json!("15001x")),
+            scene.attachment(),
+            7,
+            "proxyEgressPort",
+        ),
+        (
+            with(netconf("1.0.0"), "appPorts", json!(["70000"])),
+            scene.attachment(),
+            7,
+            "appPorts",
+        ),
+        (
+            with(netconf("1.0.0"), "egressIgnoredIPs", json!(["10.0.0.300"])),
+            scene.attachment(),
+            7,
+            "egressIgnoredIPs",
+        ),
+        (
+            with(netconf("1.0.0"), "enableIPv6", json!("yes")),
+            scene.attachment(),
+            7,
+            "enableIPv6",
+        ),
+        (
+            {
+                let mut config = netconf("1.0.0");
+                config.as_object_mut().unwrap().remove("proxyEgressPort");
+                config
+            },
+            scene.attachment(),
+            7,
+            "proxyEgressPort",
+        ),
+        (netconf("1.0.0"), cni_args, 7, "CNI_ARGS AppPorts"),
+        (
+            with(
+                netconf("1.0.0"),
+                "runtimeConfig",
+                json!({"ignoredUID": ["1337"]}),
+            ),
+            scene.attachment(),
+            7,
+            "runtimeConfig.ignoredUID",
+        ),
+        (
+            with(netconf("1.0.0"), "appPort", json!(["8080"])),
+            scene.attachment(),
+            2,
+            "appPort",
+        ),
+        (
+            with(
+                netconf("1.0.0"),
+                "prevResult",
+                json!({"cniVersion": "1.0.0", "ips": [{"address": "x"}]}),
+            ),
+            scene.attachment(),
+            6,
+            "prevResult",
+        ),
+    ];
+    for (config, attachment, code, key) in cases {
+        for command in ["ADD", "CHECK"] {
+            let run = scene.cni_with(command, &attachment, &config);
+            assert_eq!(run.error_code(), code, "{command} {config}:\n{run}");
+            let msg = run.error()["msg"].as_str().unwrap_or_default().to_owned();
+            assert!(
+                msg.contains(key),
+                "{command}: the message names {key}:\n{run}"
+            );
+        }
+    }
+    assert_nothing_installed(scene.pod());
+    assert_nothing_installed(&scene.node);
+}
+
+#[test]
+fn unsupported_version_is_code_1_and_touches_nothing() {
+    if !require_root() {
+        return;
+    }
+    let scene = Scene::new();
+    let mut no_version = netconf("1.0.0");
+    no_version.as_object_mut().unwrap().remove("cniVersion");
+    for config in [
+        netconf("0.2.0"),
+        netconf("2.0.0"),
+        netconf("1.0"),
+        no_version,
+    ] {
+        for command in ["ADD", "DEL", "CHECK"] {
+            let run = scene.cni(command, &config);
+            assert_eq!(run.error_code(), 1, "{command} {config}:\n{run}");
+        }
+    }
+    // CHECK exists since 0.4.0; STATUS and GC since 1.1.0.
+    assert_eq!(scene.cni("CHECK", &netconf("0.3.1")).error_code(), 1);
+    assert_eq!(scene.cni("STATUS", &netconf("1.0.0")).error_code(), 1);
+    assert_eq!(scene.cni("GC", &netconf("1.0.0")).error_code(), 1);
+    assert_nothing_installed(scene.pod());
+}
+
+#[test]
+fn bad_environment_and_garbage_input_are_error_objects_not_panics() {
+    if !require_root() {
+        return;
+    }
+    let scene = Scene::new();
+    let config = netconf("1.0.0").to_string();
+
+    // Missing or malformed parameters: code 4, naming the variable.
+    let mut no_netns = scene.attachment();
+    no_netns.netns = None;
+    let mut bad_ifname = scene.attachment();
+    bad_ifname.ifname = "much-too-long-name".into();
+    let mut bad_id = scene.attachment();
+    bad_id.container_id = "/etc/passwd".into();
+    let mut bad_args = scene.attachment();
+    bad_args.args = Some("AppPorts".into());
+    for (command, attachment, variable) in [
+        ("ADD", Some(&no_netns), "CNI_NETNS"),
+        ("CHECK", Some(&no_netns), "CNI_NETNS"),
+        ("ADD", None, "CNI_CONTAINERID"),
+        ("DEL", None, "CNI_CONTAINERID"),
+        ("ADD", Some(&bad_ifname), "CNI_IFNAME"),
+        ("ADD", Some(&bad_id), "CNI_CONTAINERID"),
+        ("ADD", Some(&bad_args), "CNI_ARGS"),
+        ("FINALIZE", Some(&scene.attachment()), "CNI_COMMAND"),
+        ("", Some(&scene.attachment()), "CNI_COMMAND"),
+    ] {
+        let run = run_meshinit(&scene.node, command, attachment, &config);
+        assert_eq!(run.error_code(), 4, "{command} {attachment:?}:\n{run}");
+        assert!(
+            run.error()["msg"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(variable),
+            "{variable}:\n{run}"
+        );
+    }
+
+    // Undecodable input: code 6, for every verb.
+    for stdin in [
+        "",
+        "\u{0}\u{1}binary",
+        "{",
+        "[]",
+        "null",
+        "\"text\"",
+        r#"{"cniVersion": 1.0}"#,
+    ] {
+        for command in ["ADD", "DEL", "CHECK"] {
+            let run = run_meshinit(&scene.node, command, Some(&scene.attachment()), stdin);
+            assert_eq!(run.error_code(), 6, "{command} {stdin:?}:\n{run}");
+            assert!(
+                !run.stderr.contains("panicked"),
+                "{command} {stdin:?} panicked:\n{run}"
+            );
+        }
+    }
+    // Decodable but wrong: ADD and CHECK refuse it; DEL needs neither the settings nor
+    // prevResult, so it goes on (best effort).
+    for (config, code) in [
+        (with(netconf("1.0.0"), "prevResult", json!([1, 2])), 6),
+        (
+            with(
+                netconf("1.0.0"),
+                "prevResult",
+                json!({"cniVersion": "1.0.0", "ips": {"address": 7}}),
+            ),
+            6,
+        ),
+        (
+            with(
+                netconf("1.0.0"),
+                "ignoredUID",
+                json!(99999999999999999999999.0),
+            ),
+            7,
+        ),
+        (
+            with(netconf("1.0.0"), "proxyEgressPort", json!({"port": 15001})),
+            7,
+        ),
+    ] {
+        for command in ["ADD", "CHECK"] {
+            let run = scene.cni(command, &config);
+            assert_eq!(run.error_code(), code, "{command} {config}:\n{run}");
+            assert!(
+                !run.stderr.contains("panicked"),
+                "{command} {config} panicked:\n{run}"
+            );
+        }
+        scene.cni("DEL", &config).assert_success();
+    }
+    assert_nothing_installed(scene.pod());
+
+    // `meshinit cni` run by hand, without CNI_COMMAND.
+    let output = scene
+        .node
+        .command(MESHINIT)
+        .arg("cni")
+        .env_remove("CNI_COMMAND")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let error: Value = serde_json::from_slice(&output.stdout).expect("an error object");
+    assert_eq!(error["code"], 4);
+    assert!(
+        error["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("CNI_COMMAND")
+    );
+}
+
+#[test]
+fn per_pod_settings_from_cni_args_and_runtime_config_override_the_netconf() {
+    if !require_root() {
+        return;
+    }
+    let scene = Scene::new();
+    let mut base = netconf("1.0.0");
+    base.as_object_mut().unwrap().remove("proxyIngressPort");
+    base.as_object_mut().unwrap().remove("appPorts");
+    let mut attachment = scene.attachment();
+    attachment.args = Some(
+        "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;ProxyIngressPort=15000;AppPorts=9080,9081;IgnoredUID=1000".into(),
+    );
+    let config = with(
+        base.clone(),
+        "runtimeConfig",
+        json!({"ignoredUID": "2000", "portMappings": []}),
+    );
+    scene.cni_with("ADD", &attachment, &config).assert_success();
+    scene
+        .cni_with("CHECK", &attachment, &config)
+        .assert_success();
+
+    // The same as a network configuration holding the merged values renders.
+    let mut merged = base;
+    merged["proxyIngressPort"] = json!("15000");
+    merged["appPorts"] = json!(["9080", "9081"]);
+    merged["ignoredUID"] = json!("2000");
+    assert_installed_as_rendered(&scene, &merged);
+}
+
+#[test]
+fn the_runtimes_own_namespace_is_refused() {
+    if !require_root() {
+        return;
+    }
+    let node = TestNetns::new("node");
+    let attachment = Attachment::new("pod-misconfigured", node.path());
+    let config = netconf("1.0.0").to_string();
+    let run = run_meshinit(&node, "ADD", Some(&attachment), &config);
+    assert_eq!(run.error_code(), 102, "{run}");
+    assert!(
+        run.error()["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("runtime"),
+        "{run}"
+    );
+    assert_eq!(
+        run_meshinit(&node, "CHECK", Some(&attachment), &config).error_code(),
+        102
+    );
+    // ADD never installs there, so DEL has nothing to remove and succeeds.
+    run_meshinit(&node, "DEL", Some(&attachment), &config).assert_success();
+    assert_nothing_installed(&node);
+}
+
+#[test]
+fn status_reports_readiness_and_gc_collects_nothing() {
+    if !require_root() {
+        return;
+    }
+    let node = TestNetns::new("node");
+    let config = netconf("1.1.0");
+    let run = run_meshinit(&node, "STATUS", None, &config.to_string());
+    run.assert_success();
+    assert!(run.stdout.trim().is_empty(), "{run}");
+
+    // Without an iptables backend on PATH, the plugin is not available (code 50).
+    let mut without_iptables = node.command(MESHINIT);
+    without_iptables
+        .env_clear()
+        .env("PATH", "/usr/bin")
+        .env("CNI_COMMAND", "STATUS");
+    let run = cni_runtime::run_with_stdin(without_iptables, &config.to_string());
+    assert_eq!(run.error_code(), 50, "{run}");
+    assert!(
+        run.error()["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("iptables"),
+        "{run}"
+    );
+
+    let gc = with(
+        config,
+        "cni.dev/valid-attachments",
+        json!([{"containerID": "pod-1", "ifname": "eth0"}]),
+    );
+    let run = run_meshinit(&node, "GC", None, &gc.to_string());
+    run.assert_success();
+    assert!(run.stdout.trim().is_empty(), "{run}");
+    assert_nothing_installed(&node);
+}
