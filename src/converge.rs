@@ -7,14 +7,15 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde::Serialize;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::backend::ipset::{self, IpsetTool};
 use crate::backend::{self, BackendChoice, BackendKind, IptablesTools};
 use crate::config::Ipv6Mode;
 use crate::error::{Error, Result};
 use crate::ruleset::{
-    Drift, Family, InstalledNat, IpSet, OWN_PREFIX, Ruleset, SetKind, diff, reconcile_payload,
+    Drift, Family, InstalledNat, IpSet, OWN_PREFIX, Ruleset, SetKind, diff, fresh_install_payload,
+    reconcile_payload,
 };
 
 /// One family's tools and what its `nat` table held when read.
@@ -48,7 +49,14 @@ fn ipv6_unavailable() -> Option<String> {
 
 /// Reads the `nat` tables of the families `ipv6` asks for, in the backend `choice` selects.
 pub fn read_installation(choice: BackendChoice, ipv6: Ipv6Mode) -> Result<Installation> {
-    let selection = backend::select(choice)?;
+    read_selected(&backend::select(choice)?, choice, ipv6)
+}
+
+fn read_selected(
+    selection: &backend::Selection,
+    choice: BackendChoice,
+    ipv6: Ipv6Mode,
+) -> Result<Installation> {
     match read_with(selection.kind, ipv6) {
         Err(e) if choice == BackendChoice::Auto && selection.kind == BackendKind::Nft => {
             // Proving the backend: nft's first save failed, so the kernel can't do nf_tables.
@@ -178,27 +186,133 @@ pub fn read_and_converge(
     lock_wait: Duration,
     dry_run: bool,
 ) -> Result<(Installation, ConvergeReport)> {
+    let ipv6_here = ipv6_unavailable().is_none();
     let mut expected = vec![desired(Family::Ipv4)];
-    if ipv6 != Ipv6Mode::Off && ipv6_unavailable().is_none() {
+    if ipv6 != Ipv6Mode::Off && ipv6_here {
         expected.push(desired(Family::Ipv6));
     }
     let wanted = sets_of(&expected);
-    let (installation, sets) = std::thread::scope(|s| {
-        let loading = s.spawn(|| load_sets(&wanted, false, dry_run));
-        let installation = read_installation(choice, ipv6);
-        (
-            installation,
-            loading.join().expect("set loading does not panic"),
-        )
-    });
-    let installation = installation?;
+    let selection = backend::select(choice)?;
+
+    // A namespace holding neither of our chains (a new pod: the common case) takes the whole
+    // ruleset in one restore per family without reading the tables first; the restore itself
+    // refuses, committing nothing, if a chain exists, and then the reading path below runs.
+    // With IPv6 off but present the IPv6 table must be read to remove earlier rules.
+    let must_read = dry_run || (ipv6 == Ipv6Mode::Off && ipv6_here);
+    let fresh_payloads: Option<Vec<String>> = if must_read {
+        None
+    } else {
+        expected.iter().map(fresh_install_payload).collect()
+    };
+    let (installation, mut sets) = if let Some(payloads) = fresh_payloads {
+        let sets = load_sets(&wanted, false, false)?;
+        let fresh = install_fresh(selection.kind, ipv6, &expected, &payloads, lock_wait);
+        if let Some(installation) = fresh {
+            let report = report_fresh(&installation, &expected, payloads, sets)?;
+            return Ok((installation, report));
+        }
+        (read_selected(&selection, choice, ipv6)?, sets)
+    } else {
+        let (installation, sets) = std::thread::scope(|s| {
+            let loading = s.spawn(|| load_sets(&wanted, false, dry_run));
+            let installation = read_selected(&selection, choice, ipv6);
+            (
+                installation,
+                loading.join().expect("set loading does not panic"),
+            )
+        });
+        (installation?, sets?)
+    };
     let rulesets: Vec<Ruleset> = installation
         .families
         .iter()
         .map(|f| desired(f.family))
         .collect();
-    let report = converge_loaded(&installation, &rulesets, sets?, lock_wait, dry_run)?;
+    let mut report = commit_rules(&installation, &rulesets, lock_wait, dry_run)?;
+    remove_stale_sets(&mut sets, &installation, &rulesets, dry_run)?;
+    report.ipset_payloads = sets.payloads;
     Ok((installation, report))
+}
+
+/// Installs `rulesets` (one per family, IPv4 first) with a single guarded restore each,
+/// side by side. `None` when any family refused (our chains exist) or could not be used:
+/// the caller then reads and reconciles, which also reports real errors properly.
+fn install_fresh(
+    kind: BackendKind,
+    ipv6: Ipv6Mode,
+    rulesets: &[Ruleset],
+    payloads: &[String],
+    lock_wait: Duration,
+) -> Option<Installation> {
+    let mut skipped = Vec::new();
+    if rulesets.len() == 1 && ipv6 != Ipv6Mode::Off {
+        let why = ipv6_unavailable()?;
+        if ipv6 == Ipv6Mode::On {
+            return None;
+        }
+        warn!("{why}; programming IPv4 only");
+        skipped.push((Family::Ipv6, why));
+    }
+    let tools: Vec<IptablesTools> = rulesets
+        .iter()
+        .map(|r| IptablesTools::find(kind, r.family).ok())
+        .collect::<Option<_>>()?;
+    let results: Vec<Result<()>> = std::thread::scope(|s| {
+        let jobs: Vec<_> = tools
+            .iter()
+            .zip(payloads)
+            .map(|(tools, payload)| {
+                s.spawn(move || {
+                    warn_if_lock_busy(kind, lock_wait);
+                    tools.restore(payload, lock_wait)
+                })
+            })
+            .collect();
+        jobs.into_iter()
+            .map(|j| j.join().expect("restore thread does not panic"))
+            .collect()
+    });
+    if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+        debug!(error = %e, "not a fresh namespace; reading the tables");
+        return None;
+    }
+    Some(Installation {
+        backend: kind,
+        families: tools
+            .into_iter()
+            .map(|tools| FamilyState {
+                family: tools.family,
+                // Nothing of ours was there: the guarded restore proved it.
+                installed: InstalledNat::default(),
+                tools,
+            })
+            .collect(),
+        skipped,
+    })
+}
+
+fn report_fresh(
+    installation: &Installation,
+    rulesets: &[Ruleset],
+    payloads: Vec<String>,
+    mut sets: SetsState,
+) -> Result<ConvergeReport> {
+    for ruleset in rulesets {
+        info!(family = %ruleset.family, "rules installed in one transaction (fresh namespace)");
+    }
+    remove_stale_sets(&mut sets, installation, rulesets, false)?;
+    Ok(ConvergeReport {
+        backend: installation.backend,
+        families: rulesets
+            .iter()
+            .zip(payloads)
+            .map(|(r, payload)| FamilyChange {
+                family: r.family,
+                payload: Some(payload),
+            })
+            .collect(),
+        ipset_payloads: sets.payloads,
+    })
 }
 
 fn sets_of(rulesets: &[Ruleset]) -> Vec<IpSet> {
@@ -259,6 +373,19 @@ fn converge_loaded(
     lock_wait: Duration,
     dry_run: bool,
 ) -> Result<ConvergeReport> {
+    let mut report = commit_rules(installation, rulesets, lock_wait, dry_run)?;
+    remove_stale_sets(&mut sets, installation, rulesets, dry_run)?;
+    report.ipset_payloads = sets.payloads;
+    Ok(report)
+}
+
+/// One reconciling transaction per family that needs one, side by side.
+fn commit_rules(
+    installation: &Installation,
+    rulesets: &[Ruleset],
+    lock_wait: Duration,
+    dry_run: bool,
+) -> Result<ConvergeReport> {
     let payloads: Vec<Option<String>> = installation
         .families
         .iter()
@@ -304,7 +431,16 @@ fn converge_loaded(
             payload,
         });
     }
+    Ok(report)
+}
 
+/// Destroys our sets that no desired rule matches, once no rule refers to them.
+fn remove_stale_sets(
+    sets: &mut SetsState,
+    installation: &Installation,
+    rulesets: &[Ruleset],
+    dry_run: bool,
+) -> Result<()> {
     let references_sets = installation.families.iter().any(|f| {
         f.installed
             .rules
@@ -334,8 +470,7 @@ fn converge_loaded(
             sets.payloads.push(payload);
         }
     }
-    report.ipset_payloads = sets.payloads;
-    Ok(report)
+    Ok(())
 }
 
 /// The installed state compared with `desired(family)`, per read family; sets included.

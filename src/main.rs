@@ -4,9 +4,16 @@ use std::io::IsTerminal;
 
 use clap::Parser;
 use meshinit::commands::{Cli, LogFormat};
+use nix::sys::signal;
 use tracing_subscriber::EnvFilter;
 
 fn main() {
+    // Like other command-line tools, end quietly when the reader of our output goes away
+    // (`meshinit render | head`) instead of panicking on a broken pipe.
+    // SAFETY: called before any other thread exists; SIG_DFL is always a valid handler.
+    unsafe {
+        let _ = signal::signal(signal::Signal::SIGPIPE, signal::SigHandler::SigDfl);
+    }
     // A runtime invoking us as a CNI plugin sets CNI_COMMAND and passes no arguments; under
     // the App Mesh plugin's name we are a CNI plugin whatever the environment says.
     let invoked_as_plugin = std::env::args_os()

@@ -742,3 +742,39 @@ fn switching_ipv6_off_removes_the_ipv6_rules() {
     );
     assert_exit(&meshinit(&ns, &["status", ECS_CONFIG, "--ipv6", "off"]), 0);
 }
+
+#[test]
+fn a_half_installed_aws_ruleset_is_replaced_exactly() {
+    if !require_root() {
+        return;
+    }
+    // The AWS plugin creates the ingress chain first: a crash leaves it without the egress one.
+    for config in [
+        vec!["apply", ECS_CONFIG],
+        vec![
+            "apply",
+            "--ignored-uid",
+            "1337",
+            "--proxy-egress-port",
+            "15001",
+        ],
+    ] {
+        let ns = TestNetns::new("halfaws");
+        for rule in [
+            "-t nat -N APPMESH_INGRESS",
+            "-t nat -A APPMESH_INGRESS -p tcp -m multiport --dports 9080 -j REDIRECT --to-port 15500",
+            "-t nat -A PREROUTING -p tcp -m addrtype ! --src-type LOCAL -j APPMESH_INGRESS",
+        ] {
+            ns.iptables("iptables-nft", rule);
+        }
+        assert_exit(&meshinit(&ns, &config), 0);
+        let mut status = config.clone();
+        status[0] = "status";
+        assert_exit(&meshinit(&ns, &status), 0);
+        assert!(
+            !nat_state(&ns, "nft").contains("15500"),
+            "{}",
+            nat_state(&ns, "nft")
+        );
+    }
+}

@@ -11,7 +11,7 @@ use std::fmt;
 pub use installed::InstalledNat;
 pub use plan::{PlanOptions, plan};
 pub use reconcile::{Drift, diff, reconcile_payload};
-pub use render::render_restore;
+pub use render::{fresh_install_payload, render_restore};
 
 /// Every chain and set meshinit (or the AWS App Mesh tools) creates starts with this.
 pub const OWN_PREFIX: &str = "APPMESH_";

@@ -35,3 +35,58 @@ pub fn render_restore(ruleset: &Ruleset) -> String {
     out.push_str("COMMIT\n");
     out
 }
+
+/// The payload `apply` sends to a namespace believed to hold none of our chains, or `None`
+/// when the ruleset does not create both `APPMESH_INGRESS` and `APPMESH_EGRESS`. `-N` fails
+/// when the chain exists, which aborts the whole transaction, so rules of ours or of the AWS
+/// tools under either name are never left beside the new ones; without our chains there can
+/// be no jump into them. (Guarding a chain the ruleset does not want would need `-X` in the
+/// same transaction, which costs iptables-nft more than reading the table first.)
+pub fn fresh_install_payload(ruleset: &Ruleset) -> Option<String> {
+    let guarded = [super::INGRESS_CHAIN, super::EGRESS_CHAIN];
+    if !guarded
+        .iter()
+        .all(|g| ruleset.chains.iter().any(|c| c == g))
+    {
+        return None;
+    }
+    let mut out = String::from("*nat\n");
+    for chain in &ruleset.chains {
+        let _ = writeln!(out, "-N {chain}");
+    }
+    for rule in ruleset.rules.iter().chain(&ruleset.jumps) {
+        let _ = writeln!(out, "{rule}");
+    }
+    out.push_str("COMMIT\n");
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ruleset::{EGRESS_CHAIN, Family, INGRESS_CHAIN, Rule};
+
+    #[test]
+    fn fresh_payload_guards_both_chains_or_is_not_offered() {
+        let mut ruleset = Ruleset::empty(Family::Ipv4);
+        ruleset.chains = vec![EGRESS_CHAIN.into()];
+        ruleset.rules = vec![Rule::new(
+            EGRESS_CHAIN,
+            "-p tcp -j REDIRECT --to-ports 15001",
+        )];
+        assert_eq!(
+            fresh_install_payload(&ruleset),
+            None,
+            "egress only cannot guard ingress"
+        );
+        ruleset.chains.insert(0, INGRESS_CHAIN.into());
+        let payload = fresh_install_payload(&ruleset).unwrap();
+        assert!(
+            payload.starts_with("*nat\n-N APPMESH_INGRESS\n-N APPMESH_EGRESS\n"),
+            "{payload}"
+        );
+        assert!(
+            payload.ends_with("-A APPMESH_EGRESS -p tcp -j REDIRECT --to-ports 15001\nCOMMIT\n")
+        );
+    }
+}

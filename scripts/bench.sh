@@ -1,0 +1,453 @@
+#!/usr/bin/env bash
+# The meshinit benchmark suite (issue 6). In one run it measures, each run in a fresh
+# network namespace of its own:
+#   1. apply latency of examples/taskdef-fargate.json (IPv4 + IPv6): meshinit vs the App Mesh
+#      CNI plugin's one-iptables-process-per-rule sequence vs a bare iptables-nft-restore of
+#      the same payload vs the cost of starting a process in a new namespace;
+#   2. long exclusion lists (100 / 1,000 / 10,000 EgressIgnoredIPs, 1,000 ignored ports):
+#      apply time and new-connection rate through the rules, meshinit (ipset) vs the linear
+#      chain of one RETURN rule per entry;
+#   3. footprint: binary size, peak RSS, render start-up, child processes per apply.
+# It prints markdown tables of medians and ratios and writes them to BENCHMARKS.md with a
+# description of the machine. It reports; it asserts no timing.
+#
+# Usage (as root, on a quiet machine):  scripts/bench.sh [--quick] [--output FILE]
+#   --quick   few iterations, to check the script itself (numbers are not worth quoting)
+# Iterations can be overridden: BENCH_RUNS, BENCH_SCALE_RUNS, BENCH_RATE_ROUNDS,
+# BENCH_RATE_CONNECTIONS, BENCH_RATE_SECONDS.
+#
+# Safety: the machine's own network namespace is never touched. Every command that reads or
+# changes rules, sets, sysctls or sockets runs under `unshare -n` in an anonymous namespace
+# that disappears with its process, so nothing is left behind even after Ctrl-C or a
+# failure; no named namespace is created. meshinit itself refuses the initial namespace, and
+# so do scripts/bench/appmesh-per-rule.sh and the connection-rate tool.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+REPO=$PWD
+
+QUICK=0
+OUTPUT=BENCHMARKS.md
+ARGS=("$@")
+while [ $# -gt 0 ]; do
+    case $1 in
+        --quick) QUICK=1 ;;
+        --output) OUTPUT=$2; shift ;;
+        -h|--help) sed -n '2,/^set /{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "bench.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+if [ "$QUICK" = 1 ]; then
+    : "${BENCH_RUNS:=5}" "${BENCH_SCALE_RUNS:=3}" "${BENCH_RATE_ROUNDS:=1}"
+    : "${BENCH_RATE_CONNECTIONS:=3000}" "${BENCH_RATE_SECONDS:=0.5}"
+else
+    : "${BENCH_RUNS:=40}" "${BENCH_SCALE_RUNS:=15}" "${BENCH_RATE_ROUNDS:=5}"
+    : "${BENCH_RATE_CONNECTIONS:=20000}" "${BENCH_RATE_SECONDS:=1.5}"
+fi
+RATE_WARMUP=300
+
+log() { printf '\n== %s\n' "$*" >&2; }
+thousands() { awk -v n="$1" 'BEGIN { s = sprintf("%.0f", n); while (s ~ /[0-9][0-9][0-9][0-9]/) sub(/[0-9][0-9][0-9]($|,)/, ",&", s); print s }'; }
+die() { echo "bench.sh: $*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "run as root: every measurement creates its own network namespace"
+
+# --- Tools -------------------------------------------------------------------------------
+missing=()
+command -v hyperfine >/dev/null || missing+=(hyperfine)
+command -v iptables-nft-restore >/dev/null || missing+=(iptables)
+command -v ipset >/dev/null || missing+=(ipset)
+[ -x /usr/bin/time ] || missing+=(time)
+command -v strace >/dev/null || missing+=(strace)
+command -v ip >/dev/null || missing+=(iproute2)
+if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# --- Build -------------------------------------------------------------------------------
+log "building meshinit and the connection-rate tool (release)"
+cargo build --release
+TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
+MESHINIT=$TARGET_DIR/release/meshinit
+[ -x "$MESHINIT" ] || die "no $MESHINIT after cargo build --release"
+rate_tool_built=$(cargo bench --bench connection_rate --no-run --message-format=json \
+    | sed -n 's/.*"executable":"\([^"]*connection_rate[^"]*\)".*/\1/p' | tail -n 1)
+[ -x "$rate_tool_built" ] || die "cannot find the connection_rate bench executable"
+
+LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
+WORK=$(mktemp -d /tmp/meshinit-bench.XXXXXX)
+netns_before=$(ip netns list 2>/dev/null || true)
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    # Our direct children only (hyperfine, unshare ...), by parent pid. Their namespaces are
+    # anonymous and vanish with them; every loop inside is bounded and ends by itself.
+    pkill -TERM -P $$ 2>/dev/null || true
+    rm -rf "$WORK"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+cp "$rate_tool_built" "$WORK/connection_rate"
+RATE_TOOL=$WORK/connection_rate
+SEED=examples/taskdef-fargate.json
+# The binary as the tables show it: ./target/release/meshinit unless CARGO_TARGET_DIR is set.
+M=./target/release/meshinit
+[ "$MESHINIT" = "$REPO/target/release/meshinit" ] || M=$MESHINIT
+
+# --- Inputs ------------------------------------------------------------------------------
+log "generating configurations and payloads in $WORK"
+cd "$WORK"
+
+# An ECS proxyConfiguration with the seed's values and the given exclusion lists.
+config() { # ignored_ips ignored_ports
+    printf '{"type":"APPMESH","containerName":"envoy","properties":[
+  {"name":"IgnoredUID","value":"1337"},
+  {"name":"ProxyIngressPort","value":"15000"},
+  {"name":"AppPorts","value":"9080"},
+  {"name":"ProxyEgressPort","value":"15001"},
+  {"name":"EgressIgnoredPorts","value":"%s"},
+  {"name":"EgressIgnoredIPs","value":"%s"}]}\n' "$2" "$1"
+}
+# N scattered /32s across 10.0.0.0/8, 1,657 addresses apart: no two merge into a shorter
+# prefix, so the set holds N entries (the hard case for a set; a chain does not care).
+scattered_ips() {
+    awk -v n="$1" 'BEGIN { for (i = 0; i < n; i++) { a = 167772161 + i * 1657
+        printf "%s%d.%d.%d.%d", (i ? "," : ""), int(a / 16777216), int(a / 65536) % 256, int(a / 256) % 256, a % 256 } }'
+}
+# N consecutive addresses from 10.0.0.0: merged CIDRs collapse them to a handful of entries.
+contiguous_ips() {
+    awk -v n="$1" 'BEGIN { for (i = 0; i < n; i++) { a = 167772160 + i
+        printf "%s%d.%d.%d.%d", (i ? "," : ""), int(a / 16777216), int(a / 65536) % 256, int(a / 256) % 256, a % 256 } }'
+}
+# N ports 3 apart from 20000: no ranges to merge.
+scattered_ports() { awk -v n="$1" 'BEGIN { for (i = 0; i < n; i++) printf "%s%d", (i ? "," : ""), 20000 + 3 * i }'; }
+
+SEED_IPS=169.254.170.2,169.254.169.254
+"$MESHINIT" render --family ipv4 "$REPO/$SEED" >seed.v4 2>/dev/null
+"$MESHINIT" render --family ipv6 "$REPO/$SEED" >seed.v6 2>/dev/null
+
+# The linear chain the App Mesh tools build: one `-d X -p tcp -j RETURN` per address (what
+# `iptables -d a,b,c` expands to), before the REDIRECT; loaded with one restore.
+linear_ips_payload() { # ips
+    tr ',' '\n' <<<"$1" | awk 'NR == FNR { ip[n++] = $0; next }
+        /-j REDIRECT --to-ports 15001/ { for (i = 0; i < n; i++) print "-A APPMESH_EGRESS -d " ip[i] "/32 -p tcp -j RETURN" }
+        { print }' - seed.v4
+}
+# ... and for ports: multiport rules of at most 15 ports each.
+linear_ports_payload() { # ports
+    tr ',' '\n' <<<"$1" | awk 'NR == FNR { p[n++] = $0; next }
+        /--dports 22 -j RETURN/ { for (i = 0; i < n; i += 15) { s = p[i]
+              for (j = i + 1; j < i + 15 && j < n; j++) s = s "," p[j]
+              print "-A APPMESH_EGRESS -p tcp -m multiport --dports " s " -j RETURN" }
+            next }
+        { print }' - seed.v4
+}
+
+SIZES=(100 1000 10000)
+for n in "${SIZES[@]}"; do
+    ips=$(scattered_ips "$n")
+    config "$SEED_IPS,$ips" 22 >"ips$n.json"
+    linear_ips_payload "$ips" >"linear$n.v4"
+done
+config "$SEED_IPS,$(contiguous_ips 10000)" 22 >contig10000.json
+ports=$(scattered_ports 1000)
+config "$SEED_IPS" "22,$ports" >ports1000.json
+linear_ports_payload "22,$ports" >linearports1000.v4
+# meshinit's own payloads for 10,000 IPs: the floor of the set-based approach.
+"$MESHINIT" render --sets ips10000.json >ips10000.ipset 2>/dev/null
+"$MESHINIT" render --family ipv4 ips10000.json >ips10000.v4 2>/dev/null
+"$MESHINIT" render --family ipv6 ips10000.json >ips10000.v6 2>/dev/null
+# The same set payload with the hash table created at its final size (no resizing while
+# 10,000 entries go in), unless meshinit already sizes it: what sizing the set saves.
+sed '/hashsize/!s/^\(create [A-Z0-9_]* hash:net family inet\) /\1 hashsize 16384 /' ips10000.ipset >ips10000.sized.ipset
+# Only when meshinit does not size the set itself does the comparison mean anything.
+SIZED_DIFFERS=0
+cmp -s ips10000.ipset ips10000.sized.ipset || SIZED_DIFFERS=1
+# How meshinit matches the IPv4 lists of a configuration, from its own render:
+# "hash:net set (10,003 entries), 1 multiport rule" or "3 `-d` rules, 1 multiport rule".
+plan_of() { # config
+    local sets rules
+    sets=$("$MESHINIT" render --sets "$1" 2>/dev/null | awk '
+        $1 == "create" && $2 ~ /4$/ { type[$2] = $3 }
+        $1 == "add" { name = $2; sub(/_NEW$/, "", name); if (name in type) n[name]++ }
+        END { for (s in n) print type[s], n[s] }')
+    rules=$("$MESHINIT" render --family ipv4 "$1" 2>/dev/null)
+    local nets ports d m
+    nets=$(awk '$1 == "hash:net" { print $2 }' <<<"$sets")
+    ports=$(awk '$1 == "bitmap:port" { print $2 }' <<<"$sets")
+    d=$(grep -c '^-A APPMESH_EGRESS -d ' <<<"$rules" || true)
+    m=$(grep -c '^-A APPMESH_EGRESS .*--dports .* -j RETURN' <<<"$rules" || true)
+    # shellcheck disable=SC2016 # the backticks are markdown
+    if [ -n "$nets" ]; then printf 'hash:net set (%s entries)' "$(thousands "$nets")"; else printf '%s `-d` rules' "$d"; fi
+    if [ -n "$ports" ]; then printf ', bitmap:port set (%s ports)' "$(thousands "$ports")"; else printf ', %s multiport rule(s)' "$m"; fi
+}
+declare -A PLAN
+for c in "$REPO/$SEED" ips100.json ips1000.json ips10000.json contig10000.json ports1000.json; do
+    PLAN[$(basename "$c" .json)]=$(plan_of "$c")
+done
+
+cd "$REPO"
+
+# --- Sanity: every contender installs what meshinit calls in sync --------------------------
+log "checking that every contender installs the same rules"
+W=$WORK
+in_sync() { # description, commands run in a fresh namespace before `meshinit status`
+    unshare -n sh -c "$2 && $MESHINIT status $3 >/dev/null 2>&1" \
+        || die "$1 does not leave the rules meshinit status calls in sync"
+}
+in_sync "meshinit apply" "$MESHINIT apply $SEED 2>/dev/null" "$SEED"
+in_sync "appmesh-per-rule.sh" "sh scripts/bench/appmesh-per-rule.sh" "$SEED"
+in_sync "the bare restore" "iptables-nft-restore --noflush <$W/seed.v4 && ip6tables-nft-restore --noflush <$W/seed.v6" "$SEED"
+in_sync "the bare set restore" "ipset restore <$W/ips10000.ipset && iptables-nft-restore --noflush <$W/ips10000.v4 && ip6tables-nft-restore --noflush <$W/ips10000.v6" "$W/ips10000.json"
+unshare -n sh -c "iptables-nft-restore --noflush <$W/linear10000.v4 && test \$(iptables-nft-save -t nat | grep -c -- '-j RETURN') -ge 10000" \
+    || die "the linear payload did not load"
+
+# median NAME from a hyperfine CSV export, in seconds
+median() { awk -F, -v name="$2" '$1 == name { print $4 }' "$1"; }
+
+# --- 1. Apply latency --------------------------------------------------------------------
+log "1. apply latency of the seed configuration ($BENCH_RUNS runs each)"
+hyperfine -N --style basic --warmup 3 --runs "$BENCH_RUNS" --export-csv "$WORK/apply.csv" \
+    -n meshinit "unshare -n sh -c '$M apply $SEED'" \
+    -n per-rule "unshare -n sh scripts/bench/appmesh-per-rule.sh" \
+    -n restore "unshare -n sh -c 'iptables-nft-restore --noflush < $W/seed.v4; ip6tables-nft-restore --noflush < $W/seed.v6'" \
+    -n restore-par "unshare -n sh -c 'iptables-nft-restore --noflush < $W/seed.v4 & ip6tables-nft-restore --noflush < $W/seed.v6; wait'" \
+    -n floor-sh "unshare -n sh -c true" \
+    -n floor "unshare -n true" >&2 \
+    || die "hyperfine failed (section 1)"
+
+# --- 2. Exclusion lists: apply time ------------------------------------------------------
+log "2a. apply time with long exclusion lists ($BENCH_SCALE_RUNS runs each)"
+scale_cmds=(
+    -n m0 "unshare -n sh -c '$M apply $SEED'"
+)
+for n in "${SIZES[@]}"; do
+    scale_cmds+=(-n "m$n" "unshare -n sh -c '$M apply $W/ips$n.json'")
+    scale_cmds+=(-n "l$n" "unshare -n sh -c 'iptables-nft-restore --noflush < $W/linear$n.v4; ip6tables-nft-restore --noflush < $W/seed.v6'")
+done
+scale_cmds+=(
+    -n set10000 "unshare -n sh -c 'ipset restore < $W/ips10000.ipset; iptables-nft-restore --noflush < $W/ips10000.v4; ip6tables-nft-restore --noflush < $W/ips10000.v6'"
+    -n mc10000 "unshare -n sh -c '$M apply $W/contig10000.json'"
+    -n mp1000 "unshare -n sh -c '$M apply $W/ports1000.json'"
+    -n lp1000 "unshare -n sh -c 'iptables-nft-restore --noflush < $W/linearports1000.v4; ip6tables-nft-restore --noflush < $W/seed.v6'"
+)
+if [ "$SIZED_DIFFERS" = 1 ]; then
+    scale_cmds+=(-n set10000sized "unshare -n sh -c 'ipset restore < $W/ips10000.sized.ipset; iptables-nft-restore --noflush < $W/ips10000.v4; ip6tables-nft-restore --noflush < $W/ips10000.v6'")
+fi
+hyperfine -N --style basic --warmup 1 --runs "$BENCH_SCALE_RUNS" --export-csv "$WORK/scale.csv" \
+    "${scale_cmds[@]}" >&2 || die "hyperfine failed (section 2)"
+
+# --- 2. Exclusion lists: new-connection rate ----------------------------------------------
+log "2b. new-connection rate ($BENCH_RATE_ROUNDS rounds, up to $BENCH_RATE_CONNECTIONS connections or ${BENCH_RATE_SECONDS}s each)"
+# Inside each fresh namespace: loopback up, a TEST-NET source address and a route for
+# 192.0.2.0/24 through lo (so the connect has a route; the rules redirect it to the listener
+# on 127.0.0.1:15001 before it goes anywhere), and namespace-local port sysctls.
+NETSETUP="set -e; ip link set lo up; ip addr add 198.51.100.1/32 dev lo; \
+ip route add 192.0.2.0/24 dev lo src 198.51.100.1; \
+echo '1024 65535' > /proc/sys/net/ipv4/ip_local_port_range; echo 1 > /proc/sys/net/ipv4/tcp_tw_reuse"
+RATE_ARGS="--listen 127.0.0.1:15001 --connections $BENCH_RATE_CONNECTIONS --seconds $BENCH_RATE_SECONDS --warmup $RATE_WARMUP"
+declare -A RATE_SETUP=(
+    [direct]="true"
+    [m0]="$MESHINIT apply $SEED 2>/dev/null"
+    [mc10000]="$MESHINIT apply $W/contig10000.json 2>/dev/null"
+    [mp1000]="$MESHINIT apply $W/ports1000.json 2>/dev/null"
+    [lp1000]="iptables-nft-restore --noflush < $W/linearports1000.v4"
+)
+for n in "${SIZES[@]}"; do
+    RATE_SETUP[m$n]="$MESHINIT apply $W/ips$n.json 2>/dev/null"
+    RATE_SETUP[l$n]="iptables-nft-restore --noflush < $W/linear$n.v4"
+done
+RATE_CASES=(direct m0 m100 m1000 m10000 l100 l1000 l10000 mc10000 mp1000 lp1000)
+: >"$WORK/rates"
+for round in $(seq "$BENCH_RATE_ROUNDS"); do
+    for c in "${RATE_CASES[@]}"; do
+        if [ "$c" = direct ]; then
+            target="--connect 127.0.0.1:15001"   # no rules: straight to the listener
+        else
+            target="--connect 192.0.2.1:80 --expect-redirect"
+        fi
+        out=$(unshare -n sh -c "$NETSETUP; ${RATE_SETUP[$c]}; exec $RATE_TOOL $RATE_ARGS $target") \
+            || die "connection rate, case $c, failed"
+        rate=${out#rate=}; rate=${rate%% *}
+        echo "$c $rate" >>"$WORK/rates"
+        printf '  round %s %-8s %s\n' "$round" "$c" "$out" >&2
+    done
+done
+rate_median() { awk -v c="$1" '$1 == c { print $2 }' "$WORK/rates" | sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# --- 3. Footprint ------------------------------------------------------------------------
+log "3. footprint"
+BINARY_SIZE=$(stat -L -c %s "$MESHINIT")
+peak_rss() { # command... -> KiB, the largest of the process and its children
+    /usr/bin/time -f %M -o "$WORK/rss" "$@" >/dev/null 2>&1 || die "failed: $*"
+    tail -n 1 "$WORK/rss"
+}
+RSS_APPLY=$(peak_rss unshare -n "$MESHINIT" apply "$SEED")
+RSS_APPLY_10K=$(peak_rss unshare -n "$MESHINIT" apply "$W/ips10000.json")
+RSS_RENDER=$(peak_rss unshare -n "$MESHINIT" render "$SEED")
+RSS_RENDER_10K=$(peak_rss unshare -n "$MESHINIT" render "$W/ips10000.json")
+RSS_RESTORE=$(peak_rss unshare -n iptables-nft-restore --noflush "$W/seed.v4")
+# Start-up of render: the measured process itself needs no namespace, but hyperfine runs in
+# a fresh one anyway so that nothing here runs in the machine's own.
+unshare -n hyperfine -N --style basic --warmup 5 --runs "$BENCH_RUNS" --export-csv "$WORK/render.csv" \
+    -n render "$M render $SEED" \
+    -n render10000 "$M render $W/ips10000.json" \
+    -n version "$M --version" >&2 || die "hyperfine failed (section 3)"
+# Child processes per run: the processes that executed a program (strace -z keeps only
+# successful execve calls), minus the first one (meshinit itself, or the script's shell).
+trace_execs() { # output file, command...
+    local out=$1; shift
+    unshare -n strace -f -qq -z -e trace=execve -e signal=none -o "$out" "$@" >/dev/null 2>&1 \
+        || die "failed under strace: $*"
+}
+children() { awk '/execve\(/ && !seen[$1]++ { n++ } END { print n - 1 }' "$1"; }
+# "iptables-nft-save x2, ..." from a trace: the programs the children ran.
+child_programs() {
+    awk '/execve\(/ && !seen[$1]++ { if (n++) { p = $0; sub(/^[0-9]+ +execve\("/, "", p); sub(/".*/, "", p); sub(/.*\//, "", p); print p } }' "$1" \
+        | sort | uniq -c | awk '{ printf "%s%s x%s", (NR > 1 ? ", " : ""), $2, $1 }'
+}
+trace_execs "$WORK/strace.seed" "$MESHINIT" apply "$SEED"
+trace_execs "$WORK/strace.10k" "$MESHINIT" apply "$W/ips10000.json"
+trace_execs "$WORK/strace.perrule" sh scripts/bench/appmesh-per-rule.sh
+CHILDREN_SEED=$(children "$WORK/strace.seed")
+CHILDREN_10K=$(children "$WORK/strace.10k")
+CHILDREN_PERRULE=$(children "$WORK/strace.perrule")
+CHILD_LIST_SEED=$(child_programs "$WORK/strace.seed")
+CHILD_LIST_10K=$(child_programs "$WORK/strace.10k")
+
+# --- Report ------------------------------------------------------------------------------
+ms() { awk -v s="$1" 'BEGIN { printf "%.1f ms", s * 1000 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+rate_fmt() { printf '%s/s' "$(thousands "$1")"; }
+verdict() { # value, op, target
+    awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN { ok = (op == ">=") ? v >= t : v <= t; print (ok ? "met" : "**not met**") }'
+}
+
+A=$WORK/apply.csv
+t_m=$(median "$A" meshinit); t_pr=$(median "$A" per-rule); t_r=$(median "$A" restore)
+t_fsh=$(median "$A" floor-sh); t_f=$(median "$A" floor); t_rp=$(median "$A" restore-par)
+speedup=$(ratio "$t_pr" "$t_m")
+vs_restore=$(ratio "$t_m" "$t_r")
+net_vs_restore=$(awk -v m="$t_m" -v r="$t_r" -v f="$t_fsh" 'BEGIN { if (r - f > 0) printf "%.2f", (m - f) / (r - f); else print "n/a" }')
+net() { awk -v t="$1" -v f="$t_fsh" 'BEGIN { printf "%.1f ms", (t - f) * 1000 }'; }
+
+S=$WORK/scale.csv
+base_rate=$(rate_median m0)
+rate_cell() { # case
+    local r; r=$(rate_median "$1")
+    printf '%s (%s)' "$(rate_fmt "$r")" "$(ratio "$r" "$base_rate")"
+}
+m10k_apply=$(median "$S" m10000)
+m10k_ratio=$(ratio "$(rate_median m10000)" "$base_rate")
+machine_cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+[ -n "$machine_cpu" ] || machine_cpu=$(lscpu 2>/dev/null | awk -F': +' '/Model name/ { print $2; exit }')
+commit=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ -n "$(git -C "$REPO" status --porcelain 2>/dev/null)" ]; then commit="$commit (with uncommitted changes)"; fi
+command_line="scripts/bench.sh${ARGS[*]:+ ${ARGS[*]}}"
+overrides=$(env | grep -E '^BENCH_(RUNS|SCALE_RUNS|RATE_ROUNDS|RATE_CONNECTIONS|RATE_SECONDS)=' | sort | tr '\n' ' ' || true)
+
+sized_note() {
+    [ "$SIZED_DIFFERS" = 1 ] || return 0
+    # shellcheck disable=SC2016 # the backticks are markdown
+    printf '\n  With the `hash:net` set created at its final size (`hashsize 16384`) instead of growing\n  while it fills: %s.' "$(ms "$(median "$S" set10000sized)")"
+}
+
+report() {
+cat <<EOF
+# Benchmarks
+
+Produced by \`${overrides}${command_line}\` on $(date -u +%Y-%m-%d) (meshinit $commit).
+Medians; every run in a fresh network namespace (\`unshare -n\`). Ratios compare contenders
+measured in this same run. Timings on a shared or busy machine are noisy: rerun on a quiet one
+before quoting.$( [ "$QUICK" = 1 ] && printf '\n\n**Quick mode: too few iterations for the numbers to mean much.**' )
+
+Machine: $(nproc) CPUs, ${machine_cpu:-unknown CPU}; Linux $(uname -r); load average at start: $LOAD_AT_START;
+$(iptables-nft --version 2>/dev/null || iptables --version); $(ipset --version | head -n 1); $(hyperfine --version).
+Iterations: $BENCH_RUNS runs (section 1, render), $BENCH_SCALE_RUNS runs (apply with long lists),
+$BENCH_RATE_ROUNDS round(s) of up to $BENCH_RATE_CONNECTIONS connections or ${BENCH_RATE_SECONDS} s (rates).
+
+## 1. Apply latency: \`examples/taskdef-fargate.json\`, IPv4 + IPv6
+
+Process start to exit, namespace creation included; every contender is started as
+\`unshare -n sh -c '...'\` (so the shell costs all of them the same, see the floors).
+
+| contender | median | vs meshinit | net of \`unshare -n sh\` |
+| --- | ---: | ---: | ---: |
+| meshinit: \`$M apply $SEED\` ($CHILDREN_SEED child processes) | $(ms "$t_m") | 1.00 | $(net "$t_m") |
+| App Mesh CNI way: \`scripts/bench/appmesh-per-rule.sh\` ($CHILDREN_PERRULE child processes: one \`iptables-nft\`/\`ip6tables-nft\` per rule or chain, with \`--wait\`, and a \`--version\` probe per family; plus 1 \`stat\` for its namespace check) | $(ms "$t_pr") | $(ratio "$t_pr" "$t_m") | $(net "$t_pr") |
+| bare \`iptables-nft-restore --noflush\` + \`ip6tables-nft-restore --noflush\` of the same payload | $(ms "$t_r") | $(ratio "$t_r" "$t_m") | $(net "$t_r") |
+| the same two restores side by side (\`&\`): meshinit's restores without its reads | $(ms "$t_rp") | $(ratio "$t_rp" "$t_m") | $(net "$t_rp") |
+| floor: \`unshare -n sh -c true\` | $(ms "$t_fsh") | $(ratio "$t_fsh" "$t_m") | 0.0 ms |
+| floor: \`unshare -n true\` | $(ms "$t_f") | $(ratio "$t_f" "$t_m") | — |
+
+- meshinit vs per-rule: **${speedup}x faster** (target >= 4x: $(verdict "$speedup" '>=' 4)).
+- meshinit vs bare restore: **${vs_restore}x** (target <= 1.5x: $(verdict "$vs_restore" '<=' 1.5)); net of the
+  \`unshare -n sh\` floor: ${net_vs_restore}x.
+
+## 2. Long exclusion lists
+
+Apply: process start to exit in a fresh namespace, as above. New-connection rate: inside a
+fresh namespace holding the rules, \`benches/connection_rate.rs\` opens sequential TCP
+connections to 192.0.2.1:80 (a TEST-NET address in no list), which the rules redirect to a
+listener on 127.0.0.1:15001 that accepts and closes (the first one is checked with
+\`SO_ORIGINAL_DST\`); only a connection's first packet walks the nat chain. The ratio is
+against the seed configuration's rate (no extra exclusions) in the same run.
+Ignored IPs: scattered /32s across 10.0.0.0/8 that do not merge (plus the seed's); ignored
+ports: 3 apart from 20000. "meshinit matches with" is read from \`meshinit render\` (IPv4).
+The linear chain is what the App Mesh tools build: one \`-d X -p tcp -j RETURN\` rule per
+address (15 ports per \`multiport\` rule), loaded with one \`iptables-nft-restore\`, so only
+the per-connection cost differs.
+
+| exclusions | meshinit matches with | meshinit apply | linear chain apply | meshinit conn. rate (ratio) | linear chain conn. rate (ratio) |
+| --- | --- | ---: | ---: | ---: | ---: |
+| seed (2 IPs + 3 always ignored, port 22) | ${PLAN[taskdef-fargate]} | $(ms "$(median "$S" m0)") | — | $(rate_cell m0) | — |
+EOF
+for n in "${SIZES[@]}"; do
+    printf '| %s IPs | %s | %s | %s | %s | %s |\n' "$(thousands "$n")" "${PLAN[ips$n]}" "$(ms "$(median "$S" "m$n")")" \
+        "$(ms "$(median "$S" "l$n")")" "$(rate_cell "m$n")" "$(rate_cell "l$n")"
+done
+cat <<EOF
+| 1,000 ports | ${PLAN[ports1000]} | $(ms "$(median "$S" mp1000)") | $(ms "$(median "$S" lp1000)") | $(rate_cell mp1000) | $(rate_cell lp1000) |
+| 10,000 contiguous IPs (merged CIDRs) | ${PLAN[contig10000]} | $(ms "$(median "$S" mc10000)") | — | $(rate_cell mc10000) | — |
+| reference: no rules, straight to the listener | — | — | — | $(rate_cell direct) | — |
+
+- 10,000 IPs, meshinit apply: **$(ms "$m10k_apply")** (target <= 50 ms: $(verdict "$m10k_apply" '<=' 0.050)). The floor
+  of the set-based approach, \`ipset restore\` then both restores of meshinit's own payloads
+  (\`render --sets\`, \`render --family\`), one after the other: $(ms "$(median "$S" set10000)").$(sized_note)
+  meshinit starts ${CHILDREN_10K} child processes here (${CHILD_LIST_10K});
+  its own work with this list (\`render\` start-up, section 3) is $(ms "$(median "$WORK/render.csv" render10000)").
+- 10,000 IPs, meshinit connection rate: **${m10k_ratio}** of the seed's (target >= 0.9: $(verdict "$m10k_ratio" '>=' 0.9));
+  linear chain: $(ratio "$(rate_median l10000)" "$base_rate").
+
+## 3. Footprint
+
+| what | value |
+| --- | ---: |
+| stripped release binary (\`$M\`) | $(awk -v b="$BINARY_SIZE" 'BEGIN { printf "%.2f MiB (%d bytes)", b / 1048576, b }') |
+| peak RSS, \`apply\` seed (largest of meshinit and its iptables children) | $RSS_APPLY KiB |
+| peak RSS, \`apply\` 10,000 IPs (idem) | $RSS_APPLY_10K KiB |
+| peak RSS, \`render\` seed (meshinit alone) | $RSS_RENDER KiB |
+| peak RSS, \`render\` 10,000 IPs (meshinit alone) | $RSS_RENDER_10K KiB |
+| peak RSS, one bare \`iptables-nft-restore\` (reference) | $RSS_RESTORE KiB |
+| start-up, \`render\` seed | $(ms "$(median "$WORK/render.csv" render)") |
+| start-up, \`render\` 10,000 IPs | $(ms "$(median "$WORK/render.csv" render10000)") |
+| start-up, \`--version\` | $(ms "$(median "$WORK/render.csv" version)") |
+| child processes, \`apply\` seed | $CHILDREN_SEED ($CHILD_LIST_SEED) |
+| child processes, \`apply\` 10,000 IPs | $CHILDREN_10K ($CHILD_LIST_10K) |
+| child processes, App Mesh per-rule way | $CHILDREN_PERRULE |
+EOF
+}
+
+case $OUTPUT in /*) ;; *) OUTPUT=$REPO/$OUTPUT ;; esac
+report | tee "$OUTPUT"
+log "written to $OUTPUT"
+
+netns_after=$(ip netns list 2>/dev/null || true)
+[ "$netns_before" = "$netns_after" ] || echo "bench.sh: warning: the named namespaces changed during the run (not by this script, which creates none)" >&2
