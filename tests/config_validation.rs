@@ -254,6 +254,8 @@ fn duplicated_properties_are_errors() {
     let cni =
         r#"{"cniVersion":"1.0.0","ignoredUID":"1337","proxyEgressPort":"15001","ignoredUID":"1"}"#;
     assert_rejected(cni, &["duplicate key \"ignoredUID\""]);
+    let nested = r#"{"family":"x","proxyConfiguration":{"type":"APPMESH","type":"APPMESH","properties":[]}}"#;
+    assert_rejected(nested, &["duplicate key \"type\"", "line 1 column"]);
 }
 
 #[test]

@@ -28,13 +28,6 @@ impl BackendKind {
             BackendKind::Nft => "nft",
         }
     }
-
-    pub fn other(self) -> Self {
-        match self {
-            BackendKind::Legacy => BackendKind::Nft,
-            BackendKind::Nft => BackendKind::Legacy,
-        }
-    }
 }
 
 impl fmt::Display for BackendKind {

@@ -41,26 +41,77 @@ impl<'de> Deserialize<'de> for UniqueKeyObject {
     }
 }
 
-/// Parses a whole document into an object with unique top-level keys.
+/// A pass over a whole document that fails on a duplicate key in any object, at any depth
+/// (serde_json's own `Value` keeps the last one silently).
+struct NoDuplicateKeys;
+
+impl<'de> Deserialize<'de> for NoDuplicateKeys {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(NoDuplicateKeysVisitor)
+    }
+}
+
+struct NoDuplicateKeysVisitor;
+
+impl<'de> Visitor<'de> for NoDuplicateKeysVisitor {
+    type Value = NoDuplicateKeys;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<NoDuplicateKeys>()?.is_some() {}
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format!("duplicate key {key:?}")));
+            }
+            map.next_value::<NoDuplicateKeys>()?;
+        }
+        Ok(NoDuplicateKeys)
+    }
+}
+
+/// Parses a whole document into an object, refusing duplicate keys at any depth.
 pub fn parse_object(origin: &str, text: &str) -> Result<UniqueKeyObject, ConfigError> {
-    serde_json::from_str(text).map_err(|e| {
-        ConfigError::new(
-            origin,
-            None,
-            format!(
-                "not valid JSON at line {} column {}: {e}",
-                e.line(),
-                e.column()
-            ),
-        )
-    })
+    serde_json::from_str::<NoDuplicateKeys>(text)
+        .and_then(|_| serde_json::from_str(text))
+        .map_err(|e| {
+            ConfigError::new(
+                origin,
+                None,
+                format!(
+                    "not valid JSON at line {} column {}: {e}",
+                    e.line(),
+                    e.column()
+                ),
+            )
+        })
 }
 
 /// Re-reads a nested value as a unique-key object (nested duplicates matter too).
 pub fn as_object(origin: &str, value: &Value) -> Result<UniqueKeyObject, ConfigError> {
-    // Round-tripping through text is cheap at these sizes and keeps one duplicate check.
-    // serde_json::Value has already merged nested duplicates, so nested objects are checked
-    // for shape only; top-level duplicates are caught by `parse_object`.
+    // Duplicates at any depth were refused by `parse_object`; this only checks the shape.
     serde_json::from_value(value.clone())
         .map_err(|e| ConfigError::new(origin, None, format!("must be a JSON object: {e}")))
 }
