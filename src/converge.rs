@@ -245,12 +245,16 @@ fn install_fresh(
     lock_wait: Duration,
 ) -> Option<Installation> {
     let mut skipped = Vec::new();
-    if rulesets.len() == 1 && ipv6 != Ipv6Mode::Off {
-        let why = ipv6_unavailable()?;
-        if ipv6 == Ipv6Mode::On {
-            return None;
-        }
-        warn!("{why}; programming IPv4 only");
+    if rulesets.len() == 1 {
+        let why = match ipv6 {
+            Ipv6Mode::Off => "IPv6 is off in the configuration".to_owned(),
+            Ipv6Mode::On => return None, // the reading path reports the error
+            Ipv6Mode::Auto => {
+                let why = ipv6_unavailable()?;
+                warn!("{why}; programming IPv4 only");
+                why
+            }
+        };
         skipped.push((Family::Ipv6, why));
     }
     let tools: Vec<IptablesTools> = rulesets
