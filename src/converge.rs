@@ -1,7 +1,8 @@
 //! Reading what is installed and converging it to a desired ruleset: the engine behind
 //! `apply`, `clean`, `status` and the CNI commands. Per family it runs one
-//! `iptables-save -t nat` and at most one `iptables-restore --noflush`; the two families run
-//! side by side since they are independent tables.
+//! `iptables-save -t nat` and at most one `iptables-restore --noflush` (a namespace holding
+//! none of our chains skips the save: see `read_and_converge`); the two families run side by
+//! side since they are independent tables.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use crate::backend::ipset::{self, IpsetTool};
 use crate::backend::{self, BackendChoice, BackendKind, IptablesTools};
 use crate::config::Ipv6Mode;
 use crate::error::{Error, Result};
+use crate::netns;
 use crate::ruleset::{
     Drift, Family, InstalledNat, IpSet, OWN_PREFIX, Ruleset, SetKind, diff, fresh_install_payload,
     reconcile_payload,
@@ -33,18 +35,6 @@ pub struct Installation {
     pub families: Vec<FamilyState>,
     /// Families left alone, and why (IPv6 off or unavailable).
     pub skipped: Vec<(Family, String)>,
-}
-
-/// Why IPv6 cannot be programmed here, if it cannot.
-fn ipv6_unavailable() -> Option<String> {
-    // Per-namespace sysctl: readable as this thread's namespace after `setns`.
-    match std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6") {
-        Err(_) => Some("the kernel has no IPv6 (ipv6.disable=1 or not built in)".into()),
-        Ok(v) if v.trim() != "0" => {
-            Some("IPv6 is disabled in this namespace (disable_ipv6=1)".into())
-        }
-        Ok(_) => None,
-    }
 }
 
 /// Reads the `nat` tables of the families `ipv6` asks for, in the backend `choice` selects.
@@ -70,7 +60,7 @@ fn read_selected(
 /// Reads the `nat` tables in a given backend, without choosing one.
 pub fn read_with(kind: BackendKind, ipv6: Ipv6Mode) -> Result<Installation> {
     let mut skipped = Vec::new();
-    let want_ipv6 = match (ipv6, ipv6_unavailable()) {
+    let want_ipv6 = match (ipv6, netns::ipv6_unavailable()) {
         (Ipv6Mode::Off, Some(_)) => {
             skipped.push((Family::Ipv6, "IPv6 is off in the configuration".to_owned()));
             false
@@ -186,7 +176,7 @@ pub fn read_and_converge(
     lock_wait: Duration,
     dry_run: bool,
 ) -> Result<(Installation, ConvergeReport)> {
-    let ipv6_here = ipv6_unavailable().is_none();
+    let ipv6_here = netns::ipv6_unavailable().is_none();
     let mut expected = vec![desired(Family::Ipv4)];
     if ipv6 != Ipv6Mode::Off && ipv6_here {
         expected.push(desired(Family::Ipv6));
@@ -204,7 +194,7 @@ pub fn read_and_converge(
     } else {
         expected.iter().map(fresh_install_payload).collect()
     };
-    let (installation, mut sets) = if let Some(payloads) = fresh_payloads {
+    let (installation, sets) = if let Some(payloads) = fresh_payloads {
         let sets = load_sets(&wanted, false, false)?;
         let fresh = install_fresh(selection.kind, ipv6, &expected, &payloads, lock_wait);
         if let Some(installation) = fresh {
@@ -228,9 +218,7 @@ pub fn read_and_converge(
         .iter()
         .map(|f| desired(f.family))
         .collect();
-    let mut report = commit_rules(&installation, &rulesets, lock_wait, dry_run)?;
-    remove_stale_sets(&mut sets, &installation, &rulesets, dry_run)?;
-    report.ipset_payloads = sets.payloads;
+    let report = converge_loaded(&installation, &rulesets, sets, lock_wait, dry_run)?;
     Ok((installation, report))
 }
 
@@ -250,7 +238,7 @@ fn install_fresh(
             Ipv6Mode::Off => "IPv6 is off in the configuration".to_owned(),
             Ipv6Mode::On => return None, // the reading path reports the error
             Ipv6Mode::Auto => {
-                let why = ipv6_unavailable()?;
+                let why = netns::ipv6_unavailable()?;
                 warn!("{why}; programming IPv4 only");
                 why
             }
@@ -261,22 +249,11 @@ fn install_fresh(
         .iter()
         .map(|r| IptablesTools::find(kind, r.family).ok())
         .collect::<Option<_>>()?;
-    let results: Vec<Result<()>> = std::thread::scope(|s| {
-        let jobs: Vec<_> = tools
-            .iter()
-            .zip(payloads)
-            .map(|(tools, payload)| {
-                s.spawn(move || {
-                    warn_if_lock_busy(kind, lock_wait);
-                    tools.restore(payload, lock_wait)
-                })
-            })
-            .collect();
-        jobs.into_iter()
-            .map(|j| j.join().expect("restore thread does not panic"))
-            .collect()
-    });
-    if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+    let transactions: Vec<_> = tools.iter().zip(payloads.iter().map(Some)).collect();
+    if let Some(Err(e)) = restore_side_by_side(&transactions, lock_wait)
+        .into_iter()
+        .find(Result::is_err)
+    {
         debug!(error = %e, "not a fresh namespace; reading the tables");
         return None;
     }
@@ -397,26 +374,13 @@ fn commit_rules(
         .map(|(state, ruleset)| reconcile_payload(ruleset, &state.installed))
         .collect();
     if !dry_run {
-        let results: Vec<Result<()>> = std::thread::scope(|s| {
-            let jobs: Vec<_> = installation
-                .families
-                .iter()
-                .zip(&payloads)
-                .map(|(state, payload)| {
-                    s.spawn(move || match payload {
-                        Some(p) => {
-                            warn_if_lock_busy(state.tools.kind, lock_wait);
-                            state.tools.restore(p, lock_wait)
-                        }
-                        None => Ok(()),
-                    })
-                })
-                .collect();
-            jobs.into_iter()
-                .map(|j| j.join().expect("restore thread does not panic"))
-                .collect()
-        });
-        for result in results {
+        let transactions: Vec<_> = installation
+            .families
+            .iter()
+            .zip(&payloads)
+            .map(|(state, payload)| (&state.tools, payload.as_ref()))
+            .collect();
+        for result in restore_side_by_side(&transactions, lock_wait) {
             result?;
         }
     }
@@ -436,6 +400,31 @@ fn commit_rules(
         });
     }
     Ok(report)
+}
+
+/// Runs each family's restore (where there is one) at the same time: the tables are
+/// independent, so two transactions cost about one.
+fn restore_side_by_side(
+    transactions: &[(&IptablesTools, Option<&String>)],
+    lock_wait: Duration,
+) -> Vec<Result<()>> {
+    std::thread::scope(|s| {
+        let jobs: Vec<_> = transactions
+            .iter()
+            .map(|(tools, payload)| {
+                s.spawn(move || match payload {
+                    Some(payload) => {
+                        warn_if_lock_busy(tools.kind, lock_wait);
+                        tools.restore(payload, lock_wait)
+                    }
+                    None => Ok(()),
+                })
+            })
+            .collect();
+        jobs.into_iter()
+            .map(|j| j.join().expect("restore thread does not panic"))
+            .collect()
+    })
 }
 
 /// Destroys our sets that no desired rule matches, once no rule refers to them.

@@ -70,6 +70,18 @@ pub fn guard_against_host(allow_host_netns: bool) -> Result<()> {
     ))
 }
 
+/// Why IPv6 cannot be programmed here, if it cannot.
+pub fn ipv6_unavailable() -> Option<String> {
+    // Per-namespace sysctl: readable as this thread's namespace after `setns`.
+    match std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6") {
+        Err(_) => Some("the kernel has no IPv6 (ipv6.disable=1 or not built in)".into()),
+        Ok(v) if v.trim() != "0" => {
+            Some("IPv6 is disabled in this namespace (disable_ipv6=1)".into())
+        }
+        Ok(_) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,11 +49,12 @@ pub enum BackendChoice {
 }
 
 /// The kernel's list of legacy x_tables tables that exist in this namespace. Reading it,
-/// unlike running `iptables-legacy-save`, creates nothing.
-fn legacy_tables(family: Family) -> Vec<String> {
+/// unlike running `iptables-legacy-save`, creates nothing. (`thread-self`: `self` would show
+/// the main thread's namespace.)
+pub fn legacy_tables(family: Family) -> Vec<String> {
     let path = match family {
-        Family::Ipv4 => "/proc/self/net/ip_tables_names",
-        Family::Ipv6 => "/proc/self/net/ip6_tables_names",
+        Family::Ipv4 => "/proc/thread-self/net/ip_tables_names",
+        Family::Ipv6 => "/proc/thread-self/net/ip6_tables_names",
     };
     std::fs::read_to_string(path)
         .map(|text| text.lines().map(str::to_owned).collect())

@@ -5,7 +5,7 @@ use tracing::info;
 
 use super::args::TargetArgs;
 use super::target::{self, IPTABLES_CAPS};
-use crate::backend::{BackendChoice, BackendKind, IptablesTools};
+use crate::backend::{self, BackendChoice, BackendKind, IptablesTools};
 use crate::config::Ipv6Mode;
 use crate::converge::{converge, read_with};
 use crate::error::Result;
@@ -35,12 +35,9 @@ pub fn clean(choice: BackendChoice, lock_wait: std::time::Duration) -> Result<()
                 kinds.push(BackendKind::Nft);
             }
             // Only when legacy tables exist: reading them with iptables-legacy would create them.
-            let legacy_exists = [
-                "/proc/self/net/ip_tables_names",
-                "/proc/self/net/ip6_tables_names",
-            ]
-            .iter()
-            .any(|p| std::fs::read_to_string(p).is_ok_and(|t| t.lines().any(|l| l == "nat")));
+            let legacy_exists = Family::BOTH
+                .iter()
+                .any(|f| backend::legacy_tables(*f).iter().any(|t| t == "nat"));
             if legacy_exists || kinds.is_empty() {
                 kinds.push(BackendKind::Legacy);
             }

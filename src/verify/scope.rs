@@ -100,8 +100,7 @@ pub fn read(choice: BackendChoice, mode: Ipv6Mode) -> Scope {
 
 /// Whether this namespace has IPv6 at all (the per-namespace sysctl, as apply reads it).
 fn namespace_has_ipv6() -> bool {
-    std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6")
-        .is_ok_and(|v| v.trim() == "0")
+    crate::netns::ipv6_unavailable().is_none()
 }
 
 /// IPv4 is always checked. IPv6 is checked when the configuration allows it and its rules
