@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::version::{LATEST, SUPPORTED_VERSIONS, SpecVersion};
+use crate::config::sources::json::from_str_unique_keys;
 use crate::error::{ConfigError, Error};
 
 /// Error codes. 0-99 are the specification's; 100 and up are meshinit's (see the table in
@@ -348,7 +349,7 @@ impl NetworkConfig {
     /// Decodes the configuration and checks its version: undecodable is code 6, an
     /// unsupported (or missing: 0.1.0 implied) `cniVersion` code 1.
     pub fn parse(stdin: &str) -> Result<Self, CniError> {
-        let value: Value = serde_json::from_str(stdin).map_err(|e| {
+        let value: Value = from_str_unique_keys(stdin).map_err(|e| {
             let what = if stdin.trim().is_empty() {
                 "standard input is empty".to_owned()
             } else {
@@ -437,6 +438,18 @@ mod tests {
             .map(|(k, v)| (k.to_string(), OsString::from(v)))
             .collect();
         move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn a_duplicated_key_is_a_decoding_error_not_a_silent_override() {
+        let text = r#"{"cniVersion":"1.0.0","proxyEgressPort":"15001","proxyEgressPort":"1"}"#;
+        let error = NetworkConfig::parse(text).unwrap_err();
+        assert_eq!(error.code, code::DECODING_FAILURE);
+        assert!(
+            error.msg.contains("duplicate key \"proxyEgressPort\""),
+            "{}",
+            error.msg
+        );
     }
 
     #[test]

@@ -92,21 +92,25 @@ impl<'de> Visitor<'de> for NoDuplicateKeysVisitor {
     }
 }
 
+/// Parses a JSON document, refusing duplicate keys at any depth.
+pub fn from_str_unique_keys<T: serde::de::DeserializeOwned>(text: &str) -> serde_json::Result<T> {
+    serde_json::from_str::<NoDuplicateKeys>(text)?;
+    serde_json::from_str(text)
+}
+
 /// Parses a whole document into an object, refusing duplicate keys at any depth.
 pub fn parse_object(origin: &str, text: &str) -> Result<UniqueKeyObject, ConfigError> {
-    serde_json::from_str::<NoDuplicateKeys>(text)
-        .and_then(|_| serde_json::from_str(text))
-        .map_err(|e| {
-            ConfigError::new(
-                origin,
-                None,
-                format!(
-                    "not valid JSON at line {} column {}: {e}",
-                    e.line(),
-                    e.column()
-                ),
-            )
-        })
+    from_str_unique_keys(text).map_err(|e| {
+        ConfigError::new(
+            origin,
+            None,
+            format!(
+                "not valid JSON at line {} column {}: {e}",
+                e.line(),
+                e.column()
+            ),
+        )
+    })
 }
 
 /// Re-reads a nested value as a unique-key object (nested duplicates matter too).

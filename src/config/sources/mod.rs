@@ -7,5 +7,5 @@ pub mod cni;
 pub mod document;
 pub mod ecs;
 pub mod env;
-mod json;
+pub mod json;
 pub mod suggest;
