@@ -48,17 +48,62 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let property = name(&self.property);
         match &self.value {
-            Some(v) => write!(f, "{}: {}: {}", self.property, quote(v), self.message),
-            None => write!(f, "{}: {}", self.property, self.message),
+            Some(v) => write!(f, "{property}: {}: {}", quote(v), self.message),
+            None => write!(f, "{property}: {}", self.message),
         }
     }
 }
 
+/// The longest part of a user value quoted in a message, in bytes.
+pub const QUOTED_VALUE_LIMIT: usize = 160;
+
 /// Quotes a user value for a message, escaping control characters so a newline in the input
-/// shows up as `\n` instead of breaking the log line.
+/// shows up as `\n` instead of breaking the log line, and cutting a long value to a readable
+/// length (saying how much was left out).
 pub fn quote(value: &str) -> String {
-    format!("{value:?}")
+    if value.len() <= QUOTED_VALUE_LIMIT {
+        return format!("{value:?}");
+    }
+    let mut cut = QUOTED_VALUE_LIMIT;
+    while !value.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{:?}... ({} more bytes)", &value[..cut], value.len() - cut)
+}
+
+/// A property name for a message: as is when it is a plain name, quoted (escaped, cut)
+/// when it is not, since unknown names come straight from the input.
+fn name(property: &str) -> std::borrow::Cow<'_, str> {
+    let plain = property.len() <= 64
+        && property
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
+    if plain {
+        property.into()
+    } else {
+        quote(property).into()
+    }
+}
+
+/// At most this many problems are listed; the rest are counted.
+pub const LISTED_PROBLEMS: usize = 20;
+
+/// The problems as lines, the first [`LISTED_PROBLEMS`] in full and a count of the rest.
+pub fn problem_lines(errors: &[ConfigError]) -> Vec<String> {
+    let mut lines: Vec<String> = errors
+        .iter()
+        .take(LISTED_PROBLEMS)
+        .map(ToString::to_string)
+        .collect();
+    if errors.len() > LISTED_PROBLEMS {
+        lines.push(format!(
+            "... and {} more problems",
+            errors.len() - LISTED_PROBLEMS
+        ));
+    }
+    lines
 }
 
 /// All errors that can end a meshinit command.
@@ -93,7 +138,7 @@ pub enum Error {
 }
 
 fn join_config_errors(errors: &[ConfigError]) -> String {
-    let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    let lines = problem_lines(errors);
     if lines.len() == 1 {
         lines[0].clone()
     } else {

@@ -82,6 +82,23 @@ pub fn ipv6_unavailable() -> Option<String> {
     }
 }
 
+/// Whether `lo` is down in this thread's namespace (`None` when that cannot be told).
+/// REDIRECT delivers to 127.0.0.1 / ::1, so with loopback down no redirected connection
+/// reaches the proxy.
+pub fn loopback_is_down() -> Option<bool> {
+    use nix::net::if_::InterfaceFlags;
+    // getifaddrs asks the kernel over a socket, which belongs to this thread's namespace.
+    let interfaces = nix::ifaddrs::getifaddrs().ok()?;
+    let mut found = false;
+    for interface in interfaces.filter(|i| i.interface_name == "lo") {
+        if interface.flags.contains(InterfaceFlags::IFF_UP) {
+            return Some(false);
+        }
+        found = true;
+    }
+    found.then_some(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -203,7 +203,9 @@ fn nothing_can_be_smuggled_into_the_rules() {
         ("EgressIgnoredIPs", "10.0.0.1\nCOMMIT"),
         ("EgressIgnoredPorts", "22 --dports 1"),
         ("IgnoredUID", "1337 -j ACCEPT"),
-        ("ProxyEgressPort", "15001\n"),
+        // A newline around a value is trimmed (the one whitespace rule); inside it is not.
+        ("ProxyEgressPort", "15001\n-j ACCEPT"),
+        ("IgnoredUID", "13\n37"),
     ] {
         let (code, stderr) = render(Some(&base_with(name, Some(value))), &[], &[]);
         assert_eq!(code, 2, "{name}={value:?} accepted: {stderr}");

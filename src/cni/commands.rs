@@ -253,7 +253,10 @@ fn proxy_config(invocation: &Invocation, config: &NetworkConfig) -> Result<Proxy
         raw = raw.overlay(settings::from_cni_args(args)?);
     }
     if let Some(runtime_config) = config.runtime_config() {
-        raw = raw.overlay(settings::from_runtime_config(runtime_config)?);
+        raw = raw.overlay(settings::from_runtime_config(
+            runtime_config,
+            config.keys.get("capabilities"),
+        )?);
     }
     let (proxy, warnings) = validate(&raw)
         .map_err(|errors| CniError::invalid_config(&settings::with_network_config_names(errors)))?;

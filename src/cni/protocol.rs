@@ -3,15 +3,16 @@
 
 use std::ffi::OsString;
 use std::fmt;
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::version::{LATEST, SUPPORTED_VERSIONS, SpecVersion};
+use crate::config::input::{self, InputError};
 use crate::config::sources::json::from_str_unique_keys;
-use crate::error::{ConfigError, Error};
+use crate::error::{ConfigError, Error, problem_lines};
 
 /// Error codes. 0-99 are the specification's; 100 and up are meshinit's (see the table in
 /// the module documentation of `cni`).
@@ -92,8 +93,8 @@ impl CniError {
 }
 
 fn from_config_errors(code: u32, what: &str, errors: &[ConfigError]) -> CniError {
-    let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
-    let msg = match lines.as_slice() {
+    let lines = problem_lines(errors);
+    let msg = match errors {
         [] => what.to_owned(),
         [only] => format!("{what}: {only}"),
         [first, rest @ ..] => format!("{what}: {first} (and {} more)", rest.len()),
@@ -306,28 +307,28 @@ fn check_interface_name(name: &str) -> Result<(), CniError> {
     }
 }
 
-/// Reads the whole of standard input. For VERSION the input is optional, and a terminal is
-/// not waited on, so `CNI_COMMAND=VERSION meshinit` answers at once.
+/// Reads standard input, at most [`input::MAX_DOCUMENT_BYTES`]. For VERSION the input is
+/// optional, and a terminal is not waited on, so `CNI_COMMAND=VERSION meshinit` answers at
+/// once. Too large, a byte order mark or invalid UTF-8 is code 6; a failed read code 5.
 pub fn read_stdin(command: Command) -> Result<String, CniError> {
-    let mut stdin = std::io::stdin();
+    let stdin = std::io::stdin();
     if command == Command::Version && stdin.is_terminal() {
         return Ok(String::new());
     }
-    let mut bytes = Vec::new();
-    stdin.read_to_end(&mut bytes).map_err(|e| {
-        CniError::new(
-            code::IO_FAILURE,
-            format!("cannot read the network configuration from standard input: {e}"),
-            "",
-        )
-    })?;
-    String::from_utf8(bytes).map_err(|e| {
-        CniError::new(
-            code::DECODING_FAILURE,
-            "cannot decode the network configuration: standard input is not UTF-8",
-            e.to_string(),
-        )
-    })
+    input::read_bounded(stdin.lock())
+        .and_then(input::decode)
+        .map_err(|e| match e {
+            InputError::Io(e) => CniError::new(
+                code::IO_FAILURE,
+                format!("cannot read the network configuration from standard input: {e}"),
+                "",
+            ),
+            other => CniError::new(
+                code::DECODING_FAILURE,
+                format!("cannot decode the network configuration: standard input {other}"),
+                "",
+            ),
+        })
 }
 
 /// The `cniVersion` a request declares, read leniently, to answer errors in the caller's

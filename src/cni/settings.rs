@@ -1,13 +1,15 @@
 //! The mesh settings of one attachment: the network configuration's keys, overridden per
 //! pod by `CNI_ARGS`, overridden in turn by `runtimeConfig`.
 
+use std::collections::HashSet;
+
 use serde_json::{Map, Value};
 use tracing::{debug, warn};
 
 use super::protocol::{CniError, code};
-use crate::config::settings::{RawSettings, Setting};
+use crate::config::settings::{RawSettings, Setting, Vocabulary};
 use crate::config::sources::{cni, suggest};
-use crate::error::ConfigError;
+use crate::error::{ConfigError, quote};
 
 /// Keys the runtime reserves (`cni.dev/valid-attachments` on GC, future ones): never ours.
 const RESERVED_KEY_PREFIX: &str = "cni.dev/";
@@ -15,14 +17,16 @@ const RESERVED_KEY_PREFIX: &str = "cni.dev/";
 /// Keys of the network configuration meshinit reads or accepts besides its own properties.
 const PROTOCOL_KEYS: [&str; 2] = ["runtimeConfig", "capabilities"];
 
-/// `CNI_ARGS` keys runtimes pass to every plugin of a chain; not typos of ours.
-const FOREIGN_ARGS: [&str; 5] = [
-    "IgnoreUnknown",
+/// `CNI_ARGS` keys the CNI conventions define for Kubernetes; accepted and not used.
+const WELL_KNOWN_ARGS: [&str; 4] = [
     "K8S_POD_NAMESPACE",
     "K8S_POD_NAME",
     "K8S_POD_INFRA_CONTAINER_ID",
     "K8S_POD_UID",
 ];
+
+/// The `CNI_ARGS` key that lets a plugin skip keys it does not know (CNI conventions).
+const IGNORE_UNKNOWN: &str = "IgnoreUnknown";
 
 /// Settings from the network configuration alone. Unknown keys are code 2 (naming them,
 /// with the nearest known key); malformed values of known keys code 7.
@@ -43,7 +47,10 @@ pub fn from_network_config(keys: &Map<String, Value>) -> Result<RawSettings, Cni
     if !unsupported.is_empty() {
         return Err(CniError::unsupported_fields(&unsupported));
     }
-    let mut settings = RawSettings::default();
+    let mut settings = RawSettings {
+        vocabulary: Some(Vocabulary::Cni),
+        ..RawSettings::default()
+    };
     let mut errors = Vec::new();
     for (key, value) in keys
         .iter()
@@ -62,36 +69,79 @@ pub fn from_network_config(keys: &Map<String, Value>) -> Result<RawSettings, Cni
 
 /// Per-pod settings from `CNI_ARGS` (`KEY=VALUE;KEY=VALUE`). A key is a network
 /// configuration key in any letter case (`appPorts`, or the ECS property name `AppPorts`);
-/// lists are comma-separated; `enableIPv6` also takes `auto`, `on`, `off`. Other keys belong
-/// to other plugins and are ignored. A pair without `=` is code 4; a bad value code 7.
+/// lists are comma-separated; `enableIPv6` also takes `auto`, `on`, `off`. As the CNI
+/// conventions ask, a key given twice is an error, and so is a key meshinit does not know
+/// unless `IgnoreUnknown=1` (or `true`) is among the pairs; the Kubernetes keys
+/// (`K8S_POD_NAME`...) are known. Those are code 4, like a pair without `=`; a bad value of
+/// one of our keys is code 7.
 pub fn from_cni_args(args: &str) -> Result<RawSettings, CniError> {
-    let mut settings = RawSettings::default();
-    let mut errors = Vec::new();
+    let bad_args = |msg: String| {
+        CniError::new(
+            code::INVALID_ENVIRONMENT,
+            msg,
+            "CNI_ARGS holds KEY=VALUE pairs separated by ';', each key once, e.g. \
+             IgnoreUnknown=1;AppPorts=8080",
+        )
+    };
+    let mut pairs = Vec::new();
+    let mut seen = HashSet::new();
     for pair in args.split(';').filter(|pair| !pair.is_empty()) {
         let Some((key, value)) = pair.split_once('=') else {
-            return Err(CniError::new(
-                code::INVALID_ENVIRONMENT,
-                format!("CNI_ARGS: {pair:?} is not KEY=VALUE"),
-                "CNI_ARGS holds KEY=VALUE pairs separated by ';', e.g. IgnoreUnknown=1;AppPorts=8080",
-            ));
+            return Err(bad_args(format!(
+                "CNI_ARGS: {} is not KEY=VALUE",
+                quote(pair)
+            )));
         };
-        let Some(property) = cni::PROPERTY_NAMES
-            .iter()
-            .find(|name| name.eq_ignore_ascii_case(key))
-        else {
-            if !FOREIGN_ARGS.contains(&key) {
-                match suggest::closest(key, &cni::PROPERTY_NAMES) {
-                    Some(near) => warn!(
-                        "CNI_ARGS {key} is not a meshinit key (did you mean {near}?); ignored"
-                    ),
-                    None => debug!("CNI_ARGS {key} is not a meshinit key; ignored"),
-                }
+        // Our keys in any letter case are one key.
+        let canonical = match our_key(key) {
+            Some(property) => property.to_ascii_lowercase(),
+            None => key.to_owned(),
+        };
+        if !seen.insert(canonical) {
+            return Err(bad_args(format!(
+                "CNI_ARGS: {} is given more than once",
+                quote(key)
+            )));
+        }
+        pairs.push((key, value));
+    }
+    let ignore_unknown = match pairs.iter().find(|(key, _)| *key == IGNORE_UNKNOWN) {
+        None => false,
+        Some((_, value)) => match value.trim_ascii().to_ascii_lowercase().as_str() {
+            "1" | "true" => true,
+            "0" | "false" => false,
+            _ => {
+                return Err(bad_args(format!(
+                    "CNI_ARGS: {IGNORE_UNKNOWN}={} is not 1/true or 0/false",
+                    quote(value)
+                )));
             }
-            continue;
+        },
+    };
+
+    let mut settings = RawSettings::default();
+    let mut errors = Vec::new();
+    for (key, value) in pairs {
+        let Some(property) = our_key(key) else {
+            if key == IGNORE_UNKNOWN || WELL_KNOWN_ARGS.contains(&key) {
+                continue;
+            }
+            if ignore_unknown {
+                debug!("CNI_ARGS {key} is not a meshinit key; ignored (IgnoreUnknown)");
+                continue;
+            }
+            let hint = match suggest::closest(key, &cni::PROPERTY_NAMES) {
+                Some(near) => format!("did you mean {near}? "),
+                None => String::new(),
+            };
+            return Err(bad_args(format!(
+                "CNI_ARGS: unknown key {}; {hint}keys for other plugins need IgnoreUnknown=1",
+                quote(key)
+            )));
         };
         let label = format!("CNI_ARGS {key}");
         let mut one = RawSettings::default();
-        if *property == "enableIPv6" {
+        if property == "enableIPv6" {
             // The text goes to the IPv6 mode parser, which also knows auto/on/off.
             one.ipv6 = Some(Setting::new(&label, value.to_owned()));
         } else if let Err(e) = cni::assign(&mut one, property, &Value::String(value.to_owned())) {
@@ -104,16 +154,29 @@ pub fn from_cni_args(args: &str) -> Result<RawSettings, CniError> {
         settings = settings.overlay(one);
     }
     if errors.is_empty() {
-        Ok(settings)
+        Ok(settings.spelled_in(Vocabulary::Cni))
     } else {
         Err(CniError::invalid_config(&errors))
     }
 }
 
+/// The network configuration key `key` names, in any letter case.
+fn our_key(key: &str) -> Option<&'static str> {
+    cni::PROPERTY_NAMES
+        .iter()
+        .find(|name| name.eq_ignore_ascii_case(key))
+        .copied()
+}
+
 /// Per-pod settings from `runtimeConfig`, which a runtime fills for the capabilities the
 /// network configuration declares (`"capabilities": {"appPorts": true}`). Keys and value
-/// types are those of the network configuration; other capabilities are not ours.
-pub fn from_runtime_config(runtime_config: &Value) -> Result<RawSettings, CniError> {
+/// types are those of the network configuration. When the request still carries
+/// `capabilities`, a key is honoured only if its capability is declared `true` there (an
+/// undeclared one is ignored with a warning); other capabilities' keys are not ours.
+pub fn from_runtime_config(
+    runtime_config: &Value,
+    capabilities: Option<&Value>,
+) -> Result<RawSettings, CniError> {
     let Value::Object(keys) = runtime_config else {
         return Err(CniError::invalid_config(&[ConfigError::new(
             "runtimeConfig",
@@ -121,10 +184,35 @@ pub fn from_runtime_config(runtime_config: &Value) -> Result<RawSettings, CniErr
             "must be a JSON object",
         )]));
     };
+    // A runtime that follows the specification removes `capabilities` from the request
+    // after building runtimeConfig from the declared ones alone; libcni keeps it, and then
+    // what it declares is checked here.
+    let declared = match capabilities {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(declared)) => Some(declared),
+        Some(other) => {
+            return Err(CniError::new(
+                code::DECODING_FAILURE,
+                format!(
+                    "cannot decode the network configuration: capabilities: {} is not an \
+                     object of booleans",
+                    quote(&other.to_string())
+                ),
+                "",
+            ));
+        }
+    };
     let mut settings = RawSettings::default();
     let mut errors = Vec::new();
     for (key, value) in keys {
         if !cni::PROPERTY_NAMES.contains(&key.as_str()) {
+            continue;
+        }
+        if declared.is_some_and(|declared| declared.get(key) != Some(&Value::Bool(true))) {
+            warn!(
+                "runtimeConfig.{key} ignored: the network configuration does not declare the \
+                 capability (\"capabilities\": {{\"{key}\": true}})"
+            );
             continue;
         }
         let label = format!("runtimeConfig.{key}");
@@ -141,7 +229,7 @@ pub fn from_runtime_config(runtime_config: &Value) -> Result<RawSettings, CniErr
         }
     }
     if errors.is_empty() {
-        Ok(settings)
+        Ok(settings.spelled_in(Vocabulary::Cni))
     } else {
         Err(CniError::invalid_config(&errors))
     }
@@ -256,15 +344,39 @@ mod tests {
     }
 
     #[test]
+    fn cni_args_refuse_duplicates_and_unknown_keys_unless_told_to_ignore_them() {
+        for args in [
+            "AppPorts=80;AppPorts=81",
+            "ignoreduid=1;IgnoredUID=2",
+            "IgnoreUnknown=1;IgnoreUnknown=1",
+            "Foo=1",
+            "IgnoreUnknown=0;Foo=1",
+            "IgnoreUnknown=yes",
+        ] {
+            let error = from_cni_args(args).unwrap_err();
+            assert_eq!(error.code, code::INVALID_ENVIRONMENT, "{args}: {error}");
+        }
+        let settings = from_cni_args("Foo=1;IgnoreUnknown=TRUE;K8S_POD_UID=u;AppPorts=80").unwrap();
+        assert_eq!(settings.app_ports.unwrap().value.items, vec!["80"]);
+        assert!(
+            from_cni_args("K8S_POD_NAME=web").is_ok(),
+            "well-known keys need no flag"
+        );
+    }
+
+    #[test]
     fn runtime_config_values_are_labelled_by_their_source() {
-        let settings = from_runtime_config(&json!({
-            "appPorts": ["9080", "9081"], "ignoredGID": "1337", "portMappings": []
-        }))
+        let settings = from_runtime_config(
+            &json!({
+                "appPorts": ["9080", "9081"], "ignoredGID": "1337", "portMappings": []
+            }),
+            None,
+        )
         .unwrap();
         let app = settings.app_ports.unwrap();
         assert_eq!(app.property, "runtimeConfig.appPorts");
         assert_eq!(app.value.items, vec!["9080", "9081"]);
-        let error = from_runtime_config(&json!({"enableIPv6": "yes"})).unwrap_err();
+        let error = from_runtime_config(&json!({"enableIPv6": "yes"}), None).unwrap_err();
         assert_eq!(error.code, code::INVALID_NETWORK_CONFIG);
         assert!(
             error.msg.contains("runtimeConfig.enableIPv6"),
@@ -272,9 +384,20 @@ mod tests {
             error.msg
         );
         assert_eq!(
-            from_runtime_config(&json!([])).unwrap_err().code,
+            from_runtime_config(&json!([]), None).unwrap_err().code,
             code::INVALID_NETWORK_CONFIG
         );
+    }
+
+    #[test]
+    fn runtime_config_keys_need_their_capability_when_capabilities_are_present() {
+        let runtime_config = json!({"appPorts": ["9080"], "ignoredGID": "7"});
+        let declared = json!({"appPorts": true, "ignoredGID": false, "portMappings": true});
+        let settings = from_runtime_config(&runtime_config, Some(&declared)).unwrap();
+        assert_eq!(settings.app_ports.unwrap().value.items, vec!["9080"]);
+        assert!(settings.ignored_gid.is_none(), "undeclared capability");
+        let error = from_runtime_config(&runtime_config, Some(&json!(["appPorts"]))).unwrap_err();
+        assert_eq!(error.code, code::DECODING_FAILURE);
     }
 
     #[test]

@@ -1,14 +1,14 @@
 //! `meshinit apply`: the main job.
 
 use clap::Args;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::args::{ConfigArgs, TargetArgs};
 use super::target::{self, IPTABLES_CAPS};
 use crate::converge::read_and_converge;
 use crate::error::Result;
 use crate::ruleset::{PlanOptions, plan};
-use crate::verify;
+use crate::{netns, verify};
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
@@ -39,6 +39,13 @@ impl ApplyArgs {
             keep.extend(verify::needed_capabilities(&config));
         }
         target::enter(&self.target, &keep, "apply")?;
+        if netns::loopback_is_down() == Some(true) {
+            warn!(
+                "loopback is down in this network namespace: REDIRECT delivers connections to \
+                 the proxy over loopback, so redirected connections will fail until it is up \
+                 (ip link set lo up, or the CNI loopback plugin)"
+            );
+        }
         let desired = |family| plan(&config, family, PlanOptions::default());
         let (installation, report) = read_and_converge(
             self.target.backend,

@@ -1,17 +1,16 @@
 //! Arguments shared by several commands: where the configuration comes from, and which
 //! namespace and backend to work in.
 
-use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
 use tracing::{info, warn};
 
 use crate::backend::BackendChoice;
-use crate::config::settings::{ListValue, RawSettings, Setting};
+use crate::config::settings::{ListValue, RawSettings, Setting, Vocabulary};
 use crate::config::sources::{document, env};
-use crate::config::{ProxyConfig, validate};
+use crate::config::{ProxyConfig, input, validate};
 use crate::error::{ConfigError, Error, Result};
 
 /// The proxy configuration: a document, the environment and flags; flags > env > file.
@@ -93,7 +92,9 @@ impl ConfigArgs {
             egress_ignored_ips: list("--egress-ignored-ips", &self.egress_ignored_ips),
             egress_ignored_ports: list("--egress-ignored-ports", &self.egress_ignored_ports),
             ipv6: scalar("--ipv6", &self.ipv6),
+            vocabulary: None,
         }
+        .spelled_in(Vocabulary::Flags)
     }
 
     /// Reads, merges and validates the configuration. Nothing touches the kernel before this
@@ -108,7 +109,8 @@ impl ConfigArgs {
             settings = from_file;
         }
         if self.from_env {
-            settings = settings.overlay(env::parse_env(std::env::vars()));
+            let from_env = env::parse_env(std::env::vars_os()).map_err(Error::Config)?;
+            settings = settings.overlay(from_env.spelled_in(Vocabulary::Env));
         }
         settings = settings.overlay(self.flag_settings());
         if settings == RawSettings::default() {
@@ -127,22 +129,18 @@ impl ConfigArgs {
     }
 }
 
-fn read_document(path: &PathBuf) -> Result<(String, String)> {
-    if path.as_os_str() == "-" {
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .map_err(|e| Error::io("reading the configuration from standard input", e))?;
-        return Ok(("stdin".into(), text));
-    }
-    let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Error::Config(vec![ConfigError::new(
-            &origin,
-            None,
-            format!("cannot be read: {e}"),
-        )])
-    })?;
+fn read_document(path: &Path) -> Result<(String, String)> {
+    let (origin, bytes) = if path.as_os_str() == "-" {
+        (
+            "stdin".to_owned(),
+            input::read_bounded(std::io::stdin().lock()),
+        )
+    } else {
+        (path.display().to_string(), input::read_file(path))
+    };
+    let text = bytes
+        .and_then(input::decode)
+        .map_err(|e| Error::Config(vec![ConfigError::new(&origin, None, e.to_string())]))?;
     Ok((origin, text))
 }
 

@@ -104,7 +104,8 @@ fn without_covered<N: Covers>(nets: &[N]) -> Vec<N> {
     kept
 }
 
-/// What parsing one item gave: the network, and a warning when host bits were cleared.
+/// What parsing one item gave: the network, and a warning when it was rewritten (host bits
+/// cleared, an IPv4-mapped IPv6 address turned into its IPv4 form).
 #[derive(Debug)]
 pub struct ParsedNet {
     pub net: IpNet,
@@ -113,6 +114,9 @@ pub struct ParsedNet {
 
 /// Parses `10.0.0.1`, `10.0.0.0/8`, `fd00::1`, `2001:db8::/32`. Host bits set under the
 /// prefix (`10.0.0.1/8`) are cleared with a warning, as the user evidently meant the network.
+/// An IPv4-mapped IPv6 address or network (`::ffff:10.0.0.1`, `::ffff:10.0.0.0/104`) never
+/// appears in IPv6 traffic (a dual-stack socket sends IPv4 packets to it), so it becomes its
+/// IPv4 form, with a warning.
 pub fn parse_ignored_ip(
     property: &str,
     verbatim: &str,
@@ -135,24 +139,52 @@ pub fn parse_ignored_ip(
     if item.is_empty() || !grammatical {
         return Err(bad());
     }
-    if let Ok(addr) = item.parse::<IpAddr>() {
-        return Ok(ParsedNet {
-            net: IpNet::from(addr),
-            warning: None,
-        });
+    let (net, host_bits_set) = match item.parse::<IpAddr>() {
+        Ok(addr) => (IpNet::from(addr), false),
+        Err(_) => {
+            let net: IpNet = item.parse().map_err(|_| bad())?;
+            (net.trunc(), net.trunc() != net)
+        }
+    };
+    let mut notes = Vec::new();
+    if host_bits_set {
+        notes.push(format!("has host bits set; using {net}"));
     }
-    let net: IpNet = item.parse().map_err(|_| bad())?;
-    let normalised = net.trunc();
-    let warning = (normalised != net).then(|| {
-        format!(
-            "{property}: {} has host bits set; using {normalised}",
-            quote(item)
-        )
-    });
-    Ok(ParsedNet {
-        net: normalised,
-        warning,
-    })
+    let net = match ipv4_mapped(net) {
+        Some(v4) => {
+            notes.push(format!(
+                "is an IPv4-mapped IPv6 address, which IPv6 traffic never carries (IPv4 \
+                 connections, dual-stack sockets included, are IPv4 packets); using {v4}"
+            ));
+            IpNet::V4(v4)
+        }
+        None => net,
+    };
+    let warning =
+        (!notes.is_empty()).then(|| format!("{property}: {} {}", quote(item), notes.join("; ")));
+    Ok(ParsedNet { net, warning })
+}
+
+/// The IPv4 network an IPv6 network inside `::ffff:0:0/96` stands for.
+fn ipv4_mapped(net: IpNet) -> Option<Ipv4Net> {
+    let IpNet::V6(v6) = net else { return None };
+    let v4 = v6.addr().to_ipv4_mapped()?;
+    let prefix = v6.prefix_len().checked_sub(96)?;
+    Ipv4Net::new(v4, prefix).ok()
+}
+
+/// The families for which `nets` together cover every address (`0.0.0.0/0`, `::/0`, or
+/// halves that add up to it): ignoring them would turn egress redirection off.
+pub fn whole_families_covered(nets: &[IpNet]) -> Vec<&'static str> {
+    let (v4, v6): (Vec<IpNet>, Vec<IpNet>) = nets.iter().partition(|n| matches!(n, IpNet::V4(_)));
+    let mut covered = Vec::new();
+    if IpNet::aggregate(&v4).iter().any(|n| n.prefix_len() == 0) {
+        covered.push("IPv4");
+    }
+    if IpNet::aggregate(&v6).iter().any(|n| n.prefix_len() == 0) {
+        covered.push("IPv6");
+    }
+    covered
 }
 
 #[cfg(test)]
@@ -166,6 +198,30 @@ mod tests {
         assert!(parsed.warning.unwrap().contains("host bits"));
         let parsed = parse_ignored_ip("EgressIgnoredIPs", "v", "2001:db8::1/32").unwrap();
         assert_eq!(parsed.net.to_string(), "2001:db8::/32");
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_become_ipv4_with_a_warning() {
+        let parsed = parse_ignored_ip("P", "v", "::ffff:10.1.2.3").unwrap();
+        assert_eq!(parsed.net.to_string(), "10.1.2.3/32");
+        assert!(parsed.warning.unwrap().contains("IPv4-mapped"));
+        let parsed = parse_ignored_ip("P", "v", "::ffff:10.1.2.3/104").unwrap();
+        assert_eq!(parsed.net.to_string(), "10.0.0.0/8");
+        // Wider than the mapped block: an ordinary IPv6 network.
+        let parsed = parse_ignored_ip("P", "v", "::/64").unwrap();
+        assert_eq!(parsed.net.to_string(), "::/64");
+    }
+
+    #[test]
+    fn whole_families_are_detected_also_from_halves() {
+        let nets =
+            |items: &[&str]| -> Vec<IpNet> { items.iter().map(|i| i.parse().unwrap()).collect() };
+        assert_eq!(whole_families_covered(&nets(&["0.0.0.0/0"])), ["IPv4"]);
+        assert_eq!(
+            whole_families_covered(&nets(&["0.0.0.0/1", "128.0.0.0/1", "::/0"])),
+            ["IPv4", "IPv6"]
+        );
+        assert!(whole_families_covered(&nets(&["0.0.0.0/1", "::/1"])).is_empty());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Configuration: sources -> [`RawSettings`] -> one validated [`ProxyConfig`].
 
 pub mod addresses;
+pub mod input;
 pub mod ports;
 pub mod settings;
 pub mod sources;

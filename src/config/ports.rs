@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use crate::config::settings::trim_value;
 use crate::error::{ConfigError, quote};
 
 /// The kernel's `multiport` match holds at most this many slots (`XT_MULTI_PORTS`).
@@ -27,10 +28,6 @@ impl PortRange {
         (self.first..=self.last).contains(&port)
     }
 
-    fn covers(&self, other: &PortRange) -> bool {
-        self.first <= other.first && other.last <= self.last
-    }
-
     /// Slots this entry takes in a `multiport` match.
     pub fn multiport_slots(&self) -> usize {
         if self.first == self.last { 1 } else { 2 }
@@ -48,27 +45,56 @@ impl fmt::Display for PortRange {
     }
 }
 
-/// An ordered list of port ranges without duplicates or entries covered by another one.
-/// The user's order is kept so that small lists render exactly as the App Mesh tools do.
+/// An ordered list of port ranges in which no two entries share a port: overlapping entries
+/// (duplicates, covered ones, partial overlaps) are merged into one, which takes the place of
+/// the first of them. The user's order is otherwise kept, and adjacent entries stay apart, so
+/// small lists render exactly as the App Mesh tools do. Built in O(n log n): lists can hold
+/// every port.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PortList(Vec<PortRange>);
 
 impl PortList {
     pub fn from_ranges(ranges: impl IntoIterator<Item = PortRange>) -> Self {
-        let mut list = PortList::default();
-        for range in ranges {
-            list.push(range);
+        let ranges: Vec<PortRange> = ranges.into_iter().collect();
+        let mut by_start: Vec<usize> = (0..ranges.len()).collect();
+        by_start.sort_by_key(|&i| (ranges[i].first, i));
+        // (position of the group's first member in the user's list, the merged range)
+        let mut groups: Vec<(usize, PortRange)> = Vec::new();
+        for i in by_start {
+            let range = ranges[i];
+            match groups.last_mut() {
+                Some((position, merged)) if range.first <= merged.last => {
+                    merged.last = merged.last.max(range.last);
+                    *position = (*position).min(i);
+                }
+                _ => groups.push((i, range)),
+            }
         }
-        list
+        groups.sort_by_key(|(position, _)| *position);
+        PortList(groups.into_iter().map(|(_, range)| range).collect())
     }
 
-    /// Adds a range unless an existing entry covers it; drops entries it covers.
+    /// Adds a range, merging it with any entry it overlaps.
     pub fn push(&mut self, range: PortRange) {
-        if self.0.iter().any(|existing| existing.covers(&range)) {
-            return;
+        let ranges = std::mem::take(&mut self.0);
+        *self = PortList::from_ranges(ranges.into_iter().chain([range]));
+    }
+
+    /// The fewest ranges covering the same ports, ascending: overlapping and adjacent
+    /// entries joined. What a port set loads, where order means nothing.
+    pub fn merged_ascending(&self) -> Vec<PortRange> {
+        let mut sorted = self.0.clone();
+        sorted.sort_unstable();
+        let mut merged: Vec<PortRange> = Vec::with_capacity(sorted.len());
+        for range in sorted {
+            match merged.last_mut() {
+                Some(last) if u32::from(range.first) <= u32::from(last.last) + 1 => {
+                    last.last = last.last.max(range.last);
+                }
+                _ => merged.push(range),
+            }
         }
-        self.0.retain(|existing| !range.covers(existing));
-        self.0.push(range);
+        merged
     }
 
     pub fn ranges(&self) -> &[PortRange] {
@@ -147,18 +173,11 @@ pub fn parse_port_range(
             format!("{} is not a port range: {why}", quote(item)),
         )
     };
-    let first = parse_port(
-        property,
-        verbatim,
-        crate::config::settings::trim_blanks(first),
-    )
-    .map_err(|_| bad_range("write FIRST-LAST with ports 1-65535"))?;
-    let last = parse_port(
-        property,
-        verbatim,
-        crate::config::settings::trim_blanks(last),
-    )
-    .map_err(|_| bad_range("write FIRST-LAST with ports 1-65535"))?;
+    let bound = |text: &str| {
+        parse_port(property, verbatim, trim_value(text))
+            .map_err(|_| bad_range("write FIRST-LAST with ports 1-65535"))
+    };
+    let (first, last) = (bound(first)?, bound(last)?);
     if first > last {
         return Err(bad_range("the first port is above the last"));
     }
@@ -201,6 +220,26 @@ mod tests {
         let l = list(&["8080", "22", "8080", "9000-9010", "9005", "9000:9020"]);
         assert_eq!(l.multiport_chunks(), vec!["8080,22,9000:9020"]);
         assert_eq!(l.port_count(), 23);
+    }
+
+    #[test]
+    fn overlaps_merge_where_their_first_member_stood_and_adjacent_entries_stay() {
+        let l = list(&["443", "1005-1020", "80", "1000-1010", "1021", "1015"]);
+        assert_eq!(l.multiport_chunks(), vec!["443,1000:1020,80,1021"]);
+        assert_eq!(
+            l.merged_ascending(),
+            vec![
+                PortRange::single(80),
+                PortRange::single(443),
+                PortRange {
+                    first: 1000,
+                    last: 1021
+                }
+            ]
+        );
+        let all = list(&["1-65535", "65535", "1"]);
+        assert_eq!(all.multiport_chunks(), vec!["1:65535"]);
+        assert_eq!(all.merged_ascending().len(), 1);
     }
 
     #[test]

@@ -44,23 +44,115 @@ impl ListValue {
     }
 }
 
-/// Trims blanks only: a newline or other control character must stay and be rejected, since
-/// it could otherwise end a rule line.
-pub fn trim_blanks(text: &str) -> &str {
-    text.trim_matches([' ', '\t'])
+/// The one whitespace rule, for every value of every source: ASCII whitespace (space, tab,
+/// newline, carriage return, form feed) around a value, a list entry or a range bound is
+/// ignored; anywhere else it is an error of the value's grammar. Values are parsed into
+/// numbers and addresses before they reach a rule, so no raw text ends up in one.
+pub fn trim_value(text: &str) -> &str {
+    text.trim_ascii()
 }
 
 fn split_list(text: &str) -> Vec<String> {
     text.split(',')
-        .map(trim_blanks)
+        .map(trim_value)
         .filter(|item| !item.is_empty())
         .map(str::to_owned)
         .collect()
 }
 
+/// The properties of a proxy configuration, whatever a source calls them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Property {
+    IgnoredUid,
+    IgnoredGid,
+    ProxyIngressPort,
+    ProxyEgressPort,
+    AppPorts,
+    EgressIgnoredIps,
+    EgressIgnoredPorts,
+    Ipv6,
+}
+
+/// How a kind of source spells the properties, so that a message about a property the user
+/// did not give names it as they would write it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vocabulary {
+    /// ECS `proxyConfiguration` properties (`IgnoredUID`).
+    Ecs,
+    /// App Mesh CNI network config keys (`ignoredUID`).
+    Cni,
+    /// The init container's environment (`APPMESH_IGNORE_UID`).
+    Env,
+    /// Command-line flags (`--ignored-uid`).
+    Flags,
+}
+
+impl Vocabulary {
+    pub fn name(self, property: Property) -> &'static str {
+        use Property::*;
+        let names: [&str; 8] = match self {
+            // ECS has no IPv6 property; its users set it with the flag.
+            Vocabulary::Ecs => [
+                "IgnoredUID",
+                "IgnoredGID",
+                "ProxyIngressPort",
+                "ProxyEgressPort",
+                "AppPorts",
+                "EgressIgnoredIPs",
+                "EgressIgnoredPorts",
+                "--ipv6",
+            ],
+            Vocabulary::Cni => [
+                "ignoredUID",
+                "ignoredGID",
+                "proxyIngressPort",
+                "proxyEgressPort",
+                "appPorts",
+                "egressIgnoredIPs",
+                "egressIgnoredPorts",
+                "enableIPv6",
+            ],
+            Vocabulary::Env => [
+                "APPMESH_IGNORE_UID",
+                "APPMESH_IGNORE_GID",
+                "APPMESH_ENVOY_INGRESS_PORT",
+                "APPMESH_ENVOY_EGRESS_PORT",
+                "APPMESH_APP_PORTS",
+                "APPMESH_EGRESS_IGNORED_IP",
+                "APPMESH_EGRESS_IGNORED_PORTS",
+                "APPMESH_ENABLE_IPV6",
+            ],
+            Vocabulary::Flags => [
+                "--ignored-uid",
+                "--ignored-gid",
+                "--proxy-ingress-port",
+                "--proxy-egress-port",
+                "--app-ports",
+                "--egress-ignored-ips",
+                "--egress-ignored-ports",
+                "--ipv6",
+            ],
+        };
+        let index = match property {
+            IgnoredUid => 0,
+            IgnoredGid => 1,
+            ProxyIngressPort => 2,
+            ProxyEgressPort => 3,
+            AppPorts => 4,
+            EgressIgnoredIps => 5,
+            EgressIgnoredPorts => 6,
+            Ipv6 => 7,
+        };
+        names[index]
+    }
+}
+
 /// Settings of one source. `None` means the source did not mention the property.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RawSettings {
+    /// How the user's main source spells the properties: that of the lowest-precedence
+    /// source that said anything (the document, else the environment, else flags).
+    pub vocabulary: Option<Vocabulary>,
     pub ignored_uid: Option<Setting<String>>,
     pub ignored_gid: Option<Setting<String>>,
     pub proxy_ingress_port: Option<Setting<String>>,
@@ -75,6 +167,7 @@ impl RawSettings {
     /// Layers `higher` over `self`: every property `higher` sets wins.
     pub fn overlay(self, higher: RawSettings) -> RawSettings {
         RawSettings {
+            vocabulary: self.vocabulary.or(higher.vocabulary),
             ignored_uid: higher.ignored_uid.or(self.ignored_uid),
             ignored_gid: higher.ignored_gid.or(self.ignored_gid),
             proxy_ingress_port: higher.proxy_ingress_port.or(self.proxy_ingress_port),
@@ -86,10 +179,39 @@ impl RawSettings {
         }
     }
 
+    /// Marks these settings as spelled in `vocabulary` when they set anything.
+    pub fn spelled_in(mut self, vocabulary: Vocabulary) -> Self {
+        if self != RawSettings::default() {
+            self.vocabulary = Some(vocabulary);
+        }
+        self
+    }
+
+    /// The name of `property` for a message: as its source spelled it when given, else as
+    /// the user's main source would.
+    pub fn name_of(&self, property: Property) -> String {
+        let given = match property {
+            Property::IgnoredUid => self.ignored_uid.as_ref().map(|s| &s.property),
+            Property::IgnoredGid => self.ignored_gid.as_ref().map(|s| &s.property),
+            Property::ProxyIngressPort => self.proxy_ingress_port.as_ref().map(|s| &s.property),
+            Property::ProxyEgressPort => self.proxy_egress_port.as_ref().map(|s| &s.property),
+            Property::AppPorts => self.app_ports.as_ref().map(|s| &s.property),
+            Property::EgressIgnoredIps => self.egress_ignored_ips.as_ref().map(|s| &s.property),
+            Property::EgressIgnoredPorts => self.egress_ignored_ports.as_ref().map(|s| &s.property),
+            Property::Ipv6 => self.ipv6.as_ref().map(|s| &s.property),
+        };
+        given.cloned().unwrap_or_else(|| {
+            self.vocabulary
+                .unwrap_or(Vocabulary::Ecs)
+                .name(property)
+                .to_owned()
+        })
+    }
+
     /// A scalar property; an empty string counts as unset, as in the App Mesh tools
     /// (`"proxyIngressPort": ""` means egress only).
     pub fn scalar(property: &str, value: &str) -> Option<Setting<String>> {
-        if trim_blanks(value).is_empty() {
+        if trim_value(value).is_empty() {
             None
         } else {
             Some(Setting::new(property, value.to_owned()))

@@ -1,25 +1,35 @@
 //! Turns merged [`RawSettings`] into a [`ProxyConfig`], collecting every problem at once so
 //! the user can fix them in one go.
 
-use super::addresses::{ALWAYS_IGNORED_IPS, IgnoredDestinations, parse_ignored_ip};
+use super::addresses::{
+    ALWAYS_IGNORED_IPS, IgnoredDestinations, parse_ignored_ip, whole_families_covered,
+};
 use super::ports::{PortList, PortRange, parse_port, parse_port_range};
-use super::settings::{RawSettings, Setting, trim_blanks};
+use super::settings::{Property, RawSettings, Setting, trim_value};
 use super::{ALWAYS_IGNORED_PORT, IngressConfig, Ipv6Mode, ProxyConfig};
 use crate::error::{ConfigError, quote};
+
+/// Entries of a list named one by one in a message before the rest are only counted.
+const NAMED_ENTRIES: usize = 3;
 
 /// The validated config and the warnings (e.g. host bits cleared) to log.
 pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<ConfigError>> {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
+    let name = |property| raw.name_of(property);
 
     let ignored_uid = id(&raw.ignored_uid, "user", &mut errors);
     let ignored_gid = id(&raw.ignored_gid, "group", &mut errors);
     if raw.ignored_uid.is_none() && raw.ignored_gid.is_none() {
         errors.push(ConfigError::new(
-            "IgnoredUID",
+            name(Property::IgnoredUid),
             None,
-            "missing: set IgnoredUID or IgnoredGID (or both) to the proxy's user/group \
-             (e.g. 1337), or the proxy's own traffic loops back into it",
+            format!(
+                "missing: set {} or {} (or both) to the proxy's user/group (e.g. 1337), or \
+                 the proxy's own traffic loops back into it",
+                name(Property::IgnoredUid),
+                name(Property::IgnoredGid)
+            ),
         ));
     }
 
@@ -27,7 +37,7 @@ pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<Con
         Some(s) => single_port(s, &mut errors),
         None => {
             errors.push(ConfigError::new(
-                "ProxyEgressPort",
+                name(Property::ProxyEgressPort),
                 None,
                 "missing: set it to the proxy's egress listener port (e.g. 15001)",
             ));
@@ -46,8 +56,11 @@ pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<Con
             errors.push(ConfigError::new(
                 &port.property,
                 Some(&port.value),
-                "is set but AppPorts is empty: give both (inbound redirection) or neither \
-                 (egress only)",
+                format!(
+                    "is set but {} is empty: give both (inbound redirection) or neither \
+                     (egress only)",
+                    name(Property::AppPorts)
+                ),
             ));
             None
         }
@@ -56,8 +69,11 @@ pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<Con
             errors.push(ConfigError::new(
                 &app.property,
                 Some(&app.value.verbatim),
-                "is set but ProxyIngressPort is not: give both (inbound redirection) or \
-                 neither (egress only)",
+                format!(
+                    "is set but {} is not: give both (inbound redirection) or neither \
+                     (egress only)",
+                    name(Property::ProxyIngressPort)
+                ),
             ));
             None
         }
@@ -77,7 +93,10 @@ pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<Con
         errors.push(ConfigError::new(
             &s.property,
             Some(&s.value),
-            "equals ProxyEgressPort: the proxy needs distinct ingress and egress ports",
+            format!(
+                "equals {}: the proxy needs distinct ingress and egress ports",
+                name(Property::ProxyEgressPort)
+            ),
         ));
     }
     if let Some(ingress) = &ingress {
@@ -106,14 +125,27 @@ pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<Con
 
     let mut networks = Vec::new();
     if let Some(setting) = &raw.egress_ignored_ips {
+        let (property, verbatim) = (&setting.property, &setting.value.verbatim);
+        let mut bad = Vec::new();
+        let mut notes = Vec::new();
         for item in &setting.value.items {
-            match parse_ignored_ip(&setting.property, &setting.value.verbatim, item) {
+            match parse_ignored_ip(property, verbatim, item) {
                 Ok(parsed) => {
-                    warnings.extend(parsed.warning);
+                    notes.extend(parsed.warning);
                     networks.push(parsed.net);
                 }
-                Err(e) => errors.push(e),
+                Err(e) => bad.push(e.message),
             }
+        }
+        errors.extend(list_error(property, verbatim, bad));
+        warnings.extend(summarized(notes));
+        let covered = whole_families_covered(&networks);
+        for family in covered {
+            errors.push(ConfigError::new(
+                property,
+                Some(verbatim),
+                whole_family_message(family, raw),
+            ));
         }
     }
     for ip in ALWAYS_IGNORED_IPS {
@@ -145,9 +177,50 @@ pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<Con
     Ok((config, warnings))
 }
 
+/// Why ignoring every address of a family is refused, and what to do instead.
+fn whole_family_message(family: &str, raw: &RawSettings) -> String {
+    let instead = if family == "IPv6" {
+        format!(
+            "to keep IPv6 connections away from the proxy, turn IPv6 off instead ({} off)",
+            raw.name_of(Property::Ipv6)
+        )
+    } else {
+        "list only the destinations that must bypass the proxy (e.g. 10.0.0.0/8); a proxy \
+         that must see no outbound IPv4 traffic needs no egress rules at all"
+            .to_owned()
+    };
+    format!(
+        "covers every {family} address: it would turn egress redirection off for {family}, \
+         which is almost certainly not what you want; {instead}"
+    )
+}
+
+/// One error for all the bad entries of one list: the first few named, the rest counted.
+fn list_error(property: &str, verbatim: &str, problems: Vec<String>) -> Option<ConfigError> {
+    let message = summarized(problems)?;
+    Some(ConfigError::new(property, Some(verbatim), message))
+}
+
+/// The messages about the entries of one list as one line, or nothing when there are none.
+fn summarized(messages: Vec<String>) -> Option<String> {
+    let count = messages.len();
+    let mut line = messages
+        .into_iter()
+        .take(NAMED_ENTRIES)
+        .collect::<Vec<_>>()
+        .join("; ");
+    if line.is_empty() {
+        return None;
+    }
+    if count > NAMED_ENTRIES {
+        line.push_str(&format!("; and {} more like these", count - NAMED_ENTRIES));
+    }
+    Some(line)
+}
+
 fn id(setting: &Option<Setting<String>>, kind: &str, errors: &mut Vec<ConfigError>) -> Option<u32> {
     let s = setting.as_ref()?;
-    let text = trim_blanks(&s.value);
+    let text = trim_value(&s.value);
     let parsed = if !text.is_empty() && text.len() <= 10 && text.bytes().all(|b| b.is_ascii_digit())
     {
         text.parse::<u32>().ok().filter(|&id| id != u32::MAX)
@@ -165,25 +238,27 @@ fn id(setting: &Option<Setting<String>>, kind: &str, errors: &mut Vec<ConfigErro
 }
 
 fn single_port(s: &Setting<String>, errors: &mut Vec<ConfigError>) -> Option<u16> {
-    parse_port(&s.property, &s.value, trim_blanks(&s.value))
+    parse_port(&s.property, &s.value, trim_value(&s.value))
         .map_err(|e| errors.push(e))
         .ok()
 }
 
 fn port_list(s: &Setting<super::settings::ListValue>, errors: &mut Vec<ConfigError>) -> PortList {
-    let mut list = PortList::default();
+    let mut ranges = Vec::with_capacity(s.value.items.len());
+    let mut bad = Vec::new();
     for item in &s.value.items {
         match parse_port_range(&s.property, &s.value.verbatim, item) {
-            Ok(range) => list.push(range),
-            Err(e) => errors.push(e),
+            Ok(range) => ranges.push(range),
+            Err(e) => bad.push(e.message),
         }
     }
-    list
+    errors.extend(list_error(&s.property, &s.value.verbatim, bad));
+    PortList::from_ranges(ranges)
 }
 
 fn ipv6_mode(s: &Setting<String>) -> Result<Ipv6Mode, ConfigError> {
     // 1/true mean "auto", not "on": a node with IPv6 disabled must never fail the pod.
-    match trim_blanks(&s.value).to_ascii_lowercase().as_str() {
+    match trim_value(&s.value).to_ascii_lowercase().as_str() {
         "auto" | "1" | "true" => Ok(Ipv6Mode::Auto),
         "on" => Ok(Ipv6Mode::On),
         "off" | "0" | "false" => Ok(Ipv6Mode::Off),

@@ -71,9 +71,10 @@ pub fn plan(config: &ProxyConfig, family: Family, options: PlanOptions) -> Rules
             name: format!("APPMESH_IGNORED_PORT{}", family.suffix()),
             kind: SetKind::Ports,
             family,
+            // Adjacent ranges joined too: each port once, the fewest members.
             members: config
                 .egress_ignored_ports
-                .ranges()
+                .merged_ascending()
                 .iter()
                 .map(|r| {
                     if r.first == r.last {

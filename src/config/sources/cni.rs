@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::json::{UniqueKeyObject, scalar_text};
 use super::suggest;
-use crate::config::settings::{ListValue, RawSettings, Setting};
+use crate::config::settings::{ListValue, RawSettings, Setting, Vocabulary};
 use crate::error::ConfigError;
 
 /// The plugin-specific keys of the `aws-appmesh` network config.
@@ -39,7 +39,10 @@ const RUNTIME_KEYS: [&str; 2] = ["runtimeConfig", "capabilities"];
 
 /// Reads a CNI network config object.
 pub fn parse_network_config(object: &UniqueKeyObject) -> Result<RawSettings, Vec<ConfigError>> {
-    let mut settings = RawSettings::default();
+    let mut settings = RawSettings {
+        vocabulary: Some(Vocabulary::Cni),
+        ..RawSettings::default()
+    };
     let mut errors = Vec::new();
     for (key, value) in &object.0 {
         if let Err(e) = assign(&mut settings, key, value) {

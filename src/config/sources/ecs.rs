@@ -1,11 +1,13 @@
 //! ECS `proxyConfiguration` (type `APPMESH`): a list of `{"name", "value"}` properties whose
 //! values are strings and whose lists are comma-separated.
 
+use std::collections::HashSet;
+
 use serde_json::Value;
 
 use super::json::{UniqueKeyObject, as_object, scalar_text};
 use super::suggest;
-use crate::config::settings::RawSettings;
+use crate::config::settings::{RawSettings, Vocabulary};
 use crate::error::ConfigError;
 
 /// The property names the ECS agent knows, in the seed's spelling.
@@ -49,14 +51,17 @@ pub fn parse_proxy_configuration(
             "missing; set it to \"APPMESH\"",
         )),
     }
-    let mut settings = RawSettings::default();
+    let mut settings = RawSettings {
+        vocabulary: Some(Vocabulary::Ecs),
+        ..RawSettings::default()
+    };
     match object.get("properties") {
         Some(Value::Array(properties)) => {
-            let mut seen: Vec<String> = Vec::new();
+            let mut seen: HashSet<String> = HashSet::new();
             for property in properties {
                 match read_property(origin, property) {
                     Ok((name, value)) => {
-                        if seen.contains(&name) {
+                        if !seen.insert(name.clone()) {
                             errors.push(ConfigError::new(
                                 &name,
                                 Some(&value),
@@ -64,7 +69,6 @@ pub fn parse_proxy_configuration(
                             ));
                             continue;
                         }
-                        seen.push(name.clone());
                         if let Err(e) = assign(&mut settings, &name, &value) {
                             errors.push(e);
                         }

@@ -1,9 +1,12 @@
 //! The App Mesh Kubernetes init container's environment (`APPMESH_*`).
 
+use std::ffi::OsString;
+
 use tracing::warn;
 
 use super::suggest;
 use crate::config::settings::{RawSettings, Setting};
+use crate::error::ConfigError;
 
 pub const VARIABLE_NAMES: [&str; 8] = [
     "APPMESH_IGNORE_UID",
@@ -26,39 +29,65 @@ const FOREIGN_VARIABLES: [&str; 6] = [
     "APPMESH_DUALSTACK_ENDPOINT",
 ];
 
-/// Reads the variables from `vars` (pass `std::env::vars()`; tests pass their own).
-pub fn parse_env(vars: impl IntoIterator<Item = (String, String)>) -> RawSettings {
+/// Reads the variables from `vars` (pass `std::env::vars_os()`; tests pass their own).
+/// Variables that are not ours are ignored whatever their bytes; one of ours whose value is
+/// not UTF-8 is an error naming it.
+pub fn parse_env(
+    vars: impl IntoIterator<Item = (OsString, OsString)>,
+) -> Result<RawSettings, Vec<ConfigError>> {
     let mut settings = RawSettings::default();
+    let mut errors = Vec::new();
     for (name, value) in vars {
-        match name.as_str() {
-            "APPMESH_IGNORE_UID" => settings.ignored_uid = RawSettings::scalar(&name, &value),
-            "APPMESH_IGNORE_GID" => settings.ignored_gid = RawSettings::scalar(&name, &value),
+        // A name that is not UTF-8 cannot be one of ours.
+        let Some(name) = name.to_str() else { continue };
+        if !VARIABLE_NAMES.contains(&name) {
+            warn_if_near_miss(name);
+            continue;
+        }
+        let Some(value) = value.to_str() else {
+            errors.push(ConfigError::new(
+                name,
+                Some(&value.to_string_lossy()),
+                "is not valid UTF-8; write the value in plain ASCII",
+            ));
+            continue;
+        };
+        match name {
+            "APPMESH_IGNORE_UID" => settings.ignored_uid = RawSettings::scalar(name, value),
+            "APPMESH_IGNORE_GID" => settings.ignored_gid = RawSettings::scalar(name, value),
             "APPMESH_ENVOY_INGRESS_PORT" => {
-                settings.proxy_ingress_port = RawSettings::scalar(&name, &value)
+                settings.proxy_ingress_port = RawSettings::scalar(name, value)
             }
             "APPMESH_ENVOY_EGRESS_PORT" => {
-                settings.proxy_egress_port = RawSettings::scalar(&name, &value)
+                settings.proxy_egress_port = RawSettings::scalar(name, value)
             }
-            "APPMESH_APP_PORTS" => settings.app_ports = RawSettings::list(&name, &value),
+            "APPMESH_APP_PORTS" => settings.app_ports = RawSettings::list(name, value),
             "APPMESH_EGRESS_IGNORED_IP" => {
-                settings.egress_ignored_ips = RawSettings::list(&name, &value)
+                settings.egress_ignored_ips = RawSettings::list(name, value)
             }
             "APPMESH_EGRESS_IGNORED_PORTS" => {
-                settings.egress_ignored_ports = RawSettings::list(&name, &value)
+                settings.egress_ignored_ports = RawSettings::list(name, value)
             }
-            "APPMESH_ENABLE_IPV6" => settings.ipv6 = Some(Setting::new(&name, value)),
-            other if other.starts_with("APPMESH_") && !FOREIGN_VARIABLES.contains(&other) => {
-                // Envoy's own APPMESH_* variables share the environment, so an unknown name
-                // is only a warning; a near miss is most likely a typo of ours.
-                if let Some(known) = suggest::closest(other, &VARIABLE_NAMES) {
-                    warn!(
-                        variable = other,
-                        "unknown variable ignored; did you mean {known}?"
-                    );
-                }
-            }
-            _ => {}
+            _ => settings.ipv6 = Some(Setting::new(name, value.to_owned())),
         }
     }
-    settings
+    if errors.is_empty() {
+        Ok(settings)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Envoy's own APPMESH_* variables share the environment, so an unknown name is only a
+/// warning; a near miss is most likely a typo of ours.
+fn warn_if_near_miss(name: &str) {
+    if name.starts_with("APPMESH_")
+        && !FOREIGN_VARIABLES.contains(&name)
+        && let Some(known) = suggest::closest(name, &VARIABLE_NAMES)
+    {
+        warn!(
+            variable = name,
+            "unknown variable ignored; did you mean {known}?"
+        );
+    }
 }

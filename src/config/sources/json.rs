@@ -28,9 +28,14 @@ impl<'de> Deserialize<'de> for UniqueKeyObject {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut entries: Vec<(String, Value)> = Vec::new();
+                // A hash of the keys: an object can hold hundreds of thousands of them.
+                let mut seen = std::collections::HashSet::new();
                 while let Some((key, value)) = map.next_entry::<String, Value>()? {
-                    if entries.iter().any(|(k, _)| *k == key) {
-                        return Err(serde::de::Error::custom(format!("duplicate key {key:?}")));
+                    if !seen.insert(key.clone()) {
+                        return Err(serde::de::Error::custom(format!(
+                            "duplicate key {}",
+                            crate::error::quote(&key)
+                        )));
                     }
                     entries.push((key, value));
                 }
@@ -84,7 +89,10 @@ impl<'de> Visitor<'de> for NoDuplicateKeysVisitor {
         let mut seen = std::collections::HashSet::new();
         while let Some(key) = map.next_key::<String>()? {
             if !seen.insert(key.clone()) {
-                return Err(serde::de::Error::custom(format!("duplicate key {key:?}")));
+                return Err(serde::de::Error::custom(format!(
+                    "duplicate key {}",
+                    crate::error::quote(&key)
+                )));
             }
             map.next_value::<NoDuplicateKeys>()?;
         }
