@@ -110,11 +110,36 @@ fn a_non_utf8_environment_variable_never_panics() {
         "{err}"
     );
 
-    // CNI mode reads its environment too.
+    // A flag's environment fallback (clap reads it): a usage error, not a crash.
+    let mut cmd = meshinit();
+    cmd.args(["render", "--ignored-uid", "1", "--proxy-egress-port", "2"])
+        .env("MESHINIT_LOG_FORMAT", non_utf8("js"));
+    let output = run(cmd, b"");
+    assert_exit(&output, 2);
+    assert!(
+        stderr(&output).contains("--log-format"),
+        "{}",
+        stderr(&output)
+    );
+
+    // CNI mode reads its environment too: unrelated variables are ignored, its own named.
     let mut cmd = meshinit();
     cmd.env("CNI_COMMAND", "VERSION")
         .env("SOME_OTHER_VARIABLE", non_utf8("v"));
     assert_exit(&run(cmd, b""), 0);
+    let mut cmd = meshinit();
+    cmd.env("CNI_COMMAND", "ADD")
+        .env("CNI_CONTAINERID", non_utf8("c"))
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_NETNS", "/nonexistent/netns");
+    let output = run(cmd, b"{}");
+    assert_exit(&output, 1);
+    let reply: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(reply["code"], 4, "{reply}");
+    assert!(
+        reply["msg"].as_str().unwrap().contains("CNI_CONTAINERID"),
+        "{reply}"
+    );
 }
 
 #[test]

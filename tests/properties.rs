@@ -613,11 +613,18 @@ fn assert_network_set_members_disjoint(ruleset: &Ruleset) {
 // Pure properties
 // ---------------------------------------------------------------------------------------
 
-const SEED_DOCUMENTS: [&str; 4] = [
+const SEED_DOCUMENTS: [&str; 5] = [
     include_str!("../examples/taskdef-fargate.json"),
     include_str!("../examples/taskdef-ec2.json"),
     include_str!("../examples/proxy-configuration.json"),
     include_str!("../examples/cni-netconf.json"),
+    // What a runtime sends a chained plugin: a previous result and runtimeConfig.
+    r#"{"cniVersion":"1.0.0","name":"m","type":"aws-appmesh","ignoredUID":"1337",
+        "proxyEgressPort":"15001","capabilities":{"appPorts":true},
+        "runtimeConfig":{"appPorts":["9080"]},"proxyIngressPort":"15000",
+        "prevResult":{"cniVersion":"1.0.0","interfaces":[{"name":"eth0","sandbox":"/n"}],
+        "ips":[{"address":"10.0.0.2/24","gateway":"10.0.0.1","interface":0}],
+        "dns":{}}}"#,
 ];
 
 /// A real document with a few random byte edits, or random bytes.
