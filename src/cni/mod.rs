@@ -25,12 +25,15 @@
 //! - `CNI_ARGS`: `KEY=VALUE` pairs separated by `;`; a key is a network configuration key
 //!   in any letter case, so the ECS property names work too
 //!   (`IgnoreUnknown=1;IgnoredUID=1337;ProxyEgressPort=15001;AppPorts=8080,8081`). Lists
-//!   are comma-separated; `enableIPv6` takes `true`/`false` (or `auto`/`on`/`off`). Keys
-//!   that are not ours (`K8S_POD_NAME`...) are ignored, as CNI_ARGS goes to every plugin.
+//!   are comma-separated; `enableIPv6` takes `true`/`false` (or `auto`/`on`/`off`). As the
+//!   CNI conventions say, a key given twice is an error, and so is a key that is not ours
+//!   unless `IgnoreUnknown=1` is among the pairs; the Kubernetes keys (`K8S_POD_NAME`...)
+//!   are known.
 //! - `runtimeConfig`: the network configuration keys with the same JSON types
 //!   (`{"appPorts": ["8080"], "proxyEgressPort": "15001"}`), filled by a runtime for the
-//!   capabilities the configuration declares (`"capabilities": {"appPorts": true}`).
-//!   Other capabilities' keys are ignored.
+//!   capabilities the configuration declares (`"capabilities": {"appPorts": true}`). When
+//!   the request still carries `capabilities`, keys of undeclared ones are ignored (with a
+//!   warning). Other capabilities' keys are not ours.
 //!
 //! # Error codes
 //!
@@ -41,9 +44,9 @@
 //! |------|---------|
 //! | 1    | incompatible CNI version: `cniVersion` missing or not supported; CHECK below 0.4.0; STATUS or GC below 1.1.0; a `prevResult` of an unsupported version |
 //! | 2    | unsupported field: a key of the network configuration meshinit does not know (named, with its value and the nearest known key) |
-//! | 4    | invalid environment variables: `CNI_COMMAND` missing or unknown, `CNI_CONTAINERID`/`CNI_NETNS`/`CNI_IFNAME` missing or malformed, `CNI_ARGS` not `KEY=VALUE;...` (each named) |
+//! | 4    | invalid environment variables: `CNI_COMMAND` missing or unknown, `CNI_CONTAINERID`/`CNI_NETNS`/`CNI_IFNAME` missing or malformed, a variable not UTF-8, `CNI_ARGS` not `KEY=VALUE;...`, a key twice, or a key not ours without `IgnoreUnknown=1` (each named) |
 //! | 5    | I/O failure reading standard input |
-//! | 6    | the configuration or `prevResult` cannot be decoded (not JSON, not an object, wrong types) |
+//! | 6    | the configuration or `prevResult` cannot be decoded (larger than 16 MiB, not UTF-8, a byte order mark, not JSON, not an object, wrong types) |
 //! | 7    | invalid network configuration: a value is wrong or missing (the key is named: `proxyEgressPort`, `CNI_ARGS AppPorts`, `runtimeConfig.appPorts`); nothing was touched |
 //! | 50   | STATUS: the plugin cannot service ADD (privileges or iptables missing) |
 //! | 100  | CHECK: the installed rules differ from the configuration (details list each difference) |
