@@ -76,10 +76,10 @@ pub fn quote(value: &str) -> String {
 /// A property name for a message: as is when it is a plain name, quoted (escaped, cut)
 /// when it is not, since unknown names come straight from the input.
 fn name(property: &str) -> std::borrow::Cow<'_, str> {
-    let plain = property.len() <= 64
+    let plain = property.len() <= QUOTED_VALUE_LIMIT
         && property
             .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
+            .all(|b| (b == b' ' || b.is_ascii_graphic()) && b != b'"' && b != b'\\');
     if plain {
         property.into()
     } else {
@@ -183,3 +183,34 @@ impl From<ConfigError> for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_values_are_cut_on_a_character_boundary_and_counted() {
+        let value = "é".repeat(200);
+        let quoted = quote(&value);
+        assert!(quoted.ends_with("... (240 more bytes)"), "{quoted}");
+        assert_eq!(quote("80\n"), "\"80\\n\"");
+    }
+
+    #[test]
+    fn names_from_the_input_are_quoted_unless_plain() {
+        let e = ConfigError::new("CNI_ARGS AppPorts", Some("x"), "bad");
+        assert_eq!(e.to_string(), "CNI_ARGS AppPorts: \"x\": bad");
+        let e = ConfigError::new("App\nPorts", None, "unknown property");
+        assert_eq!(e.to_string(), "\"App\\nPorts\": unknown property");
+    }
+
+    #[test]
+    fn problems_past_twenty_are_counted() {
+        let errors: Vec<ConfigError> = (0..25)
+            .map(|i| ConfigError::new(format!("P{i}"), None, "bad"))
+            .collect();
+        let lines = problem_lines(&errors);
+        assert_eq!(lines.len(), 21);
+        assert_eq!(lines[20], "... and 5 more problems");
+    }
+}

@@ -68,7 +68,8 @@ pub fn parse_env(
             "APPMESH_EGRESS_IGNORED_PORTS" => {
                 settings.egress_ignored_ports = RawSettings::list(name, value)
             }
-            _ => settings.ipv6 = Some(Setting::new(name, value.to_owned())),
+            "APPMESH_ENABLE_IPV6" => settings.ipv6 = Some(Setting::new(name, value.to_owned())),
+            _ => {}
         }
     }
     if errors.is_empty() {
