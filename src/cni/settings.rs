@@ -8,6 +8,7 @@ use tracing::{debug, warn};
 
 use super::protocol::{CniError, code};
 use crate::config::settings::{RawSettings, Setting, Vocabulary};
+use crate::config::sources::suggest::Suggester;
 use crate::config::sources::{cni, suggest};
 use crate::error::{ConfigError, quote};
 
@@ -37,11 +38,12 @@ pub fn from_network_config(keys: &Map<String, Value>) -> Result<RawSettings, Cni
         .chain(&PROTOCOL_KEYS)
         .copied()
         .collect();
+    let mut suggester = Suggester::default();
     let unsupported: Vec<ConfigError> = keys
         .iter()
         .filter(|(key, _)| !known.contains(&key.as_str()) && !key.starts_with(RESERVED_KEY_PREFIX))
         .map(|(key, value)| {
-            ConfigError::new(key, Some(&value.to_string()), suggest::hint(key, &known))
+            ConfigError::new(key, Some(&value.to_string()), suggester.hint(key, &known))
         })
         .collect();
     if !unsupported.is_empty() {

@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::json::{UniqueKeyObject, scalar_text};
-use super::suggest;
+use super::suggest::{self, Suggester};
 use crate::config::settings::{ListValue, RawSettings, Setting, Vocabulary};
 use crate::error::ConfigError;
 
@@ -44,8 +44,18 @@ pub fn parse_network_config(object: &UniqueKeyObject) -> Result<RawSettings, Vec
         ..RawSettings::default()
     };
     let mut errors = Vec::new();
+    let mut suggester = Suggester::default();
     for (key, value) in &object.0 {
-        if let Err(e) = assign(&mut settings, key, value) {
+        let ours = PROPERTY_NAMES.contains(&key.as_str())
+            || STANDARD_KEYS.contains(&key.as_str())
+            || RUNTIME_KEYS.contains(&key.as_str());
+        if !ours {
+            errors.push(ConfigError::new(
+                key,
+                None,
+                suggester.hint(key, &known_keys()),
+            ));
+        } else if let Err(e) = assign(&mut settings, key, value) {
             errors.push(e);
         }
     }
@@ -89,19 +99,23 @@ pub fn assign(settings: &mut RawSettings, key: &str, value: &Value) -> Result<()
         },
         k if STANDARD_KEYS.contains(&k) || RUNTIME_KEYS.contains(&k) => {}
         unknown => {
-            let known: Vec<&str> = PROPERTY_NAMES
-                .iter()
-                .chain(&STANDARD_KEYS)
-                .copied()
-                .collect();
             return Err(ConfigError::new(
                 unknown,
                 None,
-                suggest::hint(unknown, &known),
+                suggest::hint(unknown, &known_keys()),
             ));
         }
     }
     Ok(())
+}
+
+/// The keys an unknown one is compared with for a suggestion.
+fn known_keys() -> Vec<&'static str> {
+    PROPERTY_NAMES
+        .iter()
+        .chain(&STANDARD_KEYS)
+        .copied()
+        .collect()
 }
 
 /// A list: a JSON array of strings (or numbers), or, leniently, one comma-separated string.

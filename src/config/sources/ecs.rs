@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use serde_json::Value;
 
 use super::json::{UniqueKeyObject, as_object, scalar_text};
-use super::suggest;
+use super::suggest::Suggester;
 use crate::config::settings::{RawSettings, Vocabulary};
 use crate::error::ConfigError;
 
@@ -29,12 +29,13 @@ pub fn parse_proxy_configuration(
     object: &UniqueKeyObject,
 ) -> Result<RawSettings, Vec<ConfigError>> {
     let mut errors = Vec::new();
+    let mut suggester = Suggester::default();
     for (key, _) in &object.0 {
         if !PROXY_CONFIGURATION_KEYS.contains(&key.as_str()) {
             errors.push(ConfigError::new(
                 format!("{origin}.{key}"),
                 None,
-                suggest::hint(key, &PROXY_CONFIGURATION_KEYS),
+                suggester.hint(key, &PROXY_CONFIGURATION_KEYS),
             ));
         }
     }
@@ -69,7 +70,7 @@ pub fn parse_proxy_configuration(
                             ));
                             continue;
                         }
-                        if let Err(e) = assign(&mut settings, &name, &value) {
+                        if let Err(e) = assign(&mut settings, &name, &value, &mut suggester) {
                             errors.push(e);
                         }
                     }
@@ -130,7 +131,12 @@ fn read_property(origin: &str, property: &Value) -> Result<(String, String), Con
     Ok((name, value))
 }
 
-fn assign(settings: &mut RawSettings, name: &str, value: &str) -> Result<(), ConfigError> {
+fn assign(
+    settings: &mut RawSettings,
+    name: &str,
+    value: &str,
+    suggester: &mut Suggester,
+) -> Result<(), ConfigError> {
     match name {
         "IgnoredUID" => settings.ignored_uid = RawSettings::scalar(name, value),
         "IgnoredGID" => settings.ignored_gid = RawSettings::scalar(name, value),
@@ -143,7 +149,7 @@ fn assign(settings: &mut RawSettings, name: &str, value: &str) -> Result<(), Con
             return Err(ConfigError::new(
                 unknown,
                 Some(value),
-                suggest::hint(unknown, &PROPERTY_NAMES),
+                suggester.hint(unknown, &PROPERTY_NAMES),
             ));
         }
     }

@@ -25,6 +25,31 @@ pub fn hint(unknown: &str, known: &[&str]) -> String {
     }
 }
 
+/// Suggestions for as many unknown names as an error message lists: each one compares the
+/// name with every known one, and a 16 MiB document can hold a million unknown keys. The
+/// rest are only named and counted.
+pub struct Suggester {
+    left: usize,
+}
+
+impl Default for Suggester {
+    fn default() -> Self {
+        Suggester {
+            left: crate::error::LISTED_PROBLEMS,
+        }
+    }
+}
+
+impl Suggester {
+    pub fn hint(&mut self, unknown: &str, known: &[&str]) -> String {
+        if self.left == 0 {
+            return "unknown property".to_owned();
+        }
+        self.left -= 1;
+        hint(unknown, known)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
