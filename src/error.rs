@@ -17,6 +17,9 @@ pub mod exit_code {
     pub const VERIFY_FAILED: i32 = 5;
     /// `verify`: the checks themselves could not run (proxy port taken, namespace unusable).
     pub const VERIFY_COULD_NOT_RUN: i32 = 6;
+    /// Another meshinit kept this namespace's lock for longer than `--lock-timeout`; nothing
+    /// was changed, and running again later is safe.
+    pub const BUSY: i32 = 7;
 }
 
 /// One thing wrong with the configuration: which property (as the user spelled it in that
@@ -81,6 +84,27 @@ pub enum Error {
         stderr: String,
     },
 
+    /// A legacy iptables program could not get the xtables lock in time.
+    #[error("{program} failed ({status}): {stderr}")]
+    LockTimeout {
+        program: String,
+        status: String,
+        stderr: String,
+    },
+
+    /// A child program was still running at the end of the run's time budget; it was killed.
+    #[error(
+        "{program} did not finish within {limit}; it was killed and nothing it was doing took effect"
+    )]
+    Timeout {
+        program: String,
+        limit: &'static str,
+    },
+
+    /// Another meshinit holds this network namespace's lock.
+    #[error("busy: {0}")]
+    Busy(String),
+
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -114,7 +138,12 @@ impl Error {
             Error::Config(_) => exit_code::INVALID_CONFIG,
             Error::Privileges(_) => exit_code::MISSING_PRIVILEGES,
             Error::Environment(_) => exit_code::ENVIRONMENT,
-            Error::CommandFailed { .. } | Error::Io { .. } | Error::Other(_) => exit_code::FAILURE,
+            Error::Busy(_) => exit_code::BUSY,
+            Error::CommandFailed { .. }
+            | Error::LockTimeout { .. }
+            | Error::Timeout { .. }
+            | Error::Io { .. }
+            | Error::Other(_) => exit_code::FAILURE,
         }
     }
 
@@ -125,7 +154,9 @@ impl Error {
             Error::Config(_) => 7,
             Error::Privileges(_) => 101,
             Error::Environment(_) => 102,
-            Error::CommandFailed { .. } => 103,
+            Error::CommandFailed { .. } | Error::LockTimeout { .. } | Error::Timeout { .. } => 103,
+            // The specification's "try again later".
+            Error::Busy(_) => 11,
             Error::Io { .. } | Error::Other(_) => 999,
         }
     }

@@ -1,13 +1,14 @@
-//! ipsets for long exclusion lists, loaded atomically: the members go into a temporary set
-//! that is then swapped with the live one, so a rule never matches a half-filled set.
+//! ipsets for long exclusion lists. A set is named after its content and filled under a
+//! staging name that is renamed when complete (see `ruleset::sets`), so loading never
+//! touches a set a rule already matches, and a set under its final name is always whole.
 
 use std::fmt::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
-use super::iptables::{command_failed, run_with_input};
+use super::program::{self, TimeBudget};
 use crate::error::{Error, Result};
-use crate::ruleset::{IpSet, OWN_PREFIX, SetKind};
+use crate::ruleset::sets::{is_own_set, staging_name};
+use crate::ruleset::{IpSet, SetKind};
 
 #[derive(Debug, Clone)]
 pub struct IpsetTool {
@@ -30,22 +31,15 @@ impl IpsetTool {
         })
     }
 
-    /// The members of our sets (`APPMESH_*`), as `ipset save` prints them.
-    pub fn own_sets(&self) -> Result<Vec<(String, Vec<String>)>> {
-        let output = Command::new(&self.path)
-            .arg("save")
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| Error::io("running ipset save", e))?;
-        if !output.status.success() {
-            return Err(command_failed(&self.path, &output.status, &output.stderr));
-        }
+    /// The members of our sets, as `ipset save` prints them.
+    pub fn own_sets(&self, budget: &TimeBudget) -> Result<Vec<(String, Vec<String>)>> {
+        let output = program::run(&self.path, &["save"], None, budget)?;
         let text = String::from_utf8_lossy(&output.stdout);
         let mut sets: Vec<(String, Vec<String>)> = Vec::new();
         for line in text.lines() {
             let mut words = line.split_whitespace();
             match (words.next(), words.next(), words.next()) {
-                (Some("create"), Some(name), _) if name.starts_with(OWN_PREFIX) => {
+                (Some("create"), Some(name), _) if is_own_set(name) => {
                     sets.push((name.to_owned(), Vec::new()));
                 }
                 (Some("add"), Some(name), Some(member)) => {
@@ -59,61 +53,45 @@ impl IpsetTool {
         Ok(sets)
     }
 
-    /// The names of our sets (`APPMESH_*`), without reading their members.
-    pub fn own_set_names(&self) -> Result<Vec<String>> {
-        let output = Command::new(&self.path)
-            .args(["list", "-n"])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| Error::io("running ipset list -n", e))?;
-        if !output.status.success() {
-            return Err(command_failed(&self.path, &output.status, &output.stderr));
-        }
+    /// The names of our sets, without reading their members.
+    pub fn own_set_names(&self, budget: &TimeBudget) -> Result<Vec<String>> {
+        let output = program::run(&self.path, &["list", "-n"], None, budget)?;
         Ok(String::from_utf8_lossy(&output.stdout)
             .lines()
-            .filter(|name| name.starts_with(OWN_PREFIX))
+            .filter(|name| is_own_set(name))
             .map(str::to_owned)
             .collect())
     }
 
     /// Runs one `ipset restore` transaction.
-    pub fn restore(&self, payload: &str) -> Result<()> {
-        run_with_input(&self.path, &["restore"], payload)
+    pub fn restore(&self, payload: &str, budget: &TimeBudget) -> Result<()> {
+        program::run(&self.path, &["restore"], Some(payload), budget).map(drop)
+    }
+
+    /// Destroys one set; `Ok(false)` when a rule (someone else's) still uses it.
+    pub fn destroy(&self, name: &str, budget: &TimeBudget) -> Result<bool> {
+        match program::run(&self.path, &["destroy", name], None, budget) {
+            Ok(_) => Ok(true),
+            Err(Error::CommandFailed { stderr, .. }) if stderr.contains("in use") => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 }
 
-/// The `ipset restore` payload that leaves each desired set holding exactly its members.
+/// The `ipset restore` payload that creates each of `sets` missing from `existing`: filled
+/// under its staging name, then renamed. A staging set a crash left behind is flushed first.
 pub fn load_payload(sets: &[IpSet], existing: &[String]) -> String {
     let mut out = String::new();
-    for set in sets {
-        let create = create_line(set);
-        if !existing.contains(&set.name) {
-            // A set that does not exist yet is referenced by no rule: fill it directly.
-            let _ = writeln!(out, "create {} {create}", set.name);
-            for member in &set.members {
-                let _ = writeln!(out, "add {} {member}", set.name);
-            }
-            continue;
-        }
-        let staging = format!("{}_NEW", set.name);
-        let _ = writeln!(out, "create {staging} {create} -exist");
+    for set in sets.iter().filter(|s| !existing.contains(&s.name)) {
+        let staging = staging_name(&set.name);
+        let _ = writeln!(out, "create {staging} {} -exist", create_line(set));
         let _ = writeln!(out, "flush {staging}");
         for member in &set.members {
             let _ = writeln!(out, "add {staging} {member}");
         }
-        let _ = writeln!(out, "swap {staging} {}", set.name);
-        let _ = writeln!(out, "destroy {staging}");
+        let _ = writeln!(out, "rename {staging} {}", set.name);
     }
     out
-}
-
-/// `destroy` lines for sets that are ours but no longer wanted; run after the rules that
-/// referenced them are gone (a referenced set cannot be destroyed).
-pub fn destroy_payload(stale: &[&str]) -> String {
-    stale
-        .iter()
-        .map(|name| format!("destroy {name}\n"))
-        .collect()
 }
 
 fn create_line(set: &IpSet) -> String {

@@ -1,13 +1,12 @@
 //! The iptables-save / iptables-restore binaries of one backend and family.
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use tracing::debug;
+use tracing::{debug, info};
 
 use super::BackendKind;
+use super::program::{self, TimeBudget};
 use crate::error::{Error, Result};
 use crate::ruleset::Family;
 
@@ -47,63 +46,70 @@ impl IptablesTools {
     }
 
     /// `iptables-save -t nat`.
-    pub fn save_nat(&self) -> Result<String> {
-        let output = Command::new(&self.save)
-            .args(["-t", "nat"])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| Error::io(format!("running {}", self.save.display()), e))?;
-        if !output.status.success() {
-            return Err(command_failed(&self.save, &output.status, &output.stderr));
-        }
+    pub fn save_nat(&self, budget: &TimeBudget) -> Result<String> {
+        let output = program::run(&self.save, &["-t", "nat"], None, budget)?;
         String::from_utf8(output.stdout)
             .map_err(|_| Error::Other(format!("{} printed non-UTF-8 output", self.save.display())))
     }
 
-    /// Commits `payload` in one transaction with `iptables-restore --noflush`, waiting at
-    /// most `lock_wait` for the xtables lock.
-    pub fn restore(&self, payload: &str, lock_wait: Duration) -> Result<()> {
-        let wait = lock_wait.as_secs().max(1).to_string();
-        let args = ["--noflush", "--wait", wait.as_str()];
-        debug!(program = %self.restore.display(), ?args, "committing:\n{payload}");
-        run_with_input(&self.restore, &args, payload)
+    /// Commits `payload` in one transaction with `iptables-restore --noflush`.
+    pub fn restore(&self, payload: &str, budget: &TimeBudget) -> Result<()> {
+        self.run_restore(payload, &[], budget)
+    }
+
+    /// Checks `payload` with `iptables-restore --noflush --test`, committing nothing.
+    pub fn test(&self, payload: &str, budget: &TimeBudget) -> Result<()> {
+        self.run_restore(payload, &["--test"], budget)
+    }
+
+    fn run_restore(&self, payload: &str, extra: &[&str], budget: &TimeBudget) -> Result<()> {
+        if self.kind == BackendKind::Legacy {
+            wait_for_xtables_lock(&self.restore, budget)?;
+        }
+        // Whole seconds only; the lock is already free (see above), so this rarely waits.
+        let wait = budget.lock_wait_left().as_secs().max(1).to_string();
+        let mut args = vec!["--noflush", "--wait", wait.as_str()];
+        args.extend_from_slice(extra);
+        debug!(program = %self.restore.display(), ?args, "sending:\n{payload}");
+        program::run(&self.restore, &args, Some(payload), budget).map(drop)
     }
 }
 
-pub(super) fn run_with_input(program: &PathBuf, args: &[&str], input: &str) -> Result<()> {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::io(format!("starting {}", program.display()), e))?;
-    let mut stdin = child.stdin.take().expect("stdin is piped");
-    // A child that dies early closes its stdin; its exit status says why, so a write error
-    // here is not the error to report.
-    let _ = stdin.write_all(input.as_bytes());
-    drop(stdin);
-    let output = child
-        .wait_with_output()
-        .map_err(|e| Error::io(format!("waiting for {}", program.display()), e))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(command_failed(program, &output.status, &output.stderr))
-    }
-}
-
-pub(super) fn command_failed(
-    program: &std::path::Path,
-    status: &std::process::ExitStatus,
-    stderr: &[u8],
-) -> Error {
-    Error::CommandFailed {
-        program: program
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        status: status.to_string(),
-        stderr: String::from_utf8_lossy(stderr).trim().to_owned(),
+/// Waits, until the budget's lock deadline, for no other process to hold the legacy xtables
+/// lock, saying so when it has to wait. iptables' own `--wait` counts whole seconds, so
+/// without this a 500 ms limit would become a second, and a second wait another.
+fn wait_for_xtables_lock(restore: &std::path::Path, budget: &TimeBudget) -> Result<()> {
+    use nix::errno::Errno;
+    use nix::fcntl::{Flock, FlockArg};
+    let path = std::env::var("XTABLES_LOCKFILE").unwrap_or_else(|_| "/run/xtables.lock".into());
+    let mut said_waiting = false;
+    loop {
+        let Ok(file) = std::fs::OpenOptions::new().read(true).open(&path) else {
+            return Ok(()); // no lock file: nobody holds it
+        };
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(_released_on_drop) => return Ok(()),
+            Err((_, Errno::EWOULDBLOCK)) => {}
+            Err(_) => return Ok(()), // let iptables report what it finds
+        }
+        let left = budget.lock_wait_left();
+        if left.is_zero() {
+            return Err(Error::LockTimeout {
+                program: restore
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                status: "not started".into(),
+                stderr: format!(
+                    "another process held the xtables lock ({path}) for longer than \
+                     --lock-timeout while meshinit was waiting for it"
+                ),
+            });
+        }
+        if !said_waiting {
+            info!(lock = %path, wait = ?left, "another process holds the xtables lock; waiting for it");
+            said_waiting = true;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(10)));
     }
 }

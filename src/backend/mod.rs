@@ -3,12 +3,14 @@
 
 pub mod ipset;
 pub mod iptables;
+pub mod program;
 
 use std::fmt;
 
 use tracing::info;
 
 pub use iptables::IptablesTools;
+pub use program::TimeBudget;
 
 use crate::error::{Error, Result};
 use crate::ruleset::Family;

@@ -12,15 +12,16 @@ use tracing::{debug, info, warn};
 use super::protocol::{CniError, Command, Invocation, NetworkConfig, code, declared_version};
 use super::version::{LATEST, SUPPORTED_VERSIONS, SpecVersion};
 use super::{result, settings};
-use crate::backend::{BackendChoice, BackendKind, IptablesTools};
-use crate::commands::clean::clean;
+use crate::backend::{BackendChoice, BackendKind, IptablesTools, TimeBudget};
 use crate::config::{ProxyConfig, validate};
-use crate::converge::{drift, read_and_converge, read_installation};
+use crate::converge::{clean, drift, read_and_converge, read_installation};
 use crate::error::{Error, Result};
+use crate::netns_lock::NamespaceLock;
 use crate::ruleset::{Family, PlanOptions, plan};
 use crate::{netns, privileges};
 
-/// How long to wait for another process's legacy xtables lock (as `apply`'s default).
+/// How long to wait for locks held by others (another meshinit in the same namespace, the
+/// legacy xtables lock), as `apply`'s default `--lock-timeout`.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// Runs one invocation; `Ok(Some(json))` is printed on standard output.
@@ -62,10 +63,11 @@ fn add(invocation: &Invocation, config: &NetworkConfig) -> Result<Value, CniErro
         None => result::empty(config.cni_version),
     };
     let netns = required_netns(invocation)?;
+    let budget = TimeBudget::starting_now(LOCK_WAIT);
     enter_container(netns, "ADD")?;
+    let _lock = NamespaceLock::acquire(&budget)?;
     let desired = |family| plan(&proxy, family, PlanOptions::default());
-    let (_, report) =
-        read_and_converge(BackendChoice::Auto, proxy.ipv6, &desired, LOCK_WAIT, false)?;
+    let (_, report) = read_and_converge(BackendChoice::Auto, proxy.ipv6, &desired, &budget, false)?;
     let changed = report
         .families
         .iter()
@@ -97,6 +99,7 @@ fn del(invocation: &Invocation, config: &NetworkConfig) -> Result<(), CniError> 
         info!(netns = %netns.display(), "DEL: the namespace is gone; nothing to remove");
         return Ok(());
     }
+    let budget = TimeBudget::starting_now(LOCK_WAIT);
     match enter_container(netns, "DEL") {
         Ok(()) => {}
         Err(EnterError::NotAContainer(why)) => {
@@ -105,7 +108,8 @@ fn del(invocation: &Invocation, config: &NetworkConfig) -> Result<(), CniError> 
         }
         Err(EnterError::Failed(e)) => return Err(e.into()),
     }
-    clean(BackendChoice::Auto, LOCK_WAIT)?;
+    let _lock = NamespaceLock::acquire(&budget)?;
+    clean(BackendChoice::Auto, &budget)?;
     info!(
         container = invocation.container_id.as_deref().unwrap_or_default(),
         netns = %netns.display(),
@@ -132,10 +136,11 @@ fn check(invocation: &Invocation, config: &NetworkConfig) -> Result<(), CniError
     }
     let netns = required_netns(invocation)?;
     enter_container(netns, "CHECK")?;
-    let installation = read_installation(BackendChoice::Auto, proxy.ipv6)?;
+    let budget = TimeBudget::starting_now(LOCK_WAIT);
+    let installation = read_installation(BackendChoice::Auto, proxy.ipv6, &budget)?;
     let desired = |family| plan(&proxy, family, PlanOptions::default());
     let mut differences = Vec::new();
-    for (family, drift) in drift(&installation, &desired)? {
+    for (family, drift) in drift(&installation, &desired, &budget)? {
         let missing = drift
             .missing
             .iter()

@@ -5,8 +5,10 @@ use tracing::info;
 
 use super::args::{ConfigArgs, TargetArgs};
 use super::target::{self, IPTABLES_CAPS};
+use crate::backend::TimeBudget;
 use crate::converge::read_and_converge;
 use crate::error::Result;
+use crate::netns_lock::NamespaceLock;
 use crate::ruleset::{PlanOptions, plan};
 use crate::verify;
 
@@ -34,17 +36,24 @@ pub struct ApplyArgs {
 impl ApplyArgs {
     pub fn exec(self) -> Result<i32> {
         let config = self.config.load()?;
+        let budget = TimeBudget::starting_now(self.target.lock_timeout);
         let mut keep = IPTABLES_CAPS.to_vec();
         if self.verify {
             keep.extend(verify::needed_capabilities(&config));
         }
         target::enter(&self.target, &keep, "apply")?;
+        // A dry run changes nothing, so it needs no turn.
+        let _lock = if self.dry_run {
+            None
+        } else {
+            Some(NamespaceLock::acquire(&budget)?)
+        };
         let desired = |family| plan(&config, family, PlanOptions::default());
         let (installation, report) = read_and_converge(
             self.target.backend,
             config.ipv6,
             &desired,
-            self.target.lock_timeout,
+            &budget,
             self.dry_run,
         )?;
         if self.dry_run {

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::args::{ConfigArgs, TargetArgs};
 use super::target::{self, IPTABLES_CAPS};
-use crate::backend::BackendKind;
+use crate::backend::{BackendKind, TimeBudget};
 use crate::converge::{drift, read_installation};
 use crate::error::Result;
 use crate::ruleset::{Drift, Family, PlanOptions, plan};
@@ -49,15 +49,19 @@ impl StatusArgs {
     pub fn exec(self) -> Result<i32> {
         let config = self.config.load()?;
         target::enter(&self.target, &IPTABLES_CAPS, "status")?;
-        let installation = read_installation(self.target.backend, config.ipv6)?;
+        let budget = TimeBudget::starting_now(self.target.lock_timeout);
+        let installation = read_installation(self.target.backend, config.ipv6, &budget)?;
         let desired = |family| plan(&config, family, PlanOptions::default());
-        let drifts = drift(&installation, &desired)?;
+        let drifts = drift(&installation, &desired, &budget)?;
         let families: Vec<FamilyStatus> = drifts
             .into_iter()
-            .zip(&installation.families)
-            .map(|((family, drift), state)| FamilyStatus {
+            .map(|(family, drift)| FamilyStatus {
                 family,
-                installed: !state.installed.is_clean(),
+                installed: installation
+                    .families
+                    .iter()
+                    .chain(&installation.other_backend)
+                    .any(|s| s.family == family && !s.installed.is_clean()),
                 drift,
             })
             .collect();

@@ -5,6 +5,8 @@ mod installed;
 mod plan;
 mod reconcile;
 mod render;
+mod rule_words;
+pub mod sets;
 
 use std::fmt;
 
@@ -13,10 +15,19 @@ pub use plan::{PlanOptions, plan};
 pub use reconcile::{Drift, diff, reconcile_payload};
 pub use render::{fresh_install_payload, render_restore};
 
-/// Every chain and set meshinit (or the AWS App Mesh tools) creates starts with this.
+/// Every chain and set meshinit (or the AWS App Mesh tools) creates starts with this; not
+/// everything that starts with it is ours (see [`is_own_chain`] and [`sets::is_own_set`]).
 pub const OWN_PREFIX: &str = "APPMESH_";
 pub const INGRESS_CHAIN: &str = "APPMESH_INGRESS";
 pub const EGRESS_CHAIN: &str = "APPMESH_EGRESS";
+/// The only chains meshinit owns (the AWS App Mesh tools use the same two names). Another
+/// chain named `APPMESH_*` is someone else's and is never flushed or deleted.
+pub const OWN_CHAINS: [&str; 2] = [INGRESS_CHAIN, EGRESS_CHAIN];
+
+/// Whether meshinit owns the chain `name`.
+pub fn is_own_chain(name: &str) -> bool {
+    OWN_CHAINS.contains(&name)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -68,16 +79,26 @@ impl Rule {
         }
     }
 
-    /// The chain this rule jumps to, when it is one of ours.
+    /// The chain this rule jumps or goes to (`-j`/`--jump`, `-g`/`--goto`), when it is one
+    /// of ours, whatever else the rule matches (comments and quoted words included).
     pub fn own_target(&self) -> Option<&str> {
-        let target = self.spec.split(" -j ").nth(1)?.split(' ').next()?;
-        target.starts_with(OWN_PREFIX).then_some(target)
+        let target = rule_words::target(&self.spec)?;
+        is_own_chain(target).then_some(target)
+    }
+
+    /// The sets this rule matches with `-m set --match-set NAME`.
+    pub fn matched_sets(&self) -> Vec<&str> {
+        rule_words::match_sets(&self.spec)
     }
 }
 
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "-A {} {}", self.chain, self.spec)
+        if self.spec.is_empty() {
+            write!(f, "-A {}", self.chain)
+        } else {
+            write!(f, "-A {} {}", self.chain, self.spec)
+        }
     }
 }
 

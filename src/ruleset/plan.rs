@@ -4,7 +4,7 @@
 
 use std::fmt::Display;
 
-use super::{EGRESS_CHAIN, Family, INGRESS_CHAIN, IpSet, Rule, Ruleset, SetKind};
+use super::{EGRESS_CHAIN, Family, INGRESS_CHAIN, IpSet, Rule, Ruleset, SetKind, sets};
 use crate::config::{Ipv6Mode, ProxyConfig};
 
 /// Thresholds above which a list is matched through an ipset.
@@ -67,22 +67,23 @@ pub fn plan(config: &ProxyConfig, family: Family, options: PlanOptions) -> Rules
 
     let port_chunks = config.egress_ignored_ports.multiport_chunks();
     if port_chunks.len() > options.max_multiport_rules {
+        let members: Vec<String> = config
+            .egress_ignored_ports
+            .ranges()
+            .iter()
+            .map(|r| {
+                if r.first == r.last {
+                    r.first.to_string()
+                } else {
+                    format!("{}-{}", r.first, r.last)
+                }
+            })
+            .collect();
         let set = IpSet {
-            name: format!("APPMESH_IGNORED_PORT{}", family.suffix()),
+            name: sets::versioned_name(SetKind::Ports, family, &members),
             kind: SetKind::Ports,
             family,
-            members: config
-                .egress_ignored_ports
-                .ranges()
-                .iter()
-                .map(|r| {
-                    if r.first == r.last {
-                        r.first.to_string()
-                    } else {
-                        format!("{}-{}", r.first, r.last)
-                    }
-                })
-                .collect(),
+            members,
         };
         ruleset.rules.push(egress(format!(
             "-p tcp -m set --match-set {} dst -j RETURN",
@@ -108,7 +109,7 @@ pub fn plan(config: &ProxyConfig, family: Family, options: PlanOptions) -> Rules
             Family::Ipv6 => set_members(&destinations.aggregated_ipv6()),
         };
         let set = IpSet {
-            name: format!("APPMESH_IGNORED_NET{}", family.suffix()),
+            name: sets::versioned_name(SetKind::Networks, family, &members),
             kind: SetKind::Networks,
             family,
             members,

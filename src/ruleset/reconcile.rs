@@ -125,7 +125,7 @@ pub fn reconcile_payload(desired: &Ruleset, installed: &InstalledNat) -> Option<
 mod tests {
     use super::*;
     use crate::config::{RawSettings, validate};
-    use crate::ruleset::{Family, PlanOptions, plan};
+    use crate::ruleset::{EGRESS_CHAIN, Family, PlanOptions, plan};
 
     fn seed_ruleset() -> Ruleset {
         let raw = RawSettings {
@@ -179,17 +179,20 @@ mod tests {
         let installed = InstalledNat::parse(&saved(
             &desired,
             &[
-                ":APPMESH_OLD - [0:0]",
+                ":APPMESH_OTHER - [0:0]",
                 ":FOREIGN - [0:0]",
                 "-A OUTPUT -p tcp -m addrtype ! --dst-type LOCAL -j APPMESH_EGRESS",
-                "-A OUTPUT -p tcp -j APPMESH_OLD",
+                "-A OUTPUT -j APPMESH_EGRESS",
+                "-A OUTPUT -p tcp -j APPMESH_OTHER",
                 "-A OUTPUT -p udp -j FOREIGN",
-                "-A APPMESH_OLD -j RETURN",
+                "-A APPMESH_OTHER -j RETURN",
             ],
         ));
         let drift = diff(&desired, &installed);
         assert!(
-            drift.unexpected.contains(&":APPMESH_OLD".to_owned()),
+            drift
+                .unexpected
+                .contains(&"-A OUTPUT -j APPMESH_EGRESS".to_owned()),
             "{drift:?}"
         );
         let payload = reconcile_payload(&desired, &installed).unwrap();
@@ -201,17 +204,34 @@ mod tests {
             "exactly the duplicate goes: {payload}"
         );
         assert!(
-            payload.contains("-D OUTPUT -p tcp -j APPMESH_OLD\n"),
+            payload.contains("-D OUTPUT -j APPMESH_EGRESS\n"),
             "{payload}"
         );
-        assert!(payload.contains(":APPMESH_OLD - [0:0]\n") && payload.contains("-X APPMESH_OLD\n"));
+        // A chain named like ours but not ours, and its jump, are someone else's.
+        assert!(!payload.contains("APPMESH_OTHER"), "{payload}");
         assert!(!payload.contains("FOREIGN"), "{payload}");
         // The kept jump is not added again.
         assert!(!payload.contains("-A OUTPUT"), "{payload}");
-        // Deletions of jumps come before the chain they point to is deleted.
+    }
+
+    #[test]
+    fn a_chain_of_ours_no_longer_wanted_goes_after_its_jumps() {
+        let with_ingress = seed_ruleset();
+        let mut egress_only = with_ingress.clone();
+        egress_only.chains.retain(|c| c == EGRESS_CHAIN);
+        egress_only.rules.retain(|r| r.chain == EGRESS_CHAIN);
+        egress_only.jumps.retain(|j| j.chain == "OUTPUT");
+        let installed = InstalledNat::parse(&saved(&with_ingress, &[]));
+        let drift = diff(&egress_only, &installed);
         assert!(
-            payload.find("-D OUTPUT -p tcp -j APPMESH_OLD").unwrap()
-                < payload.find("-X APPMESH_OLD").unwrap()
+            drift.unexpected.contains(&":APPMESH_INGRESS".to_owned()),
+            "{drift:?}"
+        );
+        let payload = reconcile_payload(&egress_only, &installed).unwrap();
+        assert!(payload.contains(":APPMESH_INGRESS - [0:0]\n"), "{payload}");
+        assert!(
+            payload.find("-D PREROUTING").unwrap() < payload.find("-X APPMESH_INGRESS").unwrap(),
+            "{payload}"
         );
     }
 

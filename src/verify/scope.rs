@@ -62,7 +62,11 @@ pub fn read(choice: BackendChoice, mode: Ipv6Mode) -> Scope {
     } else {
         Ipv6Mode::Auto
     };
-    let (backend, ipv4, ipv6) = match read_installation(choice, read_mode) {
+    let (backend, ipv4, ipv6) = match read_installation(
+        choice,
+        read_mode,
+        &crate::backend::TimeBudget::starting_now(std::time::Duration::from_secs(10)),
+    ) {
         Ok(installation) => {
             let table = |family| {
                 if let Some(state) = installation.families.iter().find(|s| s.family == family) {

@@ -27,10 +27,12 @@
 // Each integration-test binary compiles this module separately and uses only part of it.
 #![allow(dead_code, unused_imports)]
 
+mod cli;
 mod client;
 mod listener;
 mod netns;
 
+pub use cli::*;
 pub use client::{
     ConnectAttempt, ConnectFailure, ConnectOutcome, DEFAULT_CONNECT_TIMEOUT, Landing,
     assert_direct, assert_failed, assert_redirected, assert_refused,
