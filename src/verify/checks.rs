@@ -544,7 +544,7 @@ pub fn egress_rules_hint(config: &ProxyConfig, family: Family, installed: &Insta
     let foreign_redirects: Vec<String> = installed
         .rules
         .iter()
-        .filter(|r| !r.chain.starts_with(crate::ruleset::OWN_PREFIX) && r.spec.contains("REDIRECT"))
+        .filter(|r| !crate::ruleset::is_own_chain(&r.chain) && r.spec.contains("REDIRECT"))
         .take(2)
         .map(ToString::to_string)
         .collect();
