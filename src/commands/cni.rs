@@ -34,7 +34,7 @@ pub enum CniAction {
     /// entry of the same type) and copy this binary into the CNI bin directory; atomic and
     /// idempotent (a second run changes nothing). Exit 2 on a bad list or entry, which is
     /// then left untouched.
-    Install(InstallArgs),
+    Install(Box<InstallArgs>),
     /// Take meshinit's entry out of the list (every other byte stays) and remove its binary
     /// from the CNI bin directory.
     Uninstall(UninstallArgs),
