@@ -12,6 +12,11 @@ command -v ip >/dev/null || need_packages+=(iproute2)
 command -v setpriv >/dev/null || need_packages+=(util-linux)
 command -v flock >/dev/null || need_packages+=(util-linux)
 [ -x /usr/lib/cni/bridge ] || need_packages+=(containernetworking-plugins)
+# The podman tests (tests/podman_deploy.rs) and scripts/build-image.sh.
+for tool in podman runc catatonit; do
+  command -v "$tool" >/dev/null || need_packages+=("$tool")
+done
+dpkg -s busybox-static >/dev/null 2>&1 || need_packages+=(busybox-static)
 if [ ${#need_packages[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "scripts/test.sh: needs ${need_packages[*]}; run as root (sudo) to install them" >&2
