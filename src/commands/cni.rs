@@ -112,9 +112,9 @@ pub struct InstallArgs {
     #[arg(long, value_name = "true|false")]
     pub enable_ipv6: Option<bool>,
 
-    /// Keep running after installing: check the list every DURATION and install again when
-    /// the entry is gone or changed (the interface plugin's agent rewrote the list); on
-    /// SIGTERM or SIGINT, uninstall and exit. What a DaemonSet's container runs.
+    /// Keep running: install now and every DURATION again when the entry is gone or changed
+    /// (the interface plugin's agent rewrote the list), retrying while the list is missing
+    /// or unreadable; on SIGTERM or SIGINT, uninstall and exit. What a DaemonSet runs.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub watch: Option<Duration>,
 }
@@ -168,12 +168,10 @@ impl InstallArgs {
 
     pub fn exec(self) -> Result<i32> {
         let entry = self.entry()?;
-        let placement = &self.placement;
-        install_once(placement, &entry)?;
-        let Some(interval) = self.watch else {
-            return Ok(0);
-        };
-        watch(placement, &entry, interval)
+        match self.watch {
+            None => install_once(&self.placement, &entry).map(|_| 0),
+            Some(interval) => watch(&self.placement, &entry, interval),
+        }
     }
 }
 
@@ -218,17 +216,20 @@ fn watch(placement: &PlacementArgs, entry: &PluginEntry, interval: Duration) -> 
         placement.conflist.display(),
         humantime::format_duration(interval)
     );
-    let mut next = Instant::now() + interval;
+    let mut next = Instant::now();
     while !STOP_REQUESTED.load(Ordering::SeqCst) {
+        if Instant::now() >= next {
+            next = Instant::now() + interval;
+            // The list may not exist yet (its agent writes it when it starts) or be briefly
+            // unreadable while rewritten: try again at the next tick.
+            if let Err(e) = install_once(placement, entry) {
+                warn!(
+                    "installing failed, will retry in {}: {e}",
+                    humantime::format_duration(interval)
+                );
+            }
+        }
         std::thread::sleep(Duration::from_millis(200).min(interval));
-        if Instant::now() < next {
-            continue;
-        }
-        next = Instant::now() + interval;
-        // A list being rewritten by its agent may be briefly unreadable: try again later.
-        if let Err(e) = install_once(placement, entry) {
-            warn!("re-installing failed, will retry: {e}");
-        }
     }
     info!("stopping: uninstalling");
     uninstall(placement, &entry.plugin_type)?;
