@@ -226,6 +226,9 @@ fn an_entry_file_and_the_drop_in_type() {
     assert!(scratch.bin().join("aws-appmesh").exists());
 }
 
+/// Flags, path flags, and what the error must mention.
+type BadInstall<'a> = (Vec<&'a str>, Vec<(&'a str, PathBuf)>, &'a str);
+
 #[test]
 fn bad_input_exits_2_and_touches_nothing() {
     let scratch = Scratch::new("bad");
@@ -235,7 +238,7 @@ fn bad_input_exits_2_and_touches_nothing() {
         r#"{"proxyEgressPort": "15001", "ignoredUid": "1337"}"#,
     )
     .unwrap();
-    let cases: Vec<(Vec<&str>, Vec<(&str, PathBuf)>, &str)> = vec![
+    let cases: Vec<BadInstall> = vec![
         (vec!["--ignored-uid", "1337"], vec![], "proxyEgressPort"),
         (
             vec!["--ignored-uid", "x", "--proxy-egress-port", "15001"],
