@@ -27,6 +27,17 @@ if [ ${#need_packages[@]} -gt 0 ]; then
   apt-get install -y -qq "${need_packages[@]}" >/dev/null
 fi
 
+# YAML validators for tests/deploy_files.rs, from PyPI (Kubernetes schemas bundled: no
+# cluster needed), in a virtual environment under target/.
+pytools=target/pytools
+if [ ! -x "$pytools/bin/kubernetes-validate" ] || [ ! -x "$pytools/bin/yamllint" ]; then
+  if ! python3 -m venv "$pytools" 2>/dev/null; then
+    [ "$(id -u)" -eq 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv "$pytools"
+  fi
+  "$pytools/bin/pip" install -q kubernetes-validate==1.37.0 yamllint==1.38.0
+fi
+
 if [ "$(id -u)" -ne 0 ]; then
   echo "scripts/test.sh: not root: the namespace tests will be skipped (CI runs them as root)" >&2
 fi
