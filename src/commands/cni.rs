@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Subcommand};
 use nix::sys::signal::{self, SigHandler, Signal};
 use serde_json::Value;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::cni::install::{self, Change, DEFAULT_PLUGIN_TYPE, PluginEntry};
 use crate::error::{Error, Result};
@@ -169,32 +169,37 @@ impl InstallArgs {
     pub fn exec(self) -> Result<i32> {
         let entry = self.entry()?;
         match self.watch {
-            None => install_once(&self.placement, &entry).map(|_| 0),
+            None => install_once(&self.placement, &entry, false).map(|()| 0),
             Some(interval) => watch(&self.placement, &entry, interval),
         }
     }
 }
 
-fn install_once(placement: &PlacementArgs, entry: &PluginEntry) -> Result<bool> {
+/// Installs once and reports each file's fate; a watcher's unchanged ticks only at debug
+/// level, so its log shows changes, not a heartbeat.
+fn install_once(placement: &PlacementArgs, entry: &PluginEntry, watching: bool) -> Result<()> {
     let bin = placement
         .bin_dir
         .as_deref()
         .map(|dir| (Path::new(SELF_EXE), dir));
     let (list, binary) = install::install(&placement.conflist, entry, bin)?;
+    let report = |what: String, change: Change| {
+        if watching && change == Change::Unchanged {
+            debug!("{what}: {}", change.describe());
+        } else {
+            info!("{what}: {}", change.describe());
+        }
+    };
     if let (Some(change), Some(dir)) = (binary, &placement.bin_dir) {
-        info!(
-            "{}: {}",
-            dir.join(&entry.plugin_type).display(),
-            change.describe()
-        );
+        report(dir.join(&entry.plugin_type).display().to_string(), change);
     }
-    info!(
-        "{}: {} entry {}",
+    let what = format!(
+        "{}: {} entry",
         placement.conflist.display(),
-        entry.plugin_type,
-        list.describe()
+        entry.plugin_type
     );
-    Ok(list == Change::Written || binary == Some(Change::Written))
+    report(what, list);
+    Ok(())
 }
 
 static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
@@ -222,7 +227,7 @@ fn watch(placement: &PlacementArgs, entry: &PluginEntry, interval: Duration) -> 
             next = Instant::now() + interval;
             // The list may not exist yet (its agent writes it when it starts) or be briefly
             // unreadable while rewritten: try again at the next tick.
-            if let Err(e) = install_once(placement, entry) {
+            if let Err(e) = install_once(placement, entry, true) {
                 warn!(
                     "installing failed, will retry in {}: {e}",
                     humantime::format_duration(interval)
