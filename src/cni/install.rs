@@ -127,8 +127,9 @@ impl PluginEntry {
     }
 
     /// The entry's text: one key per line indented one level below `indent` (the
-    /// indentation of the entries around it), or on one line when the list is compact.
-    fn render(&self, indent: Option<&str>) -> String {
+    /// indentation of the entries around it) with the list's line ending, or on one line
+    /// when the list is compact.
+    fn render(&self, indent: Option<&str>, newline: &str) -> String {
         let fields: Vec<String> =
             std::iter::once(("type", &Value::String(self.plugin_type.clone())))
                 .chain(self.keys.iter().map(|(k, v)| (k.as_str(), v)))
@@ -140,8 +141,8 @@ impl PluginEntry {
                 let unit = if indent.contains('\t') { "\t" } else { "  " };
                 let inner = format!("{indent}{unit}");
                 format!(
-                    "{{\n{inner}{}\n{indent}}}",
-                    fields.join(&format!(",\n{inner}"))
+                    "{{{newline}{inner}{}{newline}{indent}}}",
+                    fields.join(&format!(",{newline}{inner}"))
                 )
             }
         }
@@ -295,7 +296,13 @@ impl Conflist {
         }
         let indent = self.entry_indent();
         let separator = self.entry_separator();
-        self.rebuild(&ours, Some((&separator, entry.render(indent.as_deref()))))
+        let newline = if separator.contains("\r\n") || self.text.contains("\r\n") {
+            "\r\n"
+        } else {
+            "\n"
+        };
+        let text = entry.render(indent.as_deref(), newline);
+        self.rebuild(&ours, Some((&separator, text)))
     }
 
     /// The list without any entry of type `plugin_type`; unchanged text when it has none.
@@ -893,6 +900,17 @@ mod tests {
         let installed = list(empty).with_entry(&mesh_entry());
         let value: Value = serde_json::from_str(&installed).unwrap();
         assert_eq!(value["plugins"][0], mesh_entry().to_value());
+    }
+
+    #[test]
+    fn crlf_lists_keep_their_line_endings() {
+        let crlf = AWS_CONFLIST.replace('\n', "\r\n");
+        let installed = list(&crlf).with_entry(&mesh_entry());
+        assert!(
+            !installed.replace("\r\n", "").contains('\n'),
+            "{installed:?}"
+        );
+        assert_eq!(list(&installed).without("meshinit"), crlf);
     }
 
     #[test]
