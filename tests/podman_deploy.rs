@@ -622,8 +622,30 @@ fn meshinit_image_as_init_container_of_a_pod_with_least_privilege() {
         "run", "--detach", "--name", "app", "--pod", "web", APP_IMAGE, "sleep", "600",
     ]);
     assert_container_traffic(&podman, "app", &proxy, &remote);
+
+    // The image's other backend works too: clean, then apply through iptables-legacy.
+    let cleaned = init("NET_ADMIN,NET_RAW", &["clean"]);
+    assert!(cleaned.status.success(), "{}", text(&cleaned.stderr));
+    assert!(
+        !pod.nat_rules().contains("APPMESH"),
+        "clean removed the rules"
+    );
+    let legacy = init(
+        "NET_ADMIN,NET_RAW",
+        &["apply", "--from-env", "--backend", "legacy"],
+    );
+    assert!(legacy.status.success(), "{}", text(&legacy.stderr));
+    let rules = pod.nat_rules();
+    assert!(
+        rules.contains("## iptables-legacy-save") && rules.contains("-j APPMESH_EGRESS"),
+        "the legacy tables hold the rules:\n{rules}"
+    );
     eprintln!(
         "podman init-container test: {:.1}s",
         started.elapsed().as_secs_f64()
     );
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
