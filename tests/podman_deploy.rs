@@ -649,3 +649,27 @@ fn meshinit_image_as_init_container_of_a_pod_with_least_privilege() {
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+#[test]
+fn build_image_refuses_a_dynamic_binary_for_the_scratch_image() {
+    if !require_podman() {
+        return;
+    }
+    // The test binary is dynamically linked: a FROM scratch image could not run it.
+    let output = Command::new(Path::new(REPO).join("scripts/build-image.sh"))
+        .args([
+            "--variant",
+            "static",
+            "--binary",
+            MESHINIT,
+            "--tag",
+            "never",
+        ])
+        .env("PODMAN", "podman --root /nonexistent-meshinit-root")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run scripts/build-image.sh");
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("dynamically linked"), "{stderr}");
+}
