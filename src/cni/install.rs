@@ -270,9 +270,10 @@ impl Conflist {
                 ));
             }
         }
+        // The text is edited where the scanner says; it must agree with the parser.
         let array = locate_plugins_array(text)
+            .filter(|array| array.entries.len() == entries.len())
             .ok_or_else(|| error(": plugins", None, "cannot be located in the text".into()))?;
-        debug_assert_eq!(array.entries.len(), entries.len());
         Ok(Conflist {
             text: text.to_owned(),
             array,
@@ -296,7 +297,7 @@ impl Conflist {
         }
         let indent = self.entry_indent();
         let separator = self.entry_separator();
-        let newline = if separator.contains("\r\n") || self.text.contains("\r\n") {
+        let newline = if self.text.contains("\r\n") {
             "\r\n"
         } else {
             "\n"
@@ -314,11 +315,6 @@ impl Conflist {
             return self.text.clone();
         }
         self.rebuild(&ours, None)
-    }
-
-    /// Whether the list holds an entry of type `plugin_type`.
-    pub fn contains(&self, plugin_type: &str) -> bool {
-        (0..self.entries.len()).any(|i| self.is_ours(i, plugin_type))
     }
 
     /// The text with entries `removed` taken out and `appended` (separator, entry) added at
