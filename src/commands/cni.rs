@@ -266,7 +266,7 @@ fn uninstall(placement: &PlacementArgs, plugin_type: &str) -> Result<()> {
         placement.bin_dir.as_deref(),
     )?;
     info!(
-        "{}: {plugin_type} entry {}",
+        "{}: {plugin_type} entry: {}",
         placement.conflist.display(),
         list.describe()
     );
