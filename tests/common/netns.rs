@@ -100,6 +100,31 @@ impl TestNetns {
         ns
     }
 
+    /// Names the network namespace of process `pid` (`ip netns attach`), e.g. a container
+    /// a runtime made, so the harness can look and listen inside it. The name also keeps
+    /// the namespace alive after the process is gone, until drop.
+    pub fn attach(role: &str, pid: u32) -> TestNetns {
+        STALE_CLEANUP.call_once(delete_namespaces_of_dead_processes);
+        let name = unique_name(role);
+        {
+            let _serialized = IP_NETNS_ADD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            run_host_command("ip", &["netns", "attach", &name, &pid.to_string()]);
+        }
+        let ns = TestNetns {
+            path: Path::new(NETNS_DIR).join(&name),
+            name,
+            veth: None,
+        };
+        let inode = std::fs::metadata(&ns.path)
+            .unwrap_or_else(|e| panic!("cannot stat {}: {e}", ns.path.display()))
+            .ino();
+        assert_ne!(
+            inode, INIT_NET_NS_INODE,
+            "process {pid} is in the machine's own network namespace; refusing to use it"
+        );
+        ns
+    }
+
     /// Namespace name as `ip netns` knows it, e.g. `mshi-4242-3-9f1c2a7b-app`.
     pub fn name(&self) -> &str {
         &self.name
