@@ -76,6 +76,17 @@ pub enum Error {
     #[error("environment not usable: {0}")]
     Environment(String),
 
+    /// A backend's programs are not installed.
+    #[error("environment not usable: {0}")]
+    BackendNotInstalled(String),
+
+    /// The kernel refused a backend on first use (e.g. no nf_tables).
+    #[error("environment not usable: {backend} cannot be used here: {reason}")]
+    BackendUnusable {
+        backend: crate::backend::BackendKind,
+        reason: String,
+    },
+
     /// A child process (iptables-restore, ipset) ran and failed; its stderr is quoted.
     #[error("{program} failed ({status}): {stderr}")]
     CommandFailed {
@@ -137,7 +148,9 @@ impl Error {
         match self {
             Error::Config(_) => exit_code::INVALID_CONFIG,
             Error::Privileges(_) => exit_code::MISSING_PRIVILEGES,
-            Error::Environment(_) => exit_code::ENVIRONMENT,
+            Error::Environment(_)
+            | Error::BackendNotInstalled(_)
+            | Error::BackendUnusable { .. } => exit_code::ENVIRONMENT,
             Error::Busy(_) => exit_code::BUSY,
             Error::CommandFailed { .. }
             | Error::LockTimeout { .. }
@@ -153,7 +166,9 @@ impl Error {
         match self {
             Error::Config(_) => 7,
             Error::Privileges(_) => 101,
-            Error::Environment(_) => 102,
+            Error::Environment(_)
+            | Error::BackendNotInstalled(_)
+            | Error::BackendUnusable { .. } => 102,
             Error::CommandFailed { .. } | Error::LockTimeout { .. } | Error::Timeout { .. } => 103,
             // The specification's "try again later".
             Error::Busy(_) => 11,

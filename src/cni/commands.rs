@@ -12,12 +12,11 @@ use tracing::{debug, info, warn};
 use super::protocol::{CniError, Command, Invocation, NetworkConfig, code, declared_version};
 use super::version::{LATEST, SUPPORTED_VERSIONS, SpecVersion};
 use super::{result, settings};
-use crate::backend::{BackendChoice, BackendKind, IptablesTools, TimeBudget};
+use crate::backend::{self, BackendChoice, BackendKind, TimeBudget};
 use crate::config::{ProxyConfig, validate};
-use crate::converge::{clean, drift, read_and_converge, read_installation};
+use crate::converge::{self, clean};
 use crate::error::{Error, Result};
 use crate::netns_lock::NamespaceLock;
-use crate::ruleset::{Family, PlanOptions, plan};
 use crate::{netns, privileges};
 
 /// How long to wait for locks held by others (another meshinit in the same namespace, the
@@ -66,8 +65,7 @@ fn add(invocation: &Invocation, config: &NetworkConfig) -> Result<Value, CniErro
     let budget = TimeBudget::starting_now(LOCK_WAIT);
     enter_container(netns, "ADD")?;
     let _lock = NamespaceLock::acquire(&budget)?;
-    let desired = |family| plan(&proxy, family, PlanOptions::default());
-    let (_, report) = read_and_converge(BackendChoice::Auto, proxy.ipv6, &desired, &budget, false)?;
+    let report = converge::apply(&proxy, BackendChoice::Auto, &budget, false)?.report;
     let changed = report
         .families
         .iter()
@@ -137,26 +135,19 @@ fn check(invocation: &Invocation, config: &NetworkConfig) -> Result<(), CniError
     let netns = required_netns(invocation)?;
     enter_container(netns, "CHECK")?;
     let budget = TimeBudget::starting_now(LOCK_WAIT);
-    let installation = read_installation(BackendChoice::Auto, proxy.ipv6, &budget)?;
-    let desired = |family| plan(&proxy, family, PlanOptions::default());
-    let mut differences = Vec::new();
-    for (family, drift) in drift(&installation, &desired, &budget)? {
-        let missing = drift
-            .missing
-            .iter()
-            .map(|l| format!("{family}: missing {l}"));
-        let unexpected = drift
-            .unexpected
-            .iter()
-            .map(|l| format!("{family}: unexpected {l}"));
-        let misordered = drift
-            .misordered_chains
-            .iter()
-            .map(|c| format!("{family}: {c} out of order"));
-        differences.extend(missing.chain(unexpected).chain(misordered));
-    }
+    let status = converge::status(&proxy, BackendChoice::Auto, &budget)?;
+    let differences: Vec<String> = status
+        .families
+        .iter()
+        .flat_map(|f| {
+            f.drift
+                .lines()
+                .into_iter()
+                .map(move |l| format!("{}: {l}", f.family))
+        })
+        .collect();
     if differences.is_empty() {
-        info!(backend = %installation.backend, "CHECK: rules as configured");
+        info!(backend = %status.backend, "CHECK: rules as configured");
         return Ok(());
     }
     Err(CniError::new(
@@ -190,34 +181,19 @@ fn status(config: &NetworkConfig) -> Result<(), CniError> {
         Capability::CAP_NET_RAW,
     ];
     privileges::require(&needed, "ADD").map_err(|e| not_available(e.to_string()))?;
-    let tools = runnable_iptables().map_err(not_available)?;
-    info!(backend = %tools.kind, "STATUS: ready");
+    let backend = ready_backend().map_err(not_available)?;
+    info!(%backend, "STATUS: ready");
     Ok(())
 }
 
-/// The first iptables backend whose restore binary is installed and runs.
-fn runnable_iptables() -> Result<IptablesTools, String> {
+/// The first backend that could serve ADD here, found without reading or touching any rule.
+fn ready_backend() -> Result<BackendKind, String> {
+    let budget = TimeBudget::starting_now(LOCK_WAIT);
     let mut problems = Vec::new();
-    for kind in [BackendKind::Nft, BackendKind::Legacy] {
-        let tools = match IptablesTools::find(kind, Family::Ipv4) {
-            Ok(tools) => tools,
-            Err(e) => {
-                problems.push(e.to_string());
-                continue;
-            }
-        };
-        let run = std::process::Command::new(&tools.restore)
-            .arg("--version")
-            .stdin(std::process::Stdio::null())
-            .output();
-        match run {
-            Ok(output) if output.status.success() => return Ok(tools),
-            Ok(output) => problems.push(format!(
-                "{} --version failed ({})",
-                tools.restore.display(),
-                output.status
-            )),
-            Err(e) => problems.push(format!("cannot run {}: {e}", tools.restore.display())),
+    for candidate in backend::all() {
+        match candidate.ready(&budget) {
+            Ok(()) => return Ok(candidate.kind()),
+            Err(e) => problems.push(e.to_string()),
         }
     }
     Err(problems.join("; "))

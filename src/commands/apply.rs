@@ -6,10 +6,9 @@ use tracing::info;
 use super::args::{ConfigArgs, TargetArgs};
 use super::target::{self, IPTABLES_CAPS};
 use crate::backend::TimeBudget;
-use crate::converge::read_and_converge;
+use crate::converge;
 use crate::error::Result;
 use crate::netns_lock::NamespaceLock;
-use crate::ruleset::{PlanOptions, plan};
 use crate::verify;
 
 #[derive(Debug, Args)]
@@ -48,16 +47,10 @@ impl ApplyArgs {
         } else {
             Some(NamespaceLock::acquire(&budget)?)
         };
-        let desired = |family| plan(&config, family, PlanOptions::default());
-        let (installation, report) = read_and_converge(
-            self.target.backend,
-            config.ipv6,
-            &desired,
-            &budget,
-            self.dry_run,
-        )?;
+        let applied = converge::apply(&config, self.target.backend, &budget, self.dry_run)?;
+        let report = &applied.report;
         if self.dry_run {
-            for payload in &report.ipset_payloads {
+            for payload in &report.set_payloads {
                 println!("# ipset restore\n{payload}");
             }
             for change in &report.families {
@@ -74,15 +67,16 @@ impl ApplyArgs {
             }
             return Ok(0);
         }
-        let families: Vec<String> = installation
+        let families: Vec<String> = report
             .families
             .iter()
             .map(|f| f.family.to_string())
             .collect();
         info!(backend = %report.backend, families = ?families, "ruleset applied");
         if self.verify {
-            // Verify reads the tables again: it checks what was committed, not what was sent.
-            let outcome = verify::run(&config, self.target.backend, &self.verify_options)?;
+            // Verify reads the tables again, from the backend apply used: it checks what was
+            // committed, not what was sent.
+            let outcome = verify::run(&config, applied.backend.as_ref(), &self.verify_options)?;
             return Ok(outcome.exit_code());
         }
         Ok(0)

@@ -14,7 +14,7 @@
 
 use std::hash::Hasher;
 
-use super::{Family, SetKind};
+use super::{Family, SetKind, SetMembers};
 
 const FINAL_PREFIX: &str = "APPMESH_IGNORED_";
 const STAGING_PREFIX: &str = "APPMESH_TMP_";
@@ -27,13 +27,19 @@ fn list_name(kind: SetKind, family: Family) -> String {
     format!("{kind}{}", family.suffix())
 }
 
-/// The name of the set holding `members` (as `ipset save` prints them, in plan order).
-pub fn versioned_name(kind: SetKind, family: Family, members: &[String]) -> String {
+/// The name of the set holding `members`.
+pub fn versioned_name(kind: SetKind, family: Family, members: &SetMembers) -> String {
     // FNV-1a: stable across Rust versions and machines, unlike std's hasher.
     let mut hasher = fnv::FnvHasher::default();
-    for member in members {
+    let mut add = |member: String| {
         hasher.write(member.as_bytes());
         hasher.write_u8(b'\n');
+    };
+    match members {
+        SetMembers::Networks(nets) => nets.iter().for_each(|n| add(n.to_string())),
+        SetMembers::Ports(ports) => ports
+            .iter()
+            .for_each(|p| add(format!("{}-{}", p.first, p.last))),
     }
     let hash = hasher.finish();
     let folded = (hash ^ (hash >> 32)) as u32;
@@ -73,14 +79,16 @@ mod tests {
 
     #[test]
     fn names_fit_ipset_and_follow_the_content() {
-        let a = versioned_name(SetKind::Networks, Family::Ipv4, &["10.0.0.0/8".into()]);
-        let b = versioned_name(SetKind::Networks, Family::Ipv4, &["10.0.0.0/9".into()]);
+        let nets = |n: &str| SetMembers::Networks(vec![n.parse().unwrap()]);
+        let a = versioned_name(SetKind::Networks, Family::Ipv4, &nets("10.0.0.0/8"));
+        let b = versioned_name(SetKind::Networks, Family::Ipv4, &nets("10.0.0.0/9"));
         assert_ne!(a, b);
         assert_eq!(
             a,
-            versioned_name(SetKind::Networks, Family::Ipv4, &["10.0.0.0/8".into()])
+            versioned_name(SetKind::Networks, Family::Ipv4, &nets("10.0.0.0/8"))
         );
-        let longest = versioned_name(SetKind::Ports, Family::Ipv6, &["1".into()]);
+        let port = SetMembers::Ports(vec![crate::config::PortRange::single(1)]);
+        let longest = versioned_name(SetKind::Ports, Family::Ipv6, &port);
         // IPSET_MAXNAMELEN is 32 with the terminating NUL.
         assert!(
             longest.len() <= 31 && staging_name(&longest).len() <= 31,

@@ -1,9 +1,10 @@
 //! The words of a rule as `iptables-save` prints it: whitespace-separated, with double
 //! quotes around words that hold spaces (comments), and backslash escapes inside quotes.
+//! Each word comes with whether it was quoted: a quoted `-j X` is a comment's text.
 
 /// Splits `spec` into words, quotes removed. Quoted words are compared by their content, so
 /// a comment with `-j X` inside it is never taken for a target.
-fn words(spec: &str) -> Vec<(&str, bool)> {
+pub fn words(spec: &str) -> Vec<(&str, bool)> {
     let mut out = Vec::new();
     let bytes = spec.as_bytes();
     let mut i = 0;

@@ -5,7 +5,8 @@
 
 use tracing::{error, warn};
 
-use crate::backend::{IptablesTools, TimeBudget};
+use super::tools::IptablesTools;
+use crate::backend::TimeBudget;
 use crate::error::Result;
 use crate::ruleset::Family;
 

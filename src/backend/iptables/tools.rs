@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use tracing::{debug, info};
 
-use super::BackendKind;
-use super::program::{self, TimeBudget};
+use crate::backend::BackendKind;
+use crate::backend::program::{self, TimeBudget};
 use crate::error::{Error, Result};
 use crate::ruleset::Family;
 
@@ -27,11 +27,14 @@ impl IptablesTools {
             Family::Ipv4 => "iptables",
             Family::Ipv6 => "ip6tables",
         };
-        let suffix = kind.binary_infix();
+        let suffix = match kind {
+            BackendKind::IptablesLegacy => "legacy",
+            BackendKind::IptablesNft => "nft",
+        };
         let find = |verb: &str| {
             let name = format!("{stem}-{suffix}-{verb}");
             which::which(&name).map_err(|_| {
-                Error::Environment(format!(
+                Error::BackendNotInstalled(format!(
                     "{name} is not installed (or not on PATH); install iptables \
                      (Debian/Ubuntu: apt-get install iptables)"
                 ))
@@ -63,7 +66,7 @@ impl IptablesTools {
     }
 
     fn run_restore(&self, payload: &str, extra: &[&str], budget: &TimeBudget) -> Result<()> {
-        if self.kind == BackendKind::Legacy {
+        if self.kind == BackendKind::IptablesLegacy {
             wait_for_xtables_lock(&self.restore, budget)?;
         }
         // Whole seconds only; the lock is already free (see above), so this rarely waits.

@@ -6,15 +6,15 @@ use std::collections::BTreeSet;
 
 use tracing::warn;
 
+use super::ipset::{self, IpsetTool};
 use crate::backend::TimeBudget;
-use crate::backend::ipset::{self, IpsetTool};
 use crate::error::Result;
-use crate::ruleset::{IpSet, Ruleset, SetKind};
+use crate::ruleset::{Drift, IpSet, Ruleset, SetKind};
 
 /// The sets `rulesets` match against.
-pub fn sets_of(rulesets: &[Ruleset]) -> Vec<IpSet> {
+pub fn sets_of<'a>(rulesets: impl IntoIterator<Item = &'a Ruleset>) -> Vec<IpSet> {
     rulesets
-        .iter()
+        .into_iter()
         .flat_map(|r| r.sets.iter().cloned())
         .collect()
 }
@@ -38,9 +38,15 @@ pub fn load(wanted: &[IpSet], budget: &TimeBudget, dry_run: bool) -> Result<Opti
 }
 
 /// Destroys our sets other than `keep`, once no rule of ours refers to them. A set that a
-/// rule of someone else still uses cannot be destroyed; it is left in place with a warning
-/// rather than failing a run whose rules are already committed. Returns what was destroyed.
-pub fn sweep(keep: &[IpSet], budget: &TimeBudget, dry_run: bool) -> Result<Vec<String>> {
+/// rule still uses cannot be destroyed; it is left in place, with a warning when
+/// `warn_in_use` (the rule is then someone else's), rather than failing a run whose rules
+/// are already committed. Returns what was destroyed.
+pub fn sweep(
+    keep: &[IpSet],
+    budget: &TimeBudget,
+    dry_run: bool,
+    warn_in_use: bool,
+) -> Result<Vec<String>> {
     let Some(tool) = IpsetTool::find() else {
         return Ok(Vec::new());
     };
@@ -51,7 +57,7 @@ pub fn sweep(keep: &[IpSet], budget: &TimeBudget, dry_run: bool) -> Result<Vec<S
         }
         if dry_run || tool.destroy(&name, budget)? {
             destroyed.push(name);
-        } else {
+        } else if warn_in_use {
             warn!(
                 set = %name,
                 "left set {name} in place: a rule that is not meshinit's still uses it; \
@@ -67,9 +73,32 @@ pub fn installed_members(budget: &TimeBudget) -> Result<Vec<(String, Vec<String>
     IpsetTool::require()?.own_sets(budget)
 }
 
+/// Adds to `drift` each set of `desired` that is missing or holds other members.
+pub fn describe_drift(desired: &Ruleset, installed: &[(String, Vec<String>)], drift: &mut Drift) {
+    for set in &desired.sets {
+        match installed.iter().find(|(name, _)| *name == set.name) {
+            None => drift.missing.push(format!("ipset {}", set.name)),
+            Some((_, members)) => {
+                let want = comparable_members(set.kind(), &ipset::member_texts(&set.members));
+                let have = comparable_members(set.kind(), members);
+                if want != have {
+                    drift.unexpected.push(format!(
+                        "ipset {} holds {} entries where {} are configured ({} missing, {} extra)",
+                        set.name,
+                        have.len(),
+                        want.len(),
+                        want.difference(&have).count(),
+                        have.difference(&want).count()
+                    ));
+                }
+            }
+        }
+    }
+}
+
 /// Set members in one spelling: `ipset save` prints host networks without their prefix
 /// length and bitmap ports one by one.
-pub fn comparable_members(kind: SetKind, members: &[String]) -> BTreeSet<String> {
+fn comparable_members(kind: SetKind, members: &[String]) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for member in members {
         match kind {

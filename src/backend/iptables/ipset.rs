@@ -5,10 +5,10 @@
 use std::fmt::Write;
 use std::path::PathBuf;
 
-use super::program::{self, TimeBudget};
+use crate::backend::program::{self, TimeBudget};
 use crate::error::{Error, Result};
 use crate::ruleset::sets::{is_own_set, staging_name};
-use crate::ruleset::{IpSet, SetKind};
+use crate::ruleset::{IpSet, SetMembers};
 
 #[derive(Debug, Clone)]
 pub struct IpsetTool {
@@ -72,6 +72,7 @@ impl IpsetTool {
     pub fn destroy(&self, name: &str, budget: &TimeBudget) -> Result<bool> {
         match program::run(&self.path, &["destroy", name], None, budget) {
             Ok(_) => Ok(true),
+            // ipset says so only in words (its exit status is 1 for every error).
             Err(Error::CommandFailed { stderr, .. }) if stderr.contains("in use") => Ok(false),
             Err(e) => Err(e),
         }
@@ -86,7 +87,7 @@ pub fn load_payload(sets: &[IpSet], existing: &[String]) -> String {
         let staging = staging_name(&set.name);
         let _ = writeln!(out, "create {staging} {} -exist", create_line(set));
         let _ = writeln!(out, "flush {staging}");
-        for member in &set.members {
+        for member in member_texts(&set.members) {
             let _ = writeln!(out, "add {staging} {member}");
         }
         let _ = writeln!(out, "rename {staging} {}", set.name);
@@ -94,15 +95,42 @@ pub fn load_payload(sets: &[IpSet], existing: &[String]) -> String {
     out
 }
 
+/// Members as `ipset save` prints them: a host network as its bare address, a port range
+/// as `first-last`.
+pub fn member_texts(members: &SetMembers) -> Vec<String> {
+    match members {
+        SetMembers::Networks(nets) => nets
+            .iter()
+            .map(|net| {
+                if net.prefix_len() == net.max_prefix_len() {
+                    net.addr().to_string()
+                } else {
+                    net.to_string()
+                }
+            })
+            .collect(),
+        SetMembers::Ports(ports) => ports
+            .iter()
+            .map(|r| {
+                if r.first == r.last {
+                    r.first.to_string()
+                } else {
+                    format!("{}-{}", r.first, r.last)
+                }
+            })
+            .collect(),
+    }
+}
+
 fn create_line(set: &IpSet) -> String {
-    match set.kind {
+    match &set.members {
         // Sized up front: growing the hash while loading costs more than the entries do.
-        SetKind::Networks => format!(
+        SetMembers::Networks(_) => format!(
             "hash:net family {} hashsize {} maxelem {}",
             set.family.ipset_family(),
             set.members.len().next_power_of_two().clamp(1024, 1 << 20),
             set.members.len().max(65536)
         ),
-        SetKind::Ports => "bitmap:port range 0-65535".to_owned(),
+        SetMembers::Ports(_) => "bitmap:port range 0-65535".to_owned(),
     }
 }
