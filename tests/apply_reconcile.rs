@@ -243,3 +243,50 @@ fn a_half_installed_aws_ruleset_is_replaced_exactly() {
         );
     }
 }
+
+/// Each family's nat table as `{iptables,ip6tables}-BACKEND-save -c` prints it, packet and
+/// byte counters included, without the timestamped comment lines.
+fn nat_tables_with_counters(ns: &TestNetns, backend: &str) -> [(String, String); 2] {
+    ["iptables", "ip6tables"].map(|family| {
+        let save = ns.run_checked(&format!("{family}-{backend}-save"), &["-c", "-t", "nat"]);
+        let table = save
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        (family.to_owned(), table)
+    })
+}
+
+#[test]
+fn reapply_sends_nothing_so_rule_counters_survive() {
+    if !require_root() {
+        return;
+    }
+    for backend in ["nft", "legacy"] {
+        let scene = Scene::new();
+        let app = &scene.net.app;
+        let apply = ["apply", ECS_CONFIG, "--backend", backend];
+        assert_exit(&meshinit(app, &apply), 0);
+        // Connections through the jumps, the exemptions and both redirects count packets
+        // in the rules they cross, in both families.
+        scene.assert_configured_traffic();
+        let before = nat_tables_with_counters(app, backend);
+        for (family, table) in &before {
+            let counted = table
+                .lines()
+                .filter(|l| l.contains("APPMESH") && l.starts_with('[') && !l.starts_with("[0:0]"));
+            assert!(
+                counted.count() >= 3,
+                "{backend} {family}: the traffic left too few counters to compare:\n{table}"
+            );
+        }
+        // A re-apply that rewrote our chains, even with the same rules, would zero them.
+        assert_exit(&meshinit(app, &apply), 0);
+        assert_eq!(
+            nat_tables_with_counters(app, backend),
+            before,
+            "{backend}: re-applying the same config changed the rules or their counters"
+        );
+    }
+}
