@@ -448,6 +448,11 @@ pub fn assert_installed_as_rendered(node: &TestNetns, pod: &TestNetns, config: &
     ] {
         let installed = pod.run_checked(save, &["-t", "nat"]);
         let expected = rendered.get(family).map(String::as_str).unwrap_or_default();
+        // Two empty sides would compare equal and prove nothing.
+        assert!(
+            expected.contains(":APPMESH_EGRESS"),
+            "{family}: `meshinit render` printed no ruleset to compare with:\n{expected}"
+        );
         assert_eq!(
             appmesh_rules(&installed),
             appmesh_rules(expected),
