@@ -31,6 +31,9 @@ mod cli;
 mod client;
 mod listener;
 mod netns;
+/// The traffic fixture of the `apply_*` tests, imported as `common::scene::*` and kept out
+/// of the glob below: other test files define their own `Scene`, `PROXY_UID`, `addr`.
+pub mod scene;
 
 pub use cli::*;
 pub use client::{

@@ -215,15 +215,15 @@ impl TestNetns {
         self.ip_batch(&[&command]);
     }
 
-    /// The NAT rules currently in this namespace, for failure messages and debugging:
-    /// nf_tables-backed iptables/ip6tables, plus legacy tables if any exist. (Listing with
-    /// `iptables-legacy-save` would create the legacy nat table, so it is only used when
-    /// /proc says the table already exists.)
+    /// The NAT rules currently in this namespace: nf_tables-backed iptables/ip6tables, plus
+    /// legacy tables if any exist. (Listing with `iptables-legacy-save` would create the
+    /// legacy nat table, so it is only used when /proc says the table already exists.) A
+    /// save that fails fails the test: an unreadable table must never read as "no rules".
     pub fn nat_rules(&self) -> String {
         let mut dump = String::new();
         for program in ["iptables-nft-save", "ip6tables-nft-save"] {
             dump += &format!("## {program} -t nat\n");
-            dump += &self.output_or_error(program, &["-t", "nat"]);
+            dump += &self.run_checked(program, &["-t", "nat"]);
         }
         let legacy_tables = self.run_inside(|| {
             ["ip_tables_names", "ip6_tables_names"].map(|file| {
@@ -237,20 +237,10 @@ impl TestNetns {
         {
             if tables.lines().any(|table| table == "nat") {
                 dump += &format!("## {program} -t nat\n");
-                dump += &self.output_or_error(program, &["-t", "nat"]);
+                dump += &self.run_checked(program, &["-t", "nat"]);
             }
         }
         dump
-    }
-
-    fn output_or_error(&self, program: &str, args: &[&str]) -> String {
-        match self.command(program).args(args).output() {
-            Ok(output) => {
-                String::from_utf8_lossy(&output.stdout).into_owned()
-                    + &String::from_utf8_lossy(&output.stderr)
-            }
-            Err(e) => format!("(cannot run {program}: {e})\n"),
-        }
     }
 
     /// Runs iproute2 commands in this namespace with one `ip` process (`ip -n NAME -batch`).
