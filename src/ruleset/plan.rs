@@ -104,8 +104,8 @@ pub fn plan(config: &ProxyConfig, family: Family, options: PlanOptions) -> Rules
     };
     if listed_count > options.max_listed_networks {
         let members = match family {
-            Family::Ipv4 => set_members(&destinations.aggregated_ipv4()),
-            Family::Ipv6 => set_members(&destinations.aggregated_ipv6()),
+            Family::Ipv4 => set_members(&destinations.aggregated_ipv4(), "/32"),
+            Family::Ipv6 => set_members(&destinations.aggregated_ipv6(), "/128"),
         };
         let set = IpSet {
             name: format!("APPMESH_IGNORED_NET{}", family.suffix()),
@@ -146,18 +146,35 @@ fn texts<T: Display>(items: &[T]) -> Vec<String> {
     items.iter().map(ToString::to_string).collect()
 }
 
-/// Networks as `ipset save` prints them: a host network as its bare address.
-fn set_members<N: Display>(nets: &[N]) -> Vec<String> {
+/// Networks as `ipset save` prints them: a host network (`host_suffix`, the family's full
+/// prefix) as its bare address. Per family: an IPv6 /32 is a network, not a host.
+fn set_members<N: Display>(nets: &[N], host_suffix: &str) -> Vec<String> {
     nets.iter()
         .map(|net| {
             let text = net.to_string();
-            match text
-                .strip_suffix("/32")
-                .or_else(|| text.strip_suffix("/128"))
-            {
+            match text.strip_suffix(host_suffix) {
                 Some(host) => host.to_owned(),
                 None => text,
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_members_write_only_full_prefixes_of_the_family_as_bare_hosts() {
+        let v6: Vec<ipnet::Ipv6Net> = ["fd00:ec2::/32", "fd00:ec2::254/128"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(set_members(&v6, "/128"), ["fd00:ec2::/32", "fd00:ec2::254"]);
+        let v4: Vec<ipnet::Ipv4Net> = ["10.0.0.1/32", "10.0.0.0/8"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(set_members(&v4, "/32"), ["10.0.0.1", "10.0.0.0/8"]);
+    }
 }
