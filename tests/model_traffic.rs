@@ -29,7 +29,7 @@ use common::*;
 const MESHINIT: &str = env!("CARGO_BIN_EXE_meshinit");
 /// Cases per backend when MESHINIT_MODEL_CASES is not set: sized for CI (about a second
 /// per case when the machine is busy).
-const DEFAULT_CASES: u64 = 10;
+const DEFAULT_CASES: u64 = 12;
 /// Base of the case seeds ("MESHINIT").
 const BASE_SEED: u64 = 0x4d45_5348_494e_4954;
 /// Upper bound of connections per configuration.
@@ -448,32 +448,43 @@ fn generate_config(rng: &mut Rng) -> Config {
     }
 }
 
+/// `count` entries. Short lists favour wide ranges and the edges of the port space; long
+/// lists (`count` > 15) favour scattered single ports and short ranges, so that they stay
+/// long after merging (and so use a port set), with some related pairs among them.
 fn generate_port_entries(rng: &mut Rng, count: u64) -> Vec<PortEntry> {
+    let long = count > 15;
     let mut entries: Vec<PortEntry> = Vec::new();
     for _ in 0..count {
-        let kinds = if entries.is_empty() { 5 } else { 9 };
-        let mut entry = match rng.below(kinds) {
-            0 => PortEntry::single(rng.pick(&EDGE_PORTS)),
-            1 => PortEntry::single(rng.port_between(1, 65535)),
-            2 => {
-                let first = rng.port_between(1, 65535);
-                let len = rng.pick(&[1u16, 2, 9, 100, 1000, 20000]);
-                PortEntry::range(first, first.saturating_add(len))
-            }
-            3 => {
-                if rng.chance(50) {
-                    PortEntry::range(1, rng.port_between(1, 2000))
-                } else {
-                    PortEntry::range(rng.port_between(60000, 65535), 65535)
+        let roll = rng.below(100);
+        let mut entry = if !entries.is_empty() && roll < if long { 30 } else { 40 } {
+            let base = entries[rng.below(entries.len() as u64) as usize];
+            related_port_entry(rng, base)
+        } else if long && roll < 75 {
+            PortEntry::single(rng.port_between(1, 65535))
+        } else if long && roll < 95 {
+            let first = rng.port_between(1, 65535);
+            PortEntry::range(first, first.saturating_add(rng.between(1, 10) as u16))
+        } else {
+            match rng.below(5) {
+                0 => PortEntry::single(rng.pick(&EDGE_PORTS)),
+                1 => PortEntry::single(rng.port_between(1, 65535)),
+                2 => {
+                    let first = rng.port_between(1, 65535);
+                    let len = rng.pick(&[1u16, 2, 9, 100, 1000, 20000]);
+                    PortEntry::range(first, first.saturating_add(len))
                 }
-            }
-            4 => {
-                let (first, last) = rng.pick(&[(20, 25), (22, 22), (1, 22), (22, 80), (23, 30)]);
-                PortEntry::range(first, last)
-            }
-            _ => {
-                let base = entries[rng.below(entries.len() as u64) as usize];
-                related_port_entry(rng, base)
+                3 => {
+                    if rng.chance(50) {
+                        PortEntry::range(1, rng.port_between(1, 2000))
+                    } else {
+                        PortEntry::range(rng.port_between(60000, 65535), 65535)
+                    }
+                }
+                _ => {
+                    let (first, last) =
+                        rng.pick(&[(20, 25), (22, 22), (1, 22), (22, 80), (23, 30)]);
+                    PortEntry::range(first, last)
+                }
             }
         };
         if entry.separator.is_some() && rng.chance(10) {
@@ -550,10 +561,10 @@ fn generate_ip_list(rng: &mut Rng) -> Vec<IgnoredNet> {
 }
 
 const V4_PREFIXES: [u32; 17] = [
-    2, 3, 7, 8, 9, 15, 16, 17, 23, 24, 25, 28, 30, 31, 32, 32, 32,
+    4, 6, 7, 8, 9, 15, 16, 17, 23, 24, 25, 28, 30, 31, 32, 32, 32,
 ];
 const V6_PREFIXES: [u32; 17] = [
-    2, 3, 16, 32, 47, 48, 63, 64, 65, 96, 112, 120, 126, 127, 128, 128, 128,
+    4, 8, 16, 32, 47, 48, 63, 64, 65, 96, 112, 120, 126, 127, 128, 128, 128,
 ];
 
 fn always_ignored() -> Vec<(Family, u128)> {
@@ -606,8 +617,8 @@ fn generate_net(rng: &mut Rng, family: Family, earlier: &[IgnoredNet]) -> Ignore
     };
     let kinds = if earlier.is_empty() { 3 } else { 6 };
     let (base, prefix) = match rng.below(kinds) {
-        // /1 is rare: two halves together make the whole family (see /0 below).
-        0 | 1 if rng.chance(3) => (random_base(rng, family), 1),
+        // Prefixes up to /3 are rare: a few of them together cover a whole family.
+        0 | 1 if rng.chance(4) => (random_base(rng, family), rng.pick(&[1, 2, 3])),
         0 | 1 => (random_base(rng, family), rng.pick(prefixes)),
         // Around an always-ignored endpoint.
         2 => {
@@ -638,7 +649,7 @@ fn generate_net(rng: &mut Rng, family: Family, earlier: &[IgnoredNet]) -> Ignore
                 // Containing it.
                 _ => {
                     let wider = rng.pick(&[1, 1, 2, 8]);
-                    (other.first(), other.prefix.saturating_sub(wider).max(2))
+                    (other.first(), other.prefix.saturating_sub(wider).max(4))
                 }
             }
         }
@@ -1110,8 +1121,20 @@ fn expect_exit_0(what: &str, output: Result<Output, String>) -> Result<(), Strin
         "{what} exited with {}\n    stdout: {}\n    stderr: {}",
         output.status,
         String::from_utf8_lossy(&output.stdout).trim(),
-        shorten(String::from_utf8_lossy(&output.stderr).trim(), 3000)
+        last_part(String::from_utf8_lossy(&output.stderr).trim(), 3000)
     ))
+}
+
+/// The end of a long text (where a failing program says why), with a mark of the cut.
+fn last_part(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("(… {start} bytes) {}", &text[start..])
 }
 
 fn shorten(text: &str, max: usize) -> String {
