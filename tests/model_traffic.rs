@@ -38,6 +38,8 @@ const MAX_PROBES: usize = 40;
 /// address, any port) is redirected there, and its SO_ORIGINAL_DST says what the app
 /// namespace really sent, so "direct" is proven without a listener per address and port.
 const SINK_PORT: u16 = 9;
+/// Bound of the first connections of a fresh namespace pair (see [`Scene::new`]).
+const WARM_UP_TIMEOUT: Duration = Duration::from_secs(10);
 /// A meshinit run longer than this is a hang, reported as a failure.
 const MESHINIT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -1215,6 +1217,17 @@ impl Scene {
             );
         }
         let sink = net.peer.listen(SINK_PORT);
+        // The first direct IPv6 connection of a fresh pair loses its first SYN or two to
+        // neighbour discovery (1-3 s): make it here, unhurried, so probes see settled links.
+        for dest in ["203.0.113.1:80", "[2001:db8:ff::1]:80"] {
+            let dest: SocketAddr = dest.parse().unwrap();
+            let outcome = net.app.connect(dest, None, WARM_UP_TIMEOUT);
+            let landing = outcome.landing();
+            assert!(
+                landing.netns == net.peer.name() && landing.original_dst == Some(dest),
+                "without rules, {dest} must reach the peer's sink: {outcome}"
+            );
+        }
         Scene { net, _sink: sink }
     }
 }
