@@ -29,6 +29,7 @@
 
 mod cli;
 mod client;
+mod fake_tools;
 mod listener;
 mod netns;
 /// The traffic fixture of the `apply_*` tests, imported as `common::scene::*` and kept out
@@ -40,6 +41,7 @@ pub use client::{
     ConnectAttempt, ConnectFailure, ConnectOutcome, DEFAULT_CONNECT_TIMEOUT, Landing,
     assert_direct, assert_failed, assert_redirected, assert_refused,
 };
+pub use fake_tools::{FakeBehavior, FakeTools};
 pub use listener::Listener;
 pub use netns::{
     APP_IFACE, APP_V4, APP_V6, INIT_NET_NS_INODE, NETNS_DIR, NETNS_PREFIX, NetnsPair, PEER_IFACE,
