@@ -101,6 +101,14 @@ pub fn member_texts(members: &SetMembers) -> Vec<String> {
     match members {
         SetMembers::Networks(nets) => nets
             .iter()
+            // hash:net cannot hold a /0: the two halves of the address space say the same.
+            .flat_map(|net| match net.prefix_len() {
+                0 => net
+                    .subnets(1)
+                    .map(|halves| halves.collect())
+                    .unwrap_or_default(),
+                _ => vec![*net],
+            })
             .map(|net| {
                 if net.prefix_len() == net.max_prefix_len() {
                     net.addr().to_string()
@@ -132,5 +140,30 @@ fn create_line(set: &IpSet) -> String {
             set.members.len().max(65536)
         ),
         SetMembers::Ports(_) => "bitmap:port range 0-65535".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_are_spelled_as_ipset_takes_them() {
+        let nets = SetMembers::Networks(
+            ["10.0.0.1/32", "10.1.0.0/16", "2001:db8::/32", "0.0.0.0/0"]
+                .iter()
+                .map(|n| n.parse().unwrap())
+                .collect(),
+        );
+        assert_eq!(
+            member_texts(&nets),
+            [
+                "10.0.0.1",
+                "10.1.0.0/16",
+                "2001:db8::/32",
+                "0.0.0.0/1",
+                "128.0.0.0/1"
+            ]
+        );
     }
 }
