@@ -43,10 +43,14 @@ fn sent(fixture: &str) -> String {
     let installed = installed_table(&saved);
     let desired = desired();
     let payload = reconcile_payload(&desired, &installed);
-    let undo = payload.as_ref().and_then(|_| undo_payload(&installed, &desired));
+    let undo = payload
+        .as_ref()
+        .and_then(|_| undo_payload(&installed, &desired));
     format!(
         "# apply sends (iptables-restore --noflush):\n{}\n# undo, if the other family fails:\n{}",
-        payload.as_deref().unwrap_or("(nothing: already as configured)\n"),
+        payload
+            .as_deref()
+            .unwrap_or("(nothing: already as configured)\n"),
         undo.as_deref().unwrap_or("(nothing)\n"),
     )
 }
@@ -63,8 +67,7 @@ fn check(fixture: &str) {
     let expected = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", path.display()));
     assert_eq!(
-        actual,
-        expected,
+        actual, expected,
         "{fixture}: what apply sends changed; review and regenerate with UPDATE_GOLDEN=1"
     );
 }
@@ -100,10 +103,15 @@ fn foreign_rules_are_left_alone_and_hand_made_jumps_go() {
     check("foreign-rules");
     let sent = sent("foreign-rules");
     let apply = sent.split("# undo").next().unwrap();
-    assert!(!apply.contains("APPMESH_OTHER") && !apply.contains("DOCKER"), "{apply}");
+    assert!(
+        !apply.contains("APPMESH_OTHER") && !apply.contains("DOCKER"),
+        "{apply}"
+    );
     assert!(apply.contains("-D OUTPUT -j APPMESH_EGRESS\n"), "{apply}");
     assert!(
-        apply.contains("-D OUTPUT -p tcp -m comment --comment \"added by hand\" -g APPMESH_EGRESS\n"),
+        apply.contains(
+            "-D OUTPUT -p tcp -m comment --comment \"added by hand\" -g APPMESH_EGRESS\n"
+        ),
         "{apply}"
     );
 }

@@ -20,7 +20,12 @@ pub struct FamilyChoice {
 /// `off` it is programmed empty, so earlier rules of ours go), skipped with the reason when
 /// absent, or an error when `on` requires it.
 pub fn decide(ipv6: Ipv6Mode) -> Result<FamilyChoice> {
-    let ipv6_decision = match (ipv6, netns::ipv6_unavailable()) {
+    decide_for(ipv6, netns::ipv6_unavailable())
+}
+
+/// [`decide`] for a namespace where IPv6 is unavailable for the reason given, or available.
+pub fn decide_for(ipv6: Ipv6Mode, ipv6_unavailable: Option<String>) -> Result<FamilyChoice> {
+    let ipv6_decision = match (ipv6, ipv6_unavailable) {
         (Ipv6Mode::On, Some(why)) => {
             return Err(Error::Environment(format!(
                 "IPv6 is required (--ipv6 on) but {why}"
@@ -40,6 +45,11 @@ pub fn decide(ipv6: Ipv6Mode) -> Result<FamilyChoice> {
 }
 
 impl FamilyChoice {
+    /// The IPv6 mode this was decided for.
+    pub fn ipv6(&self) -> Ipv6Mode {
+        self.ipv6
+    }
+
     /// The desired state: `config`'s rulesets planned with `options`, or with no config the
     /// empty ones (clean).
     pub fn desired(&self, config: Option<&ProxyConfig>, options: PlanOptions) -> Desired {

@@ -6,12 +6,13 @@ mod clean;
 mod decide;
 
 pub use clean::clean;
-pub use decide::{FamilyChoice, decide};
+pub use decide::{FamilyChoice, decide, decide_for};
 
 use tracing::warn;
 
 use crate::backend::{
-    self, Backend, BackendChoice, BackendKind, ConvergeReport, Desired, Installed, TimeBudget,
+    self, Backend, BackendChoice, BackendKind, ConvergeReport, Desired, Installed, Selection,
+    TimeBudget,
 };
 use crate::config::{Ipv6Mode, ProxyConfig};
 use crate::error::Result;
@@ -33,13 +34,33 @@ pub fn apply(
     dry_run: bool,
 ) -> Result<Applied> {
     let families = decide(config.ipv6)?;
-    let mut selection = backend::select(choice, budget)?;
+    let selection = backend::select(choice, budget)?;
+    apply_with(
+        config,
+        &families,
+        selection,
+        backend::all(),
+        budget,
+        dry_run,
+    )
+}
+
+/// [`apply`] with the decisions made: converge `selection`'s backend, then remove our rules
+/// from each of `others` that holds some.
+fn apply_with(
+    config: &ProxyConfig,
+    families: &FamilyChoice,
+    mut selection: Selection,
+    others: Vec<Box<dyn Backend>>,
+    budget: &TimeBudget,
+    dry_run: bool,
+) -> Result<Applied> {
     let report = selection.run(|b| {
         let desired = families.desired(Some(config), b.plan_options());
         b.converge(&desired, budget, dry_run)
     })?;
     if !dry_run {
-        remove_from_other_backends(selection.backend.kind(), budget)?;
+        remove_from_other_backends(selection.backend.kind(), others, budget)?;
     }
     Ok(Applied {
         report,
@@ -47,9 +68,13 @@ pub fn apply(
     })
 }
 
-/// Removes rules of ours from every backend but `chosen`.
-fn remove_from_other_backends(chosen: BackendKind, budget: &TimeBudget) -> Result<()> {
-    for other in backend::all().into_iter().filter(|b| b.kind() != chosen) {
+/// Removes rules of ours from every backend of `others` but `chosen`.
+fn remove_from_other_backends(
+    chosen: BackendKind,
+    others: Vec<Box<dyn Backend>>,
+    budget: &TimeBudget,
+) -> Result<()> {
+    for other in others.into_iter().filter(|b| b.kind() != chosen) {
         if other.holds_ours(budget).is_some() {
             other.remove_rules(budget)?;
             warn!(
@@ -155,3 +180,6 @@ pub fn read_for_inspection(
     let desired: Desired = decide(mode)?.desired(None, backend.plan_options());
     backend.read(&desired, budget)
 }
+
+#[cfg(test)]
+mod tests;
