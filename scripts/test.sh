@@ -12,6 +12,11 @@ command -v ip >/dev/null || need_packages+=(iproute2)
 command -v setpriv >/dev/null || need_packages+=(util-linux)
 command -v flock >/dev/null || need_packages+=(util-linux)
 [ -x /usr/lib/cni/bridge ] || need_packages+=(containernetworking-plugins)
+# The podman tests (tests/podman_deploy.rs) and scripts/build-image.sh.
+for tool in podman runc catatonit; do
+  command -v "$tool" >/dev/null || need_packages+=("$tool")
+done
+dpkg -s busybox-static >/dev/null 2>&1 || need_packages+=(busybox-static)
 if [ ${#need_packages[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "scripts/test.sh: needs ${need_packages[*]}; run as root (sudo) to install them" >&2
@@ -20,6 +25,17 @@ if [ ${#need_packages[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${need_packages[@]}" >/dev/null
+fi
+
+# YAML validators for tests/deploy_files.rs, from PyPI (Kubernetes schemas bundled: no
+# cluster needed), in a virtual environment under target/.
+pytools=target/pytools
+if [ ! -x "$pytools/bin/kubernetes-validate" ] || [ ! -x "$pytools/bin/yamllint" ]; then
+  if ! python3 -m venv "$pytools" 2>/dev/null; then
+    [ "$(id -u)" -eq 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv "$pytools"
+  fi
+  "$pytools/bin/pip" install -q kubernetes-validate==1.37.0 yamllint==1.38.0
 fi
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -17,6 +17,9 @@ pub mod exit_code {
     pub const VERIFY_FAILED: i32 = 5;
     /// `verify`: the checks themselves could not run (proxy port taken, namespace unusable).
     pub const VERIFY_COULD_NOT_RUN: i32 = 6;
+    /// Another meshinit kept this namespace's lock for longer than `--lock-timeout`; nothing
+    /// was changed, and running again later is safe.
+    pub const BUSY: i32 = 7;
 }
 
 /// One thing wrong with the configuration: which property (as the user spelled it in that
@@ -118,6 +121,17 @@ pub enum Error {
     #[error("environment not usable: {0}")]
     Environment(String),
 
+    /// A backend's programs are not installed.
+    #[error("environment not usable: {0}")]
+    BackendNotInstalled(String),
+
+    /// The kernel refused a backend on first use (e.g. no nf_tables).
+    #[error("environment not usable: {backend} cannot be used here: {reason}")]
+    BackendUnusable {
+        backend: crate::backend::BackendKind,
+        reason: String,
+    },
+
     /// A child process (iptables-restore, ipset) ran and failed; its stderr is quoted.
     #[error("{program} failed ({status}): {stderr}")]
     CommandFailed {
@@ -125,6 +139,27 @@ pub enum Error {
         status: String,
         stderr: String,
     },
+
+    /// A legacy iptables program could not get the xtables lock in time.
+    #[error("{program} failed ({status}): {stderr}")]
+    LockTimeout {
+        program: String,
+        status: String,
+        stderr: String,
+    },
+
+    /// A child program was still running at the end of the run's time budget; it was killed.
+    #[error(
+        "{program} did not finish within {limit}; it was killed and nothing it was doing took effect"
+    )]
+    Timeout {
+        program: String,
+        limit: &'static str,
+    },
+
+    /// Another meshinit holds this network namespace's lock.
+    #[error("busy: {0}")]
+    Busy(String),
 
     #[error("{context}: {source}")]
     Io {
@@ -158,8 +193,15 @@ impl Error {
         match self {
             Error::Config(_) => exit_code::INVALID_CONFIG,
             Error::Privileges(_) => exit_code::MISSING_PRIVILEGES,
-            Error::Environment(_) => exit_code::ENVIRONMENT,
-            Error::CommandFailed { .. } | Error::Io { .. } | Error::Other(_) => exit_code::FAILURE,
+            Error::Environment(_)
+            | Error::BackendNotInstalled(_)
+            | Error::BackendUnusable { .. } => exit_code::ENVIRONMENT,
+            Error::Busy(_) => exit_code::BUSY,
+            Error::CommandFailed { .. }
+            | Error::LockTimeout { .. }
+            | Error::Timeout { .. }
+            | Error::Io { .. }
+            | Error::Other(_) => exit_code::FAILURE,
         }
     }
 
@@ -169,8 +211,12 @@ impl Error {
         match self {
             Error::Config(_) => 7,
             Error::Privileges(_) => 101,
-            Error::Environment(_) => 102,
-            Error::CommandFailed { .. } => 103,
+            Error::Environment(_)
+            | Error::BackendNotInstalled(_)
+            | Error::BackendUnusable { .. } => 102,
+            Error::CommandFailed { .. } | Error::LockTimeout { .. } | Error::Timeout { .. } => 103,
+            // The specification's "try again later".
+            Error::Busy(_) => 11,
             Error::Io { .. } | Error::Other(_) => 999,
         }
     }

@@ -75,6 +75,56 @@ fn has_link(ns: &TestNetns, name: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// A connection from the pod to a remote host (the node stands in for it) is redirected to
+/// the proxy with its original destination, while the proxy's own user goes direct.
+#[track_caller]
+fn assert_egress_goes_through_the_proxy(node: &TestNetns, pod: &TestNetns) {
+    node.add_address("203.0.113.7".parse().unwrap());
+    let remote = node.listen(80);
+    let proxy = pod.listen(EGRESS_PORT);
+    let dest: SocketAddr = "203.0.113.7:80".parse().unwrap();
+    assert_redirected(
+        &pod.connect(dest, None, DEFAULT_CONNECT_TIMEOUT),
+        &proxy,
+        dest,
+    );
+    assert_direct(
+        &pod.connect(dest, Some((PROXY_UID, PROXY_UID)), DEFAULT_CONNECT_TIMEOUT),
+        &remote,
+    );
+}
+
+/// Every rule in the pod's nat tables is meshinit's (a chain of ours or a jump into one),
+/// and both of our chains are there: with [`assert_installed_as_rendered`], the pod holds
+/// exactly what `meshinit render` prints.
+#[track_caller]
+fn assert_only_ours_in_the_pod(pod: &TestNetns) {
+    let state = nat_state(pod);
+    let rules: Vec<&str> = state.lines().filter(|l| l.starts_with("-A ")).collect();
+    assert!(
+        rules.iter().all(|rule| rule.contains("APPMESH_")),
+        "rules that are not meshinit's in the pod:\n{state}"
+    );
+    for chain in [":APPMESH_EGRESS", ":APPMESH_INGRESS"] {
+        assert_eq!(
+            state.matches(chain).count(),
+            2,
+            "{chain} per family:\n{state}"
+        );
+    }
+}
+
+/// The pod's nat tables hold exactly what a namespace nobody programmed holds.
+#[track_caller]
+fn assert_nat_tables_empty(pod: &TestNetns) {
+    let untouched = TestNetns::new("untouched");
+    assert_eq!(
+        nat_state(pod),
+        nat_state(&untouched),
+        "the pod's nat tables are not back to empty"
+    );
+}
+
 #[test]
 fn bridge_then_meshinit_chain_adds_checks_and_deletes() {
     if !require_root() {
@@ -127,19 +177,8 @@ fn bridge_then_meshinit_chain_adds_checks_and_deletes() {
 
     // ... and the redirection from meshinit.
     assert_installed_as_rendered(&node, &pod, &meshinit_config(&list));
-    node.add_address("203.0.113.7".parse().unwrap());
-    let remote = node.listen(80);
-    let proxy = pod.listen(EGRESS_PORT);
-    let dest: SocketAddr = "203.0.113.7:80".parse().unwrap();
-    assert_redirected(
-        &pod.connect(dest, None, DEFAULT_CONNECT_TIMEOUT),
-        &proxy,
-        dest,
-    );
-    assert_direct(
-        &pod.connect(dest, Some((PROXY_UID, PROXY_UID)), DEFAULT_CONNECT_TIMEOUT),
-        &remote,
-    );
+    assert_only_ours_in_the_pod(&pod);
+    assert_egress_goes_through_the_proxy(&node, &pod);
 
     runtime
         .check(&list, &attachment, final_result)
@@ -154,6 +193,7 @@ fn bridge_then_meshinit_chain_adds_checks_and_deletes() {
         !state.contains("APPMESH"),
         "DEL left meshinit's rules:\n{state}"
     );
+    assert_nat_tables_empty(&pod);
     assert!(!has_link(&pod, "eth0"), "DEL left the pod's interface");
     assert_eq!(
         leases(ipam_dir.path(), "appmesh"),
@@ -205,6 +245,8 @@ fn an_aws_appmesh_chain_at_0_4_0_runs_meshinit_under_that_name() {
         results[1]
     );
     assert_installed_as_rendered(&node, &pod, &meshinit_config(&list));
+    assert_only_ours_in_the_pod(&pod);
+    assert_egress_goes_through_the_proxy(&node, &pod);
     runtime
         .check(&list, &attachment, &results[1])
         .unwrap_or_else(|failure| panic!("chain CHECK failed: {failure}"));
@@ -212,6 +254,7 @@ fn an_aws_appmesh_chain_at_0_4_0_runs_meshinit_under_that_name() {
         .del(&list, &attachment, &results[1])
         .unwrap_or_else(|failure| panic!("chain DEL failed: {failure}"));
     assert!(!nat_state(&pod).contains("APPMESH"));
+    assert_nat_tables_empty(&pod);
     assert!(!has_link(&pod, "eth0"));
     assert!(leases(ipam_dir.path(), "appmesh-v04").is_empty());
 }

@@ -392,3 +392,93 @@ fn original_dst_of_untouched_connections_depends_on_conntrack_being_in_use() {
         &app_listener,
     );
 }
+
+/// Runs `program args` with the fakes first on PATH.
+fn run_with_fakes(fakes: &FakeTools, program: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(program)
+        .args(args)
+        .env("PATH", fakes.path_env())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
+}
+
+#[test]
+fn fake_tools_fail_pass_through_delay_and_log_their_calls() {
+    let fakes = FakeTools::new();
+    fakes.add("echo", FakeBehavior::fail(3, "echo: injected failure"));
+    let output = run_with_fakes(&fakes, "echo", &["-n", "one"]);
+    assert_eq!(output.status.code(), Some(3));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "echo: injected failure"
+    );
+    assert!(output.stdout.is_empty());
+
+    // Rules by argument: the first match wins; anything else runs the real program.
+    fakes.add("echo", FakeBehavior::Real);
+    fakes.add_when("echo", "restore", FakeBehavior::fail(1, "boom"));
+    fakes.add_when(
+        "echo",
+        "save",
+        FakeBehavior::RealThenFail {
+            code: 5,
+            stderr: "late".into(),
+        },
+    );
+    let plain = run_with_fakes(&fakes, "echo", &["hello", "world"]);
+    assert_eq!(plain.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&plain.stdout), "hello world\n");
+    let restore = run_with_fakes(&fakes, "echo", &["ipset", "restore", "-exist"]);
+    assert_eq!(restore.status.code(), Some(1));
+    assert!(restore.stdout.is_empty());
+    let save = run_with_fakes(&fakes, "echo", &["save"]);
+    assert_eq!(save.status.code(), Some(5));
+    assert_eq!(String::from_utf8_lossy(&save.stdout), "save\n");
+    assert_eq!(String::from_utf8_lossy(&save.stderr), "late");
+
+    fakes.add(
+        "echo",
+        FakeBehavior::RealAfterDelay(std::time::Duration::from_millis(300)),
+    );
+    let started = std::time::Instant::now();
+    let delayed = run_with_fakes(&fakes, "echo", &["late"]);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    assert_eq!(String::from_utf8_lossy(&delayed.stdout), "late\n");
+
+    assert_eq!(
+        fakes.calls("echo"),
+        [
+            "-n one",
+            "hello world",
+            "ipset restore -exist",
+            "save",
+            "late"
+        ]
+    );
+    let dir = fakes.dir().to_path_buf();
+    drop(fakes);
+    assert!(!dir.exists(), "the fakes' directory is removed on drop");
+}
+
+#[test]
+fn a_hanging_fake_hangs_until_the_fakes_are_dropped() {
+    let fakes = FakeTools::new();
+    fakes.add("iptables-nft-restore", FakeBehavior::Hang);
+    let mut child = std::process::Command::new("iptables-nft-restore")
+        .arg("--noflush")
+        .env("PATH", fakes.path_env())
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while fakes.hanging_pids().is_empty() && started.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(fakes.hanging_pids(), [child.id() as i32]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "the fake still runs");
+    drop(fakes);
+    let status = child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9), "dropping the fakes kills it");
+}

@@ -23,13 +23,15 @@ use std::process::{Command, Output, Stdio};
 
 use clap::Parser;
 use ipnet::IpNet;
-use meshinit::backend::ipset;
+use meshinit::backend::iptables::ipset;
+use meshinit::backend::iptables::render::render_restore;
 use meshinit::commands::{Cli, Command as Subcommand};
+use meshinit::config::PortRange;
 use meshinit::config::input;
 use meshinit::config::settings::{RawSettings, Vocabulary};
 use meshinit::config::sources::{document, env};
 use meshinit::config::{ProxyConfig, validate};
-use meshinit::ruleset::{Family, PlanOptions, Ruleset, plan, render_restore};
+use meshinit::ruleset::{Family, Match, PlanOptions, Ruleset, SetMembers, plan};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
 
@@ -493,11 +495,17 @@ fn assert_well_formed(text: &str) {
             );
             continue;
         }
-        if let Some(set_line) = line
-            .strip_prefix("create ")
-            .or_else(|| line.strip_prefix("add "))
-        {
-            assert!(set_line.starts_with("APPMESH_IGNORED_"), "{line:?}");
+        let set_command = ["create ", "add ", "flush ", "rename "]
+            .iter()
+            .find_map(|command| line.strip_prefix(command));
+        if let Some(set_line) = set_command {
+            assert!(set_line.starts_with("APPMESH_"), "{line:?}");
+            assert!(
+                set_line
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b" :./-_".contains(&b)),
+                "{line:?}"
+            );
             continue;
         }
         let rule = line
@@ -544,59 +552,46 @@ fn listed_ports(entries: &[String]) -> Option<BTreeSet<u16>> {
     Some(ports)
 }
 
-/// The destination ports the egress chain returns for: from `--dports` lists or from the
-/// port set's members. Also checks the slot limit and that set members never overlap.
+/// The destination ports the egress chain returns for: from port lists or from the port
+/// set's members. Also checks the slot limit and that set members never overlap.
 fn rendered_ignored_ports(ruleset: &Ruleset) -> BTreeSet<u16> {
     let mut ports = BTreeSet::new();
-    let range = |text: &str, sep: char| -> (u16, u16) {
-        match text.split_once(sep) {
-            Some((a, b)) => (a.parse().unwrap(), b.parse().unwrap()),
-            None => (text.parse().unwrap(), text.parse().unwrap()),
-        }
-    };
     for rule in ruleset.rules.iter().filter(|r| r.chain == "APPMESH_EGRESS") {
-        let Some(list) = rule
-            .spec
-            .strip_prefix("-p tcp -m multiport --dports ")
-            .and_then(|rest| rest.strip_suffix(" -j RETURN"))
-        else {
-            continue;
-        };
-        let mut slots = 0;
-        for entry in list.split(',') {
-            let (first, last) = range(entry, ':');
-            slots += if first == last { 1 } else { 2 };
-            ports.extend(first..=last);
-        }
-        assert!(slots <= 15, "more than 15 multiport slots: {list}");
-    }
-    for set in ruleset.sets.iter().filter(|s| s.name.contains("PORT")) {
-        let mut previous_last: Option<u16> = None;
-        for member in &set.members {
-            let (first, last) = range(member, '-');
-            if let Some(previous) = previous_last {
-                assert!(first > previous, "overlapping set members in {set:?}");
+        for matched in &rule.matches {
+            if let Match::DestinationPorts(list) = matched {
+                let slots: usize = list.iter().map(PortRange::multiport_slots).sum();
+                assert!(slots <= 15, "more than 15 multiport slots: {list:?}");
+                ports.extend(list.iter().flat_map(|r| r.first..=r.last));
             }
-            previous_last = Some(last);
-            ports.extend(first..=last);
+        }
+    }
+    for set in &ruleset.sets {
+        if let SetMembers::Ports(members) = &set.members {
+            for pair in members.windows(2) {
+                assert!(
+                    pair[1].first > pair[0].last,
+                    "overlapping set members in {}: {pair:?}",
+                    set.name
+                );
+            }
+            ports.extend(members.iter().flat_map(|r| r.first..=r.last));
         }
     }
     ports
 }
 
 fn assert_network_set_members_disjoint(ruleset: &Ruleset) {
-    for set in ruleset.sets.iter().filter(|s| s.name.contains("NET")) {
-        let nets: Vec<IpNet> = set
-            .members
-            .iter()
-            .map(|m| {
-                m.parse::<IpNet>()
-                    .or_else(|_| m.parse::<std::net::IpAddr>().map(IpNet::from))
-                    .unwrap()
-            })
-            .collect();
+    for set in &ruleset.sets {
+        let SetMembers::Networks(nets) = &set.members else {
+            continue;
+        };
         let unique: BTreeSet<&IpNet> = nets.iter().collect();
-        assert_eq!(unique.len(), nets.len(), "duplicate members in {set:?}");
+        assert_eq!(
+            unique.len(),
+            nets.len(),
+            "duplicate members in {}",
+            set.name
+        );
         for (i, a) in nets.iter().enumerate() {
             for b in &nets[i + 1..] {
                 assert!(

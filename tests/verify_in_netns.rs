@@ -182,11 +182,28 @@ fn install_rendered_except(
     }
 }
 
+/// The report has checks, each of the `failing` (family, check) pairs is among them, and
+/// those failed while every other check passed.
+#[track_caller]
 fn all_passed_but(run: &Run, failing: &[(&str, &str)]) {
-    for (family, check, status) in run.statuses() {
-        let expected_to_fail = failing.iter().any(|(f, c)| *f == family && *c == check);
+    let statuses = run.statuses();
+    assert!(
+        !statuses.is_empty(),
+        "no checks in the report:\n{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    for (family, check, status) in &statuses {
+        let expected_to_fail = failing.iter().any(|(f, c)| f == family && c == check);
         let expected = if expected_to_fail { "fail" } else { "pass" };
         assert_eq!(status, expected, "{family} {check} in:\n{}", run.stdout);
+    }
+    for (family, check) in failing {
+        assert!(
+            statuses.iter().any(|(f, c, _)| f == family && c == check),
+            "no {family} {check} check in:\n{}",
+            run.stdout
+        );
     }
 }
 

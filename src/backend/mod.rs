@@ -1,40 +1,37 @@
-//! Backends: which iptables implementation holds this namespace's rules (legacy x_tables or
-//! nf_tables), chosen once and used for both families; plus ipset for long lists.
+//! Backends: the programs or kernel interfaces that hold a namespace's NAT rules. Each is one
+//! implementation of [`Backend`]; [`select`] is the one place that chooses among them, and
+//! every command (apply, clean, status, verify, the CNI verbs) goes through it.
 
-pub mod ipset;
 pub mod iptables;
+pub mod program;
 
 use std::fmt;
 
+use serde::Serialize;
 use tracing::info;
 
-pub use iptables::IptablesTools;
+pub use program::TimeBudget;
 
+use crate::config::Ipv6Mode;
 use crate::error::{Error, Result};
-use crate::ruleset::Family;
+use crate::ruleset::{Drift, Family, InstalledTable, PlanOptions, Ruleset};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+/// The backends meshinit can program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum BackendKind {
-    Legacy,
-    Nft,
-}
-
-impl BackendKind {
-    /// The infix of the binaries: `iptables-legacy-restore`, `iptables-nft-restore`.
-    pub fn binary_infix(self) -> &'static str {
-        match self {
-            BackendKind::Legacy => "legacy",
-            BackendKind::Nft => "nft",
-        }
-    }
+    /// iptables over the legacy x_tables interface.
+    #[serde(rename = "legacy")]
+    IptablesLegacy,
+    /// iptables over nf_tables (`iptables-nft`).
+    #[serde(rename = "nft")]
+    IptablesNft,
 }
 
 impl fmt::Display for BackendKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            BackendKind::Legacy => "iptables-legacy",
-            BackendKind::Nft => "iptables-nft",
+            BackendKind::IptablesLegacy => "iptables-legacy",
+            BackendKind::IptablesNft => "iptables-nft",
         })
     }
 }
@@ -42,89 +39,239 @@ impl fmt::Display for BackendKind {
 /// What the user asked for with `--backend`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendChoice {
-    /// The backend already holding rules here; else nft when it works; else legacy.
+    /// The backend already holding our rules here; else iptables-nft when it works; else
+    /// iptables-legacy.
     Auto,
-    Legacy,
-    Nft,
+    /// iptables over the legacy x_tables interface.
+    #[value(name = "iptables-legacy", alias = "legacy")]
+    IptablesLegacy,
+    /// iptables over nf_tables.
+    #[value(name = "iptables-nft", alias = "nft")]
+    IptablesNft,
 }
 
-/// The kernel's list of legacy x_tables tables that exist in this namespace. Reading it,
-/// unlike running `iptables-legacy-save`, creates nothing. (`thread-self`: `self` would show
-/// the main thread's namespace.)
-pub fn legacy_tables(family: Family) -> Vec<String> {
-    let path = match family {
-        Family::Ipv4 => "/proc/thread-self/net/ip_tables_names",
-        Family::Ipv6 => "/proc/thread-self/net/ip6_tables_names",
-    };
-    std::fs::read_to_string(path)
-        .map(|text| text.lines().map(str::to_owned).collect())
-        .unwrap_or_default()
-}
-
-/// A chosen backend and why, for the log.
+/// What to do with each family, decided once from the configuration and the namespace, and
+/// passed down: program a ruleset (the empty one removes ours), or leave the family alone.
 #[derive(Debug, Clone)]
-pub struct Selection {
-    pub kind: BackendKind,
-    pub reason: String,
+pub struct Desired {
+    /// One entry per family, IPv4 first.
+    pub families: Vec<(Family, FamilyPlan)>,
+    /// How strictly IPv6 was asked for: with `auto`, a backend that finds the IPv6 table
+    /// unusable may still skip it (and says why).
+    pub ipv6: Ipv6Mode,
 }
 
-/// Chooses the backend. For `auto`, legacy tables existing in this namespace are inspected
-/// (legacy wins when they hold any rule, since a second backend would hide its rules from the
-/// first); otherwise nft is preferred and proven by the first save, falling back to legacy.
-pub fn select(choice: BackendChoice) -> Result<Selection> {
-    let selection = match choice {
-        BackendChoice::Legacy => Selection {
-            kind: BackendKind::Legacy,
-            reason: "--backend legacy".into(),
-        },
-        BackendChoice::Nft => Selection {
-            kind: BackendKind::Nft,
-            reason: "--backend nft".into(),
-        },
-        BackendChoice::Auto => auto_select()?,
+#[derive(Debug, Clone)]
+pub enum FamilyPlan {
+    Program(Ruleset),
+    Skip(String),
+}
+
+impl Desired {
+    /// The rulesets to program, in family order.
+    pub fn rulesets(&self) -> impl Iterator<Item = &Ruleset> {
+        self.families.iter().filter_map(|(_, plan)| match plan {
+            FamilyPlan::Program(ruleset) => Some(ruleset),
+            FamilyPlan::Skip(_) => None,
+        })
+    }
+
+    pub fn ruleset(&self, family: Family) -> Option<&Ruleset> {
+        self.rulesets().find(|r| r.family == family)
+    }
+
+    pub fn skipped(&self) -> impl Iterator<Item = (Family, &str)> {
+        self.families
+            .iter()
+            .filter_map(|(family, plan)| match plan {
+                FamilyPlan::Skip(why) => Some((*family, why.as_str())),
+                FamilyPlan::Program(_) => None,
+            })
+    }
+
+    /// Whether every programmed family is empty (clean, CNI DEL).
+    pub fn is_nothing(&self) -> bool {
+        self.rulesets().all(|r| *r == Ruleset::empty(r.family))
+    }
+}
+
+/// What one backend holds in this namespace, per family it read.
+#[derive(Debug, Clone)]
+pub struct Installed {
+    pub backend: BackendKind,
+    pub families: Vec<(Family, InstalledTable)>,
+    /// Families it did not read, and why.
+    pub skipped: Vec<(Family, String)>,
+}
+
+impl Installed {
+    pub fn table(&self, family: Family) -> Option<&InstalledTable> {
+        self.families
+            .iter()
+            .find(|(f, _)| *f == family)
+            .map(|(_, t)| t)
+    }
+
+    /// True when nothing of ours is installed in any family read.
+    pub fn is_clean(&self) -> bool {
+        self.families.iter().all(|(_, t)| t.is_clean())
+    }
+}
+
+/// What converging did (or, for a dry run, would do) in one family.
+#[derive(Debug, Clone, Serialize)]
+pub struct FamilyChange {
+    pub family: Family,
+    /// What was sent, in the backend's own form, or `None` when the family was in sync.
+    pub payload: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConvergeReport {
+    pub backend: BackendKind,
+    pub families: Vec<FamilyChange>,
+    /// Families left alone, and why.
+    pub skipped: Vec<(Family, String)>,
+    /// Other payloads sent (the iptables backends: `ipset restore` for new sets).
+    pub set_payloads: Vec<String>,
+    /// Sets of ours destroyed because no rule needs them any more.
+    pub sets_destroyed: Vec<String>,
+}
+
+/// One way of holding the NAT rules. Implementations live in their own module and are added
+/// to [`select`] and [`all`]; nothing else needs to know them.
+pub trait Backend: fmt::Debug + Send + Sync {
+    fn kind(&self) -> BackendKind;
+
+    /// How rulesets are planned for it (the limits of its matches, when to use sets).
+    fn plan_options(&self) -> PlanOptions;
+
+    /// Whether its programs (or kernel interface) are there; `Err(BackendNotInstalled)`
+    /// otherwise. Says nothing of whether the kernel accepts its rules.
+    fn installed(&self) -> Result<()>;
+
+    /// Whether it could serve an apply here, found without reading or touching any rule
+    /// (CNI STATUS runs in the runtime's namespace): its programs are there and run.
+    fn ready(&self, budget: &TimeBudget) -> Result<()>;
+
+    /// Reads what is installed in the families `desired` covers.
+    fn read(&self, desired: &Desired, budget: &TimeBudget) -> Result<Installed>;
+
+    /// Brings the namespace to `desired`, atomically per transaction it sends; with
+    /// `dry_run`, computes what it would send and sends nothing.
+    fn converge(
+        &self,
+        desired: &Desired,
+        budget: &TimeBudget,
+        dry_run: bool,
+    ) -> Result<ConvergeReport>;
+
+    /// How `installed` differs from `desired`, in this backend's words; sets included.
+    fn drift(
+        &self,
+        installed: &Installed,
+        desired: &Desired,
+        budget: &TimeBudget,
+    ) -> Result<Vec<(Family, Drift)>>;
+
+    /// How one family's table differs from a ruleset, in this backend's words (no I/O).
+    fn describe_drift(&self, desired: &Ruleset, installed: &InstalledTable) -> Drift;
+
+    /// Whether rules of ours are installed here, found without creating anything; `None`
+    /// when that cannot be told without side effects or the backend is unusable.
+    fn holds_ours(&self, budget: &TimeBudget) -> Option<Installed>;
+
+    /// Removes every rule of ours, in both families: the first step of clean.
+    fn remove_rules(&self, budget: &TimeBudget) -> Result<()>;
+
+    /// Removes our sets, once no backend's rules use them: the last step of clean.
+    fn remove_sets(&self, budget: &TimeBudget) -> Result<()>;
+}
+
+/// Every backend, in the order `auto` prefers them.
+pub fn all() -> Vec<Box<dyn Backend>> {
+    vec![
+        Box::new(iptables::IptablesBackend::new(BackendKind::IptablesNft)),
+        Box::new(iptables::IptablesBackend::new(BackendKind::IptablesLegacy)),
+    ]
+}
+
+fn by_kind(kind: BackendKind) -> Box<dyn Backend> {
+    match kind {
+        BackendKind::IptablesNft | BackendKind::IptablesLegacy => {
+            Box::new(iptables::IptablesBackend::new(kind))
+        }
+    }
+}
+
+/// A chosen backend, why, and the one to fall back to if its kernel interface turns out
+/// to be unusable on first use (only for `auto`).
+#[derive(Debug)]
+pub struct Selection {
+    pub backend: Box<dyn Backend>,
+    pub reason: String,
+    pub fallback: Option<Box<dyn Backend>>,
+}
+
+/// Chooses the backend: the one asked for, or for `auto`, the one already holding our
+/// rules (a second backend would run beside the first), else the first installed one in
+/// [`all`]'s order, with the next as fallback.
+pub fn select(choice: BackendChoice, budget: &TimeBudget) -> Result<Selection> {
+    let explicit = |kind| Selection {
+        backend: by_kind(kind),
+        reason: format!("--backend {kind}"),
+        fallback: None,
     };
-    info!(backend = %selection.kind, reason = %selection.reason, "backend chosen");
+    let selection = match choice {
+        BackendChoice::IptablesLegacy => explicit(BackendKind::IptablesLegacy),
+        BackendChoice::IptablesNft => explicit(BackendKind::IptablesNft),
+        BackendChoice::Auto => auto_select(budget)?,
+    };
+    info!(backend = %selection.backend.kind(), reason = %selection.reason, "backend chosen");
     Ok(selection)
 }
 
-fn auto_select() -> Result<Selection> {
-    let has_legacy_tables = Family::BOTH.iter().any(|f| !legacy_tables(*f).is_empty());
-    if has_legacy_tables && legacy_holds_rules()? {
+fn auto_select(budget: &TimeBudget) -> Result<Selection> {
+    let mut candidates = all();
+    // Legacy tables exist only where something created them; a backend holding our rules
+    // is kept, so that its rules are converged in place rather than duplicated.
+    if let Some(i) = candidates
+        .iter()
+        .position(|b| b.kind() == BackendKind::IptablesLegacy)
+        && iptables::legacy_holds_rules(budget)
+    {
         return Ok(Selection {
-            kind: BackendKind::Legacy,
+            backend: candidates.remove(i),
             reason: "iptables-legacy already holds rules in this namespace".into(),
+            fallback: None,
         });
     }
-    match IptablesTools::find(BackendKind::Nft, Family::Ipv4) {
-        Ok(_) => Ok(Selection {
-            kind: BackendKind::Nft,
-            reason: "no legacy rules here; nf_tables is the current kernel interface".into(),
+    // With none installed, the first one's error says what to install.
+    let first_missing = candidates[0].installed().err();
+    let mut installed = candidates.into_iter().filter(|b| b.installed().is_ok());
+    match (installed.next(), first_missing) {
+        (Some(backend), _) => Ok(Selection {
+            reason: format!("no legacy rules here; {} is installed", backend.kind()),
+            backend,
+            fallback: installed.next(),
         }),
-        Err(_) => Ok(Selection {
-            kind: BackendKind::Legacy,
-            reason: "iptables-nft is not installed".into(),
-        }),
+        (None, Some(e)) => Err(e),
+        (None, None) => Err(Error::BackendNotInstalled("no backend is installed".into())),
     }
 }
 
-/// True when any legacy table of either family holds a rule or a user chain.
-fn legacy_holds_rules() -> Result<bool> {
-    for family in Family::BOTH {
-        if legacy_tables(family).is_empty() {
-            continue;
-        }
-        let tools = IptablesTools::find(BackendKind::Legacy, family)?;
-        let output = std::process::Command::new(&tools.save)
-            .output()
-            .map_err(|e| Error::io(format!("running {}", tools.save.display()), e))?;
-        let text = String::from_utf8_lossy(&output.stdout);
-        let holds = text.lines().any(|l| {
-            l.starts_with("-A ")
-                || (l.starts_with(':') && !l.contains(" ACCEPT ") && !l.contains(" DROP "))
-        });
-        if holds {
-            return Ok(true);
+impl Selection {
+    /// Runs `job` with the chosen backend; when the kernel refuses that backend on first use
+    /// (nf_tables missing) and `auto` chose it, runs `job` again with the fallback.
+    pub fn run<T>(&mut self, job: impl Fn(&dyn Backend) -> Result<T>) -> Result<T> {
+        match job(self.backend.as_ref()) {
+            Err(Error::BackendUnusable { backend, reason }) if self.fallback.is_some() => {
+                let fallback = self.fallback.take().expect("checked above");
+                tracing::warn!(%backend, %reason, "not usable here; falling back to {}", fallback.kind());
+                self.backend = fallback;
+                job(self.backend.as_ref())
+            }
+            other => other,
         }
     }
-    Ok(false)
 }

@@ -12,15 +12,15 @@ use tracing::{debug, info, warn};
 use super::protocol::{CniError, Command, Invocation, NetworkConfig, code, declared_version};
 use super::version::{LATEST, SUPPORTED_VERSIONS, SpecVersion};
 use super::{result, settings};
-use crate::backend::{BackendChoice, BackendKind, IptablesTools};
-use crate::commands::clean::clean;
+use crate::backend::{self, BackendChoice, BackendKind, TimeBudget};
 use crate::config::{ProxyConfig, validate};
-use crate::converge::{drift, read_and_converge, read_installation};
+use crate::converge::{self, clean};
 use crate::error::{Error, Result};
-use crate::ruleset::{Family, PlanOptions, plan};
+use crate::netns_lock::NamespaceLock;
 use crate::{netns, privileges};
 
-/// How long to wait for another process's legacy xtables lock (as `apply`'s default).
+/// How long to wait for locks held by others (another meshinit in the same namespace, the
+/// legacy xtables lock), as `apply`'s default `--lock-timeout`.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// Runs one invocation; `Ok(Some(json))` is printed on standard output.
@@ -62,10 +62,10 @@ fn add(invocation: &Invocation, config: &NetworkConfig) -> Result<Value, CniErro
         None => result::empty(config.cni_version),
     };
     let netns = required_netns(invocation)?;
+    let budget = TimeBudget::starting_now(LOCK_WAIT);
     enter_container(netns, "ADD")?;
-    let desired = |family| plan(&proxy, family, PlanOptions::default());
-    let (_, report) =
-        read_and_converge(BackendChoice::Auto, proxy.ipv6, &desired, LOCK_WAIT, false)?;
+    let _lock = NamespaceLock::acquire(&budget)?;
+    let report = converge::apply(&proxy, BackendChoice::Auto, &budget, false)?.report;
     let changed = report
         .families
         .iter()
@@ -97,6 +97,7 @@ fn del(invocation: &Invocation, config: &NetworkConfig) -> Result<(), CniError> 
         info!(netns = %netns.display(), "DEL: the namespace is gone; nothing to remove");
         return Ok(());
     }
+    let budget = TimeBudget::starting_now(LOCK_WAIT);
     match enter_container(netns, "DEL") {
         Ok(()) => {}
         Err(EnterError::NotAContainer(why)) => {
@@ -105,7 +106,8 @@ fn del(invocation: &Invocation, config: &NetworkConfig) -> Result<(), CniError> 
         }
         Err(EnterError::Failed(e)) => return Err(e.into()),
     }
-    clean(BackendChoice::Auto, LOCK_WAIT)?;
+    let _lock = NamespaceLock::acquire(&budget)?;
+    clean(BackendChoice::Auto, &budget)?;
     info!(
         container = invocation.container_id.as_deref().unwrap_or_default(),
         netns = %netns.display(),
@@ -132,26 +134,20 @@ fn check(invocation: &Invocation, config: &NetworkConfig) -> Result<(), CniError
     }
     let netns = required_netns(invocation)?;
     enter_container(netns, "CHECK")?;
-    let installation = read_installation(BackendChoice::Auto, proxy.ipv6)?;
-    let desired = |family| plan(&proxy, family, PlanOptions::default());
-    let mut differences = Vec::new();
-    for (family, drift) in drift(&installation, &desired)? {
-        let missing = drift
-            .missing
-            .iter()
-            .map(|l| format!("{family}: missing {l}"));
-        let unexpected = drift
-            .unexpected
-            .iter()
-            .map(|l| format!("{family}: unexpected {l}"));
-        let misordered = drift
-            .misordered_chains
-            .iter()
-            .map(|c| format!("{family}: {c} out of order"));
-        differences.extend(missing.chain(unexpected).chain(misordered));
-    }
+    let budget = TimeBudget::starting_now(LOCK_WAIT);
+    let status = converge::status(&proxy, BackendChoice::Auto, &budget)?;
+    let differences: Vec<String> = status
+        .families
+        .iter()
+        .flat_map(|f| {
+            f.drift
+                .lines()
+                .into_iter()
+                .map(move |l| format!("{}: {l}", f.family))
+        })
+        .collect();
     if differences.is_empty() {
-        info!(backend = %installation.backend, "CHECK: rules as configured");
+        info!(backend = %status.backend, "CHECK: rules as configured");
         return Ok(());
     }
     Err(CniError::new(
@@ -185,34 +181,19 @@ fn status(config: &NetworkConfig) -> Result<(), CniError> {
         Capability::CAP_NET_RAW,
     ];
     privileges::require(&needed, "ADD").map_err(|e| not_available(e.to_string()))?;
-    let tools = runnable_iptables().map_err(not_available)?;
-    info!(backend = %tools.kind, "STATUS: ready");
+    let backend = ready_backend().map_err(not_available)?;
+    info!(%backend, "STATUS: ready");
     Ok(())
 }
 
-/// The first iptables backend whose restore binary is installed and runs.
-fn runnable_iptables() -> Result<IptablesTools, String> {
+/// The first backend that could serve ADD here, found without reading or touching any rule.
+fn ready_backend() -> Result<BackendKind, String> {
+    let budget = TimeBudget::starting_now(LOCK_WAIT);
     let mut problems = Vec::new();
-    for kind in [BackendKind::Nft, BackendKind::Legacy] {
-        let tools = match IptablesTools::find(kind, Family::Ipv4) {
-            Ok(tools) => tools,
-            Err(e) => {
-                problems.push(e.to_string());
-                continue;
-            }
-        };
-        let run = std::process::Command::new(&tools.restore)
-            .arg("--version")
-            .stdin(std::process::Stdio::null())
-            .output();
-        match run {
-            Ok(output) if output.status.success() => return Ok(tools),
-            Ok(output) => problems.push(format!(
-                "{} --version failed ({})",
-                tools.restore.display(),
-                output.status
-            )),
-            Err(e) => problems.push(format!("cannot run {}: {e}", tools.restore.display())),
+    for candidate in backend::all() {
+        match candidate.ready(&budget) {
+            Ok(()) => return Ok(candidate.kind()),
+            Err(e) => problems.push(e.to_string()),
         }
     }
     Err(problems.join("; "))

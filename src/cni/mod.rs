@@ -56,6 +56,7 @@
 //! | 999  | any other failure |
 
 mod commands;
+pub mod install;
 mod protocol;
 mod result;
 mod settings;

@@ -5,9 +5,10 @@ use tracing::{info, warn};
 
 use super::args::{ConfigArgs, TargetArgs};
 use super::target::{self, IPTABLES_CAPS};
-use crate::converge::read_and_converge;
+use crate::backend::TimeBudget;
+use crate::converge;
 use crate::error::Result;
-use crate::ruleset::{PlanOptions, plan};
+use crate::netns_lock::NamespaceLock;
 use crate::{netns, verify};
 
 #[derive(Debug, Args)]
@@ -34,6 +35,7 @@ pub struct ApplyArgs {
 impl ApplyArgs {
     pub fn exec(self) -> Result<i32> {
         let config = self.config.load()?;
+        let budget = TimeBudget::starting_now(self.target.lock_timeout);
         let mut keep = IPTABLES_CAPS.to_vec();
         if self.verify {
             keep.extend(verify::needed_capabilities(&config));
@@ -46,16 +48,16 @@ impl ApplyArgs {
                  (ip link set lo up, or the CNI loopback plugin)"
             );
         }
-        let desired = |family| plan(&config, family, PlanOptions::default());
-        let (installation, report) = read_and_converge(
-            self.target.backend,
-            config.ipv6,
-            &desired,
-            self.target.lock_timeout,
-            self.dry_run,
-        )?;
+        // A dry run changes nothing, so it needs no turn.
+        let _lock = if self.dry_run {
+            None
+        } else {
+            Some(NamespaceLock::acquire(&budget)?)
+        };
+        let applied = converge::apply(&config, self.target.backend, &budget, self.dry_run)?;
+        let report = &applied.report;
         if self.dry_run {
-            for payload in &report.ipset_payloads {
+            for payload in &report.set_payloads {
                 println!("# ipset restore\n{payload}");
             }
             for change in &report.families {
@@ -72,15 +74,16 @@ impl ApplyArgs {
             }
             return Ok(0);
         }
-        let families: Vec<String> = installation
+        let families: Vec<String> = report
             .families
             .iter()
             .map(|f| f.family.to_string())
             .collect();
         info!(backend = %report.backend, families = ?families, "ruleset applied");
         if self.verify {
-            // Verify reads the tables again: it checks what was committed, not what was sent.
-            let outcome = verify::run(&config, self.target.backend, &self.verify_options)?;
+            // Verify reads the tables again, from the backend apply used: it checks what was
+            // committed, not what was sent.
+            let outcome = verify::run(&config, applied.backend.as_ref(), &self.verify_options)?;
             return Ok(outcome.exit_code());
         }
         Ok(0)

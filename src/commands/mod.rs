@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod args;
 pub mod clean;
+pub mod cni;
 pub mod render;
 pub mod status;
 mod target;
@@ -59,8 +60,9 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Prove with real connections that redirection works as configured.
     Verify(verify::VerifyArgs),
-    /// Run as a CNI plugin (also selected automatically when CNI_COMMAND is set).
-    Cni,
+    /// Run as a CNI plugin (also selected automatically when CNI_COMMAND is set); `cni
+    /// install` / `cni uninstall` edit a node's CNI configuration list.
+    Cni(cni::CniArgs),
 }
 
 impl Command {
@@ -72,7 +74,7 @@ impl Command {
             Command::Clean(args) => args.exec(),
             Command::Status(args) => args.exec(),
             Command::Verify(args) => args.exec(),
-            Command::Cni => Ok(crate::cni::run()),
+            Command::Cni(args) => args.exec(),
         }
     }
 }

@@ -3,10 +3,12 @@
 use clap::{Args, ValueEnum};
 
 use super::args::ConfigArgs;
-use crate::backend::ipset;
+use crate::backend::Backend;
+use crate::backend::BackendKind;
+use crate::backend::iptables::{IptablesBackend, ipset, render};
 use crate::config::Ipv6Mode;
 use crate::error::Result;
-use crate::ruleset::{Family, PlanOptions, plan, render_restore};
+use crate::ruleset::{Family, plan};
 
 #[derive(Debug, Args)]
 pub struct RenderArgs {
@@ -45,9 +47,11 @@ impl RenderArgs {
             None if config.ipv6 == Ipv6Mode::Off => vec![Family::Ipv4],
             None => Family::BOTH.to_vec(),
         };
+        // `render` prints what the iptables backends send.
+        let renderer = IptablesBackend::new(BackendKind::IptablesNft);
         let rulesets: Vec<_> = families
             .iter()
-            .map(|f| plan(&config, *f, PlanOptions::default()))
+            .map(|f| plan(&config, *f, renderer.plan_options()))
             .collect();
         if self.sets {
             let sets: Vec<_> = rulesets
@@ -56,7 +60,7 @@ impl RenderArgs {
                 .collect();
             print!("{}", ipset::load_payload(&sets, &[]));
         } else {
-            let payloads: Vec<String> = rulesets.iter().map(render_restore).collect();
+            let payloads: Vec<String> = rulesets.iter().map(render::render_restore).collect();
             print!("{}", payloads.join("\n"));
         }
         Ok(0)

@@ -5,10 +5,10 @@ use serde::Serialize;
 
 use super::args::{ConfigArgs, TargetArgs};
 use super::target::{self, IPTABLES_CAPS};
-use crate::backend::BackendKind;
-use crate::converge::{drift, read_installation};
+use crate::backend::{BackendKind, TimeBudget};
+use crate::converge;
 use crate::error::Result;
-use crate::ruleset::{Drift, Family, PlanOptions, plan};
+use crate::ruleset::{Drift, Family};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -49,29 +49,24 @@ impl StatusArgs {
     pub fn exec(self) -> Result<i32> {
         let config = self.config.load()?;
         target::enter(&self.target, &IPTABLES_CAPS, "status")?;
-        let installation = read_installation(self.target.backend, config.ipv6)?;
-        let desired = |family| plan(&config, family, PlanOptions::default());
-        let drifts = drift(&installation, &desired)?;
-        let families: Vec<FamilyStatus> = drifts
-            .into_iter()
-            .zip(&installation.families)
-            .map(|((family, drift), state)| FamilyStatus {
-                family,
-                installed: !state.installed.is_clean(),
-                drift,
-            })
-            .collect();
+        let budget = TimeBudget::starting_now(self.target.lock_timeout);
+        let status = converge::status(&config, self.target.backend, &budget)?;
         let report = StatusReport {
-            in_sync: families.iter().all(|f| f.drift.is_empty()),
-            backend: installation.backend,
-            families,
-            skipped: installation
-                .skipped
-                .iter()
-                .map(|(family, reason)| SkippedFamily {
-                    family: *family,
-                    reason: reason.clone(),
+            in_sync: status.in_sync(),
+            backend: status.backend,
+            families: status
+                .families
+                .into_iter()
+                .map(|f| FamilyStatus {
+                    family: f.family,
+                    installed: f.installed,
+                    drift: f.drift,
                 })
+                .collect(),
+            skipped: status
+                .skipped
+                .into_iter()
+                .map(|(family, reason)| SkippedFamily { family, reason })
                 .collect(),
         };
         if self.json {
@@ -94,14 +89,8 @@ fn print_human(report: &StatusReport) {
             (true, false) => "drifted",
         };
         println!("{} ({}): {state}", f.family, report.backend);
-        for line in &f.drift.missing {
-            println!("  missing:    {line}");
-        }
-        for line in &f.drift.unexpected {
-            println!("  unexpected: {line}");
-        }
-        for chain in &f.drift.misordered_chains {
-            println!("  out of order: {chain}");
+        for line in f.drift.lines() {
+            println!("  {line}");
         }
     }
     for s in &report.skipped {

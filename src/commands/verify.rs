@@ -4,6 +4,7 @@ use clap::Args;
 
 use super::args::{ConfigArgs, TargetArgs};
 use super::target::{self, IPTABLES_CAPS};
+use crate::backend::{self, TimeBudget};
 use crate::error::Result;
 use crate::verify;
 
@@ -27,6 +28,8 @@ impl VerifyArgs {
         let mut keep = IPTABLES_CAPS.to_vec();
         keep.extend(verify::needed_capabilities(&config));
         target::enter(&self.target, &keep, "verify")?;
-        Ok(verify::run(&config, self.target.backend, &self.options)?.exit_code())
+        let budget = TimeBudget::starting_now(self.target.lock_timeout);
+        let selection = backend::select(self.target.backend, &budget)?;
+        Ok(verify::run(&config, selection.backend.as_ref(), &self.options)?.exit_code())
     }
 }

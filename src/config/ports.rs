@@ -80,23 +80,6 @@ impl PortList {
         *self = PortList::from_ranges(ranges.into_iter().chain([range]));
     }
 
-    /// The fewest ranges covering the same ports, ascending: overlapping and adjacent
-    /// entries joined. What a port set loads, where order means nothing.
-    pub fn merged_ascending(&self) -> Vec<PortRange> {
-        let mut sorted = self.0.clone();
-        sorted.sort_unstable();
-        let mut merged: Vec<PortRange> = Vec::with_capacity(sorted.len());
-        for range in sorted {
-            match merged.last_mut() {
-                Some(last) if u32::from(range.first) <= u32::from(last.last) + 1 => {
-                    last.last = last.last.max(range.last);
-                }
-                _ => merged.push(range),
-            }
-        }
-        merged
-    }
-
     pub fn ranges(&self) -> &[PortRange] {
         &self.0
     }
@@ -226,20 +209,8 @@ mod tests {
     fn overlaps_merge_where_their_first_member_stood_and_adjacent_entries_stay() {
         let l = list(&["443", "1005-1020", "80", "1000-1010", "1021", "1015"]);
         assert_eq!(l.multiport_chunks(), vec!["443,1000:1020,80,1021"]);
-        assert_eq!(
-            l.merged_ascending(),
-            vec![
-                PortRange::single(80),
-                PortRange::single(443),
-                PortRange {
-                    first: 1000,
-                    last: 1021
-                }
-            ]
-        );
         let all = list(&["1-65535", "65535", "1"]);
         assert_eq!(all.multiport_chunks(), vec!["1:65535"]);
-        assert_eq!(all.merged_ascending().len(), 1);
     }
 
     #[test]

@@ -1,64 +1,99 @@
-//! What is installed: the `nat` table as `iptables-save -t nat` prints it.
+//! What a backend read from the kernel, in the model's terms: the chains that exist and
+//! every rule, typed where it has a shape the model knows, always with the backend's own
+//! text of it (to delete it exactly, and to show it).
 
-use super::{OWN_PREFIX, Rule};
+use super::{Family, Rule, Ruleset, is_own_chain};
 
-/// The parts of an installed `nat` table that concern us.
+/// One installed rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstalledRule {
+    pub chain: String,
+    /// The rule as the model has it; `None` for shapes meshinit never writes.
+    pub rule: Option<Rule>,
+    /// The chain it jumps or goes to, whatever its shape.
+    pub target: Option<String>,
+    /// The sets it matches against, whatever its shape.
+    pub sets: Vec<String>,
+    /// The backend's spelling of the rule (iptables: the spec after `-A CHAIN`).
+    pub text: String,
+}
+
+impl InstalledRule {
+    /// Whether it redirects connections (a REDIRECT of any shape).
+    pub fn redirects(&self) -> bool {
+        matches!(
+            self.rule.as_ref().map(|r| &r.verdict),
+            Some(super::Verdict::Redirect(_))
+        ) || self.target.as_deref() == Some("REDIRECT")
+    }
+
+    /// The chain it enters, when that is one of ours.
+    pub fn own_target(&self) -> Option<&str> {
+        self.target.as_deref().filter(|t| is_own_chain(t))
+    }
+}
+
+/// The parts of an installed NAT table that concern us (one family, one backend).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct InstalledNat {
+pub struct InstalledTable {
     /// Every chain declared in the table (built-in and user-defined).
     pub chains: Vec<String>,
     /// Every rule, in table order.
-    pub rules: Vec<Rule>,
+    pub rules: Vec<InstalledRule>,
 }
 
-impl InstalledNat {
-    /// Parses the output of `iptables-save -t nat` (other tables, if present, are skipped).
-    pub fn parse(save_output: &str) -> Self {
-        let mut installed = InstalledNat::default();
-        let mut in_nat = false;
-        for line in save_output.lines() {
-            let line = line.trim_end();
-            if let Some(table) = line.strip_prefix('*') {
-                in_nat = table == "nat";
-            } else if !in_nat || line.starts_with('#') {
-                continue;
-            } else if let Some(declaration) = line.strip_prefix(':') {
-                if let Some(name) = declaration.split(' ').next() {
-                    installed.chains.push(name.to_owned());
-                }
-            } else if let Some((chain, spec)) = line
-                .strip_prefix("-A ")
-                .and_then(|rest| rest.split_once(' '))
-            {
-                installed.rules.push(Rule::new(chain, spec));
-            }
-        }
-        installed
-    }
-
-    /// Our chains (those named `APPMESH_*`) present in the table.
+impl InstalledTable {
+    /// Our chains (`APPMESH_INGRESS`, `APPMESH_EGRESS`) present in the table.
     pub fn own_chains(&self) -> impl Iterator<Item = &str> {
         self.chains
             .iter()
             .map(String::as_str)
-            .filter(|c| c.starts_with(OWN_PREFIX))
+            .filter(|c| is_own_chain(c))
     }
 
     /// Rules inside one chain, in order.
-    pub fn rules_in<'a>(&'a self, chain: &'a str) -> impl Iterator<Item = &'a Rule> {
+    pub fn rules_in<'a>(&'a self, chain: &'a str) -> impl Iterator<Item = &'a InstalledRule> {
         self.rules.iter().filter(move |r| r.chain == chain)
     }
 
-    /// Rules outside our chains that jump into one of ours, whatever their match: the AWS
-    /// tools' jumps and ours alike.
-    pub fn jumps_into_own_chains(&self) -> impl Iterator<Item = &Rule> {
+    /// Rules outside our chains that jump or go into one of ours, whatever their match: the
+    /// AWS tools' jumps, ours, and hand-made ones alike.
+    pub fn jumps_into_own_chains(&self) -> impl Iterator<Item = &InstalledRule> {
         self.rules
             .iter()
-            .filter(|r| !r.chain.starts_with(OWN_PREFIX) && r.own_target().is_some())
+            .filter(|r| !is_own_chain(&r.chain) && r.own_target().is_some())
+    }
+
+    /// Every set any rule of this table matches (ours or not).
+    pub fn matched_sets(&self) -> impl Iterator<Item = &str> {
+        self.rules
+            .iter()
+            .flat_map(|r| r.sets.iter().map(String::as_str))
     }
 
     /// True when nothing of ours is installed.
     pub fn is_clean(&self) -> bool {
         self.own_chains().next().is_none() && self.jumps_into_own_chains().next().is_none()
+    }
+
+    /// The part of this table that is ours, when every rule of it has a shape the model
+    /// knows: what undoing a change converges back to.
+    pub fn own_ruleset(&self, family: Family) -> Option<Ruleset> {
+        let typed = |r: &InstalledRule| r.rule.clone();
+        Some(Ruleset {
+            family,
+            chains: self.own_chains().map(str::to_owned).collect(),
+            rules: self
+                .rules
+                .iter()
+                .filter(|r| is_own_chain(&r.chain))
+                .map(typed)
+                .collect::<Option<_>>()?,
+            jumps: self
+                .jumps_into_own_chains()
+                .map(typed)
+                .collect::<Option<_>>()?,
+            sets: Vec::new(),
+        })
     }
 }

@@ -1,22 +1,41 @@
-//! The NAT ruleset a [`ProxyConfig`] asks for, per address family, in the exact form
-//! `iptables-save` prints it, so what we install and what we read back compare as text.
+//! The NAT ruleset a [`ProxyConfig`](crate::config::ProxyConfig) asks for, per address
+//! family, as data: chains, typed rules ([`Rule`]: matches and a verdict) and the sets long
+//! lists live in. Backends render it and read what is installed back into the same types.
 
+mod diff;
 mod installed;
 mod plan;
-mod reconcile;
-mod render;
+mod rule;
+pub mod sets;
 
 use std::fmt;
 
-pub use installed::InstalledNat;
-pub use plan::{PlanOptions, plan};
-pub use reconcile::{Drift, diff, reconcile_payload};
-pub use render::{fresh_install_payload, render_restore};
+use ipnet::IpNet;
 
-/// Every chain and set meshinit (or the AWS App Mesh tools) creates starts with this.
+use crate::config::PortRange;
+
+pub use diff::{Drift, RuleDiff, diff};
+pub use installed::{InstalledRule, InstalledTable};
+pub use plan::{PlanOptions, plan};
+pub use rule::{Match, Rule, Verdict};
+
+/// Every chain and set meshinit (or the AWS App Mesh tools) creates starts with this; not
+/// everything that starts with it is ours (see [`is_own_chain`] and [`sets::is_own_set`]).
 pub const OWN_PREFIX: &str = "APPMESH_";
 pub const INGRESS_CHAIN: &str = "APPMESH_INGRESS";
 pub const EGRESS_CHAIN: &str = "APPMESH_EGRESS";
+/// The only chains meshinit owns (the AWS App Mesh tools use the same two names). Another
+/// chain named `APPMESH_*` is someone else's and is never flushed or deleted.
+pub const OWN_CHAINS: [&str; 2] = [INGRESS_CHAIN, EGRESS_CHAIN];
+/// The hooks our chains are entered from: inbound connections before routing, and
+/// connections made by local processes.
+pub const PREROUTING_CHAIN: &str = "PREROUTING";
+pub const OUTPUT_CHAIN: &str = "OUTPUT";
+
+/// Whether meshinit owns the chain `name`.
+pub fn is_own_chain(name: &str) -> bool {
+    OWN_CHAINS.contains(&name)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -53,51 +72,55 @@ impl fmt::Display for Family {
     }
 }
 
-/// One `-A CHAIN SPEC` line, with SPEC as `iptables-save` prints it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Rule {
-    pub chain: String,
-    pub spec: String,
-}
-
-impl Rule {
-    pub fn new(chain: &str, spec: impl Into<String>) -> Self {
-        Rule {
-            chain: chain.to_owned(),
-            spec: spec.into(),
-        }
-    }
-
-    /// The chain this rule jumps to, when it is one of ours.
-    pub fn own_target(&self) -> Option<&str> {
-        let target = self.spec.split(" -j ").nth(1)?.split(' ').next()?;
-        target.starts_with(OWN_PREFIX).then_some(target)
-    }
-}
-
-impl fmt::Display for Rule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "-A {} {}", self.chain, self.spec)
-    }
-}
-
-/// What kind of ipset a long exclusion list is loaded into.
+/// What kind of set a long exclusion list is loaded into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SetKind {
-    /// Destination networks (`hash:net`): one lookup per distinct prefix length.
+    /// Destination networks: one lookup per distinct prefix length.
     Networks,
-    /// Destination ports (`bitmap:port`): a constant-time lookup.
+    /// Destination ports: a constant-time lookup.
     Ports,
 }
 
-/// An ipset holding a long exclusion list, referenced by a `-m set` rule.
+/// The members of a set, merged (no overlapping or adjacent entries).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetMembers {
+    Networks(Vec<IpNet>),
+    Ports(Vec<PortRange>),
+}
+
+impl SetMembers {
+    pub fn kind(&self) -> SetKind {
+        match self {
+            SetMembers::Networks(_) => SetKind::Networks,
+            SetMembers::Ports(_) => SetKind::Ports,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            SetMembers::Networks(nets) => nets.len(),
+            SetMembers::Ports(ports) => ports.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A set holding a long exclusion list, matched by a [`Match::DestinationInSet`] rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpSet {
+    /// Named after its content (see [`sets`]).
     pub name: String,
-    pub kind: SetKind,
     pub family: Family,
-    /// Members as `ipset save` prints them (`10.0.0.0/8`, `1000-2000`).
-    pub members: Vec<String>,
+    pub members: SetMembers,
+}
+
+impl IpSet {
+    pub fn kind(&self) -> SetKind {
+        self.members.kind()
+    }
 }
 
 /// The NAT rules of one family: our chains with their rules, the jumps into them from the

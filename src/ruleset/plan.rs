@@ -1,19 +1,25 @@
 //! Planning: the rules a [`ProxyConfig`] asks for. Small configurations give exactly the
-//! App Mesh CNI plugin's rules; long exclusion lists move into ipsets so that every new
+//! App Mesh CNI plugin's rules; long exclusion lists move into sets so that every new
 //! connection pays one lookup instead of walking one rule per entry.
 
-use std::fmt::Display;
+use ipnet::IpNet;
 
-use super::{EGRESS_CHAIN, Family, INGRESS_CHAIN, IpSet, Rule, Ruleset, SetKind};
-use crate::config::{Ipv6Mode, ProxyConfig};
+use super::{
+    EGRESS_CHAIN, Family, INGRESS_CHAIN, IpSet, Match, OUTPUT_CHAIN, PREROUTING_CHAIN, Rule,
+    Ruleset, SetMembers, Verdict, sets,
+};
+use crate::config::{Ipv6Mode, PortRange, ProxyConfig};
 
-/// Thresholds above which a list is matched through an ipset.
+/// What the backend can express, and thresholds above which a list is matched through a set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlanOptions {
     /// More ignored networks than this (per family, after de-duplication) use a set.
     pub max_listed_networks: usize,
-    /// More `multiport` rules than this for the ignored ports use a set.
-    pub max_multiport_rules: usize,
+    /// More port-list rules than this for the ignored ports use a set.
+    pub max_port_rules: usize,
+    /// How many slots one port-list match holds (a range takes two), if limited: iptables'
+    /// `multiport` holds 15.
+    pub port_list_slots: Option<usize>,
 }
 
 impl Default for PlanOptions {
@@ -22,7 +28,8 @@ impl Default for PlanOptions {
         // that the per-connection walk grows linearly.
         PlanOptions {
             max_listed_networks: 32,
-            max_multiport_rules: 4,
+            max_port_rules: 4,
+            port_list_slots: Some(crate::config::ports::MULTIPORT_SLOTS),
         }
     }
 }
@@ -36,65 +43,50 @@ pub fn plan(config: &ProxyConfig, family: Family, options: PlanOptions) -> Rules
 
     if let Some(ingress) = &config.ingress {
         ruleset.chains.push(INGRESS_CHAIN.to_owned());
-        for ports in ingress.app_ports.multiport_chunks() {
+        for ports in port_lists(ingress.app_ports.ranges(), options) {
             ruleset.rules.push(Rule::new(
                 INGRESS_CHAIN,
-                format!(
-                    "-p tcp -m multiport --dports {ports} -j REDIRECT --to-ports {}",
-                    ingress.proxy_port
-                ),
+                vec![Match::Tcp, Match::DestinationPorts(ports)],
+                Verdict::Redirect(ingress.proxy_port),
             ));
         }
         // Only connections from elsewhere: the proxy's own connections to the app are local.
         ruleset.jumps.push(Rule::new(
-            "PREROUTING",
-            format!("-p tcp -m addrtype ! --src-type LOCAL -j {INGRESS_CHAIN}"),
+            PREROUTING_CHAIN,
+            vec![Match::Tcp, Match::SourceIsLocal(false)],
+            Verdict::Jump(INGRESS_CHAIN.to_owned()),
         ));
     }
 
     ruleset.chains.push(EGRESS_CHAIN.to_owned());
-    let egress = |spec: String| Rule::new(EGRESS_CHAIN, spec);
+    let egress_return = |matches| Rule::new(EGRESS_CHAIN, matches, Verdict::Return);
     if let Some(uid) = config.ignored_uid {
         ruleset
             .rules
-            .push(egress(format!("-m owner --uid-owner {uid} -j RETURN")));
+            .push(egress_return(vec![Match::OwnerUid(uid)]));
     }
     if let Some(gid) = config.ignored_gid {
         ruleset
             .rules
-            .push(egress(format!("-m owner --gid-owner {gid} -j RETURN")));
+            .push(egress_return(vec![Match::OwnerGid(gid)]));
     }
 
-    let port_chunks = config.egress_ignored_ports.multiport_chunks();
-    if port_chunks.len() > options.max_multiport_rules {
-        let set = IpSet {
-            name: format!("APPMESH_IGNORED_PORT{}", family.suffix()),
-            kind: SetKind::Ports,
-            family,
-            // Adjacent ranges joined too: each port once, the fewest members.
-            members: config
-                .egress_ignored_ports
-                .merged_ascending()
-                .iter()
-                .map(|r| {
-                    if r.first == r.last {
-                        r.first.to_string()
-                    } else {
-                        format!("{}-{}", r.first, r.last)
-                    }
-                })
-                .collect(),
-        };
-        ruleset.rules.push(egress(format!(
-            "-p tcp -m set --match-set {} dst -j RETURN",
-            set.name
-        )));
+    let ports = config.egress_ignored_ports.ranges();
+    let port_rules = port_lists(ports, options);
+    if port_rules.len() > options.max_port_rules {
+        let members = SetMembers::Ports(merged_ports(ports));
+        let set = new_set(family, members);
+        ruleset.rules.push(egress_return(vec![
+            Match::Tcp,
+            Match::DestinationInSet(set.name.clone()),
+        ]));
         ruleset.sets.push(set);
     } else {
-        for ports in port_chunks {
-            ruleset.rules.push(egress(format!(
-                "-p tcp -m multiport --dports {ports} -j RETURN"
-            )));
+        for ports in port_rules {
+            ruleset.rules.push(egress_return(vec![
+                Match::Tcp,
+                Match::DestinationPorts(ports),
+            ]));
         }
     }
 
@@ -104,61 +96,122 @@ pub fn plan(config: &ProxyConfig, family: Family, options: PlanOptions) -> Rules
         Family::Ipv6 => destinations.ipv6.len(),
     };
     if listed_count > options.max_listed_networks {
-        let members = match family {
-            Family::Ipv4 => set_members(&destinations.aggregated_ipv4()),
-            Family::Ipv6 => set_members(&destinations.aggregated_ipv6()),
+        let merged: Vec<IpNet> = match family {
+            Family::Ipv4 => destinations
+                .aggregated_ipv4()
+                .into_iter()
+                .map(IpNet::V4)
+                .collect(),
+            Family::Ipv6 => destinations
+                .aggregated_ipv6()
+                .into_iter()
+                .map(IpNet::V6)
+                .collect(),
         };
-        let set = IpSet {
-            name: format!("APPMESH_IGNORED_NET{}", family.suffix()),
-            kind: SetKind::Networks,
-            family,
-            members,
-        };
-        ruleset.rules.push(egress(format!(
-            "-p tcp -m set --match-set {} dst -j RETURN",
-            set.name
-        )));
+        let set = new_set(family, SetMembers::Networks(merged));
+        ruleset.rules.push(egress_return(vec![
+            Match::Tcp,
+            Match::DestinationInSet(set.name.clone()),
+        ]));
         ruleset.sets.push(set);
     } else {
-        let listed = match family {
-            Family::Ipv4 => texts(&destinations.listed_ipv4()),
-            Family::Ipv6 => texts(&destinations.listed_ipv6()),
+        let listed: Vec<IpNet> = match family {
+            Family::Ipv4 => destinations
+                .listed_ipv4()
+                .into_iter()
+                .map(IpNet::V4)
+                .collect(),
+            Family::Ipv6 => destinations
+                .listed_ipv6()
+                .into_iter()
+                .map(IpNet::V6)
+                .collect(),
         };
         for net in listed {
-            ruleset
-                .rules
-                .push(egress(format!("-d {net} -p tcp -j RETURN")));
+            ruleset.rules.push(egress_return(vec![
+                Match::DestinationNetwork(net),
+                Match::Tcp,
+            ]));
         }
     }
 
-    ruleset.rules.push(egress(format!(
-        "-p tcp -j REDIRECT --to-ports {}",
-        config.proxy_egress_port
-    )));
+    ruleset.rules.push(Rule::new(
+        EGRESS_CHAIN,
+        vec![Match::Tcp],
+        Verdict::Redirect(config.proxy_egress_port),
+    ));
     // Connections to this namespace's own addresses (loopback included) stay local.
     ruleset.jumps.push(Rule::new(
-        "OUTPUT",
-        format!("-p tcp -m addrtype ! --dst-type LOCAL -j {EGRESS_CHAIN}"),
+        OUTPUT_CHAIN,
+        vec![Match::Tcp, Match::DestinationIsLocal(false)],
+        Verdict::Jump(EGRESS_CHAIN.to_owned()),
     ));
     ruleset
 }
 
-fn texts<T: Display>(items: &[T]) -> Vec<String> {
-    items.iter().map(ToString::to_string).collect()
+fn new_set(family: Family, members: SetMembers) -> IpSet {
+    IpSet {
+        name: sets::versioned_name(members.kind(), family, &members),
+        family,
+        members,
+    }
 }
 
-/// Networks as `ipset save` prints them: a host network as its bare address.
-fn set_members<N: Display>(nets: &[N]) -> Vec<String> {
-    nets.iter()
-        .map(|net| {
-            let text = net.to_string();
-            match text
-                .strip_suffix("/32")
-                .or_else(|| text.strip_suffix("/128"))
-            {
-                Some(host) => host.to_owned(),
-                None => text,
+/// Splits a port list into lists the backend can hold in one match; never truncates (the
+/// AWS plugin kept only the first 15 ports).
+fn port_lists(ranges: &[PortRange], options: PlanOptions) -> Vec<Vec<PortRange>> {
+    let Some(slots_per_list) = options.port_list_slots else {
+        return if ranges.is_empty() {
+            Vec::new()
+        } else {
+            vec![ranges.to_vec()]
+        };
+    };
+    let mut lists: Vec<Vec<PortRange>> = Vec::new();
+    let mut slots = 0;
+    for range in ranges {
+        if lists.is_empty() || slots + range.multiport_slots() > slots_per_list {
+            lists.push(Vec::new());
+            slots = 0;
+        }
+        slots += range.multiport_slots();
+        lists.last_mut().expect("pushed above").push(*range);
+    }
+    lists
+}
+
+/// Ranges sorted, with overlapping and adjacent ones joined: what a set holds.
+fn merged_ports(ranges: &[PortRange]) -> Vec<PortRange> {
+    let mut sorted = ranges.to_vec();
+    sorted.sort();
+    let mut merged: Vec<PortRange> = Vec::with_capacity(sorted.len());
+    for range in sorted {
+        match merged.last_mut() {
+            Some(last) if u32::from(range.first) <= u32::from(last.last) + 1 => {
+                last.last = last.last.max(range.last);
             }
-        })
-        .collect()
+            _ => merged.push(range),
+        }
+    }
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlapping_and_adjacent_port_ranges_merge_for_a_set() {
+        let r = |first, last| PortRange { first, last };
+        assert_eq!(
+            merged_ports(&[
+                r(1005, 1020),
+                r(1000, 1010),
+                r(1021, 1021),
+                r(22, 22),
+                r(2000, 2001)
+            ]),
+            vec![r(22, 22), r(1000, 1021), r(2000, 2001)]
+        );
+    }
 }

@@ -9,10 +9,9 @@ use serde::Serialize;
 
 use super::probe::{ListenerRole, Observation};
 use super::report::{CheckResult, Evidence, Status};
+use super::scope::Inspected;
 use crate::config::{ALWAYS_IGNORED_IPS, ALWAYS_IGNORED_PORT, ProxyConfig};
-use crate::ruleset::{
-    EGRESS_CHAIN, Family, INGRESS_CHAIN, InstalledNat, PlanOptions, Ruleset, diff, plan,
-};
+use crate::ruleset::{EGRESS_CHAIN, Family, INGRESS_CHAIN};
 
 /// At most this many ignored ports are probed per family (22 first, then the configured
 /// ones; a range contributes its first and last port).
@@ -540,13 +539,14 @@ fn describe(observation: &Observation, judging: &Judging, probe_context: bool) -
 /// What the installed egress rules of a family say, to explain a failed probe: absent,
 /// not jumped into, different from the configuration, or as configured (then something
 /// else intercepts the traffic).
-pub fn egress_rules_hint(config: &ProxyConfig, family: Family, installed: &InstalledNat) -> String {
+pub fn egress_rules_hint(family: Family, inspected: &Inspected) -> String {
+    let installed = &inspected.table;
     let foreign_redirects: Vec<String> = installed
         .rules
         .iter()
-        .filter(|r| !r.chain.starts_with(crate::ruleset::OWN_PREFIX) && r.spec.contains("REDIRECT"))
+        .filter(|r| !crate::ruleset::is_own_chain(&r.chain) && r.redirects())
         .take(2)
-        .map(ToString::to_string)
+        .map(|r| format!("-A {} {}", r.chain, r.text))
         .collect();
     let foreign = if foreign_redirects.is_empty() {
         String::new()
@@ -568,8 +568,7 @@ pub fn egress_rules_hint(config: &ProxyConfig, family: Family, installed: &Insta
     {
         return format!("{EGRESS_CHAIN} exists but no built-in chain jumps into it{foreign}");
     }
-    let desired = plan(config, family, PlanOptions::default());
-    let drift = diff(&only_egress(&desired), installed);
+    let drift = &inspected.egress_drift;
     let mentions_egress = |line: &String| line.contains(EGRESS_CHAIN);
     let missing: Vec<&String> = drift
         .missing
@@ -617,24 +616,13 @@ fn join(lines: &[&String]) -> String {
         .join("`, `")
 }
 
-/// The egress part of a ruleset: what the egress hint compares.
-fn only_egress(ruleset: &Ruleset) -> Ruleset {
-    let mut egress = ruleset.clone();
-    egress.chains.retain(|c| c == EGRESS_CHAIN);
-    egress.rules.retain(|r| r.chain == EGRESS_CHAIN);
-    egress
-        .jumps
-        .retain(|j| j.own_target() == Some(EGRESS_CHAIN));
-    egress
-}
-
 /// The ingress check, by rule inspection: from inside the namespace a connection is
 /// locally generated and never traverses PREROUTING (and the rendered jump excludes local
 /// sources), so ingress redirection cannot be proven with traffic here.
 pub fn inspect_ingress(
     config: &ProxyConfig,
     family: Family,
-    installed: Result<&InstalledNat, &str>,
+    installed: Result<&Inspected, &str>,
 ) -> CheckResult {
     let result = |status, reason: String| CheckResult {
         check: CheckKind::IngressRules,
@@ -671,8 +659,9 @@ pub fn inspect_ingress(
         .map(ToString::to_string)
         .collect();
     let ports = ports.join(",");
-    let has_chain = installed.chains.iter().any(|c| c == INGRESS_CHAIN);
+    let has_chain = installed.table.chains.iter().any(|c| c == INGRESS_CHAIN);
     let has_jump = installed
+        .table
         .jumps_into_own_chains()
         .any(|j| j.own_target() == Some(INGRESS_CHAIN));
     if !has_chain && !has_jump {
@@ -686,13 +675,7 @@ pub fn inspect_ingress(
             ),
         );
     }
-    let mut ingress_part = plan(config, family, PlanOptions::default());
-    ingress_part.chains.retain(|c| c == INGRESS_CHAIN);
-    ingress_part.rules.retain(|r| r.chain == INGRESS_CHAIN);
-    ingress_part
-        .jumps
-        .retain(|j| j.own_target() == Some(INGRESS_CHAIN));
-    let drift = diff(&ingress_part, installed);
+    let drift = &installed.ingress_drift;
     let mentions_ingress = |line: &&String| line.contains(INGRESS_CHAIN);
     let missing: Vec<&String> = drift.missing.iter().filter(mentions_ingress).collect();
     let unexpected: Vec<&String> = drift.unexpected.iter().filter(mentions_ingress).collect();
@@ -733,7 +716,13 @@ pub fn inspect_ingress(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::BackendKind;
+    use crate::backend::iptables::IptablesBackend;
+    use crate::backend::iptables::parse::installed_table;
+    use crate::backend::iptables::render::render_restore;
     use crate::config::{IgnoredDestinations, IngressConfig, Ipv6Mode, PortList, PortRange};
+    use crate::ruleset::{PlanOptions, plan};
+    use crate::verify::scope::inspect;
 
     fn config() -> ProxyConfig {
         let mut destinations = IgnoredDestinations::default();
@@ -1021,25 +1010,30 @@ mod tests {
         assert!(listener.reason.contains("loopback is down"));
     }
 
+    /// What verify makes of an `iptables-save` text, for configuration `c`.
+    fn inspected(c: &ProxyConfig, saved: &str) -> Inspected {
+        let backend = IptablesBackend::new(BackendKind::IptablesNft);
+        inspect(&backend, c, Family::Ipv4, installed_table(saved))
+    }
+
+    fn rendered(c: &ProxyConfig) -> String {
+        render_restore(&plan(c, Family::Ipv4, PlanOptions::default()))
+    }
+
     #[test]
     fn hints_say_whether_the_egress_rules_are_installed_and_as_configured() {
         let c = config();
-        let none = InstalledNat::parse("*nat\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n");
-        assert!(
-            egress_rules_hint(&c, Family::Ipv4, &none).contains("holds no APPMESH_EGRESS chain")
-        );
-        let desired = plan(&c, Family::Ipv4, PlanOptions::default());
-        let full = crate::ruleset::render_restore(&desired);
-        let installed = InstalledNat::parse(&full);
-        assert!(
-            egress_rules_hint(&c, Family::Ipv4, &installed).contains("read back as configured")
-        );
+        let none = inspected(&c, "*nat\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n");
+        assert!(egress_rules_hint(Family::Ipv4, &none).contains("holds no APPMESH_EGRESS chain"));
+        let full = rendered(&c);
+        let installed = inspected(&c, &full);
+        assert!(egress_rules_hint(Family::Ipv4, &installed).contains("read back as configured"));
         let without_uid: String = full
             .lines()
             .filter(|l| !l.contains("--uid-owner"))
             .map(|l| format!("{l}\n"))
             .collect();
-        let hint = egress_rules_hint(&c, Family::Ipv4, &InstalledNat::parse(&without_uid));
+        let hint = egress_rules_hint(Family::Ipv4, &inspected(&c, &without_uid));
         assert!(
             hint.contains("missing `-A APPMESH_EGRESS -m owner --uid-owner 1337 -j RETURN`"),
             "{hint}"
@@ -1049,9 +1043,8 @@ mod tests {
     #[test]
     fn ingress_is_checked_by_rule_inspection_and_says_so() {
         let c = config();
-        let desired = plan(&c, Family::Ipv4, PlanOptions::default());
-        let full = crate::ruleset::render_restore(&desired);
-        let pass = inspect_ingress(&c, Family::Ipv4, Ok(&InstalledNat::parse(&full)));
+        let full = rendered(&c);
+        let pass = inspect_ingress(&c, Family::Ipv4, Ok(&inspected(&c, &full)));
         assert_eq!(
             (pass.status, pass.evidence),
             (Status::Pass, Evidence::Rules)
@@ -1062,7 +1055,7 @@ mod tests {
             .filter(|l| !l.starts_with("-A PREROUTING"))
             .map(|l| format!("{l}\n"))
             .collect();
-        let fail = inspect_ingress(&c, Family::Ipv4, Ok(&InstalledNat::parse(&no_jump)));
+        let fail = inspect_ingress(&c, Family::Ipv4, Ok(&inspected(&c, &no_jump)));
         assert_eq!(fail.status, Status::Fail);
         assert!(
             fail.reason.contains("missing `-A PREROUTING"),

@@ -28,7 +28,7 @@ pub use report::{CheckResult, Evidence, Report, Status, Summary};
 use self::checks::{Judging, Planned, Probe};
 use self::probe::{ListenerRole, ListenerSpec, Listeners, Observation, Route, Tokens};
 use self::scope::{FamilyDecision, Scope};
-use crate::backend::BackendChoice;
+use crate::backend::{Backend, TimeBudget};
 use crate::config::ProxyConfig;
 use crate::error::{ConfigError, Error, Result, exit_code};
 use crate::ruleset::Family;
@@ -98,7 +98,7 @@ pub fn needed_capabilities(config: &ProxyConfig) -> Vec<Capability> {
 /// standard output, and returns the outcome (its exit code is the command's).
 pub fn run(
     config: &ProxyConfig,
-    backend: BackendChoice,
+    backend: &dyn Backend,
     options: &VerifyOptions,
 ) -> Result<Outcome> {
     let report = verify(config, backend, options)?;
@@ -113,7 +113,7 @@ pub fn run(
 /// Runs every check in the namespace this thread is in and returns the report.
 pub fn verify(
     config: &ProxyConfig,
-    backend: BackendChoice,
+    backend: &dyn Backend,
     options: &VerifyOptions,
 ) -> Result<Report> {
     if options.timeout < MIN_TIMEOUT {
@@ -125,7 +125,7 @@ pub fn verify(
     }
     let started = Instant::now();
     let window = (options.timeout / 2).min(MAX_PROBE_WINDOW);
-    let scope = scope::read(backend, config.ipv6);
+    let scope = scope::read(backend, config, &TimeBudget::starting_now(options.timeout));
     let tokens = Tokens::random().map_err(Error::Other)?;
     let ingress_port = config.ingress.as_ref().map(|i| i.proxy_port);
 
@@ -365,7 +365,7 @@ impl Plan {
         let hints: Vec<(Family, String)> = Family::BOTH
             .iter()
             .filter_map(|family| match scope.table(*family).as_result() {
-                Ok(nat) => Some((*family, checks::egress_rules_hint(config, *family, nat))),
+                Ok(nat) => Some((*family, checks::egress_rules_hint(*family, nat))),
                 Err(_) => None,
             })
             .collect();

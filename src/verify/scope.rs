@@ -1,20 +1,29 @@
 //! Which families verify checks, decided from the configuration and from what the nat
 //! tables of this namespace hold. Reading the tables is the only I/O here.
 
-use crate::backend::{BackendChoice, BackendKind};
-use crate::config::Ipv6Mode;
-use crate::converge::read_installation;
-use crate::ruleset::{EGRESS_CHAIN, Family, InstalledNat};
+use crate::backend::{Backend, BackendKind, TimeBudget};
+use crate::config::{Ipv6Mode, ProxyConfig};
+use crate::converge::read_for_inspection;
+use crate::ruleset::{Drift, EGRESS_CHAIN, Family, INGRESS_CHAIN, InstalledTable, Ruleset, plan};
+
+/// One family's nat table as read, with how its egress and ingress parts differ from the
+/// configuration (in the backend's words), so the checks need no backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspected {
+    pub table: InstalledTable,
+    pub egress_drift: Drift,
+    pub ingress_drift: Drift,
+}
 
 /// One family's nat table as read, or why it was not read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NatTable {
-    Read(InstalledNat),
+    Read(Inspected),
     Unread(String),
 }
 
 impl NatTable {
-    pub fn as_result(&self) -> Result<&InstalledNat, &str> {
+    pub fn as_result(&self) -> Result<&Inspected, &str> {
         match self {
             NatTable::Read(nat) => Ok(nat),
             NatTable::Unread(why) => Err(why),
@@ -22,7 +31,32 @@ impl NatTable {
     }
 
     fn has_egress_chain(&self) -> bool {
-        matches!(self, NatTable::Read(nat) if nat.chains.iter().any(|c| c == EGRESS_CHAIN))
+        matches!(self, NatTable::Read(nat) if nat.table.chains.iter().any(|c| c == EGRESS_CHAIN))
+    }
+}
+
+/// The part of `ruleset` that concerns one of our chains: the chain, its rules, the jumps
+/// into it.
+pub fn only_chain(ruleset: &Ruleset, chain: &str) -> Ruleset {
+    let mut part = ruleset.clone();
+    part.chains.retain(|c| c == chain);
+    part.rules.retain(|r| r.chain == chain);
+    part.jumps.retain(|j| j.jump_target() == Some(chain));
+    part
+}
+
+/// What verify knows of `table`: the table and its drift from `config`, per chain.
+pub fn inspect(
+    backend: &dyn Backend,
+    config: &ProxyConfig,
+    family: Family,
+    table: InstalledTable,
+) -> Inspected {
+    let desired = plan(config, family, backend.plan_options());
+    Inspected {
+        egress_drift: backend.describe_drift(&only_chain(&desired, EGRESS_CHAIN), &table),
+        ingress_drift: backend.describe_drift(&only_chain(&desired, INGRESS_CHAIN), &table),
+        table,
     }
 }
 
@@ -53,45 +87,42 @@ impl Scope {
     }
 }
 
-/// Reads the nat tables with the backend `choice` selects and decides what to check.
-/// IPv6 is read whenever the configuration allows it (as `auto`, so a missing IPv6 is a
-/// verdict here rather than an error); a failed read leaves the traffic checks to run.
-pub fn read(choice: BackendChoice, mode: Ipv6Mode) -> Scope {
-    let read_mode = if mode == Ipv6Mode::Off {
-        Ipv6Mode::Off
-    } else {
-        Ipv6Mode::Auto
-    };
-    let (backend, ipv4, ipv6) = match read_installation(choice, read_mode) {
-        Ok(installation) => {
-            let table = |family| {
-                if let Some(state) = installation.families.iter().find(|s| s.family == family) {
-                    return NatTable::Read(state.installed.clone());
-                }
-                let why = installation
-                    .skipped
-                    .iter()
-                    .find(|(f, _)| *f == family)
-                    .map_or_else(
-                        || format!("the {family} nat table was not read"),
-                        |(_, why)| why.clone(),
-                    );
-                NatTable::Unread(why)
-            };
-            (
-                Some(installation.backend),
-                table(Family::Ipv4),
-                table(Family::Ipv6),
-            )
-        }
-        Err(e) => {
-            let why = format!("reading the nat tables failed: {e}");
-            (None, NatTable::Unread(why.clone()), NatTable::Unread(why))
-        }
-    };
+/// Reads the nat tables with `backend` and decides what to check. IPv6 is read whenever
+/// the configuration allows it (as `auto`, so a missing IPv6 is a verdict here rather than
+/// an error); a failed read leaves the traffic checks to run.
+pub fn read(backend: &dyn Backend, config: &ProxyConfig, budget: &TimeBudget) -> Scope {
+    let mode = config.ipv6;
+    let (backend_kind, ipv4, ipv6): (Option<BackendKind>, NatTable, NatTable) =
+        match read_for_inspection(backend, mode, budget) {
+            Ok(installation) => {
+                let table = |family| {
+                    if let Some(table) = installation.table(family) {
+                        return NatTable::Read(inspect(backend, config, family, table.clone()));
+                    }
+                    let why = installation
+                        .skipped
+                        .iter()
+                        .find(|(f, _)| *f == family)
+                        .map_or_else(
+                            || format!("the {family} nat table was not read"),
+                            |(_, why)| why.clone(),
+                        );
+                    NatTable::Unread(why)
+                };
+                (
+                    Some(installation.backend),
+                    table(Family::Ipv4),
+                    table(Family::Ipv6),
+                )
+            }
+            Err(e) => {
+                let why = format!("reading the nat tables failed: {e}");
+                (None, NatTable::Unread(why.clone()), NatTable::Unread(why))
+            }
+        };
     let decisions = decide(mode, &ipv4, &ipv6, namespace_has_ipv6());
     Scope {
-        backend,
+        backend: backend_kind,
         ipv4,
         ipv6,
         decisions,
@@ -154,13 +185,21 @@ pub fn decide(
 mod tests {
     use super::*;
 
+    fn read(table: InstalledTable) -> NatTable {
+        NatTable::Read(Inspected {
+            table,
+            egress_drift: Drift::default(),
+            ingress_drift: Drift::default(),
+        })
+    }
     fn with_chain() -> NatTable {
-        NatTable::Read(InstalledNat::parse(
-            "*nat\n:APPMESH_EGRESS - [0:0]\nCOMMIT\n",
-        ))
+        read(InstalledTable {
+            chains: vec![EGRESS_CHAIN.to_owned()],
+            rules: Vec::new(),
+        })
     }
     fn empty() -> NatTable {
-        NatTable::Read(InstalledNat::default())
+        read(InstalledTable::default())
     }
     fn unread() -> NatTable {
         NatTable::Unread("IPv6 is disabled in this namespace (disable_ipv6=1)".into())

@@ -19,6 +19,8 @@ use serde_json::{Map, Value};
 
 use crate::common::TestNetns;
 
+pub mod fixture;
+
 pub const MESHINIT: &str = env!("CARGO_BIN_EXE_meshinit");
 /// Where Debian's containernetworking-plugins puts the reference plugins.
 pub const REFERENCE_PLUGINS: &str = "/usr/lib/cni";
@@ -124,6 +126,18 @@ pub fn run_plugin(
     stdin: &str,
 ) -> PluginRun {
     let mut process = node.command(plugin);
+    set_plugin_environment(&mut process, command, attachment, cni_path);
+    run_with_stdin(process, stdin)
+}
+
+/// Gives `process` exactly the environment a runtime gives a plugin: the CNI parameters,
+/// and nothing of the test's own environment.
+pub fn set_plugin_environment(
+    process: &mut Command,
+    command: &str,
+    attachment: Option<&Attachment>,
+    cni_path: Option<&Path>,
+) {
     process
         .env_clear()
         .env("PATH", PLUGIN_PATH_ENV)
@@ -143,7 +157,6 @@ pub fn run_plugin(
     if let Some(path) = cni_path {
         process.env("CNI_PATH", path);
     }
-    run_with_stdin(process, stdin)
 }
 
 /// Runs meshinit as a CNI plugin in `node`.
@@ -435,6 +448,11 @@ pub fn assert_installed_as_rendered(node: &TestNetns, pod: &TestNetns, config: &
     ] {
         let installed = pod.run_checked(save, &["-t", "nat"]);
         let expected = rendered.get(family).map(String::as_str).unwrap_or_default();
+        // Two empty sides would compare equal and prove nothing.
+        assert!(
+            expected.contains(":APPMESH_EGRESS"),
+            "{family}: `meshinit render` printed no ruleset to compare with:\n{expected}"
+        );
         assert_eq!(
             appmesh_rules(&installed),
             appmesh_rules(expected),

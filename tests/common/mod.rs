@@ -27,14 +27,21 @@
 // Each integration-test binary compiles this module separately and uses only part of it.
 #![allow(dead_code, unused_imports)]
 
+mod cli;
 mod client;
+mod fake_tools;
 mod listener;
 mod netns;
+/// The traffic fixture of the `apply_*` tests, imported as `common::scene::*` and kept out
+/// of the glob below: other test files define their own `Scene`, `PROXY_UID`, `addr`.
+pub mod scene;
 
+pub use cli::*;
 pub use client::{
     ConnectAttempt, ConnectFailure, ConnectOutcome, DEFAULT_CONNECT_TIMEOUT, Landing,
     assert_direct, assert_failed, assert_redirected, assert_refused,
 };
+pub use fake_tools::{FakeBehavior, FakeTools};
 pub use listener::Listener;
 pub use netns::{
     APP_IFACE, APP_V4, APP_V6, INIT_NET_NS_INODE, NETNS_DIR, NETNS_PREFIX, NetnsPair, PEER_IFACE,

@@ -100,6 +100,31 @@ impl TestNetns {
         ns
     }
 
+    /// Names the network namespace of process `pid` (`ip netns attach`), e.g. a container
+    /// a runtime made, so the harness can look and listen inside it. The name also keeps
+    /// the namespace alive after the process is gone, until drop.
+    pub fn attach(role: &str, pid: u32) -> TestNetns {
+        STALE_CLEANUP.call_once(delete_namespaces_of_dead_processes);
+        let name = unique_name(role);
+        {
+            let _serialized = IP_NETNS_ADD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            run_host_command("ip", &["netns", "attach", &name, &pid.to_string()]);
+        }
+        let ns = TestNetns {
+            path: Path::new(NETNS_DIR).join(&name),
+            name,
+            veth: None,
+        };
+        let inode = std::fs::metadata(&ns.path)
+            .unwrap_or_else(|e| panic!("cannot stat {}: {e}", ns.path.display()))
+            .ino();
+        assert_ne!(
+            inode, INIT_NET_NS_INODE,
+            "process {pid} is in the machine's own network namespace; refusing to use it"
+        );
+        ns
+    }
+
     /// Namespace name as `ip netns` knows it, e.g. `mshi-4242-3-9f1c2a7b-app`.
     pub fn name(&self) -> &str {
         &self.name
@@ -190,15 +215,15 @@ impl TestNetns {
         self.ip_batch(&[&command]);
     }
 
-    /// The NAT rules currently in this namespace, for failure messages and debugging:
-    /// nf_tables-backed iptables/ip6tables, plus legacy tables if any exist. (Listing with
-    /// `iptables-legacy-save` would create the legacy nat table, so it is only used when
-    /// /proc says the table already exists.)
+    /// The NAT rules currently in this namespace: nf_tables-backed iptables/ip6tables, plus
+    /// legacy tables if any exist. (Listing with `iptables-legacy-save` would create the
+    /// legacy nat table, so it is only used when /proc says the table already exists.) A
+    /// save that fails fails the test: an unreadable table must never read as "no rules".
     pub fn nat_rules(&self) -> String {
         let mut dump = String::new();
         for program in ["iptables-nft-save", "ip6tables-nft-save"] {
             dump += &format!("## {program} -t nat\n");
-            dump += &self.output_or_error(program, &["-t", "nat"]);
+            dump += &self.run_checked(program, &["-t", "nat"]);
         }
         let legacy_tables = self.run_inside(|| {
             ["ip_tables_names", "ip6_tables_names"].map(|file| {
@@ -212,20 +237,10 @@ impl TestNetns {
         {
             if tables.lines().any(|table| table == "nat") {
                 dump += &format!("## {program} -t nat\n");
-                dump += &self.output_or_error(program, &["-t", "nat"]);
+                dump += &self.run_checked(program, &["-t", "nat"]);
             }
         }
         dump
-    }
-
-    fn output_or_error(&self, program: &str, args: &[&str]) -> String {
-        match self.command(program).args(args).output() {
-            Ok(output) => {
-                String::from_utf8_lossy(&output.stdout).into_owned()
-                    + &String::from_utf8_lossy(&output.stderr)
-            }
-            Err(e) => format!("(cannot run {program}: {e})\n"),
-        }
     }
 
     /// Runs iproute2 commands in this namespace with one `ip` process (`ip -n NAME -batch`).

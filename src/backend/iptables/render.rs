@@ -1,16 +1,64 @@
-//! `iptables-restore` text for a fresh namespace (what `render` prints).
+//! The model in iptables' words: each rule exactly as `iptables-save` prints it, so what is
+//! sent and what is read back are the same text, and whole payloads for `iptables-restore`.
 
 use std::fmt::Write;
 
-use super::Ruleset;
+use crate::ruleset::{EGRESS_CHAIN, Family, INGRESS_CHAIN, Match, Rule, Ruleset, Verdict};
+
+/// The rule's spec after `-A CHAIN`, in `iptables-save`'s canonical order: the address
+/// first, then the protocol, then each module match in the rule's order, then the target.
+pub fn spec(rule: &Rule) -> String {
+    let mut words: Vec<String> = Vec::new();
+    for m in &rule.matches {
+        if let Match::DestinationNetwork(net) = m {
+            words.push(format!("-d {net}"));
+        }
+    }
+    if rule.matches.contains(&Match::Tcp) {
+        words.push("-p tcp".into());
+    }
+    for m in &rule.matches {
+        match m {
+            Match::Tcp | Match::DestinationNetwork(_) => {}
+            Match::OwnerUid(uid) => words.push(format!("-m owner --uid-owner {uid}")),
+            Match::OwnerGid(gid) => words.push(format!("-m owner --gid-owner {gid}")),
+            Match::DestinationPorts(ports) => {
+                let ports: Vec<String> = ports.iter().map(ToString::to_string).collect();
+                words.push(format!("-m multiport --dports {}", ports.join(",")));
+            }
+            Match::DestinationInSet(set) => words.push(format!("-m set --match-set {set} dst")),
+            Match::DestinationIsLocal(local) => {
+                words.push(format!("-m addrtype {}--dst-type LOCAL", negation(*local)));
+            }
+            Match::SourceIsLocal(local) => {
+                words.push(format!("-m addrtype {}--src-type LOCAL", negation(*local)));
+            }
+        }
+    }
+    words.push(match &rule.verdict {
+        Verdict::Return => "-j RETURN".into(),
+        Verdict::Redirect(port) => format!("-j REDIRECT --to-ports {port}"),
+        Verdict::Jump(chain) => format!("-j {chain}"),
+    });
+    words.join(" ")
+}
+
+fn negation(local: bool) -> &'static str {
+    if local { "" } else { "! " }
+}
+
+/// `-A CHAIN SPEC`.
+pub fn line(rule: &Rule) -> String {
+    format!("-A {} {}", rule.chain, spec(rule))
+}
 
 /// The payload for `iptables-restore --noflush` (or `ip6tables-restore`) into a namespace
-/// that holds none of our rules yet; `apply` instead reconciles against what is installed.
+/// that holds none of our rules yet: what `render` prints.
 pub fn render_restore(ruleset: &Ruleset) -> String {
     let mut out = String::new();
     let tool = match ruleset.family {
-        super::Family::Ipv4 => "iptables-restore",
-        super::Family::Ipv6 => "ip6tables-restore",
+        Family::Ipv4 => "iptables-restore",
+        Family::Ipv6 => "ip6tables-restore",
     };
     let _ = writeln!(
         out,
@@ -30,7 +78,7 @@ pub fn render_restore(ruleset: &Ruleset) -> String {
         let _ = writeln!(out, ":{chain} - [0:0]");
     }
     for rule in ruleset.rules.iter().chain(&ruleset.jumps) {
-        let _ = writeln!(out, "{rule}");
+        let _ = writeln!(out, "{}", line(rule));
     }
     out.push_str("COMMIT\n");
     out
@@ -43,7 +91,7 @@ pub fn render_restore(ruleset: &Ruleset) -> String {
 /// be no jump into them. (Guarding a chain the ruleset does not want would need `-X` in the
 /// same transaction, which costs iptables-nft more than reading the table first.)
 pub fn fresh_install_payload(ruleset: &Ruleset) -> Option<String> {
-    let guarded = [super::INGRESS_CHAIN, super::EGRESS_CHAIN];
+    let guarded = [INGRESS_CHAIN, EGRESS_CHAIN];
     if !guarded
         .iter()
         .all(|g| ruleset.chains.iter().any(|c| c == g))
@@ -55,7 +103,7 @@ pub fn fresh_install_payload(ruleset: &Ruleset) -> Option<String> {
         let _ = writeln!(out, "-N {chain}");
     }
     for rule in ruleset.rules.iter().chain(&ruleset.jumps) {
-        let _ = writeln!(out, "{rule}");
+        let _ = writeln!(out, "{}", line(rule));
     }
     out.push_str("COMMIT\n");
     Some(out)
@@ -64,7 +112,6 @@ pub fn fresh_install_payload(ruleset: &Ruleset) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::{EGRESS_CHAIN, Family, INGRESS_CHAIN, Rule};
 
     #[test]
     fn fresh_payload_guards_both_chains_or_is_not_offered() {
@@ -72,7 +119,8 @@ mod tests {
         ruleset.chains = vec![EGRESS_CHAIN.into()];
         ruleset.rules = vec![Rule::new(
             EGRESS_CHAIN,
-            "-p tcp -j REDIRECT --to-ports 15001",
+            vec![Match::Tcp],
+            Verdict::Redirect(15001),
         )];
         assert_eq!(
             fresh_install_payload(&ruleset),

@@ -1,0 +1,199 @@
+//! The iptables backends: `iptables-legacy` (x_tables) and `iptables-nft` (nf_tables through
+//! iptables' compatibility layer), driven with `iptables-save`/`iptables-restore`, with
+//! ipsets for long lists and the legacy xtables lock: all of it lives here, since only they
+//! need it.
+
+mod converge;
+pub mod ipset;
+pub mod parse;
+mod read;
+pub mod reconcile;
+pub mod render;
+mod sets;
+mod tools;
+mod transaction;
+mod words;
+
+pub use tools::IptablesTools;
+
+use tracing::{debug, info};
+
+use super::program::{self, TimeBudget};
+use super::{Backend, BackendKind, ConvergeReport, Desired, FamilyPlan, Installed};
+use crate::config::Ipv6Mode;
+use crate::error::Result;
+use crate::netns;
+use crate::ruleset::{Drift, Family, InstalledTable, PlanOptions, Ruleset};
+
+/// One of the two iptables backends.
+#[derive(Debug, Clone, Copy)]
+pub struct IptablesBackend {
+    kind: BackendKind,
+}
+
+impl IptablesBackend {
+    pub fn new(kind: BackendKind) -> Self {
+        IptablesBackend { kind }
+    }
+
+    /// Every family this namespace has, to be emptied of our rules.
+    fn everything_of_ours_removed() -> Desired {
+        let mut families = vec![(
+            Family::Ipv4,
+            FamilyPlan::Program(Ruleset::empty(Family::Ipv4)),
+        )];
+        families.push(match netns::ipv6_unavailable() {
+            None => (
+                Family::Ipv6,
+                FamilyPlan::Program(Ruleset::empty(Family::Ipv6)),
+            ),
+            Some(why) => (Family::Ipv6, FamilyPlan::Skip(why)),
+        });
+        Desired {
+            families,
+            ipv6: Ipv6Mode::Auto,
+        }
+    }
+}
+
+impl Backend for IptablesBackend {
+    fn kind(&self) -> BackendKind {
+        self.kind
+    }
+
+    fn plan_options(&self) -> PlanOptions {
+        PlanOptions::default()
+    }
+
+    fn installed(&self) -> Result<()> {
+        IptablesTools::find(self.kind, Family::Ipv4).map(drop)
+    }
+
+    fn ready(&self, budget: &TimeBudget) -> Result<()> {
+        let tools = IptablesTools::find(self.kind, Family::Ipv4)?;
+        program::run(&tools.restore, &["--version"], None, budget).map(drop)
+    }
+
+    fn read(&self, desired: &Desired, budget: &TimeBudget) -> Result<Installed> {
+        read::read(self.kind, desired, budget).map(|(installed, _)| installed)
+    }
+
+    fn converge(
+        &self,
+        desired: &Desired,
+        budget: &TimeBudget,
+        dry_run: bool,
+    ) -> Result<ConvergeReport> {
+        converge::converge(self.kind, desired, budget, dry_run)
+    }
+
+    fn drift(
+        &self,
+        installed: &Installed,
+        desired: &Desired,
+        budget: &TimeBudget,
+    ) -> Result<Vec<(Family, Drift)>> {
+        let mut out = Vec::new();
+        let mut own_sets: Option<Vec<(String, Vec<String>)>> = None;
+        for (family, table) in &installed.families {
+            let empty = Ruleset::empty(*family);
+            let ruleset = desired.ruleset(*family).unwrap_or(&empty);
+            let mut drift = self.describe_drift(ruleset, table);
+            if !ruleset.sets.is_empty() {
+                if own_sets.is_none() {
+                    own_sets = Some(sets::installed_members(budget)?);
+                }
+                let installed_sets = own_sets.as_ref().expect("read above");
+                sets::describe_drift(ruleset, installed_sets, &mut drift);
+            }
+            out.push((*family, drift));
+        }
+        Ok(out)
+    }
+
+    fn describe_drift(&self, desired: &Ruleset, installed: &InstalledTable) -> Drift {
+        reconcile::drift(desired, installed)
+    }
+
+    fn holds_ours(&self, budget: &TimeBudget) -> Option<Installed> {
+        if self.installed().is_err() {
+            return None;
+        }
+        let mut desired = Self::everything_of_ours_removed();
+        if self.kind == BackendKind::IptablesLegacy {
+            // Reading a legacy table that does not exist would create it.
+            for (family, plan) in &mut desired.families {
+                if !legacy_tables(*family).iter().any(|t| t == "nat") {
+                    *plan = FamilyPlan::Skip("no legacy nat table".into());
+                }
+            }
+        }
+        desired.rulesets().next()?;
+        match read::read(self.kind, &desired, budget) {
+            Ok((installed, _)) if !installed.is_clean() => Some(installed),
+            Ok(_) => None,
+            Err(e) => {
+                debug!(backend = %self.kind, error = %e, "not readable");
+                None
+            }
+        }
+    }
+
+    fn remove_rules(&self, budget: &TimeBudget) -> Result<()> {
+        let desired = Self::everything_of_ours_removed();
+        let (installed, tools) = read::read(self.kind, &desired, budget)?;
+        let changes = converge::converge_rules(&installed, &tools, &desired, budget, false)?;
+        let changed = changes.iter().filter(|c| c.payload.is_some()).count();
+        info!(backend = %self.kind, families_changed = changed, "rules removed");
+        // Sets only these rules used can go now; sets another backend still uses stay (the
+        // kernel refuses), quietly: that backend's own turn removes them.
+        sets::sweep(&[], budget, false, false)?;
+        Ok(())
+    }
+
+    fn remove_sets(&self, budget: &TimeBudget) -> Result<()> {
+        let destroyed = sets::sweep(&[], budget, false, true)?;
+        if !destroyed.is_empty() {
+            info!(sets = ?destroyed, "sets destroyed");
+        }
+        Ok(())
+    }
+}
+
+/// The kernel's list of legacy x_tables tables that exist in this namespace. Reading it,
+/// unlike running `iptables-legacy-save`, creates nothing. (`thread-self`: `self` would show
+/// the main thread's namespace.)
+pub fn legacy_tables(family: Family) -> Vec<String> {
+    let path = match family {
+        Family::Ipv4 => "/proc/thread-self/net/ip_tables_names",
+        Family::Ipv6 => "/proc/thread-self/net/ip6_tables_names",
+    };
+    std::fs::read_to_string(path)
+        .map(|text| text.lines().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// True when any legacy table of either family holds a rule or a user chain: then legacy is
+/// in use here, and a second backend would run beside it.
+pub fn legacy_holds_rules(budget: &TimeBudget) -> bool {
+    for family in Family::BOTH {
+        if legacy_tables(family).is_empty() {
+            continue;
+        }
+        let Ok(tools) = IptablesTools::find(BackendKind::IptablesLegacy, family) else {
+            continue;
+        };
+        let Ok(output) = program::run(&tools.save, &[], None, budget) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&output.stdout);
+        let holds = text.lines().any(|l| {
+            l.starts_with("-A ")
+                || (l.starts_with(':') && !l.contains(" ACCEPT ") && !l.contains(" DROP "))
+        });
+        if holds {
+            return true;
+        }
+    }
+    false
+}

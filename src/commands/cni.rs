@@ -1,0 +1,277 @@
+//! `meshinit cni`: the CNI plugin itself (no subcommand: what a runtime runs), and
+//! `cni install` / `cni uninstall`, which put meshinit into a node's CNI configuration.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use nix::sys::signal::{self, SigHandler, Signal};
+use serde_json::Value;
+use tracing::{debug, info, warn};
+
+use crate::cni::install::{self, Change, DEFAULT_PLUGIN_TYPE, PluginEntry};
+use crate::error::{Error, Result};
+
+/// The running executable: what `cni install` copies into the bin directory.
+const SELF_EXE: &str = "/proc/self/exe";
+
+#[derive(Debug, Args)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    after_help = "Without a subcommand: runs as a CNI plugin (the runtime sets CNI_COMMAND, \
+                  passes the network configuration on standard input and reads the result on \
+                  standard output)."
+)]
+pub struct CniArgs {
+    #[command(subcommand)]
+    pub action: Option<CniAction>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CniAction {
+    /// Put meshinit's entry at the end of a network configuration list (replacing an older
+    /// entry of the same type) and copy this binary into the CNI bin directory; atomic and
+    /// idempotent (a second run changes nothing). Exit 2 on a bad list or entry, which is
+    /// then left untouched.
+    Install(Box<InstallArgs>),
+    /// Take meshinit's entry out of the list (every other byte stays) and remove its binary
+    /// from the CNI bin directory.
+    Uninstall(UninstallArgs),
+}
+
+impl CniArgs {
+    pub fn exec(self) -> Result<i32> {
+        match self.action {
+            None => Ok(crate::cni::run()),
+            Some(CniAction::Install(args)) => args.exec(),
+            Some(CniAction::Uninstall(args)) => args.exec(),
+        }
+    }
+}
+
+/// Which list and bin directory, and the entry's `type`.
+#[derive(Debug, Clone, Args)]
+pub struct PlacementArgs {
+    /// The network configuration list to edit, e.g. /etc/cni/net.d/10-aws.conflist.
+    #[arg(long, value_name = "PATH")]
+    pub conflist: PathBuf,
+
+    /// The CNI bin directory (/opt/cni/bin; /usr/lib/cni on Debian): the binary is copied
+    /// there (install) or removed from there (uninstall) under the entry's type. Without
+    /// it, only the list is edited.
+    #[arg(long, value_name = "DIR")]
+    pub bin_dir: Option<PathBuf>,
+
+    /// The entry's "type", which is also the binary's name: meshinit (default, or the
+    /// entry file's "type"), or aws-appmesh to replace the App Mesh plugin in place.
+    #[arg(long = "type", value_name = "NAME")]
+    pub plugin_type: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    #[command(flatten)]
+    pub placement: PlacementArgs,
+
+    /// A JSON object with the entry's netconf keys (ignoredUID, proxyEgressPort, appPorts...
+    /// as in the App Mesh CNI network config; "type" and "capabilities" optional). Flags
+    /// override its keys.
+    #[arg(long, value_name = "FILE")]
+    pub entry: Option<PathBuf>,
+
+    /// ignoredUID: the proxy's user ID.
+    #[arg(long, value_name = "UID")]
+    pub ignored_uid: Option<String>,
+
+    /// ignoredGID: the proxy's group ID.
+    #[arg(long, value_name = "GID")]
+    pub ignored_gid: Option<String>,
+
+    /// proxyIngressPort.
+    #[arg(long, value_name = "PORT")]
+    pub proxy_ingress_port: Option<String>,
+
+    /// proxyEgressPort (required, here or in the entry file).
+    #[arg(long, value_name = "PORT")]
+    pub proxy_egress_port: Option<String>,
+
+    /// appPorts: comma-separated ports or ranges.
+    #[arg(long, value_name = "PORTS")]
+    pub app_ports: Option<String>,
+
+    /// egressIgnoredIPs: comma-separated addresses or CIDRs.
+    #[arg(long, value_name = "IPS")]
+    pub egress_ignored_ips: Option<String>,
+
+    /// egressIgnoredPorts: comma-separated ports or ranges.
+    #[arg(long, value_name = "PORTS")]
+    pub egress_ignored_ports: Option<String>,
+
+    /// enableIPv6: true (IPv6 rules when the pod's namespace has IPv6) or false.
+    #[arg(long, value_name = "true|false")]
+    pub enable_ipv6: Option<bool>,
+
+    /// Keep running: install now and every DURATION again when the entry is gone or changed
+    /// (the interface plugin's agent rewrote the list), retrying while the list is missing
+    /// or unreadable; on SIGTERM or SIGINT, uninstall and exit. What a DaemonSet runs.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub watch: Option<Duration>,
+}
+
+impl InstallArgs {
+    /// The flags as netconf keys, in the order they are written.
+    fn flag_keys(&self) -> Vec<(String, Value)> {
+        let text = |v: &Option<String>| v.clone().map(Value::String);
+        let list = |v: &Option<String>| {
+            v.as_ref().map(|v| {
+                Value::Array(
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|item| !item.is_empty())
+                        .map(|item| Value::String(item.to_owned()))
+                        .collect(),
+                )
+            })
+        };
+        [
+            ("ignoredUID", text(&self.ignored_uid)),
+            ("ignoredGID", text(&self.ignored_gid)),
+            ("proxyIngressPort", text(&self.proxy_ingress_port)),
+            ("proxyEgressPort", text(&self.proxy_egress_port)),
+            ("appPorts", list(&self.app_ports)),
+            ("egressIgnoredPorts", list(&self.egress_ignored_ports)),
+            ("egressIgnoredIPs", list(&self.egress_ignored_ips)),
+            ("enableIPv6", self.enable_ipv6.map(Value::Bool)),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v)))
+        .collect()
+    }
+
+    fn entry(&self) -> Result<PluginEntry> {
+        let (origin, object) = match &self.entry {
+            Some(path) => (
+                path.display().to_string(),
+                Some(install::read_entry_file(path)?),
+            ),
+            None => ("flags".to_owned(), None),
+        };
+        PluginEntry::build(
+            &origin,
+            object,
+            self.flag_keys(),
+            self.placement.plugin_type.as_deref(),
+        )
+        .map_err(Error::Config)
+    }
+
+    pub fn exec(self) -> Result<i32> {
+        let entry = self.entry()?;
+        match self.watch {
+            None => install_once(&self.placement, &entry, false).map(|()| 0),
+            Some(interval) => watch(&self.placement, &entry, interval),
+        }
+    }
+}
+
+/// Installs once and reports each file's fate; a watcher's unchanged ticks only at debug
+/// level, so its log shows changes, not a heartbeat.
+fn install_once(placement: &PlacementArgs, entry: &PluginEntry, watching: bool) -> Result<()> {
+    let bin = placement
+        .bin_dir
+        .as_deref()
+        .map(|dir| (Path::new(SELF_EXE), dir));
+    let (list, binary) = install::install(&placement.conflist, entry, bin)?;
+    let report = |what: String, change: Change| {
+        if watching && change == Change::Unchanged {
+            debug!("{what}: {}", change.describe());
+        } else {
+            info!("{what}: {}", change.describe());
+        }
+    };
+    if let (Some(change), Some(dir)) = (binary, &placement.bin_dir) {
+        report(dir.join(&entry.plugin_type).display().to_string(), change);
+    }
+    let what = format!(
+        "{}: {} entry",
+        placement.conflist.display(),
+        entry.plugin_type
+    );
+    report(what, list);
+    Ok(())
+}
+
+static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn request_stop(_: libc::c_int) {
+    STOP_REQUESTED.store(true, Ordering::SeqCst);
+}
+
+/// Re-installs whenever the list or binary lost meshinit; uninstalls when told to stop, so
+/// an entry re-added while a preStop hook uninstalled is taken out again.
+fn watch(placement: &PlacementArgs, entry: &PluginEntry, interval: Duration) -> Result<i32> {
+    for sig in [Signal::SIGTERM, Signal::SIGINT] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { signal::signal(sig, SigHandler::Handler(request_stop)) }
+            .map_err(|e| Error::Other(format!("cannot handle {sig}: {e}")))?;
+    }
+    info!(
+        "watching {} every {}",
+        placement.conflist.display(),
+        humantime::format_duration(interval)
+    );
+    let mut next = Instant::now();
+    while !STOP_REQUESTED.load(Ordering::SeqCst) {
+        if Instant::now() >= next {
+            next = Instant::now() + interval;
+            // The list may not exist yet (its agent writes it when it starts) or be briefly
+            // unreadable while rewritten: try again at the next tick.
+            if let Err(e) = install_once(placement, entry, true) {
+                warn!(
+                    "installing failed, will retry in {}: {e}",
+                    humantime::format_duration(interval)
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200).min(interval));
+    }
+    info!("stopping: uninstalling");
+    uninstall(placement, &entry.plugin_type)?;
+    Ok(0)
+}
+
+#[derive(Debug, Args)]
+pub struct UninstallArgs {
+    #[command(flatten)]
+    pub placement: PlacementArgs,
+}
+
+impl UninstallArgs {
+    pub fn exec(self) -> Result<i32> {
+        let plugin_type = self
+            .placement
+            .plugin_type
+            .clone()
+            .unwrap_or_else(|| DEFAULT_PLUGIN_TYPE.to_owned());
+        uninstall(&self.placement, &plugin_type)?;
+        Ok(0)
+    }
+}
+
+fn uninstall(placement: &PlacementArgs, plugin_type: &str) -> Result<()> {
+    let (list, binary) = install::uninstall(
+        &placement.conflist,
+        plugin_type,
+        placement.bin_dir.as_deref(),
+    )?;
+    info!(
+        "{}: {plugin_type} entry: {}",
+        placement.conflist.display(),
+        list.describe()
+    );
+    if let (Some(change), Some(dir)) = (binary, &placement.bin_dir) {
+        info!("{}: {}", dir.join(plugin_type).display(), change.describe());
+    }
+    Ok(())
+}

@@ -1,0 +1,37 @@
+//! Removing everything of ours from a namespace (`meshinit clean`, CNI DEL): the rules of
+//! every backend that holds them first, then our sets, which cannot be destroyed while any
+//! rule still uses them. One backend failing does not stop the others' cleanup.
+
+use tracing::error;
+
+use crate::backend::{self, Backend, BackendChoice, TimeBudget};
+use crate::error::Result;
+
+/// Removes our rules from the backend `choice` names, or with `auto` from every backend
+/// that holds some (rules in any of them still redirect), then our sets.
+pub fn clean(choice: BackendChoice, budget: &TimeBudget) -> Result<()> {
+    let backends: Vec<Box<dyn Backend>> = match choice {
+        BackendChoice::Auto => backend::all(),
+        explicit => {
+            let chosen = backend::select(explicit, budget)?.backend;
+            chosen.installed()?;
+            vec![chosen]
+        }
+    };
+    let mut first_error = None;
+    for b in &backends {
+        if b.holds_ours(budget).is_none() {
+            continue;
+        }
+        if let Err(e) = b.remove_rules(budget) {
+            error!(backend = %b.kind(), error = %e, "could not clean this backend; going on");
+            first_error.get_or_insert(e);
+        }
+    }
+    for b in backends.iter().filter(|b| b.installed().is_ok()) {
+        if let Err(e) = b.remove_sets(budget) {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}

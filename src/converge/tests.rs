@@ -1,0 +1,293 @@
+//! The engine's decisions, tested with a fake backend (the kernel tests prove the real ones
+//! honest): fallback, skip reasons, waiting once, and other backends cleaned after.
+
+use std::sync::{Arc, Mutex};
+
+use super::*;
+use crate::backend::{FamilyChange, FamilyPlan};
+use crate::config::{RawSettings, validate};
+use crate::error::Error;
+use crate::ruleset::{InstalledTable, PlanOptions};
+
+/// What a fake does when asked to converge.
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Converges,
+    KernelRefuses,
+    LockTimesOut,
+}
+
+/// A backend that records every call in a shared log.
+#[derive(Debug)]
+struct Fake {
+    kind: BackendKind,
+    outcome: Outcome,
+    holds_ours: bool,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Fake {
+    fn boxed(
+        kind: BackendKind,
+        outcome: Outcome,
+        holds_ours: bool,
+        log: &Arc<Mutex<Vec<String>>>,
+    ) -> Box<dyn Backend> {
+        Box::new(Fake {
+            kind,
+            outcome,
+            holds_ours,
+            log: Arc::clone(log),
+        })
+    }
+
+    fn note(&self, what: &str) {
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("{} {what}", self.kind));
+    }
+}
+
+impl Backend for Fake {
+    fn kind(&self) -> BackendKind {
+        self.kind
+    }
+    fn plan_options(&self) -> PlanOptions {
+        PlanOptions::default()
+    }
+    fn installed(&self) -> Result<()> {
+        Ok(())
+    }
+    fn ready(&self, _: &TimeBudget) -> Result<()> {
+        Ok(())
+    }
+    fn read(&self, _: &Desired, _: &TimeBudget) -> Result<Installed> {
+        self.note("read");
+        Ok(Installed {
+            backend: self.kind,
+            families: vec![(Family::Ipv4, InstalledTable::default())],
+            skipped: Vec::new(),
+        })
+    }
+    fn converge(&self, desired: &Desired, _: &TimeBudget, dry_run: bool) -> Result<ConvergeReport> {
+        self.note(&format!("converge dry_run={dry_run}"));
+        match self.outcome {
+            Outcome::Converges => Ok(ConvergeReport {
+                backend: self.kind,
+                families: desired
+                    .rulesets()
+                    .map(|r| FamilyChange {
+                        family: r.family,
+                        payload: Some(format!("{} rules", r.rules.len())),
+                    })
+                    .collect(),
+                skipped: desired
+                    .skipped()
+                    .map(|(f, why)| (f, why.to_owned()))
+                    .collect(),
+                set_payloads: Vec::new(),
+                sets_destroyed: Vec::new(),
+            }),
+            Outcome::KernelRefuses => Err(Error::BackendUnusable {
+                backend: self.kind,
+                reason: "no nf_tables".into(),
+            }),
+            Outcome::LockTimesOut => Err(Error::LockTimeout {
+                program: "iptables-legacy-restore".into(),
+                status: "exit status: 4".into(),
+                stderr: "another app holds the xtables lock".into(),
+            }),
+        }
+    }
+    fn drift(&self, _: &Installed, _: &Desired, _: &TimeBudget) -> Result<Vec<(Family, Drift)>> {
+        Ok(Vec::new())
+    }
+    fn describe_drift(&self, _: &Ruleset, _: &InstalledTable) -> Drift {
+        Drift::default()
+    }
+    fn holds_ours(&self, _: &TimeBudget) -> Option<Installed> {
+        self.note("holds_ours");
+        self.holds_ours.then(|| Installed {
+            backend: self.kind,
+            families: Vec::new(),
+            skipped: Vec::new(),
+        })
+    }
+    fn remove_rules(&self, _: &TimeBudget) -> Result<()> {
+        self.note("remove_rules");
+        Ok(())
+    }
+    fn remove_sets(&self, _: &TimeBudget) -> Result<()> {
+        self.note("remove_sets");
+        Ok(())
+    }
+}
+
+fn config() -> ProxyConfig {
+    let raw = RawSettings {
+        ignored_uid: RawSettings::scalar("IgnoredUID", "1337"),
+        proxy_egress_port: RawSettings::scalar("ProxyEgressPort", "15001"),
+        ..Default::default()
+    };
+    validate(&raw).unwrap().0
+}
+
+fn budget() -> TimeBudget {
+    TimeBudget::starting_now(std::time::Duration::from_secs(1))
+}
+
+const NFT: BackendKind = BackendKind::IptablesNft;
+const LEGACY: BackendKind = BackendKind::IptablesLegacy;
+
+#[test]
+fn auto_falls_back_when_the_kernel_refuses_the_first_backend() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let selection = Selection {
+        backend: Fake::boxed(NFT, Outcome::KernelRefuses, false, &log),
+        reason: "test".into(),
+        fallback: Some(Fake::boxed(LEGACY, Outcome::Converges, false, &log)),
+    };
+    let families = decide_for(Ipv6Mode::Auto, None).unwrap();
+    let applied = apply_with(
+        &config(),
+        &families,
+        selection,
+        Vec::new(),
+        &budget(),
+        false,
+    )
+    .unwrap();
+    assert_eq!(applied.backend.kind(), LEGACY);
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            "iptables-nft converge dry_run=false",
+            "iptables-legacy converge dry_run=false"
+        ]
+    );
+}
+
+#[test]
+fn a_lock_timeout_is_an_error_waited_once_never_a_reason_to_fall_back() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let selection = Selection {
+        backend: Fake::boxed(LEGACY, Outcome::LockTimesOut, false, &log),
+        reason: "test".into(),
+        fallback: Some(Fake::boxed(NFT, Outcome::Converges, false, &log)),
+    };
+    let families = decide_for(Ipv6Mode::Auto, None).unwrap();
+    let err = apply_with(
+        &config(),
+        &families,
+        selection,
+        Vec::new(),
+        &budget(),
+        false,
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::LockTimeout { .. }), "{err}");
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["iptables-legacy converge dry_run=false"]
+    );
+}
+
+#[test]
+fn an_explicit_backend_the_kernel_refuses_is_an_environment_error() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let selection = Selection {
+        backend: Fake::boxed(NFT, Outcome::KernelRefuses, false, &log),
+        reason: "--backend iptables-nft".into(),
+        fallback: None,
+    };
+    let families = decide_for(Ipv6Mode::Auto, None).unwrap();
+    let err = apply_with(
+        &config(),
+        &families,
+        selection,
+        Vec::new(),
+        &budget(),
+        false,
+    )
+    .unwrap_err();
+    assert_eq!(err.exit_code(), crate::error::exit_code::ENVIRONMENT);
+}
+
+#[test]
+fn other_backends_holding_ours_are_emptied_after_the_chosen_one_converged() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let selection = Selection {
+        backend: Fake::boxed(NFT, Outcome::Converges, false, &log),
+        reason: "test".into(),
+        fallback: None,
+    };
+    let others = vec![
+        Fake::boxed(NFT, Outcome::Converges, true, &log),
+        Fake::boxed(LEGACY, Outcome::Converges, true, &log),
+    ];
+    let families = decide_for(Ipv6Mode::Auto, None).unwrap();
+    apply_with(&config(), &families, selection, others, &budget(), false).unwrap();
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            "iptables-nft converge dry_run=false",
+            "iptables-legacy holds_ours",
+            "iptables-legacy remove_rules",
+        ]
+    );
+}
+
+#[test]
+fn a_dry_run_touches_no_other_backend() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let selection = Selection {
+        backend: Fake::boxed(NFT, Outcome::Converges, false, &log),
+        reason: "test".into(),
+        fallback: None,
+    };
+    let others = vec![Fake::boxed(LEGACY, Outcome::Converges, true, &log)];
+    let families = decide_for(Ipv6Mode::Auto, None).unwrap();
+    apply_with(&config(), &families, selection, others, &budget(), true).unwrap();
+    assert_eq!(*log.lock().unwrap(), ["iptables-nft converge dry_run=true"]);
+}
+
+#[test]
+fn families_are_decided_once_with_their_reasons() {
+    let absent = || Some("IPv6 is disabled in this namespace".to_owned());
+    let programmed = |choice: &FamilyChoice| {
+        let mut config = config();
+        config.ipv6 = choice.ipv6();
+        choice
+            .desired(Some(&config), PlanOptions::default())
+            .families
+            .into_iter()
+            .map(|(family, plan)| match plan {
+                FamilyPlan::Program(r) => format!("{family}: {} rules", r.rules.len()),
+                FamilyPlan::Skip(why) => format!("{family}: skip ({why})"),
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        programmed(&decide_for(Ipv6Mode::Auto, absent()).unwrap()),
+        [
+            "IPv4: 6 rules",
+            "IPv6: skip (IPv6 is disabled in this namespace)"
+        ]
+    );
+    assert_eq!(
+        programmed(&decide_for(Ipv6Mode::Off, None).unwrap()),
+        ["IPv4: 6 rules", "IPv6: 0 rules"],
+        "IPv6 off but present: programmed empty, so earlier rules go"
+    );
+    assert_eq!(
+        programmed(&decide_for(Ipv6Mode::Off, absent()).unwrap()),
+        [
+            "IPv4: 6 rules",
+            "IPv6: skip (IPv6 is off in the configuration)"
+        ]
+    );
+    let err = decide_for(Ipv6Mode::On, absent()).unwrap_err();
+    assert_eq!(err.exit_code(), crate::error::exit_code::ENVIRONMENT);
+    assert!(err.to_string().contains("IPv6 is required"), "{err}");
+}

@@ -1,0 +1,123 @@
+//! Names of the ipsets that hold long lists, and which sets are meshinit's.
+//!
+//! A set is named after its content (`APPMESH_IGNORED_NET4_1a2b3c4d`): a changed list gets a
+//! new set, filled while no rule refers to it, and the rule transaction that switches to it
+//! is the one atomic step. A crash at any moment therefore leaves rules that match a set
+//! holding exactly the members they were planned with. A set is filled under a staging name
+//! (`APPMESH_TMP_NET4_1a2b3c4d`) and renamed when complete, so a set under its final name is
+//! always whole.
+//!
+//! Ownership: meshinit owns exactly the sets named `APPMESH_IGNORED_{NET,PORT}{4,6}_<8 hex>`
+//! and `APPMESH_TMP_{NET,PORT}{4,6}_<8 hex>`, plus the names earlier versions used
+//! (`APPMESH_IGNORED_{NET,PORT}{4,6}` and their `_NEW` staging sets). Any other set, whatever
+//! its prefix, is someone else's.
+
+use std::hash::Hasher;
+
+use super::{Family, SetKind, SetMembers};
+
+const FINAL_PREFIX: &str = "APPMESH_IGNORED_";
+const STAGING_PREFIX: &str = "APPMESH_TMP_";
+
+fn list_name(kind: SetKind, family: Family) -> String {
+    let kind = match kind {
+        SetKind::Networks => "NET",
+        SetKind::Ports => "PORT",
+    };
+    format!("{kind}{}", family.suffix())
+}
+
+/// The name of the set holding `members`.
+pub fn versioned_name(kind: SetKind, family: Family, members: &SetMembers) -> String {
+    // FNV-1a: stable across Rust versions and machines, unlike std's hasher.
+    let mut hasher = fnv::FnvHasher::default();
+    let mut add = |member: String| {
+        hasher.write(member.as_bytes());
+        hasher.write_u8(b'\n');
+    };
+    match members {
+        SetMembers::Networks(nets) => nets.iter().for_each(|n| add(n.to_string())),
+        SetMembers::Ports(ports) => ports
+            .iter()
+            .for_each(|p| add(format!("{}-{}", p.first, p.last))),
+    }
+    let hash = hasher.finish();
+    let folded = (hash ^ (hash >> 32)) as u32;
+    format!("{FINAL_PREFIX}{}_{folded:08x}", list_name(kind, family))
+}
+
+/// The name a set is filled under before it is renamed to `final_name`.
+pub fn staging_name(final_name: &str) -> String {
+    format!(
+        "{STAGING_PREFIX}{}",
+        final_name.strip_prefix(FINAL_PREFIX).unwrap_or(final_name)
+    )
+}
+
+/// Whether meshinit owns the set `name` (see the module documentation).
+pub fn is_own_set(name: &str) -> bool {
+    let rest = name
+        .strip_prefix(FINAL_PREFIX)
+        .or_else(|| name.strip_prefix(STAGING_PREFIX));
+    let Some(rest) = rest else {
+        return false;
+    };
+    let (list, version) = match rest.split_once('_') {
+        Some((list, version)) => (list, Some(version)),
+        None => (rest, None),
+    };
+    let list_ok = ["NET4", "NET6", "PORT4", "PORT6"].contains(&list);
+    let legacy_name = name.starts_with(FINAL_PREFIX) && matches!(version, None | Some("NEW"));
+    let versioned =
+        version.is_some_and(|v| v.len() == 8 && v.bytes().all(|b| b.is_ascii_hexdigit()));
+    list_ok && (legacy_name || versioned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit_ipset_and_follow_the_content() {
+        let nets = |n: &str| SetMembers::Networks(vec![n.parse().unwrap()]);
+        let a = versioned_name(SetKind::Networks, Family::Ipv4, &nets("10.0.0.0/8"));
+        let b = versioned_name(SetKind::Networks, Family::Ipv4, &nets("10.0.0.0/9"));
+        assert_ne!(a, b);
+        assert_eq!(
+            a,
+            versioned_name(SetKind::Networks, Family::Ipv4, &nets("10.0.0.0/8"))
+        );
+        let port = SetMembers::Ports(vec![crate::config::PortRange::single(1)]);
+        let longest = versioned_name(SetKind::Ports, Family::Ipv6, &port);
+        // IPSET_MAXNAMELEN is 32 with the terminating NUL.
+        assert!(
+            longest.len() <= 31 && staging_name(&longest).len() <= 31,
+            "{longest}"
+        );
+        assert!(is_own_set(&a) && is_own_set(&staging_name(&a)) && is_own_set(&longest));
+    }
+
+    #[test]
+    fn only_the_names_meshinit_writes_are_its_own() {
+        for ours in [
+            "APPMESH_IGNORED_NET4",
+            "APPMESH_IGNORED_PORT6",
+            "APPMESH_IGNORED_NET4_NEW",
+            "APPMESH_IGNORED_NET6_0123abcd",
+            "APPMESH_TMP_PORT4_0123abcd",
+        ] {
+            assert!(is_own_set(ours), "{ours}");
+        }
+        for foreign in [
+            "APPMESH_FOREIGN",
+            "APPMESH_IGNORED_NET5",
+            "APPMESH_IGNORED_NET4_xyz",
+            "APPMESH_TMP_NET4",
+            "APPMESH_TMP_NET4_NEW",
+            "APPMESH_IGNORED_NET4_0123abcd_X",
+            "KUBE-SVC",
+        ] {
+            assert!(!is_own_set(foreign), "{foreign}");
+        }
+    }
+}
