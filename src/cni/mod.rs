@@ -52,7 +52,7 @@
 //! | 103  | `iptables-restore` or `ipset` failed (its message is quoted) |
 //! | 999  | any other failure |
 
-mod commands;
+mod verbs;
 pub mod install;
 mod protocol;
 mod result;
@@ -74,7 +74,7 @@ pub fn run() -> i32 {
         Ok(text) => text,
         Err(e) => return fail(&e, None),
     };
-    match commands::execute(&invocation, &stdin) {
+    match verbs::execute(&invocation, &stdin) {
         Ok(Some(output)) => {
             print_stdout(&output);
             0
