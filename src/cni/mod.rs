@@ -52,11 +52,11 @@
 //! | 103  | `iptables-restore` or `ipset` failed (its message is quoted) |
 //! | 999  | any other failure |
 
-mod verbs;
 pub mod install;
 mod protocol;
 mod result;
 mod settings;
+mod verbs;
 mod version;
 
 use tracing::error;
