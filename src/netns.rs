@@ -98,14 +98,3 @@ pub fn loopback_is_down() -> Option<bool> {
     }
     found.then_some(true)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_the_initial_inode_is_the_host() {
-        assert!(is_initial_namespace(4026531833));
-        assert!(!is_initial_namespace(4026532401));
-    }
-}

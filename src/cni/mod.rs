@@ -55,11 +55,11 @@
 //! | 103  | `iptables-restore` or `ipset` failed (its message is quoted) |
 //! | 999  | any other failure |
 
-mod commands;
 pub mod install;
 mod protocol;
 mod result;
 mod settings;
+mod verbs;
 mod version;
 
 use tracing::error;
@@ -77,7 +77,7 @@ pub fn run() -> i32 {
         Ok(text) => text,
         Err(e) => return fail(&e, None),
     };
-    match commands::execute(&invocation, &stdin) {
+    match verbs::execute(&invocation, &stdin) {
         Ok(Some(output)) => {
             print_stdout(&output);
             0

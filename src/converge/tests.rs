@@ -23,7 +23,7 @@ struct Fake {
     kind: BackendKind,
     outcome: Outcome,
     holds_ours: bool,
-    log: Arc<Mutex<Vec<String>>>,
+    log: Log,
 }
 
 impl Fake {
@@ -140,27 +140,43 @@ fn budget() -> TimeBudget {
 const NFT: BackendKind = BackendKind::IptablesNft;
 const LEGACY: BackendKind = BackendKind::IptablesLegacy;
 
+type Log = Arc<Mutex<Vec<String>>>;
+
+/// Runs `apply_with` with the chosen fake, its fallback and other backends (each a kind, an
+/// outcome and whether it holds our rules), and returns the result and every call made.
+fn apply_fakes(
+    chosen: (BackendKind, Outcome),
+    fallback: Option<(BackendKind, Outcome)>,
+    others: &[(BackendKind, bool)],
+    dry_run: bool,
+) -> (Result<Applied>, Vec<String>) {
+    let log: Log = Arc::new(Mutex::new(Vec::new()));
+    let selection = Selection {
+        backend: Fake::boxed(chosen.0, chosen.1, false, &log),
+        reason: "test".into(),
+        fallback: fallback.map(|(kind, outcome)| Fake::boxed(kind, outcome, false, &log)),
+    };
+    let others = others
+        .iter()
+        .map(|(kind, holds)| Fake::boxed(*kind, Outcome::Converges, *holds, &log))
+        .collect();
+    let families = decide_for(Ipv6Mode::Auto, None).unwrap();
+    let result = apply_with(&config(), &families, selection, others, &budget(), dry_run);
+    let calls = log.lock().unwrap().clone();
+    (result, calls)
+}
+
 #[test]
 fn auto_falls_back_when_the_kernel_refuses_the_first_backend() {
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let selection = Selection {
-        backend: Fake::boxed(NFT, Outcome::KernelRefuses, false, &log),
-        reason: "test".into(),
-        fallback: Some(Fake::boxed(LEGACY, Outcome::Converges, false, &log)),
-    };
-    let families = decide_for(Ipv6Mode::Auto, None).unwrap();
-    let applied = apply_with(
-        &config(),
-        &families,
-        selection,
-        Vec::new(),
-        &budget(),
+    let (result, calls) = apply_fakes(
+        (NFT, Outcome::KernelRefuses),
+        Some((LEGACY, Outcome::Converges)),
+        &[],
         false,
-    )
-    .unwrap();
-    assert_eq!(applied.backend.kind(), LEGACY);
+    );
+    assert_eq!(result.unwrap().backend.kind(), LEGACY);
     assert_eq!(
-        *log.lock().unwrap(),
+        calls,
         [
             "iptables-nft converge dry_run=false",
             "iptables-legacy converge dry_run=false"
@@ -170,66 +186,37 @@ fn auto_falls_back_when_the_kernel_refuses_the_first_backend() {
 
 #[test]
 fn a_lock_timeout_is_an_error_waited_once_never_a_reason_to_fall_back() {
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let selection = Selection {
-        backend: Fake::boxed(LEGACY, Outcome::LockTimesOut, false, &log),
-        reason: "test".into(),
-        fallback: Some(Fake::boxed(NFT, Outcome::Converges, false, &log)),
-    };
-    let families = decide_for(Ipv6Mode::Auto, None).unwrap();
-    let err = apply_with(
-        &config(),
-        &families,
-        selection,
-        Vec::new(),
-        &budget(),
+    let (result, calls) = apply_fakes(
+        (LEGACY, Outcome::LockTimesOut),
+        Some((NFT, Outcome::Converges)),
+        &[],
         false,
-    )
-    .unwrap_err();
-    assert!(matches!(err, Error::LockTimeout { .. }), "{err}");
-    assert_eq!(
-        *log.lock().unwrap(),
-        ["iptables-legacy converge dry_run=false"]
     );
+    let err = result.unwrap_err();
+    assert!(matches!(err, Error::LockTimeout { .. }), "{err}");
+    assert_eq!(calls, ["iptables-legacy converge dry_run=false"]);
 }
 
 #[test]
 fn an_explicit_backend_the_kernel_refuses_is_an_environment_error() {
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let selection = Selection {
-        backend: Fake::boxed(NFT, Outcome::KernelRefuses, false, &log),
-        reason: "--backend iptables-nft".into(),
-        fallback: None,
-    };
-    let families = decide_for(Ipv6Mode::Auto, None).unwrap();
-    let err = apply_with(
-        &config(),
-        &families,
-        selection,
-        Vec::new(),
-        &budget(),
-        false,
-    )
-    .unwrap_err();
-    assert_eq!(err.exit_code(), crate::error::exit_code::ENVIRONMENT);
+    let (result, _) = apply_fakes((NFT, Outcome::KernelRefuses), None, &[], false);
+    assert_eq!(
+        result.unwrap_err().exit_code(),
+        crate::error::exit_code::ENVIRONMENT
+    );
 }
 
 #[test]
 fn other_backends_holding_ours_are_emptied_after_the_chosen_one_converged() {
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let selection = Selection {
-        backend: Fake::boxed(NFT, Outcome::Converges, false, &log),
-        reason: "test".into(),
-        fallback: None,
-    };
-    let others = vec![
-        Fake::boxed(NFT, Outcome::Converges, true, &log),
-        Fake::boxed(LEGACY, Outcome::Converges, true, &log),
-    ];
-    let families = decide_for(Ipv6Mode::Auto, None).unwrap();
-    apply_with(&config(), &families, selection, others, &budget(), false).unwrap();
+    let (result, calls) = apply_fakes(
+        (NFT, Outcome::Converges),
+        None,
+        &[(NFT, true), (LEGACY, true)],
+        false,
+    );
+    result.unwrap();
     assert_eq!(
-        *log.lock().unwrap(),
+        calls,
         [
             "iptables-nft converge dry_run=false",
             "iptables-legacy holds_ours",
@@ -240,16 +227,9 @@ fn other_backends_holding_ours_are_emptied_after_the_chosen_one_converged() {
 
 #[test]
 fn a_dry_run_touches_no_other_backend() {
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let selection = Selection {
-        backend: Fake::boxed(NFT, Outcome::Converges, false, &log),
-        reason: "test".into(),
-        fallback: None,
-    };
-    let others = vec![Fake::boxed(LEGACY, Outcome::Converges, true, &log)];
-    let families = decide_for(Ipv6Mode::Auto, None).unwrap();
-    apply_with(&config(), &families, selection, others, &budget(), true).unwrap();
-    assert_eq!(*log.lock().unwrap(), ["iptables-nft converge dry_run=true"]);
+    let (result, calls) = apply_fakes((NFT, Outcome::Converges), None, &[(LEGACY, true)], true);
+    result.unwrap();
+    assert_eq!(calls, ["iptables-nft converge dry_run=true"]);
 }
 
 #[test]

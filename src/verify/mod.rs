@@ -10,10 +10,14 @@
 //! Modules: `scope` (which families), `checks` (what to probe, what it means), `probe`
 //! (listeners and connections), `report` (verdicts and output).
 
-mod checks;
+mod judging;
 mod probe;
 mod report;
+mod rule_inspection;
 mod scope;
+mod selection;
+#[cfg(test)]
+mod test_fixture;
 
 use std::time::{Duration, Instant};
 
@@ -22,12 +26,13 @@ use clap::Args;
 use serde::Serialize;
 use tracing::{debug, info};
 
-pub use checks::{CheckKind, Identity};
 pub use report::{CheckResult, Evidence, Report, Status, Summary};
+pub use selection::{CheckKind, Identity};
 
-use self::checks::{Judging, Planned, Probe};
+use self::judging::Judging;
 use self::probe::{ListenerRole, ListenerSpec, Listeners, Observation, Route, Tokens};
 use self::scope::{FamilyDecision, Scope};
+use self::selection::{Planned, Probe};
 use crate::backend::{Backend, TimeBudget};
 use crate::config::ProxyConfig;
 use crate::error::{ConfigError, Error, Result, exit_code};
@@ -152,7 +157,7 @@ pub fn verify(
     }
     let (listeners, bound) = Listeners::start(&specs, &tokens);
 
-    let mut plan = Plan::default();
+    let mut plan = ProbePlan::default();
     for (family, decision) in &scope.decisions {
         plan.family(config, *family, decision, &bound);
     }
@@ -190,7 +195,7 @@ enum Slot {
 
 /// The checks in report order, and the probes to make.
 #[derive(Debug, Default)]
-struct Plan {
+struct ProbePlan {
     slots: Vec<Slot>,
     probes: Vec<Probe>,
     notes: Vec<String>,
@@ -201,7 +206,7 @@ struct Checks {
     notes: Vec<String>,
 }
 
-impl Plan {
+impl ProbePlan {
     fn decided(&mut self, result: CheckResult) {
         self.slots.push(Slot::Decided(result));
     }
@@ -255,8 +260,8 @@ impl Plan {
             ));
         }
 
-        let listener = checks::listener_probe(config, family);
-        let port = checks::ordinary_port(config);
+        let listener = selection::listener_probe(config, family);
+        let port = selection::ordinary_port(config);
         let destination = match port {
             Some(port) => choose_test_destination(config, family, port).map(|ip| (ip, port)),
             None => Err(format!(
@@ -265,16 +270,16 @@ impl Plan {
             )),
         };
         let mut to_test_destination = match &destination {
-            Ok((ip, port)) => checks::checks_at_test_destination(config, family, *ip, *port),
+            Ok((ip, port)) => selection::checks_at_test_destination(config, family, *ip, *port),
             Err(_) => Vec::new(),
         };
         let mut to_ignored = port.map_or_else(Vec::new, |port| {
-            checks::probes_to_ignored_destinations(config, family, port)
+            selection::probes_to_ignored_destinations(config, family, port)
         });
 
         if let Some(e) = bind_error(ListenerRole::Egress) {
             let why = listener_unavailable(config.proxy_egress_port, family, e);
-            self.decided(checks::unprobed(&listener, Status::CouldNotRun, why));
+            self.decided(judging::unprobed(&listener, Status::CouldNotRun, why));
             let reason = format!(
                 "not run: verify could not listen on ProxyEgressPort {} ({family})",
                 config.proxy_egress_port
@@ -285,7 +290,7 @@ impl Plan {
             for entry in planned {
                 self.decided(match entry {
                     Planned::Probe(probe) => {
-                        checks::unprobed(&probe, Status::CouldNotRun, reason.clone())
+                        judging::unprobed(&probe, Status::CouldNotRun, reason.clone())
                     }
                     Planned::Decided(result) => result,
                 });
@@ -314,7 +319,7 @@ impl Plan {
         for probe in to_ignored {
             match probe::route_to(probe.destination) {
                 Route::Routed => self.probe(probe),
-                Route::Local => self.decided(checks::unprobed(
+                Route::Local => self.decided(judging::unprobed(
                     &probe,
                     Status::NotApplicable,
                     format!(
@@ -323,7 +328,7 @@ impl Plan {
                         probe.destination.ip()
                     ),
                 )),
-                Route::Unroutable(e) => self.decided(checks::unprobed(
+                Route::Unroutable(e) => self.decided(judging::unprobed(
                     &probe,
                     Status::NotApplicable,
                     format!(
@@ -334,7 +339,7 @@ impl Plan {
                 )),
             }
         }
-        let (ports, total_ports) = checks::sampled_ignored_ports(config);
+        let (ports, total_ports) = selection::sampled_ignored_ports(config);
         if total_ports > ports.len() {
             self.notes.push(format!(
                 "{family}: probed {} of {total_ports} ignored ports (22, then each configured port \
@@ -342,7 +347,7 @@ impl Plan {
                 ports.len()
             ));
         }
-        let (destinations, total) = checks::sampled_ignored_destinations(config, family);
+        let (destinations, total) = selection::sampled_ignored_destinations(config, family);
         if total > destinations.len() {
             self.notes.push(format!(
                 "{family}: probed {} of {total} ignored destinations (the metadata endpoints, then \
@@ -365,7 +370,7 @@ impl Plan {
         let hints: Vec<(Family, String)> = Family::BOTH
             .iter()
             .filter_map(|family| match scope.table(*family).as_result() {
-                Ok(nat) => Some((*family, checks::egress_rules_hint(*family, nat))),
+                Ok(nat) => Some((*family, rule_inspection::egress_rules_hint(*family, nat))),
                 Err(_) => None,
             })
             .collect();
@@ -389,9 +394,11 @@ impl Plan {
         for slot in self.slots {
             let result = match slot {
                 Slot::Decided(result) => result,
-                Slot::Ingress(family) => {
-                    checks::inspect_ingress(config, family, scope.table(family).as_result())
-                }
+                Slot::Ingress(family) => rule_inspection::inspect_ingress(
+                    config,
+                    family,
+                    scope.table(family).as_result(),
+                ),
                 Slot::Probed(index) => {
                     let (Some(probe), Some(observation)) =
                         (self.probes.get(index), observations.get(index))
@@ -399,7 +406,7 @@ impl Plan {
                         continue;
                     };
                     if probe.kind != CheckKind::Listener && self_test_failed(probe.family) {
-                        checks::unprobed(
+                        judging::unprobed(
                             probe,
                             Status::CouldNotRun,
                             format!(
@@ -418,7 +425,7 @@ impl Plan {
                                 .find(|(f, _)| *f == probe.family)
                                 .map(|(_, h)| h.as_str()),
                         };
-                        checks::judge(probe, observation, &judging)
+                        judging::judge(probe, observation, &judging)
                     }
                 }
             };
@@ -439,7 +446,7 @@ fn choose_test_destination(
     family: Family,
     port: u16,
 ) -> std::result::Result<std::net::IpAddr, String> {
-    let candidates = checks::test_destination_candidates(config, family);
+    let candidates = selection::test_destination_candidates(config, family);
     if candidates.is_empty() {
         return Err(format!(
             "every {family} TEST-NET address is egress-ignored, so no destination is left to \

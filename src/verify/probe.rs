@@ -21,7 +21,7 @@ use nix::sys::socket::{
 };
 use serde::Serialize;
 
-use super::checks::{Identity, Probe};
+use super::selection::{Identity, Probe};
 use crate::ruleset::Family;
 
 /// First word of a listener's reply, versioned so a changed format fails loudly.

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use serde::Serialize;
 
 use super::Outcome;
-use super::checks::{CheckKind, Identity};
+use super::selection::{CheckKind, Identity};
 use crate::backend::BackendKind;
 use crate::ruleset::Family;
 

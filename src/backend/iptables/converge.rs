@@ -126,7 +126,7 @@ fn install_fresh(
             undo: undo_payload(&InstalledTable::default(), ruleset),
         })
         .collect();
-    match commit_all(&transactions, budget) {
+    match commit_all(&transactions, budget, false) {
         Ok(()) => {}
         Err(e @ (Error::LockTimeout { .. } | Error::Timeout { .. } | Error::Busy(_))) => {
             return Err(e);
@@ -177,7 +177,7 @@ pub fn converge_rules(
         });
     }
     if !dry_run {
-        commit_all(&transactions, budget)?;
+        commit_all(&transactions, budget, true)?;
     }
     for change in &changes {
         match &change.payload {

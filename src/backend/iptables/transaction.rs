@@ -1,7 +1,8 @@
 //! Committing one transaction per family so that a failure leaves both families as they
 //! were: every payload is tested (`iptables-restore --test`) before any is committed when
 //! more than one family changes, and if a commit still fails, the families that did commit
-//! are converged back to what they held before.
+//! are converged back to what they held before. A fresh install skips the test: nothing of
+//! ours was there, so its undo is exact, and a new pod pays two processes instead of four.
 
 use tracing::{error, warn};
 
@@ -41,9 +42,14 @@ fn side_by_side<'a, T: Sync>(
     })
 }
 
-/// Commits every transaction, or none: see the module documentation.
-pub fn commit_all(transactions: &[FamilyTransaction<'_>], budget: &TimeBudget) -> Result<()> {
-    if transactions.len() > 1 {
+/// Commits every transaction, or none: see the module documentation. `test_first` may be
+/// false only where every undo is exact (a fresh install: undoing removes what was added).
+pub fn commit_all(
+    transactions: &[FamilyTransaction<'_>],
+    budget: &TimeBudget,
+    test_first: bool,
+) -> Result<()> {
+    if test_first && transactions.len() > 1 {
         for result in side_by_side(transactions, |t| t.tools.test(&t.payload, budget)) {
             result?;
         }

@@ -1,0 +1,333 @@
+//! What each observation means: whether a probe landed where the configuration says, and
+//! why not. Pure: tested without root.
+
+use std::time::Duration;
+
+use super::probe::{ListenerRole, Observation};
+use super::report::{CheckResult, Evidence, Status};
+use super::selection::{CheckKind, Expectation, Probe};
+
+/// What judging needs besides the probe and what it observed.
+#[derive(Debug, Clone, Copy)]
+pub struct Judging<'a> {
+    pub proxy_egress_port: u16,
+    pub proxy_ingress_port: Option<u16>,
+    /// How long each probe had.
+    pub window: Duration,
+    /// What the installed rules say, appended to a failure to point at the cause.
+    pub rules_hint: Option<&'a str>,
+}
+
+/// A check result for `probe` that could not be decided by a connection.
+pub fn unprobed(probe: &Probe, status: Status, reason: String) -> CheckResult {
+    CheckResult {
+        check: probe.kind,
+        family: probe.family,
+        evidence: Evidence::Connection,
+        status,
+        destination: Some(probe.destination),
+        identity: Some(probe.identity),
+        observed: None,
+        reason,
+    }
+}
+
+/// Turns what a probe observed into a verdict and a reason that says what happened and,
+/// for a failure, what it means.
+pub fn judge(probe: &Probe, observation: &Observation, judging: &Judging) -> CheckResult {
+    let (status, reason) = verdict(probe, observation, judging);
+    let reason = match (status, judging.rules_hint) {
+        (Status::Fail, Some(hint)) => format!("{reason}; {hint}"),
+        _ => reason,
+    };
+    CheckResult {
+        observed: Some(observation.tag().to_owned()),
+        ..unprobed(probe, status, reason)
+    }
+}
+
+fn verdict(probe: &Probe, observation: &Observation, judging: &Judging) -> (Status, String) {
+    let egress_port = judging.proxy_egress_port;
+    let attempt = probe.attempt();
+    if let Observation::NotRun(why) = observation {
+        return (
+            Status::CouldNotRun,
+            format!("{attempt} could not be made: {why}"),
+        );
+    }
+    match probe.expectation {
+        Expectation::AnswersDirectly => match observation {
+            Observation::ReachedListener {
+                role: ListenerRole::Egress,
+                ..
+            } => (
+                Status::Pass,
+                format!(
+                    "verify's stand-in for the proxy on ProxyEgressPort {egress_port} answers at {}",
+                    probe.destination
+                ),
+            ),
+            other => (
+                Status::CouldNotRun,
+                format!(
+                    "verify's own listener did not answer at {} ({}): loopback is down or \
+                     unusable in this namespace, and REDIRECT delivers to loopback, so no \
+                     connection of this family can be checked; bring `lo` up (CNI: the \
+                     loopback plugin) and verify again",
+                    probe.destination,
+                    describe(other, judging, false)
+                ),
+            ),
+        },
+        Expectation::RedirectedToEgress => match observation {
+            Observation::ReachedListener {
+                role: ListenerRole::Egress,
+                original_dst,
+            } => match original_dst {
+                Some(original) if *original == probe.destination => (
+                    Status::Pass,
+                    format!(
+                        "{attempt} was redirected to ProxyEgressPort {egress_port} with its \
+                         original destination intact (SO_ORIGINAL_DST {original})"
+                    ),
+                ),
+                Some(original) => (
+                    Status::Fail,
+                    format!(
+                        "{attempt} reached ProxyEgressPort {egress_port}, but SO_ORIGINAL_DST \
+                         says {original}: the proxy would forward it to the wrong place"
+                    ),
+                ),
+                None => (
+                    Status::Fail,
+                    format!(
+                        "{attempt} reached ProxyEgressPort {egress_port}, but SO_ORIGINAL_DST \
+                         has no record of where it was going: the proxy could not forward it"
+                    ),
+                ),
+            },
+            Observation::ReachedListener {
+                role: ListenerRole::Ingress,
+                ..
+            } => (
+                Status::Fail,
+                format!(
+                    "{attempt} landed on ProxyIngressPort {} instead of ProxyEgressPort \
+                     {egress_port}: the egress REDIRECT points at the wrong port",
+                    judging.proxy_ingress_port.unwrap_or_default()
+                ),
+            ),
+            other => (
+                Status::Fail,
+                format!(
+                    "{attempt} was not redirected to ProxyEgressPort {egress_port}: {}",
+                    describe(other, judging, true)
+                ),
+            ),
+        },
+        Expectation::NotRedirected => match observation {
+            Observation::ReachedListener { role, .. } => {
+                let port = match role {
+                    ListenerRole::Egress => format!("ProxyEgressPort {egress_port}"),
+                    ListenerRole::Ingress => {
+                        format!(
+                            "ProxyIngressPort {}",
+                            judging.proxy_ingress_port.unwrap_or_default()
+                        )
+                    }
+                };
+                (
+                    Status::Fail,
+                    format!("{attempt} was redirected to {port}: {}", consequence(probe)),
+                )
+            }
+            other => (
+                Status::Pass,
+                format!(
+                    "{attempt} was not redirected: {}",
+                    describe(other, judging, true)
+                ),
+            ),
+        },
+    }
+}
+
+/// Why a connection that should not have been redirected matters.
+fn consequence(probe: &Probe) -> String {
+    match probe.kind {
+        CheckKind::IgnoredUid => format!(
+            "the IgnoredUID rule is missing or does not match uid {} — the proxy's own \
+             connections would be sent back into it, and traffic would loop",
+            probe.identity.uid
+        ),
+        CheckKind::IgnoredGid => format!(
+            "the IgnoredGID rule is missing or does not match gid {} — the proxy's own \
+             connections would be sent back into it, and traffic would loop",
+            probe.identity.gid
+        ),
+        CheckKind::IgnoredPort => format!(
+            "port {} is egress-ignored but its traffic goes to the proxy",
+            probe.destination.port()
+        ),
+        CheckKind::IgnoredDestination => format!(
+            "{} is egress-ignored but its traffic goes to the proxy (metadata and credential \
+             endpoints must be reached directly)",
+            probe.destination.ip()
+        ),
+        _ => "it should have been left alone".to_owned(),
+    }
+}
+
+/// What a connection that did not reach verify's listener did instead.
+fn describe(observation: &Observation, judging: &Judging, probe_context: bool) -> String {
+    match observation {
+        Observation::ReachedListener { role, .. } => {
+            format!("it reached verify's {role:?} listener")
+        }
+        Observation::OtherServer { reply } if reply.is_empty() => {
+            "it connected to a server that is not verify's listener (a direct connection)"
+                .to_owned()
+        }
+        Observation::OtherServer { reply } => format!(
+            "it connected to a server that is not verify's listener (a direct connection; it \
+             answered {:?})",
+            reply.chars().take(40).collect::<String>()
+        ),
+        Observation::Refused => {
+            "the connection was refused (nothing listens where it went)".to_owned()
+        }
+        Observation::Unreachable(e) => {
+            format!("it left the namespace and came back unreachable ({e})")
+        }
+        Observation::NoAnswer => format!(
+            "no answer within {}{}",
+            humantime::format_duration(judging.window),
+            if probe_context {
+                " (a redirected connection reaches verify's listener at once)"
+            } else {
+                ""
+            }
+        ),
+        Observation::ConnectError(e) => format!("connect failed: {e}"),
+        Observation::NotRun(e) => format!("not made: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ruleset::Family;
+    use crate::verify::selection::Identity;
+    fn judging() -> Judging<'static> {
+        Judging {
+            proxy_egress_port: 15001,
+            proxy_ingress_port: Some(15000),
+            window: Duration::from_millis(500),
+            rules_hint: Some("HINT"),
+        }
+    }
+
+    fn probe(kind: CheckKind, expectation: Expectation) -> Probe {
+        Probe {
+            kind,
+            family: Family::Ipv4,
+            destination: "192.0.2.1:80".parse().unwrap(),
+            identity: Identity {
+                uid: 1337,
+                gid: 1001,
+            },
+            expectation,
+        }
+    }
+
+    #[test]
+    fn a_redirect_passes_only_with_the_original_destination_intact() {
+        let p = probe(CheckKind::EgressRedirect, Expectation::RedirectedToEgress);
+        let reached = |original: Option<&str>| Observation::ReachedListener {
+            role: ListenerRole::Egress,
+            original_dst: original.map(|o| o.parse().unwrap()),
+        };
+        assert_eq!(
+            judge(&p, &reached(Some("192.0.2.1:80")), &judging()).status,
+            Status::Pass
+        );
+        let wrong = judge(&p, &reached(Some("192.0.2.1:81")), &judging());
+        assert_eq!(wrong.status, Status::Fail);
+        assert!(
+            wrong.reason.contains("SO_ORIGINAL_DST says 192.0.2.1:81"),
+            "{}",
+            wrong.reason
+        );
+        assert_eq!(judge(&p, &reached(None), &judging()).status, Status::Fail);
+        let ingress = Observation::ReachedListener {
+            role: ListenerRole::Ingress,
+            original_dst: None,
+        };
+        let misdirected = judge(&p, &ingress, &judging());
+        assert!(
+            misdirected
+                .reason
+                .contains("ProxyIngressPort 15000 instead of ProxyEgressPort 15001")
+        );
+        let missed = judge(&p, &Observation::NoAnswer, &judging());
+        assert_eq!(missed.status, Status::Fail);
+        assert!(
+            missed.reason.starts_with("egress as uid 1337 gid 1001 to 192.0.2.1:80 was not redirected to ProxyEgressPort 15001: no answer within 500ms"),
+            "{}",
+            missed.reason
+        );
+        assert!(
+            missed.reason.ends_with("at once); HINT"),
+            "{}",
+            missed.reason
+        );
+    }
+
+    #[test]
+    fn a_redirected_proxy_user_is_reported_as_a_loop() {
+        let p = probe(CheckKind::IgnoredUid, Expectation::NotRedirected);
+        let reached = Observation::ReachedListener {
+            role: ListenerRole::Egress,
+            original_dst: Some("192.0.2.1:80".parse().unwrap()),
+        };
+        let result = judge(&p, &reached, &judging());
+        assert_eq!(result.status, Status::Fail);
+        assert!(
+            result
+                .reason
+                .contains("IgnoredUID rule is missing or does not match uid 1337")
+        );
+        assert!(result.reason.contains("loop"));
+        for direct in [
+            Observation::NoAnswer,
+            Observation::Refused,
+            Observation::OtherServer {
+                reply: String::new(),
+            },
+        ] {
+            let result = judge(&p, &direct, &judging());
+            assert_eq!(result.status, Status::Pass, "{direct:?}");
+            assert!(!result.reason.contains("HINT"));
+        }
+    }
+
+    #[test]
+    fn a_probe_that_could_not_be_made_is_not_a_pass() {
+        for expectation in [Expectation::NotRedirected, Expectation::RedirectedToEgress] {
+            let p = probe(CheckKind::IgnoredUid, expectation);
+            let result = judge(
+                &p,
+                &Observation::NotRun("cannot switch to uid 1337: EPERM".into()),
+                &judging(),
+            );
+            assert_eq!(result.status, Status::CouldNotRun);
+        }
+        let listener = judge(
+            &probe(CheckKind::Listener, Expectation::AnswersDirectly),
+            &Observation::Unreachable("Network is unreachable".into()),
+            &judging(),
+        );
+        assert_eq!(listener.status, Status::CouldNotRun);
+        assert!(listener.reason.contains("loopback is down"));
+    }
+}

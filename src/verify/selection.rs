@@ -1,0 +1,474 @@
+//! Which probes verify makes: the destinations, users, ports and samples that exercise each
+//! exclusion of the configuration. Pure: tested without root.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+use super::report::{CheckResult, Evidence, Status};
+use crate::config::{ALWAYS_IGNORED_IPS, ALWAYS_IGNORED_PORT, ProxyConfig};
+use crate::ruleset::Family;
+
+/// ones; a range contributes its first and last port).
+pub const MAX_IGNORED_PORT_PROBES: usize = 16;
+/// At most this many ignored destinations are probed per family (the metadata endpoints
+/// first, then one address of each configured network).
+pub const MAX_IGNORED_DESTINATION_PROBES: usize = 16;
+
+/// Documentation-only addresses (RFC 5737, RFC 3849, RFC 9637): they exist nowhere, so a
+/// connection to one that is not redirected goes nowhere either.
+const TEST_NET_V4: [Ipv4Addr; 3] = [
+    Ipv4Addr::new(192, 0, 2, 1),
+    Ipv4Addr::new(198, 51, 100, 1),
+    Ipv4Addr::new(203, 0, 113, 1),
+];
+const TEST_NET_V6: [Ipv6Addr; 3] = [
+    Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1),
+    Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1),
+    Ipv6Addr::new(0x3fff, 0, 0, 0, 0, 0, 0, 1),
+];
+/// Ports tried, in order, for a connection that the rules should redirect.
+const ORDINARY_PORT_CANDIDATES: [u16; 5] = [80, 443, 8080, 8443, 9000];
+/// Where the search for an ordinary (not ignored) user or group starts: a typical
+/// application user, never root, never the proxy's.
+const ORDINARY_ID_START: u32 = 1000;
+
+/// What a check is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CheckKind {
+    /// Whether a family is checked at all.
+    Family,
+    /// Verify's own listener answers over loopback (the precondition of every probe).
+    Listener,
+    /// An ordinary user's connection reaches ProxyEgressPort with its destination intact.
+    EgressRedirect,
+    /// The proxy's user is not redirected.
+    IgnoredUid,
+    /// The proxy's group is not redirected.
+    IgnoredGid,
+    /// Egress-ignored ports are not redirected.
+    IgnoredPort,
+    /// Egress-ignored destinations are not redirected.
+    IgnoredDestination,
+    /// The ingress rules are installed as rendered (rule inspection, not traffic).
+    IngressRules,
+}
+
+impl CheckKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            CheckKind::Family => "family",
+            CheckKind::Listener => "listener",
+            CheckKind::EgressRedirect => "egress-redirect",
+            CheckKind::IgnoredUid => "ignored-uid",
+            CheckKind::IgnoredGid => "ignored-gid",
+            CheckKind::IgnoredPort => "ignored-port",
+            CheckKind::IgnoredDestination => "ignored-destination",
+            CheckKind::IngressRules => "ingress-rules",
+        }
+    }
+}
+
+/// The user and group a probe connects as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Identity {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// What a probe should observe when the rules work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expectation {
+    /// Reaches verify's egress listener without NAT (the loopback self-test).
+    AnswersDirectly,
+    /// Reaches verify's egress listener with the original destination intact.
+    RedirectedToEgress,
+    /// Does not reach any of verify's listeners.
+    NotRedirected,
+}
+
+/// One connection to make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    pub kind: CheckKind,
+    pub family: Family,
+    pub destination: SocketAddr,
+    pub identity: Identity,
+    pub expectation: Expectation,
+}
+
+impl Probe {
+    pub fn attempt(&self) -> String {
+        format!(
+            "egress as uid {} gid {} to {}",
+            self.identity.uid, self.identity.gid, self.destination
+        )
+    }
+}
+
+/// A user and a group that no exclusion rule matches: the application's stand-in.
+pub fn ordinary_identity(config: &ProxyConfig) -> Identity {
+    let first_not = |excluded: Option<u32>| {
+        (ORDINARY_ID_START..)
+            .find(|id| Some(*id) != excluded)
+            .unwrap_or(ORDINARY_ID_START)
+    };
+    Identity {
+        uid: first_not(config.ignored_uid),
+        gid: first_not(config.ignored_gid),
+    }
+}
+
+/// A destination port that is neither egress-ignored nor a proxy port, or `None` when the
+/// configuration ignores every port.
+pub fn ordinary_port(config: &ProxyConfig) -> Option<u16> {
+    let ingress_port = config.ingress.as_ref().map(|i| i.proxy_port);
+    let usable = |port: &u16| {
+        !config.egress_ignored_ports.contains(*port)
+            && *port != config.proxy_egress_port
+            && Some(*port) != ingress_port
+    };
+    ORDINARY_PORT_CANDIDATES
+        .into_iter()
+        .find(usable)
+        .or_else(|| (1..=u16::MAX).find(usable))
+}
+
+/// TEST-NET addresses of `family` that are not egress-ignored, in order of preference.
+pub fn test_destination_candidates(config: &ProxyConfig, family: Family) -> Vec<IpAddr> {
+    let all: Vec<IpAddr> = match family {
+        Family::Ipv4 => TEST_NET_V4.iter().map(|a| IpAddr::V4(*a)).collect(),
+        Family::Ipv6 => TEST_NET_V6.iter().map(|a| IpAddr::V6(*a)).collect(),
+    };
+    all.into_iter()
+        .filter(|a| !config.egress_ignored_destinations.contains(*a))
+        .collect()
+}
+
+/// A sample of the egress-ignored ports: 22 first, then the configured ports (a range's
+/// first and last), at most [`MAX_IGNORED_PORT_PROBES`]; and how many there were in all.
+pub fn sampled_ignored_ports(config: &ProxyConfig) -> (Vec<u16>, usize) {
+    let mut all = vec![ALWAYS_IGNORED_PORT];
+    for range in config.egress_ignored_ports.ranges() {
+        for port in [range.first, range.last] {
+            if !all.contains(&port) {
+                all.push(port);
+            }
+        }
+    }
+    let total = all.len();
+    all.truncate(MAX_IGNORED_PORT_PROBES);
+    (all, total)
+}
+
+/// A sample of the egress-ignored destinations of `family`: the always-ignored metadata
+/// endpoints first, then one address in each configured network, at most
+/// [`MAX_IGNORED_DESTINATION_PROBES`]; and how many networks there were in all.
+pub fn sampled_ignored_destinations(config: &ProxyConfig, family: Family) -> (Vec<IpAddr>, usize) {
+    let always: Vec<IpAddr> = ALWAYS_IGNORED_IPS
+        .iter()
+        .filter_map(|text| text.parse::<IpAddr>().ok())
+        .filter(|addr| addr.is_ipv4() == (family == Family::Ipv4))
+        .filter(|addr| config.egress_ignored_destinations.contains(*addr))
+        .collect();
+    let configured: Vec<IpAddr> = match family {
+        Family::Ipv4 => config
+            .egress_ignored_destinations
+            .ipv4
+            .iter()
+            .map(|n| sample_address(IpNet::V4(*n)))
+            .collect(),
+        Family::Ipv6 => config
+            .egress_ignored_destinations
+            .ipv6
+            .iter()
+            .map(|n| sample_address(IpNet::V6(*n)))
+            .collect(),
+    };
+    let mut all: Vec<IpAddr> = Vec::new();
+    for addr in always.into_iter().chain(configured) {
+        if !all.contains(&addr) {
+            all.push(addr);
+        }
+    }
+    let total = all.len();
+    all.truncate(MAX_IGNORED_DESTINATION_PROBES);
+    (all, total)
+}
+
+/// The first host of a network (the address itself for a /32, /31, /128 or /127), so a
+/// probe goes to a plausible host rather than a network address.
+fn sample_address(net: IpNet) -> IpAddr {
+    match net {
+        IpNet::V4(n) if n.prefix_len() < 31 => {
+            IpAddr::V4(Ipv4Addr::from(u32::from(n.network()).saturating_add(1)))
+        }
+        IpNet::V6(n) if n.prefix_len() < 127 => {
+            IpAddr::V6(Ipv6Addr::from(u128::from(n.network()).saturating_add(1)))
+        }
+        other => other.network(),
+    }
+}
+
+/// One entry of the plan: a connection to make, or a verdict known without one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Planned {
+    Probe(Probe),
+    Decided(CheckResult),
+}
+
+/// The checks of one family that go to `test_destination:port` (the redirect, then the
+/// user, group and port exclusions), in report order. An exclusion the configuration does
+/// not have is listed as not applicable.
+pub fn checks_at_test_destination(
+    config: &ProxyConfig,
+    family: Family,
+    test_destination: IpAddr,
+    port: u16,
+) -> Vec<Planned> {
+    let ordinary = ordinary_identity(config);
+    let probe = |kind, port, identity, expectation| {
+        Planned::Probe(Probe {
+            kind,
+            family,
+            destination: SocketAddr::new(test_destination, port),
+            identity,
+            expectation,
+        })
+    };
+    let not_configured = |kind, property: &str| {
+        Planned::Decided(CheckResult {
+            check: kind,
+            family,
+            evidence: Evidence::None,
+            status: Status::NotApplicable,
+            destination: None,
+            identity: None,
+            observed: None,
+            reason: format!("no {property} configured, so nothing is exempted by it"),
+        })
+    };
+    let mut planned = vec![probe(
+        CheckKind::EgressRedirect,
+        port,
+        ordinary,
+        Expectation::RedirectedToEgress,
+    )];
+    planned.push(match config.ignored_uid {
+        Some(uid) => probe(
+            CheckKind::IgnoredUid,
+            port,
+            Identity {
+                uid,
+                gid: ordinary.gid,
+            },
+            Expectation::NotRedirected,
+        ),
+        None => not_configured(CheckKind::IgnoredUid, "IgnoredUID"),
+    });
+    planned.push(match config.ignored_gid {
+        Some(gid) => probe(
+            CheckKind::IgnoredGid,
+            port,
+            Identity {
+                uid: ordinary.uid,
+                gid,
+            },
+            Expectation::NotRedirected,
+        ),
+        None => not_configured(CheckKind::IgnoredGid, "IgnoredGID"),
+    });
+    for ignored in sampled_ignored_ports(config).0 {
+        planned.push(probe(
+            CheckKind::IgnoredPort,
+            ignored,
+            ordinary,
+            Expectation::NotRedirected,
+        ));
+    }
+    planned
+}
+
+/// The probes of one family that go to egress-ignored destinations.
+pub fn probes_to_ignored_destinations(
+    config: &ProxyConfig,
+    family: Family,
+    port: u16,
+) -> Vec<Probe> {
+    let ordinary = ordinary_identity(config);
+    sampled_ignored_destinations(config, family)
+        .0
+        .into_iter()
+        .map(|addr| Probe {
+            kind: CheckKind::IgnoredDestination,
+            family,
+            destination: SocketAddr::new(addr, port),
+            identity: ordinary,
+            expectation: Expectation::NotRedirected,
+        })
+        .collect()
+}
+
+/// The loopback self-test: verify's egress listener answers, unredirected, as `identity`.
+pub fn listener_probe(config: &ProxyConfig, family: Family) -> Probe {
+    let loopback: IpAddr = match family {
+        Family::Ipv4 => Ipv4Addr::LOCALHOST.into(),
+        Family::Ipv6 => Ipv6Addr::LOCALHOST.into(),
+    };
+    Probe {
+        kind: CheckKind::Listener,
+        family,
+        destination: SocketAddr::new(loopback, config.proxy_egress_port),
+        identity: ordinary_identity(config),
+        expectation: Expectation::AnswersDirectly,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{PortList, PortRange};
+    use crate::verify::test_fixture::config;
+
+    #[test]
+    fn the_ordinary_user_is_neither_the_ignored_uid_nor_in_the_ignored_gid() {
+        let identity = ordinary_identity(&config());
+        assert_eq!(
+            identity,
+            Identity {
+                uid: 1000,
+                gid: 1001
+            }
+        );
+    }
+
+    #[test]
+    fn the_ordinary_port_skips_ignored_and_proxy_ports() {
+        let mut c = config();
+        assert_eq!(ordinary_port(&c), Some(80));
+        c.egress_ignored_ports = PortList::from_ranges([PortRange {
+            first: 1,
+            last: 15000,
+        }]);
+        assert_eq!(ordinary_port(&c), Some(15002));
+        c.egress_ignored_ports = PortList::from_ranges([PortRange {
+            first: 1,
+            last: 65535,
+        }]);
+        assert_eq!(ordinary_port(&c), None);
+    }
+
+    #[test]
+    fn ignored_ports_are_sampled_with_22_first_and_range_ends() {
+        let (ports, total) = sampled_ignored_ports(&config());
+        assert_eq!(ports, vec![22, 5432, 8000, 8010]);
+        assert_eq!(total, 4);
+        let mut c = config();
+        c.egress_ignored_ports = PortList::from_ranges((2000..2040).map(PortRange::single));
+        let (ports, total) = sampled_ignored_ports(&c);
+        assert_eq!(ports.len(), MAX_IGNORED_PORT_PROBES);
+        assert_eq!(ports[0], 22);
+        assert_eq!(total, 41);
+    }
+
+    #[test]
+    fn ignored_destinations_start_with_the_metadata_endpoints() {
+        let (v4, total) = sampled_ignored_destinations(&config(), Family::Ipv4);
+        let v4: Vec<String> = v4.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            v4,
+            [
+                "169.254.170.2",
+                "169.254.169.254",
+                "169.254.170.23",
+                "10.9.0.1",
+                "203.0.113.9"
+            ]
+        );
+        assert_eq!(total, 5);
+        let (v6, _) = sampled_ignored_destinations(&config(), Family::Ipv6);
+        let v6: Vec<String> = v6.iter().map(ToString::to_string).collect();
+        assert_eq!(v6, ["fd00:ec2::23", "fd00:ec2::254"]);
+    }
+
+    #[test]
+    fn test_destinations_avoid_ignored_networks() {
+        let mut c = config();
+        assert_eq!(
+            test_destination_candidates(&c, Family::Ipv4)[0].to_string(),
+            "192.0.2.1"
+        );
+        c.egress_ignored_destinations
+            .push("192.0.2.0/24".parse().unwrap());
+        assert_eq!(
+            test_destination_candidates(&c, Family::Ipv4)[0].to_string(),
+            "198.51.100.1"
+        );
+        c.egress_ignored_destinations
+            .push("0.0.0.0/0".parse().unwrap());
+        assert!(test_destination_candidates(&c, Family::Ipv4).is_empty());
+        assert_eq!(
+            test_destination_candidates(&c, Family::Ipv6)[0].to_string(),
+            "2001:db8::1"
+        );
+    }
+
+    #[test]
+    fn an_unconfigured_exclusion_is_listed_as_not_applicable_in_place() {
+        let mut c = config();
+        c.ignored_gid = None;
+        let planned =
+            checks_at_test_destination(&c, Family::Ipv4, "192.0.2.1".parse().unwrap(), 80);
+        let Planned::Decided(gid) = &planned[2] else {
+            panic!("expected the IgnoredGID entry third: {planned:?}");
+        };
+        assert_eq!(
+            (gid.check, gid.status),
+            (CheckKind::IgnoredGid, Status::NotApplicable)
+        );
+    }
+
+    #[test]
+    fn probes_cover_the_user_group_and_port_exclusions() {
+        let planned =
+            checks_at_test_destination(&config(), Family::Ipv4, "192.0.2.1".parse().unwrap(), 80);
+        let probes: Vec<Probe> = planned
+            .iter()
+            .filter_map(|p| match p {
+                Planned::Probe(probe) => Some(*probe),
+                Planned::Decided(_) => None,
+            })
+            .collect();
+        assert_eq!(probes.len(), planned.len());
+        let kinds: Vec<&str> = probes.iter().map(|p| p.kind.name()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "egress-redirect",
+                "ignored-uid",
+                "ignored-gid",
+                "ignored-port",
+                "ignored-port",
+                "ignored-port",
+                "ignored-port"
+            ]
+        );
+        assert_eq!(
+            probes[1].identity,
+            Identity {
+                uid: 1337,
+                gid: 1001
+            }
+        );
+        assert_eq!(
+            probes[2].identity,
+            Identity {
+                uid: 1000,
+                gid: 1000
+            }
+        );
+        assert_eq!(probes[3].destination.to_string(), "192.0.2.1:22");
+    }
+}
