@@ -89,63 +89,54 @@ pub enum Vocabulary {
 
 impl Vocabulary {
     pub fn name(self, property: Property) -> &'static str {
-        use Property::*;
-        let names: [&str; 8] = match self {
-            // ECS has no IPv6 property; its users set it with the flag.
-            Vocabulary::Ecs => [
-                "IgnoredUID",
-                "IgnoredGID",
-                "ProxyIngressPort",
-                "ProxyEgressPort",
-                "AppPorts",
-                "EgressIgnoredIPs",
-                "EgressIgnoredPorts",
-                "--ipv6",
-            ],
-            Vocabulary::Cni => [
-                "ignoredUID",
-                "ignoredGID",
-                "proxyIngressPort",
-                "proxyEgressPort",
-                "appPorts",
-                "egressIgnoredIPs",
-                "egressIgnoredPorts",
-                "enableIPv6",
-            ],
-            Vocabulary::Env => [
-                "APPMESH_IGNORE_UID",
-                "APPMESH_IGNORE_GID",
-                "APPMESH_ENVOY_INGRESS_PORT",
-                "APPMESH_ENVOY_EGRESS_PORT",
-                "APPMESH_APP_PORTS",
-                "APPMESH_EGRESS_IGNORED_IP",
-                "APPMESH_EGRESS_IGNORED_PORTS",
-                "APPMESH_ENABLE_IPV6",
-            ],
-            Vocabulary::Flags => [
-                "--ignored-uid",
-                "--ignored-gid",
-                "--proxy-ingress-port",
-                "--proxy-egress-port",
-                "--app-ports",
-                "--egress-ignored-ips",
-                "--egress-ignored-ports",
-                "--ipv6",
-            ],
-        };
-        let index = match property {
-            IgnoredUid => 0,
-            IgnoredGid => 1,
-            ProxyIngressPort => 2,
-            ProxyEgressPort => 3,
-            AppPorts => 4,
-            EgressIgnoredIps => 5,
-            EgressIgnoredPorts => 6,
-            Ipv6 => 7,
-        };
-        names[index]
+        PROPERTY_NAMES[self as usize][property as usize]
     }
 }
+
+/// Each vocabulary's names (rows in `Vocabulary` order, columns in `Property` order).
+const PROPERTY_NAMES: [[&str; 8]; 4] = [
+    // ECS has no IPv6 property; its users set it with the flag.
+    [
+        "IgnoredUID",
+        "IgnoredGID",
+        "ProxyIngressPort",
+        "ProxyEgressPort",
+        "AppPorts",
+        "EgressIgnoredIPs",
+        "EgressIgnoredPorts",
+        "--ipv6",
+    ],
+    [
+        "ignoredUID",
+        "ignoredGID",
+        "proxyIngressPort",
+        "proxyEgressPort",
+        "appPorts",
+        "egressIgnoredIPs",
+        "egressIgnoredPorts",
+        "enableIPv6",
+    ],
+    [
+        "APPMESH_IGNORE_UID",
+        "APPMESH_IGNORE_GID",
+        "APPMESH_ENVOY_INGRESS_PORT",
+        "APPMESH_ENVOY_EGRESS_PORT",
+        "APPMESH_APP_PORTS",
+        "APPMESH_EGRESS_IGNORED_IP",
+        "APPMESH_EGRESS_IGNORED_PORTS",
+        "APPMESH_ENABLE_IPV6",
+    ],
+    [
+        "--ignored-uid",
+        "--ignored-gid",
+        "--proxy-ingress-port",
+        "--proxy-egress-port",
+        "--app-ports",
+        "--egress-ignored-ips",
+        "--egress-ignored-ports",
+        "--ipv6",
+    ],
+];
 
 /// Settings of one source. `None` means the source did not mention the property.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -247,6 +238,34 @@ mod tests {
         assert_eq!(
             (egress.property.as_str(), egress.value.as_str()),
             ("--proxy-egress-port", "16001")
+        );
+    }
+
+    #[test]
+    fn each_vocabulary_names_a_property_as_its_source_does() {
+        assert_eq!(Vocabulary::Ecs.name(Property::IgnoredUid), "IgnoredUID");
+        assert_eq!(Vocabulary::Cni.name(Property::Ipv6), "enableIPv6");
+        assert_eq!(
+            Vocabulary::Env.name(Property::EgressIgnoredIps),
+            "APPMESH_EGRESS_IGNORED_IP"
+        );
+        assert_eq!(Vocabulary::Flags.name(Property::AppPorts), "--app-ports");
+        let from_env = RawSettings {
+            ignored_uid: RawSettings::scalar("APPMESH_IGNORE_UID", "1"),
+            ..Default::default()
+        }
+        .spelled_in(Vocabulary::Env);
+        let with_flags = from_env.overlay(
+            RawSettings {
+                app_ports: RawSettings::list("--app-ports", "80"),
+                ..Default::default()
+            }
+            .spelled_in(Vocabulary::Flags),
+        );
+        assert_eq!(with_flags.name_of(Property::AppPorts), "--app-ports");
+        assert_eq!(
+            with_flags.name_of(Property::ProxyEgressPort),
+            "APPMESH_ENVOY_EGRESS_PORT"
         );
     }
 
