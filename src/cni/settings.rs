@@ -128,11 +128,19 @@ pub fn from_cni_args(args: &str) -> Result<RawSettings, CniError> {
             if key == IGNORE_UNKNOWN || WELL_KNOWN_ARGS.contains(&key) {
                 continue;
             }
+            let near = suggest::closest(key, &cni::PROPERTY_NAMES);
             if ignore_unknown {
-                debug!("CNI_ARGS {key} is not a meshinit key; ignored (IgnoreUnknown)");
+                // Another plugin's key, or a typo of ours: worth a line when it looks like one.
+                match near {
+                    Some(near) => warn!(
+                        "CNI_ARGS {key} is not a meshinit key (did you mean {near}?); ignored \
+                         (IgnoreUnknown)"
+                    ),
+                    None => debug!("CNI_ARGS {key} is not a meshinit key; ignored (IgnoreUnknown)"),
+                }
                 continue;
             }
-            let hint = match suggest::closest(key, &cni::PROPERTY_NAMES) {
+            let hint = match near {
                 Some(near) => format!("did you mean {near}? "),
                 None => String::new(),
             };
