@@ -728,3 +728,30 @@ fn cni_args_and_runtime_config_follow_the_conventions() {
         assert!(code == 101 || code == 102, "{args}: accepted, got {code}");
     }
 }
+
+#[test]
+fn deeply_nested_json_is_an_error_not_a_stack_overflow() {
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let nested = format!("{}1{}", "{\"a\":".repeat(100_000), "}".repeat(100_000));
+    for doc in [&deep, &nested] {
+        let mut cmd = meshinit();
+        cmd.args(["render", "-"]);
+        let output = run(cmd, doc.as_bytes());
+        assert_exit(&output, 2);
+        assert!(
+            stderr(&output).contains("recursion limit"),
+            "{}",
+            stderr(&output)
+        );
+    }
+    let request = format!("{{\"cniVersion\":\"1.0.0\",\"prevResult\":{deep}}}");
+    let mut cmd = meshinit();
+    cmd.env("CNI_COMMAND", "ADD")
+        .env("CNI_CONTAINERID", "c1")
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_NETNS", "/nonexistent/netns");
+    let output = run(cmd, request.as_bytes());
+    assert_exit(&output, 1);
+    let reply: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(reply["code"], 6, "{reply}");
+}
