@@ -55,10 +55,10 @@
 //! | 103  | `iptables-restore` or `ipset` failed (its message is quoted) |
 //! | 999  | any other failure |
 
+mod attachment;
 pub mod install;
 mod protocol;
 mod result;
-mod settings;
 mod verbs;
 mod version;
 

@@ -11,7 +11,7 @@ use tracing::{debug, info, warn};
 
 use super::protocol::{CniError, Command, Invocation, NetworkConfig, code, declared_version};
 use super::version::{LATEST, SUPPORTED_VERSIONS, SpecVersion};
-use super::{result, settings};
+use super::{attachment, result};
 use crate::backend::{self, BackendChoice, BackendKind, TimeBudget};
 use crate::config::{ProxyConfig, validate};
 use crate::converge::{self, clean};
@@ -86,7 +86,7 @@ fn add(invocation: &Invocation, config: &NetworkConfig) -> Result<Value, CniErro
 /// that, so only an undecodable request fails. A namespace that is gone, or that is not a
 /// container's (where ADD never installs anything), leaves nothing to remove.
 fn del(invocation: &Invocation, config: &NetworkConfig) -> Result<(), CniError> {
-    if let Err(e) = settings::from_network_config(&config.keys) {
+    if let Err(e) = attachment::from_network_config(&config.keys) {
         warn!("DEL goes on despite the configuration: {e}");
     }
     let Some(netns) = invocation.netns.as_deref() else {
@@ -167,7 +167,7 @@ fn check(invocation: &Invocation, config: &NetworkConfig) -> Result<(), CniError
 /// meshinit's to read or touch.
 fn status(config: &NetworkConfig) -> Result<(), CniError> {
     require_status_and_gc(config, Command::Status)?;
-    settings::from_network_config(&config.keys)?;
+    attachment::from_network_config(&config.keys)?;
     let not_available = |why: String| {
         CniError::new(
             code::PLUGIN_NOT_AVAILABLE,
@@ -229,18 +229,19 @@ fn require_status_and_gc(config: &NetworkConfig, command: Command) -> Result<(),
 /// The validated proxy configuration of this attachment: network configuration, then
 /// `CNI_ARGS`, then `runtimeConfig`, each overriding the one before.
 fn proxy_config(invocation: &Invocation, config: &NetworkConfig) -> Result<ProxyConfig, CniError> {
-    let mut raw = settings::from_network_config(&config.keys)?;
+    let mut raw = attachment::from_network_config(&config.keys)?;
     if let Some(args) = &invocation.args {
-        raw = raw.overlay(settings::from_cni_args(args)?);
+        raw = raw.overlay(attachment::from_cni_args(args)?);
     }
     if let Some(runtime_config) = config.runtime_config() {
-        raw = raw.overlay(settings::from_runtime_config(
+        raw = raw.overlay(attachment::from_runtime_config(
             runtime_config,
             config.keys.get("capabilities"),
         )?);
     }
-    let (proxy, warnings) = validate(&raw)
-        .map_err(|errors| CniError::invalid_config(&settings::with_network_config_names(errors)))?;
+    let (proxy, warnings) = validate(&raw).map_err(|errors| {
+        CniError::invalid_config(&attachment::with_network_config_names(errors))
+    })?;
     for warning in warnings {
         warn!("{warning}");
     }

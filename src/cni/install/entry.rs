@@ -94,7 +94,7 @@ impl PluginEntry {
         let settings = parse_network_config(&object)
             .map_err(|es| es.into_iter().map(label).collect::<Vec<_>>())?;
         validate(&settings).map(|_| ()).map_err(|es| {
-            crate::cni::settings::with_network_config_names(es)
+            crate::cni::attachment::with_network_config_names(es)
                 .into_iter()
                 .map(label)
                 .collect()

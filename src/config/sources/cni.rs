@@ -37,33 +37,67 @@ pub const STANDARD_KEYS: [&str; 9] = [
 /// Keys a runtime injects; read by the CNI mode (`runtimeConfig`, `capabilities`).
 const RUNTIME_KEYS: [&str; 2] = ["runtimeConfig", "capabilities"];
 
-/// Reads a CNI network config object.
-pub fn parse_network_config(object: &UniqueKeyObject) -> Result<RawSettings, Vec<ConfigError>> {
+/// Keys the runtime reserves (`cni.dev/valid-attachments` on GC, future ones): never ours,
+/// never an error.
+const RESERVED_KEY_PREFIX: &str = "cni.dev/";
+
+/// What is wrong with a network config, kept apart because the CNI mode answers them with
+/// different codes (2: unsupported field, 7: invalid network config).
+#[derive(Debug, Default)]
+pub struct NetconfProblems {
+    /// Keys that are nobody's, each with the nearest known key.
+    pub unknown_keys: Vec<ConfigError>,
+    /// Our keys with values that are not of their kind.
+    pub bad_values: Vec<ConfigError>,
+}
+
+impl NetconfProblems {
+    /// Every problem, unknown keys first: what the command line reports (exit 2).
+    pub fn all(self) -> Vec<ConfigError> {
+        self.unknown_keys
+            .into_iter()
+            .chain(self.bad_values)
+            .collect()
+    }
+}
+
+/// Reads a CNI network config object: the one reader of the command line (`meshinit apply
+/// netconf.json`), of `cni install`'s entry and of the CNI mode.
+pub fn read_network_config<'a>(
+    keys: impl IntoIterator<Item = (&'a String, &'a Value)>,
+) -> Result<RawSettings, NetconfProblems> {
     let mut settings = RawSettings {
         vocabulary: Some(Vocabulary::Cni),
         ..RawSettings::default()
     };
-    let mut errors = Vec::new();
+    let mut problems = NetconfProblems::default();
     let mut suggester = Suggester::default();
-    for (key, value) in &object.0 {
+    for (key, value) in keys {
         let ours = PROPERTY_NAMES.contains(&key.as_str())
             || STANDARD_KEYS.contains(&key.as_str())
-            || RUNTIME_KEYS.contains(&key.as_str());
+            || RUNTIME_KEYS.contains(&key.as_str())
+            || key.starts_with(RESERVED_KEY_PREFIX);
         if !ours {
-            errors.push(ConfigError::new(
+            problems.unknown_keys.push(ConfigError::new(
                 key,
-                None,
+                Some(&value.to_string()),
                 suggester.hint(key, &known_keys()),
             ));
         } else if let Err(e) = assign(&mut settings, key, value) {
-            errors.push(e);
+            problems.bad_values.push(e);
         }
     }
-    if errors.is_empty() {
+    if problems.unknown_keys.is_empty() && problems.bad_values.is_empty() {
         Ok(settings)
     } else {
-        Err(errors)
+        Err(problems)
     }
+}
+
+/// Reads a CNI network config object, every problem alike (the command line's view).
+pub fn parse_network_config(object: &UniqueKeyObject) -> Result<RawSettings, Vec<ConfigError>> {
+    read_network_config(object.0.iter().map(|(key, value)| (key, value)))
+        .map_err(NetconfProblems::all)
 }
 
 /// Assigns one key of a CNI-style object (the network config itself, or a `runtimeConfig`
@@ -97,7 +131,9 @@ pub fn assign(settings: &mut RawSettings, key: &str, value: &Value) -> Result<()
                 ));
             }
         },
-        k if STANDARD_KEYS.contains(&k) || RUNTIME_KEYS.contains(&k) => {}
+        k if STANDARD_KEYS.contains(&k)
+            || RUNTIME_KEYS.contains(&k)
+            || k.starts_with(RESERVED_KEY_PREFIX) => {}
         unknown => {
             return Err(ConfigError::new(
                 unknown,

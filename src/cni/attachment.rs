@@ -8,15 +8,8 @@ use tracing::{debug, warn};
 
 use super::protocol::{CniError, code};
 use crate::config::settings::{RawSettings, Setting, Vocabulary};
-use crate::config::sources::suggest::Suggester;
 use crate::config::sources::{cni, suggest};
 use crate::error::{ConfigError, quote};
-
-/// Keys the runtime reserves (`cni.dev/valid-attachments` on GC, future ones): never ours.
-const RESERVED_KEY_PREFIX: &str = "cni.dev/";
-
-/// Keys of the network configuration meshinit reads or accepts besides its own properties.
-const PROTOCOL_KEYS: [&str; 2] = ["runtimeConfig", "capabilities"];
 
 /// `CNI_ARGS` keys the CNI conventions define for Kubernetes; accepted and not used.
 const WELL_KNOWN_ARGS: [&str; 4] = [
@@ -29,44 +22,17 @@ const WELL_KNOWN_ARGS: [&str; 4] = [
 /// The `CNI_ARGS` key that lets a plugin skip keys it does not know (CNI conventions).
 const IGNORE_UNKNOWN: &str = "IgnoreUnknown";
 
-/// Settings from the network configuration alone. Unknown keys are code 2 (naming them,
-/// with the nearest known key); malformed values of known keys code 7.
+/// Settings from the network configuration alone, through the one netconf reader. Unknown
+/// keys are code 2 (naming them, with the nearest known key); malformed values of known keys
+/// code 7.
 pub fn from_network_config(keys: &Map<String, Value>) -> Result<RawSettings, CniError> {
-    let known: Vec<&str> = cni::PROPERTY_NAMES
-        .iter()
-        .chain(&cni::STANDARD_KEYS)
-        .chain(&PROTOCOL_KEYS)
-        .copied()
-        .collect();
-    let mut suggester = Suggester::default();
-    let unsupported: Vec<ConfigError> = keys
-        .iter()
-        .filter(|(key, _)| !known.contains(&key.as_str()) && !key.starts_with(RESERVED_KEY_PREFIX))
-        .map(|(key, value)| {
-            ConfigError::new(key, Some(&value.to_string()), suggester.hint(key, &known))
-        })
-        .collect();
-    if !unsupported.is_empty() {
-        return Err(CniError::unsupported_fields(&unsupported));
-    }
-    let mut settings = RawSettings {
-        vocabulary: Some(Vocabulary::Cni),
-        ..RawSettings::default()
-    };
-    let mut errors = Vec::new();
-    for (key, value) in keys
-        .iter()
-        .filter(|(key, _)| cni::PROPERTY_NAMES.contains(&key.as_str()))
-    {
-        if let Err(e) = cni::assign(&mut settings, key, value) {
-            errors.push(e);
+    cni::read_network_config(keys).map_err(|problems| {
+        if problems.unknown_keys.is_empty() {
+            CniError::invalid_config(&problems.bad_values)
+        } else {
+            CniError::unsupported_fields(&problems.unknown_keys)
         }
-    }
-    if errors.is_empty() {
-        Ok(settings)
-    } else {
-        Err(CniError::invalid_config(&errors))
-    }
+    })
 }
 
 /// Per-pod settings from `CNI_ARGS` (`KEY=VALUE;KEY=VALUE`). A key is a network
