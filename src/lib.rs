@@ -11,6 +11,7 @@ pub mod config;
 pub mod converge;
 pub mod error;
 pub mod netns;
+pub mod nftables;
 pub mod privileges;
 pub mod ruleset;
 pub mod verify;

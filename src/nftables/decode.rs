@@ -1,0 +1,517 @@
+//! Decoding: dumped nf_tables messages back into the model. Only the fields the model
+//! holds are read; anything unexpected in what we model is a malformed reply.
+
+use netlink_packet_core::{DefaultNla, Emitable, Nla};
+use netlink_packet_netfilter::nftables::{
+    Bitwise, ChainAttribute, ChainMessage, Cmp, DataAttribute, ExpressionAttribute, Expressions,
+    Hook as HookAttribute, Immediate, ListAttribute, Lookup, Meta, Payload, RuleAttribute,
+    RuleMessage, SetAttribute, SetElementAttribute, SetElementFlags, SetElementList,
+    SetElementMessage, SetFlags, SetMessage, Verdict as VerdictCode, VerdictAttribute,
+};
+
+use super::encode::attr;
+use super::error::NftError;
+use super::model::{
+    BaseChain, ChainType, CmpOp, Expr, FibResult, Hook, ImmediateData, KeyRange, KeyType, MetaKey,
+    PayloadBase, Policy, Register, Rule, Set, Verdict,
+};
+
+fn malformed(what: impl Into<String>) -> NftError {
+    NftError::MalformedReply(what.into())
+}
+
+/// A chain as dumped: where it lives and its base-chain settings (rules come separately).
+#[derive(Debug, Clone)]
+pub struct DumpedChain {
+    pub table: String,
+    pub name: String,
+    pub handle: u64,
+    pub base: Option<BaseChain>,
+}
+
+pub fn chain(message: &ChainMessage) -> Result<DumpedChain, NftError> {
+    let mut table = None;
+    let mut name = None;
+    let mut handle = 0;
+    let (mut hook, mut priority, mut policy, mut chain_type) = (None, None, None, None);
+    for attribute in &message.attributes {
+        match attribute {
+            ChainAttribute::Table(t) => table = Some(t.clone()),
+            ChainAttribute::Name(n) => name = Some(n.clone()),
+            ChainAttribute::Handle(h) => handle = *h,
+            ChainAttribute::Hook(hooks) => {
+                for h in hooks {
+                    match h {
+                        HookAttribute::Number(number) => {
+                            hook = Some(Hook::from_number(u32::from(*number)))
+                        }
+                        HookAttribute::Priority(p) => priority = Some(*p as i32),
+                        _ => {}
+                    }
+                }
+            }
+            ChainAttribute::Policy(p) => {
+                policy = Some(match p {
+                    1 => Policy::Accept,
+                    0 => Policy::Drop,
+                    other => return Err(malformed(format!("chain policy {other}"))),
+                })
+            }
+            ChainAttribute::Type(t) => chain_type = Some(ChainType::from_name(t)),
+            _ => {}
+        }
+    }
+    let name = name.ok_or_else(|| malformed("chain without a name"))?;
+    let base = match (hook, priority, chain_type) {
+        (Some(hook), Some(priority), Some(chain_type)) => Some(BaseChain {
+            chain_type,
+            hook,
+            priority,
+            policy: policy.unwrap_or(Policy::Accept),
+        }),
+        (None, _, _) => None,
+        _ => {
+            return Err(malformed(format!(
+                "base chain {name} without type or priority"
+            )));
+        }
+    };
+    Ok(DumpedChain {
+        table: table.ok_or_else(|| malformed("chain without a table"))?,
+        name,
+        handle,
+        base,
+    })
+}
+
+/// A rule as dumped, with its handle (for deleting it by handle).
+#[derive(Debug, Clone)]
+pub struct DumpedRule {
+    pub table: String,
+    pub chain: String,
+    pub handle: u64,
+    pub rule: Rule,
+}
+
+pub fn rule(message: &RuleMessage) -> Result<DumpedRule, NftError> {
+    let mut table = None;
+    let mut chain = None;
+    let mut handle = 0;
+    let mut exprs = Vec::new();
+    for attribute in &message.attributes {
+        match attribute {
+            RuleAttribute::Table(t) => table = Some(t.clone()),
+            RuleAttribute::Chain(c) => chain = Some(c.clone()),
+            RuleAttribute::Handle(h) => handle = *h,
+            RuleAttribute::Expressions(list) => {
+                for element in list {
+                    exprs.push(expression(element)?);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(DumpedRule {
+        table: table.ok_or_else(|| malformed("rule without a table"))?,
+        chain: chain.ok_or_else(|| malformed("rule without a chain"))?,
+        handle,
+        rule: Rule::new(exprs),
+    })
+}
+
+fn reg(register: &netlink_packet_netfilter::nftables::Register) -> Register {
+    Register(u32::from(*register))
+}
+
+fn value(data: &DataAttribute, what: &str) -> Result<Vec<u8>, NftError> {
+    match data {
+        DataAttribute::Value(bytes) => Ok(bytes.clone()),
+        other => Err(malformed(format!(
+            "{what}: expected a value, got {other:?}"
+        ))),
+    }
+}
+
+fn nla_bytes(nla: &DefaultNla) -> Vec<u8> {
+    let mut bytes = vec![0; nla.value_len()];
+    nla.emit_value(&mut bytes);
+    bytes
+}
+
+fn nla_u32(nla: &DefaultNla, what: &str) -> Result<u32, NftError> {
+    let bytes = nla_bytes(nla);
+    let array: [u8; 4] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| malformed(format!("{what}: {} bytes, expected 4", bytes.len())))?;
+    Ok(u32::from_be_bytes(array))
+}
+
+/// The attribute number without the nested/byte-order flag bits.
+fn nla_kind(nla: &DefaultNla) -> u16 {
+    nla.kind() & 0x3fff
+}
+
+fn expression(element: &ListAttribute<ExpressionAttribute>) -> Result<Expr, NftError> {
+    let ListAttribute::Element(attributes) = element else {
+        return Err(malformed("expression list entry is not an element"));
+    };
+    let mut name = None;
+    let mut data = None;
+    for attribute in attributes {
+        match attribute {
+            ExpressionAttribute::Name(n) => name = Some(n.as_str()),
+            ExpressionAttribute::Data(d) => data = Some(d),
+            _ => {}
+        }
+    }
+    let name = name.ok_or_else(|| malformed("expression without a name"))?;
+    let Some(data) = data else {
+        // counter and a few others may come without data.
+        return Ok(match name {
+            "counter" => Expr::Counter,
+            other => Expr::Other {
+                name: other.to_owned(),
+                data: Vec::new(),
+            },
+        });
+    };
+    let missing = |field: &str| malformed(format!("{name} expression without {field}"));
+    Ok(match data {
+        Expressions::Meta(attrs) => {
+            let (mut key, mut dreg) = (None, None);
+            for a in attrs {
+                match a {
+                    Meta::Key(k) => key = Some(MetaKey::from_number(u32::from(*k))),
+                    Meta::DestinationRegister(r) => dreg = Some(reg(r)),
+                    _ => {}
+                }
+            }
+            match (key, dreg) {
+                (Some(key), Some(dreg)) => Expr::Meta { key, dreg },
+                // A meta *set* (sreg) is not something meshinit writes: keep it opaque.
+                _ => opaque(name, data),
+            }
+        }
+        Expressions::Cmp(attrs) => {
+            let (mut sreg, mut op, mut bytes) = (None, None, None);
+            for a in attrs {
+                match a {
+                    Cmp::SourceRegister(r) => sreg = Some(reg(r)),
+                    Cmp::Op(o) => op = CmpOp::from_number(u32::from(*o)),
+                    Cmp::Data(d) => bytes = Some(value(d, "cmp data")?),
+                    _ => {}
+                }
+            }
+            Expr::Cmp {
+                sreg: sreg.ok_or_else(|| missing("sreg"))?,
+                op: op.ok_or_else(|| missing("op"))?,
+                data: bytes.ok_or_else(|| missing("data"))?,
+            }
+        }
+        Expressions::Payload(attrs) => {
+            let (mut base, mut offset, mut len, mut dreg) = (None, None, None, None);
+            for a in attrs {
+                match a {
+                    Payload::Base(b) => base = Some(PayloadBase::from_number(*b)),
+                    Payload::Offset(o) => offset = Some(*o),
+                    Payload::Len(l) => len = Some(*l),
+                    Payload::DestinationRegister(r) => dreg = Some(reg(r)),
+                    _ => {}
+                }
+            }
+            match (base, offset, len, dreg) {
+                (Some(base), Some(offset), Some(len), Some(dreg)) => Expr::Payload {
+                    base,
+                    offset,
+                    len,
+                    dreg,
+                },
+                // A payload *write* (sreg): not modelled.
+                _ => opaque(name, data),
+            }
+        }
+        Expressions::Bitwise(attrs) => {
+            let (mut sreg, mut dreg, mut len, mut mask, mut xor) = (None, None, None, None, None);
+            for a in attrs {
+                match a {
+                    Bitwise::SourceRegister(r) => sreg = Some(reg(r)),
+                    Bitwise::DestinationRegister(r) => dreg = Some(reg(r)),
+                    Bitwise::Length(l) => len = Some(*l),
+                    Bitwise::Mask(d) => mask = Some(value(d, "bitwise mask")?),
+                    Bitwise::Xor(d) => xor = Some(value(d, "bitwise xor")?),
+                    Bitwise::Op(op) if *op != 0 => return Ok(opaque(name, data)),
+                    _ => {}
+                }
+            }
+            Expr::Bitwise {
+                sreg: sreg.ok_or_else(|| missing("sreg"))?,
+                dreg: dreg.ok_or_else(|| missing("dreg"))?,
+                len: len.ok_or_else(|| missing("len"))?,
+                mask: mask.ok_or_else(|| missing("mask"))?,
+                xor: xor.ok_or_else(|| missing("xor"))?,
+            }
+        }
+        Expressions::Lookup(attrs) => {
+            let (mut set, mut sreg, mut flags) = (None, None, 0);
+            for a in attrs {
+                match a {
+                    Lookup::Set(s) => set = Some(s.clone()),
+                    Lookup::SourceRegister(r) => sreg = Some(reg(r)),
+                    Lookup::Flags(f) => flags = *f,
+                    // A map lookup (dreg) is not modelled.
+                    Lookup::DestinationRegister(_) => return Ok(opaque(name, data)),
+                    _ => {}
+                }
+            }
+            Expr::Lookup {
+                set: set.ok_or_else(|| missing("set"))?,
+                sreg: sreg.ok_or_else(|| missing("sreg"))?,
+                invert: flags & attr::LOOKUP_F_INV != 0,
+            }
+        }
+        Expressions::Immediate(attrs) => {
+            let (mut dreg, mut immediate) = (None, None);
+            for a in attrs {
+                match a {
+                    Immediate::DestinationRegister(r) => dreg = Some(reg(r)),
+                    Immediate::Data(DataAttribute::Value(bytes)) => {
+                        immediate = Some(ImmediateData::Value(bytes.clone()))
+                    }
+                    Immediate::Data(DataAttribute::Verdict(attrs)) => {
+                        immediate = Some(ImmediateData::Verdict(verdict(attrs)?))
+                    }
+                    _ => {}
+                }
+            }
+            Expr::Immediate {
+                dreg: dreg.ok_or_else(|| missing("dreg"))?,
+                data: immediate.ok_or_else(|| missing("data"))?,
+            }
+        }
+        Expressions::Other {
+            expression_type,
+            attributes,
+        } => match expression_type.as_str() {
+            "fib" => {
+                let (mut dreg, mut result, mut flags) = (None, None, None);
+                for a in attributes {
+                    match nla_kind(a) {
+                        attr::FIB_DREG => dreg = Some(Register(nla_u32(a, "fib dreg")?)),
+                        attr::FIB_RESULT => {
+                            result = Some(FibResult::from_number(nla_u32(a, "fib result")?))
+                        }
+                        attr::FIB_FLAGS => flags = Some(nla_u32(a, "fib flags")?),
+                        _ => {}
+                    }
+                }
+                Expr::Fib {
+                    flags: flags.ok_or_else(|| missing("flags"))?,
+                    result: result.ok_or_else(|| missing("result"))?,
+                    dreg: dreg.ok_or_else(|| missing("dreg"))?,
+                }
+            }
+            "redir" => {
+                let (mut min, mut max, mut flags) = (None, None, 0);
+                for a in attributes {
+                    match nla_kind(a) {
+                        attr::REDIR_REG_PROTO_MIN => {
+                            min = Some(Register(nla_u32(a, "redir proto_min")?))
+                        }
+                        attr::REDIR_REG_PROTO_MAX => {
+                            max = Some(Register(nla_u32(a, "redir proto_max")?))
+                        }
+                        attr::REDIR_FLAGS => flags = nla_u32(a, "redir flags")?,
+                        _ => {}
+                    }
+                }
+                // The kernel reports proto_max = proto_min when only the minimum was sent.
+                if max.is_some() && max != min {
+                    return Ok(opaque(name, data));
+                }
+                Expr::Redir {
+                    reg_proto_min: min,
+                    flags,
+                }
+            }
+            "counter" => Expr::Counter,
+            _ => opaque(name, data),
+        },
+        _ => opaque(name, data),
+    })
+}
+
+/// An expression kept as raw attribute bytes.
+fn opaque(name: &str, data: &Expressions) -> Expr {
+    let mut bytes = vec![0; data.buffer_len()];
+    data.emit(&mut bytes);
+    Expr::Other {
+        name: name.to_owned(),
+        data: bytes,
+    }
+}
+
+fn verdict(attributes: &[VerdictAttribute]) -> Result<Verdict, NftError> {
+    let mut code = None;
+    let mut chain = None;
+    for attribute in attributes {
+        match attribute {
+            VerdictAttribute::Code(c) => code = Some(*c),
+            VerdictAttribute::Chain(c) => chain = Some(c.clone()),
+            _ => {}
+        }
+    }
+    let need_chain = || {
+        chain
+            .clone()
+            .ok_or_else(|| malformed("jump verdict without a chain"))
+    };
+    Ok(
+        match code.ok_or_else(|| malformed("verdict without a code"))? {
+            VerdictCode::Return => Verdict::Return,
+            VerdictCode::Continue => Verdict::Continue,
+            VerdictCode::Jump => Verdict::Jump(need_chain()?),
+            VerdictCode::Goto => Verdict::Goto(need_chain()?),
+            VerdictCode::Other(1) => Verdict::Accept,
+            VerdictCode::Other(0) => Verdict::Drop,
+            other => return Err(malformed(format!("verdict code {other:?}"))),
+        },
+    )
+}
+
+/// A set as dumped, before its elements arrive.
+#[derive(Debug, Clone)]
+pub struct DumpedSet {
+    pub table: String,
+    pub name: String,
+    pub key: KeyType,
+    pub interval: bool,
+}
+
+pub fn set(message: &SetMessage) -> Result<DumpedSet, NftError> {
+    let (mut table, mut name, mut key, mut interval) = (None, None, None, false);
+    let mut key_len = None;
+    for attribute in &message.attributes {
+        match attribute {
+            SetAttribute::Table(t) => table = Some(t.clone()),
+            SetAttribute::Name(n) => name = Some(n.clone()),
+            SetAttribute::KeyType(t) => key = KeyType::from_datatype(*t),
+            SetAttribute::KeyLen(l) => key_len = Some(*l),
+            SetAttribute::Flags(flags) => interval = flags.contains(SetFlags::Interval),
+            _ => {}
+        }
+    }
+    let name = name.ok_or_else(|| malformed("set without a name"))?;
+    let key = key.ok_or_else(|| malformed(format!("set {name}: key type not modelled")))?;
+    if key_len != Some(key.byte_len() as u32) {
+        return Err(malformed(format!("set {name}: key length {key_len:?}")));
+    }
+    Ok(DumpedSet {
+        table: table.ok_or_else(|| malformed("set without a table"))?,
+        name,
+        key,
+        interval,
+    })
+}
+
+/// Collects dumped set elements (in whatever order the kernel gives them) into a [`Set`].
+#[derive(Debug)]
+pub struct SetElementCollector {
+    set: DumpedSet,
+    /// (key, interval_end)
+    keys: Vec<(u128, bool)>,
+}
+
+impl SetElementCollector {
+    pub fn new(set: DumpedSet) -> Self {
+        SetElementCollector {
+            set,
+            keys: Vec::new(),
+        }
+    }
+
+    pub fn add(&mut self, message: &SetElementMessage) -> Result<(), NftError> {
+        for list in &message.attributes {
+            let SetElementList::Elements(elements) = list else {
+                continue;
+            };
+            for element in elements {
+                let ListAttribute::Element(attributes) = element else {
+                    continue;
+                };
+                let mut key = None;
+                let mut end = false;
+                for attribute in attributes {
+                    match attribute {
+                        SetElementAttribute::Key(data) => {
+                            let bytes = value(data, "set element key")?;
+                            key = Some(self.set.key.decode(&bytes).ok_or_else(|| {
+                                malformed(format!(
+                                    "set {}: element key of {} bytes",
+                                    self.set.name,
+                                    bytes.len()
+                                ))
+                            })?);
+                        }
+                        SetElementAttribute::Flags(flags) => {
+                            end = flags.contains(SetElementFlags::IntervalEnd)
+                        }
+                        _ => {}
+                    }
+                }
+                let key = key.ok_or_else(|| malformed("set element without a key"))?;
+                self.keys.push((key, end));
+            }
+        }
+        Ok(())
+    }
+
+    /// Pairs each range start with the end key after it (end key = last + 1; no end key
+    /// means the range reaches the top key). End keys with no start before them (the
+    /// leading 0) are dropped.
+    pub fn finish(mut self) -> Set {
+        let set = self.set;
+        if !set.interval {
+            return Set::with_layout(
+                &set.name,
+                set.key,
+                false,
+                self.keys.into_iter().map(|(key, _)| KeyRange::single(key)),
+            );
+        }
+        // At equal keys an end sorts before a start (a range ending where the next begins).
+        self.keys.sort_unstable_by_key(|(key, end)| (*key, !*end));
+        let mut ranges = Vec::new();
+        let mut open: Option<u128> = None;
+        for (key, end) in self.keys {
+            match (end, open) {
+                (true, Some(first)) => {
+                    if key > first {
+                        ranges.push(KeyRange {
+                            first,
+                            last: key - 1,
+                        });
+                    }
+                    open = None;
+                }
+                (true, None) => {}
+                (false, Some(first)) => {
+                    // A start while one is open: the open range reaches up to this key.
+                    ranges.push(KeyRange {
+                        first,
+                        last: key.saturating_sub(1).max(first),
+                    });
+                    open = Some(key);
+                }
+                (false, None) => open = Some(key),
+            }
+        }
+        if let Some(first) = open {
+            ranges.push(KeyRange {
+                first,
+                last: set.key.max(),
+            });
+        }
+        Set::with_layout(&set.name, set.key, true, ranges)
+    }
+}

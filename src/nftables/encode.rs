@@ -1,0 +1,365 @@
+//! Encoding: the model as nf_tables messages (what `nft --debug=netlink` prints for the
+//! same ruleset). The three expressions netlink-packet-netfilter does not type (`fib`,
+//! `redir`, `counter`) are written here from their uapi attribute numbers.
+
+use netlink_packet_core::DefaultNla;
+use netlink_packet_netfilter::nftables::{
+    Bitwise, ChainAttribute, ChainMessage, Cmp, DataAttribute, ExpressionAttribute, Expressions,
+    Hook as HookAttribute, HookNumber, Immediate, ListAttribute, Lookup, Meta, NfTablesMessage,
+    Payload, RuleAttribute, RuleMessage, SetAttribute, SetElementAttribute, SetElementFlags,
+    SetElementList, SetElementMessage, SetFlags, SetMessage, TableAttribute, TableMessage,
+    Verdict as VerdictCode, VerdictAttribute,
+};
+
+use super::model::{
+    BaseChain, Chain, Expr, ImmediateData, KeyType, Policy, Register, Rule, Set, Verdict,
+};
+
+/// `NFTA_FIB_*`, `NFTA_REDIR_*` attribute numbers (uapi nf_tables.h).
+pub(crate) mod attr {
+    pub const FIB_DREG: u16 = 1;
+    pub const FIB_RESULT: u16 = 2;
+    pub const FIB_FLAGS: u16 = 3;
+    pub const REDIR_REG_PROTO_MIN: u16 = 1;
+    pub const REDIR_REG_PROTO_MAX: u16 = 2;
+    pub const REDIR_FLAGS: u16 = 3;
+    /// `NFT_LOOKUP_F_INV`
+    pub const LOOKUP_F_INV: u32 = 1;
+}
+
+/// The element list of one NEWSETELEM message stays under this many bytes: its length is
+/// a 16-bit attribute length, so large sets go in several messages.
+const MAX_ELEMENT_BYTES: usize = 60_000;
+
+pub fn new_table(name: &str) -> NfTablesMessage {
+    NfTablesMessage::NewTable(TableMessage {
+        attributes: vec![TableAttribute::Name(name.to_owned())],
+    })
+}
+
+pub fn table_by_name(name: &str) -> TableMessage {
+    TableMessage {
+        attributes: vec![TableAttribute::Name(name.to_owned())],
+    }
+}
+
+pub fn new_set(table: &str, set: &Set, id: u32) -> NfTablesMessage {
+    let mut flags = SetFlags::empty();
+    if set.interval {
+        flags |= SetFlags::Interval;
+    }
+    NfTablesMessage::NewSet(SetMessage {
+        attributes: vec![
+            SetAttribute::Table(table.to_owned()),
+            SetAttribute::Name(set.name.clone()),
+            SetAttribute::Flags(flags),
+            SetAttribute::KeyType(set.key.datatype()),
+            SetAttribute::KeyLen(set.key.byte_len() as u32),
+            SetAttribute::Id(id),
+        ],
+    })
+}
+
+/// One set key as the kernel gets it, with `NFT_SET_ELEM_INTERVAL_END` when it ends a range.
+struct ElementKey {
+    key: u128,
+    interval_end: bool,
+}
+
+/// The keys sent for a set: each value of a hash set; for an interval set nft's encoding,
+/// a start key per range and an end key one past it (none when the range reaches the top
+/// key), led by an end key at 0 when the first range starts above 0.
+fn element_keys(set: &Set) -> Vec<ElementKey> {
+    let start = |key| ElementKey {
+        key,
+        interval_end: false,
+    };
+    if !set.interval {
+        return set.elements().iter().map(|r| start(r.first)).collect();
+    }
+    let mut keys = Vec::with_capacity(set.elements().len() * 2 + 1);
+    if set.elements().first().is_some_and(|r| r.first > 0) {
+        keys.push(ElementKey {
+            key: 0,
+            interval_end: true,
+        });
+    }
+    for range in set.elements() {
+        keys.push(start(range.first));
+        if range.last < set.key.max() {
+            keys.push(ElementKey {
+                key: range.last + 1,
+                interval_end: true,
+            });
+        }
+    }
+    keys
+}
+
+/// The NEWSETELEM messages that fill `set` (none for an empty set).
+pub fn new_set_elements(table: &str, set: &Set, set_id: u32) -> Vec<NfTablesMessage> {
+    let keys = element_keys(set);
+    let per_element = element_size(set.key);
+    let per_message = (MAX_ELEMENT_BYTES / per_element).max(1);
+    keys.chunks(per_message)
+        .map(|chunk| {
+            let elements = chunk
+                .iter()
+                .map(|element| {
+                    let mut attributes = vec![SetElementAttribute::Key(DataAttribute::Value(
+                        set.key.encode(element.key),
+                    ))];
+                    if element.interval_end {
+                        attributes.push(SetElementAttribute::Flags(SetElementFlags::IntervalEnd));
+                    }
+                    ListAttribute::Element(attributes)
+                })
+                .collect();
+            NfTablesMessage::NewSetElement(SetElementMessage {
+                attributes: vec![
+                    SetElementList::Table(table.to_owned()),
+                    SetElementList::Set(set.name.clone()),
+                    SetElementList::SetId(set_id),
+                    SetElementList::Elements(elements),
+                ],
+            })
+        })
+        .collect()
+}
+
+/// Upper bound of one encoded element: list entry, key nest, key value, flags.
+fn element_size(key: KeyType) -> usize {
+    4 + 4 + 4 + key.byte_len().div_ceil(4) * 4 + 8
+}
+
+pub fn new_chain(table: &str, chain: &Chain) -> NfTablesMessage {
+    let mut attributes = vec![
+        ChainAttribute::Table(table.to_owned()),
+        ChainAttribute::Name(chain.name.clone()),
+    ];
+    if let Some(BaseChain {
+        chain_type,
+        hook,
+        priority,
+        policy,
+    }) = &chain.base
+    {
+        attributes.push(ChainAttribute::Hook(vec![
+            HookAttribute::Number(HookNumber::Inet(hook.number().into())),
+            // The kernel reads the priority as a signed 32-bit number.
+            HookAttribute::Priority(*priority as u32),
+        ]));
+        attributes.push(ChainAttribute::Policy(match policy {
+            Policy::Accept => 1,
+            Policy::Drop => 0,
+        }));
+        attributes.push(ChainAttribute::Type(chain_type.name().to_owned()));
+    }
+    NfTablesMessage::NewChain(ChainMessage { attributes })
+}
+
+/// A NEWRULE message; `set_id` gives the batch id of a set created in the same batch.
+pub fn new_rule(
+    table: &str,
+    chain: &str,
+    rule: &Rule,
+    set_id: impl Fn(&str) -> Option<u32>,
+) -> NfTablesMessage {
+    NfTablesMessage::NewRule(RuleMessage {
+        attributes: vec![
+            RuleAttribute::Table(table.to_owned()),
+            RuleAttribute::Chain(chain.to_owned()),
+            RuleAttribute::Expressions(
+                rule.exprs
+                    .iter()
+                    .map(|expr| expression(expr, &set_id))
+                    .collect(),
+            ),
+        ],
+    })
+}
+
+fn reg(register: Register) -> netlink_packet_netfilter::nftables::Register {
+    register.0.into()
+}
+
+fn u32_nla(kind: u16, value: u32) -> DefaultNla {
+    DefaultNla::new(kind, value.to_be_bytes().to_vec())
+}
+
+fn expression(
+    expr: &Expr,
+    set_id: &impl Fn(&str) -> Option<u32>,
+) -> ListAttribute<ExpressionAttribute> {
+    let other = |name: &str, attributes: Vec<DefaultNla>| Expressions::Other {
+        expression_type: name.to_owned(),
+        attributes,
+    };
+    let expressions = match expr {
+        Expr::Meta { key, dreg } => Expressions::Meta(vec![
+            Meta::DestinationRegister(reg(*dreg)),
+            Meta::Key(key.number().into()),
+        ]),
+        Expr::Cmp { sreg, op, data } => Expressions::Cmp(vec![
+            Cmp::SourceRegister(reg(*sreg)),
+            Cmp::Op(op.number().into()),
+            Cmp::Data(DataAttribute::Value(data.clone())),
+        ]),
+        Expr::Payload {
+            base,
+            offset,
+            len,
+            dreg,
+        } => Expressions::Payload(vec![
+            Payload::DestinationRegister(reg(*dreg)),
+            Payload::Base(base.number()),
+            Payload::Offset(*offset),
+            Payload::Len(*len),
+        ]),
+        Expr::Bitwise {
+            sreg,
+            dreg,
+            len,
+            mask,
+            xor,
+        } => Expressions::Bitwise(vec![
+            Bitwise::SourceRegister(reg(*sreg)),
+            Bitwise::DestinationRegister(reg(*dreg)),
+            Bitwise::Length(*len),
+            Bitwise::Mask(DataAttribute::Value(mask.clone())),
+            Bitwise::Xor(DataAttribute::Value(xor.clone())),
+        ]),
+        Expr::Fib {
+            flags,
+            result,
+            dreg,
+        } => other(
+            "fib",
+            vec![
+                u32_nla(attr::FIB_DREG, dreg.0),
+                u32_nla(attr::FIB_RESULT, result.number()),
+                u32_nla(attr::FIB_FLAGS, *flags),
+            ],
+        ),
+        Expr::Lookup { set, sreg, invert } => {
+            let mut attributes = vec![Lookup::Set(set.clone()), Lookup::SourceRegister(reg(*sreg))];
+            if let Some(id) = set_id(set) {
+                attributes.push(Lookup::SetId(id));
+            }
+            if *invert {
+                attributes.push(Lookup::Flags(attr::LOOKUP_F_INV));
+            }
+            Expressions::Lookup(attributes)
+        }
+        Expr::Immediate { dreg, data } => Expressions::Immediate(vec![
+            Immediate::DestinationRegister(reg(*dreg)),
+            Immediate::Data(match data {
+                ImmediateData::Value(bytes) => DataAttribute::Value(bytes.clone()),
+                ImmediateData::Verdict(verdict) => {
+                    DataAttribute::Verdict(verdict_attributes(verdict))
+                }
+            }),
+        ]),
+        Expr::Redir {
+            reg_proto_min,
+            flags,
+        } => {
+            let mut attributes = Vec::new();
+            if let Some(register) = reg_proto_min {
+                attributes.push(u32_nla(attr::REDIR_REG_PROTO_MIN, register.0));
+            }
+            if *flags != 0 {
+                attributes.push(u32_nla(attr::REDIR_FLAGS, *flags));
+            }
+            other("redir", attributes)
+        }
+        Expr::Counter => other("counter", Vec::new()),
+        Expr::Other { name, data } => other(name, raw_attributes(data)),
+    };
+    expressions.into()
+}
+
+/// Splits raw attribute bytes back into attributes, so an unmodelled expression read from
+/// the kernel can be sent again unchanged.
+fn raw_attributes(data: &[u8]) -> Vec<DefaultNla> {
+    use netlink_packet_core::{NlasIterator, Parseable};
+    NlasIterator::new(data)
+        .filter_map(|nla| nla.ok().and_then(|nla| DefaultNla::parse(&nla).ok()))
+        .collect()
+}
+
+fn verdict_attributes(verdict: &Verdict) -> Vec<VerdictAttribute> {
+    match verdict {
+        Verdict::Accept => vec![VerdictAttribute::Code(VerdictCode::Other(1))],
+        Verdict::Drop => vec![VerdictAttribute::Code(VerdictCode::Other(0))],
+        Verdict::Continue => vec![VerdictAttribute::Code(VerdictCode::Continue)],
+        Verdict::Return => vec![VerdictAttribute::Code(VerdictCode::Return)],
+        Verdict::Jump(chain) => vec![
+            VerdictAttribute::Code(VerdictCode::Jump),
+            VerdictAttribute::Chain(chain.clone()),
+        ],
+        Verdict::Goto(chain) => vec![
+            VerdictAttribute::Code(VerdictCode::Goto),
+            VerdictAttribute::Chain(chain.clone()),
+        ],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nftables::model::KeyRange;
+
+    fn keys(set: &Set) -> Vec<(u128, bool)> {
+        element_keys(set)
+            .into_iter()
+            .map(|k| (k.key, k.interval_end))
+            .collect()
+    }
+
+    #[test]
+    fn interval_keys_follow_nft() {
+        // nft --debug=netlink: 0 [end], 10.0.0.0, 11.0.0.0 [end], ..., 255.255.255.0 (no end)
+        let set = Set::new(
+            "s",
+            KeyType::Ipv4Addr,
+            [
+                KeyRange {
+                    first: 0x0a00_0000,
+                    last: 0x0aff_ffff,
+                },
+                KeyRange::single(0xa9fe_aa02),
+                KeyRange {
+                    first: 0xffff_ff00,
+                    last: 0xffff_ffff,
+                },
+            ],
+        );
+        assert_eq!(
+            keys(&set),
+            vec![
+                (0, true),
+                (0x0a00_0000, false),
+                (0x0b00_0000, true),
+                (0xa9fe_aa02, false),
+                (0xa9fe_aa03, true),
+                (0xffff_ff00, false),
+            ]
+        );
+    }
+
+    #[test]
+    fn big_sets_split_into_messages_under_the_attribute_limit() {
+        let set = Set::new(
+            "s",
+            KeyType::Ipv6Addr,
+            (0..10_000u128).map(|i| KeyRange::single(i * 7)),
+        );
+        let messages = new_set_elements("t", &set, 1);
+        assert!(messages.len() > 1);
+        for message in &messages {
+            use netlink_packet_core::Emitable;
+            assert!(message.buffer_len() < 65_535);
+        }
+    }
+}
