@@ -4,8 +4,8 @@
 //! iptables-nft: list rules with handles, delete them by handle in the same batch).
 
 use netlink_packet_netfilter::nftables::{
-    ChainMessage, GenAttribute, GenMessage, NfTablesMessage, RuleAttribute, RuleMessage,
-    SetAttribute, SetElementList, SetElementMessage, SetMessage,
+    ChainMessage, GenAttribute, GenMessage, NfTablesMessage, NfTablesMessageType, RuleAttribute,
+    RuleMessage, SetAttribute, SetElementList, SetElementMessage, SetMessage,
 };
 
 use super::batch::{Batch, FinishedBatch, TableFamily};
@@ -13,7 +13,7 @@ use super::decode::{self, DumpedChain, DumpedRule, SetElementCollector};
 use super::encode;
 use super::error::NftError;
 use super::model::{Chain, Table};
-use super::socket::{DumpEnd, NfSocket};
+use super::socket::{DumpEnd, NfSocket, parse_nftables};
 
 /// How many times a commit is planned from a fresh read when another writer changed the
 /// ruleset in between.
@@ -159,8 +159,10 @@ impl NftConnection {
                 attributes: vec![SetAttribute::Table(name.to_owned())],
             }),
             &what,
-            |message| {
-                if let NfTablesMessage::NewSet(set) = message {
+            |nft_type, body| {
+                if let NfTablesMessage::NewSet(set) =
+                    parse_if(nft_type, body, NfTablesMessageType::NewSet)?
+                {
                     let set = decode::set(&set)?;
                     if set.table == name {
                         dumped_sets.push(set);
@@ -184,9 +186,9 @@ impl NftConnection {
             let mut collector = SetElementCollector::new(dumped);
             let end = self
                 .socket
-                .dump(TableFamily::Inet, request, &what, |message| {
-                    if let NfTablesMessage::NewSetElement(elements) = message {
-                        collector.add(&elements)?;
+                .dump(TableFamily::Inet, request, &what, |nft_type, body| {
+                    if nft_type == u8::from(NfTablesMessageType::NewSetElement) {
+                        collector.add_raw(body)?;
                     }
                     Ok(())
                 })?;
@@ -213,8 +215,10 @@ impl NftConnection {
                 attributes: Vec::new(),
             }),
             &what,
-            |message| {
-                if let NfTablesMessage::NewChain(chain) = message {
+            |nft_type, body| {
+                if let NfTablesMessage::NewChain(chain) =
+                    parse_if(nft_type, body, NfTablesMessageType::NewChain)?
+                {
                     let chain = decode::chain(&chain)?;
                     if table.is_none_or(|t| t == chain.table) {
                         chains.push(chain);
@@ -241,8 +245,10 @@ impl NftConnection {
                 attributes: vec![RuleAttribute::Table(table.to_owned())],
             }),
             &what,
-            |message| {
-                if let NfTablesMessage::NewRule(rule) = message {
+            |nft_type, body| {
+                if let NfTablesMessage::NewRule(rule) =
+                    parse_if(nft_type, body, NfTablesMessageType::NewRule)?
+                {
                     let rule = decode::rule(&rule)?;
                     if rule.table == table {
                         rules.push(rule);
@@ -355,6 +361,22 @@ impl NftConnection {
                 Err(NftError::from_errno(&what, refusal.errno, creates_nat))
             }
         }
+    }
+}
+
+/// Parses a dumped message of the `wanted` type; anything else becomes a placeholder.
+fn parse_if(
+    nft_type: u8,
+    body: &[u8],
+    wanted: NfTablesMessageType,
+) -> Result<NfTablesMessage, NftError> {
+    if nft_type == u8::from(wanted) {
+        parse_nftables(nft_type, body)
+    } else {
+        Ok(NfTablesMessage::Other {
+            message_type: nft_type,
+            attributes: Vec::new(),
+        })
     }
 }
 

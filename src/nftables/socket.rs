@@ -5,10 +5,11 @@ use std::io;
 use std::os::fd::AsRawFd;
 
 use netlink_packet_core::{
-    NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkBuffer, NetlinkMessage, NetlinkPayload,
+    ErrorBuffer, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP,
+    NetlinkBuffer, ParseableParametrized,
 };
 use netlink_packet_netfilter::nftables::NfTablesMessage;
-use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterMessageInner};
+use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessageInner};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
 
 use super::batch::{FinishedBatch, TableFamily, serialize_into};
@@ -116,7 +117,7 @@ impl NfSocket {
     fn recv_messages(
         &mut self,
         what: &str,
-        mut each: impl FnMut(&ReplyHeader, NetlinkPayload<NetfilterMessage>) -> Result<(), NftError>,
+        mut each: impl FnMut(ReplyHeader, Incoming<'_>) -> Result<(), NftError>,
     ) -> Result<(), NftError> {
         let received = self
             .socket
@@ -125,24 +126,44 @@ impl NfSocket {
                 what: format!("receiving the reply to {what}"),
                 source: e,
             })?;
+        let malformed = |why: String| NftError::MalformedReply(format!("{what}: {why}"));
         let mut offset = 0;
         while offset < received {
             let bytes = &self.buffer[offset..received];
-            let length = NetlinkBuffer::new_checked(bytes)
-                .map_err(|e| NftError::MalformedReply(format!("{what}: {e}")))?
-                .length() as usize;
-            if length == 0 || length > bytes.len() {
-                return Err(NftError::MalformedReply(format!(
-                    "{what}: netlink length {length}"
-                )));
-            }
-            let message = NetlinkMessage::<NetfilterMessage>::deserialize(&bytes[..length])
-                .map_err(|e| NftError::MalformedReply(format!("{what}: {e}")))?;
+            let message =
+                NetlinkBuffer::new_checked(bytes).map_err(|e| malformed(e.to_string()))?;
+            let length = message.length() as usize;
             let header = ReplyHeader {
-                seq: message.header.sequence_number,
-                flags: message.header.flags,
+                seq: message.sequence_number(),
+                flags: message.flags(),
             };
-            each(&header, message.payload)?;
+            let payload = message.payload();
+            let incoming = match message.message_type() {
+                NLMSG_NOOP => None,
+                NLMSG_ERROR => {
+                    let error =
+                        ErrorBuffer::new_checked(payload).map_err(|e| malformed(e.to_string()))?;
+                    Some(Incoming::Error(error.code().map_or(0, |c| -c.get())))
+                }
+                NLMSG_DONE => {
+                    let code = payload
+                        .get(..4)
+                        .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                    Some(Incoming::Done(-code.min(0)))
+                }
+                message_type => {
+                    let body = payload
+                        .get(NFGENMSG_LEN..)
+                        .ok_or_else(|| malformed("message shorter than nfgenmsg".to_owned()))?;
+                    Some(Incoming::Message {
+                        nft_type: (message_type & 0xff) as u8,
+                        body,
+                    })
+                }
+            };
+            if let Some(incoming) = incoming {
+                each(header, incoming)?;
+            }
             offset += length.div_ceil(4) * 4;
         }
         Ok(())
@@ -167,37 +188,29 @@ impl NfSocket {
         self.send_all(&bytes, what)?;
         let mut answer = None;
         while answer.is_none() {
-            self.recv_messages(what, |header, payload| {
+            self.recv_messages(what, |header, incoming| {
                 if header.seq != seq {
                     return Ok(());
                 }
-                match payload {
-                    NetlinkPayload::Error(error) => {
-                        answer = Some(Err(-error.raw_code()));
-                    }
-                    NetlinkPayload::InnerMessage(NetfilterMessage {
-                        inner: NetfilterMessageInner::NfTables(reply),
-                        ..
-                    }) => answer = Some(Ok(reply)),
-                    other => {
-                        return Err(NftError::MalformedReply(format!(
-                            "{what}: unexpected {other:?}"
-                        )));
-                    }
-                }
+                answer = Some(match incoming {
+                    Incoming::Error(errno) | Incoming::Done(errno) => Err(errno),
+                    Incoming::Message { nft_type, body } => Ok(parse_nftables(nft_type, body)?),
+                });
                 Ok(())
             })?;
         }
         Ok(answer.expect("loop ends with an answer"))
     }
 
-    /// Dumps objects of `family` and hands each to `each`; an errno ends it as `Err(errno)`.
+    /// Dumps objects of `family` and hands each (message type, attributes) to `each`; an
+    /// errno ends it as `Err(errno)`. Bodies are handed over raw so that large element
+    /// lists can be decoded without building a tree of values.
     pub fn dump(
         &mut self,
         family: TableFamily,
         message: NfTablesMessage,
         what: &str,
-        mut each: impl FnMut(NfTablesMessage) -> Result<(), NftError>,
+        mut each: impl FnMut(u8, &[u8]) -> Result<(), NftError>,
     ) -> Result<Result<DumpEnd, i32>, NftError> {
         let seq = self.take_seq();
         let mut bytes = Vec::new();
@@ -212,28 +225,25 @@ impl NfSocket {
         let mut end = None;
         let mut interrupted = false;
         while end.is_none() {
-            self.recv_messages(what, |header, payload| {
-                if header.seq != seq {
+            self.recv_messages(what, |header, incoming| {
+                if header.seq != seq || end.is_some() {
                     return Ok(());
                 }
                 if header.flags & NLM_F_DUMP_INTR != 0 {
                     interrupted = true;
                 }
-                match payload {
-                    NetlinkPayload::Done(_) => {
+                match incoming {
+                    Incoming::Done(0) => {
                         end = Some(Ok(if interrupted {
                             DumpEnd::Interrupted
                         } else {
                             DumpEnd::Complete
                         }))
                     }
-                    NetlinkPayload::Error(error) if error.raw_code() != 0 => {
-                        end = Some(Err(-error.raw_code()))
+                    Incoming::Done(errno) | Incoming::Error(errno) if errno != 0 => {
+                        end = Some(Err(errno))
                     }
-                    NetlinkPayload::InnerMessage(NetfilterMessage {
-                        inner: NetfilterMessageInner::NfTables(reply),
-                        ..
-                    }) if end.is_none() => each(reply)?,
+                    Incoming::Message { nft_type, body } => each(nft_type, body)?,
                     _ => {}
                 }
                 Ok(())
@@ -264,13 +274,12 @@ impl NfSocket {
             seq.wrapping_sub(batch.begin_seq) <= batch.end_seq.wrapping_sub(batch.begin_seq)
         };
         while !pending.is_empty() && !batch_refused {
-            self.recv_messages("the batch", |header, payload| {
+            self.recv_messages("the batch", |header, incoming| {
                 if !in_batch(header.seq) {
                     return Ok(());
                 }
-                if let NetlinkPayload::Error(error) = payload {
+                if let Incoming::Error(errno) = incoming {
                     pending.remove(&header.seq);
-                    let errno = -error.raw_code();
                     if errno != 0 {
                         if header.seq == batch.begin_seq {
                             batch_refused = true;
@@ -314,9 +323,29 @@ impl NfSocket {
 }
 
 /// The parts of a reply header the loops look at.
+#[derive(Clone, Copy)]
 struct ReplyHeader {
     seq: u32,
     flags: u16,
+}
+
+/// One reply message.
+enum Incoming<'a> {
+    /// An ack (0) or an error (errno).
+    Error(i32),
+    /// The end of a dump, with an errno if it failed.
+    Done(i32),
+    /// An nf_tables message: its type (`NFT_MSG_*`) and attributes after the nfgenmsg.
+    Message { nft_type: u8, body: &'a [u8] },
+}
+
+/// `struct nfgenmsg`: family, version, res_id.
+const NFGENMSG_LEN: usize = 4;
+
+/// Parses an nf_tables message body with netlink-packet-netfilter.
+pub(crate) fn parse_nftables(nft_type: u8, body: &[u8]) -> Result<NfTablesMessage, NftError> {
+    NfTablesMessage::parse_with_param(body, nft_type)
+        .map_err(|e| NftError::MalformedReply(format!("nf_tables message {nft_type}: {e}")))
 }
 
 /// Sets a socket buffer size, forced past the system limit when allowed.
