@@ -223,13 +223,13 @@ impl Scene {
         }
     }
 
-    fn from_app(&self, dest: &str, user: (u32, u32)) -> ConnectOutcome {
+    fn connect_from_app(&self, dest: &str, user: (u32, u32)) -> ConnectOutcome {
         self.net
             .app
             .connect(addr(dest), Some(user), DEFAULT_CONNECT_TIMEOUT)
     }
 
-    fn from_peer(&self, dest: &str) -> ConnectOutcome {
+    fn connect_from_peer(&self, dest: &str) -> ConnectOutcome {
         self.net
             .peer
             .connect(addr(dest), None, DEFAULT_CONNECT_TIMEOUT)
@@ -240,7 +240,7 @@ impl Scene {
     fn assert_configured_traffic(&self, ipv6: bool) {
         let v6_egress = "[2001:db8:ff::7]:80";
         for dest in ["203.0.113.7:80", v6_egress] {
-            let outcome = self.from_app(dest, APP_USER);
+            let outcome = self.connect_from_app(dest, APP_USER);
             if dest == v6_egress && !ipv6 {
                 assert_direct(&outcome, &self.remote_80);
             } else {
@@ -254,8 +254,14 @@ impl Scene {
             .connect(addr("203.0.113.7:80"), None, DEFAULT_CONNECT_TIMEOUT);
         assert_redirected(&outcome, &self.egress_proxy, addr("203.0.113.7:80"));
         for dest in ["203.0.113.7:80", v6_egress] {
-            assert_direct(&self.from_app(dest, (PROXY_UID, 4242)), &self.remote_80);
-            assert_direct(&self.from_app(dest, (4242, PROXY_GID)), &self.remote_80);
+            assert_direct(
+                &self.connect_from_app(dest, (PROXY_UID, 4242)),
+                &self.remote_80,
+            );
+            assert_direct(
+                &self.connect_from_app(dest, (4242, PROXY_GID)),
+                &self.remote_80,
+            );
         }
         for (dest, remote) in [
             ("203.0.113.7:22", &self.remote_22),
@@ -264,7 +270,7 @@ impl Scene {
             ("[2001:db8:ff::7]:5015", &self.remote_5015),
             ("203.0.113.7:6005", &self.remote_6005),
         ] {
-            assert_direct(&self.from_app(dest, APP_USER), remote);
+            assert_direct(&self.connect_from_app(dest, APP_USER), remote);
         }
         for dest in [
             "169.254.169.254:80",
@@ -273,7 +279,7 @@ impl Scene {
             "[2001:db8:ff:1::7]:80",
             "[fd00:ec2::254]:80",
         ] {
-            assert_direct(&self.from_app(dest, APP_USER), &self.remote_80);
+            assert_direct(&self.connect_from_app(dest, APP_USER), &self.remote_80);
         }
         for dest in [
             "127.0.0.1:8080",
@@ -281,21 +287,21 @@ impl Scene {
             "[::1]:8080",
             "[2001:db8:100::1]:8080",
         ] {
-            assert_direct(&self.from_app(dest, APP_USER), &self.app_8080);
+            assert_direct(&self.connect_from_app(dest, APP_USER), &self.app_8080);
         }
         for dest in [
             "198.51.100.1:9080",
             "198.51.100.1:9443",
             "[2001:db8:100::1]:9080",
         ] {
-            let outcome = self.from_peer(dest);
+            let outcome = self.connect_from_peer(dest);
             if dest.starts_with('[') && !ipv6 {
                 assert_direct(&outcome, &self.app_9080);
             } else {
                 assert_redirected(&outcome, &self.ingress_proxy, addr(dest));
             }
         }
-        assert_direct(&self.from_peer("198.51.100.1:8080"), &self.app_8080);
+        assert_direct(&self.connect_from_peer("198.51.100.1:8080"), &self.app_8080);
     }
 }
 
