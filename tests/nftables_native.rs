@@ -799,10 +799,58 @@ fn commit_timings_for_the_seed_and_long_ignore_lists() {
             .push("192.168.0.0/16".parse().unwrap());
         let table = plan_table(&config, ActiveFamilies::Both);
         assert!(table.set("ignored_ipv4").unwrap().interval);
-        report += &format!(
-            "{count} ignored /32s + one /16 (interval set): {:?}\n",
-            timed_commit(&table)
-        );
+        let best = (0..3).map(|_| timed_commit(&table)).min().unwrap();
+        report += &format!("{count} ignored /32s + one /16 (interval set): {best:?}\n");
     }
     let _ = writeln!(std::io::stderr(), "{report}");
+}
+
+#[test]
+fn drift_and_foreign_content_in_our_table_are_seen_and_replaced() {
+    if !require_root() {
+        return;
+    }
+    let ns = TestNetns::new("nft-drift");
+    let table = plan_table(&config_from_env(TRAFFIC_ENV), ActiveFamilies::Both);
+    commit_in(&ns, &table);
+    // Drift: an extra rule and a removed element; status-style comparison sees both.
+    ns.run_checked(
+        "nft",
+        &["insert", "rule", "inet", TABLE_NAME, "output", "counter"],
+    );
+    ns.run_checked(
+        "nft",
+        &[
+            "delete",
+            "element",
+            "inet",
+            TABLE_NAME,
+            "ignored_ports",
+            "{ 22 }",
+        ],
+    );
+    let drifted = read_in(&ns).expect("table present");
+    assert_ne!(drifted.chain("output"), table.chain("output"));
+    assert_eq!(
+        drifted.chain("output").unwrap().rules[0].exprs,
+        vec![meshinit::nftables::model::Expr::Counter]
+    );
+    assert_ne!(drifted.set("ignored_ports"), table.set("ignored_ports"));
+    assert_eq!(commit_in(&ns, &table).change, Change::Replaced);
+    assert_eq!(read_in(&ns), Some(table.clone()));
+
+    // Something the model has no words for (a concatenated set key): still replaced.
+    ns.run_checked(
+        "nft",
+        &[
+            "add",
+            "set",
+            "inet",
+            TABLE_NAME,
+            "odd",
+            "{ type ipv4_addr . inet_service; }",
+        ],
+    );
+    assert_eq!(commit_in(&ns, &table).change, Change::Replaced);
+    assert_eq!(read_in(&ns), Some(table));
 }

@@ -101,10 +101,17 @@ impl NftConnection {
     pub fn read_table(&mut self, name: &str) -> Result<Snapshot, NftError> {
         for _ in 0..MAX_ATTEMPTS {
             let genid = self.generation()?;
-            if let Some(table) = self.dump_table(name)?
-                && self.generation()? == genid
-            {
-                return Ok(Snapshot { genid, table });
+            match self.dump_table(name)? {
+                // Absent: nothing to be inconsistent with (a commit's batch is guarded by
+                // the generation id anyway).
+                Some(None) => return Ok(Snapshot { genid, table: None }),
+                Some(Some(table)) if self.generation()? == genid => {
+                    return Ok(Snapshot {
+                        genid,
+                        table: Some(table),
+                    });
+                }
+                _ => {}
             }
         }
         Err(NftError::GenerationChanged {
@@ -277,19 +284,34 @@ impl NftConnection {
         mut between_read_and_send: impl FnMut(u32),
     ) -> Result<CommitReport, NftError> {
         for attempt in 1..=MAX_ATTEMPTS {
-            let snapshot = self.read_table(&desired.name)?;
-            let change = match &snapshot.table {
-                Some(installed) if installed == desired => {
+            let (genid, change) = match self.read_table(&desired.name) {
+                Ok(Snapshot {
+                    table: Some(installed),
+                    ..
+                }) if installed == *desired => {
                     return Ok(CommitReport {
                         change: Change::Unchanged,
                         attempts: attempt,
                     });
                 }
-                Some(_) => Change::Replaced,
-                None => Change::Created,
+                Ok(Snapshot {
+                    genid,
+                    table: Some(_),
+                }) => (genid, Change::Replaced),
+                Ok(Snapshot { genid, table: None }) => (genid, Change::Created),
+                // Something we do not model was put into our table: it is not what we
+                // want, so replace it (the table exists, or reading would have said so).
+                Err(NftError::MalformedReply(why)) => {
+                    tracing::warn!(
+                        "table inet {} holds what meshinit does not model ({why}); replacing it",
+                        desired.name
+                    );
+                    (self.generation()?, Change::Replaced)
+                }
+                Err(e) => return Err(e),
             };
             between_read_and_send(attempt);
-            let outcome = self.send(snapshot.genid, |batch| {
+            let outcome = self.send(genid, |batch| {
                 if change == Change::Replaced {
                     batch.delete_table(TableFamily::Inet, &desired.name);
                 }

@@ -434,12 +434,11 @@ impl SetElementCollector {
     /// parser, whose element-list parsing formats the whole buffer for every element
     /// (quadratic: minutes for 100,000 elements).
     pub fn add_raw(&mut self, body: &[u8]) -> Result<(), NftError> {
-        const LIST_ELEMENTS: u16 = 3;
-        const LIST_ELEM: u16 = 1;
-        const ELEM_KEY: u16 = 1;
-        const ELEM_FLAGS: u16 = 3;
-        const DATA_VALUE: u16 = 1;
-        const INTERVAL_END: u32 = 1;
+        use attr::{
+            DATA_VALUE, LIST_ELEM, SET_ELEM_FLAGS as ELEM_FLAGS,
+            SET_ELEM_INTERVAL_END as INTERVAL_END, SET_ELEM_KEY as ELEM_KEY,
+            SET_ELEM_LIST_ELEMENTS as LIST_ELEMENTS,
+        };
         let bad = |what: &str| malformed(format!("set {}: {what}", self.set.name));
         for list in NlasIterator::new(body) {
             let list = list.map_err(|e| bad(&e.to_string()))?;

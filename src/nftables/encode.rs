@@ -2,13 +2,12 @@
 //! same ruleset). The three expressions netlink-packet-netfilter does not type (`fib`,
 //! `redir`, `counter`) are written here from their uapi attribute numbers.
 
-use netlink_packet_core::DefaultNla;
+use netlink_packet_core::{DefaultNla, NLA_F_NESTED};
 use netlink_packet_netfilter::nftables::{
     Bitwise, ChainAttribute, ChainMessage, Cmp, DataAttribute, ExpressionAttribute, Expressions,
     Hook as HookAttribute, HookNumber, Immediate, ListAttribute, Lookup, Meta, NfTablesMessage,
-    Payload, RuleAttribute, RuleMessage, SetAttribute, SetElementAttribute, SetElementFlags,
-    SetElementList, SetElementMessage, SetFlags, SetMessage, TableAttribute, TableMessage,
-    Verdict as VerdictCode, VerdictAttribute,
+    Payload, RuleAttribute, RuleMessage, SetAttribute, SetFlags, SetMessage, TableAttribute,
+    TableMessage, Verdict as VerdictCode, VerdictAttribute,
 };
 
 use super::model::{
@@ -25,6 +24,16 @@ pub(crate) mod attr {
     pub const REDIR_FLAGS: u16 = 3;
     /// `NFT_LOOKUP_F_INV`
     pub const LOOKUP_F_INV: u32 = 1;
+    pub const SET_ELEM_LIST_TABLE: u16 = 1;
+    pub const SET_ELEM_LIST_SET: u16 = 2;
+    pub const SET_ELEM_LIST_ELEMENTS: u16 = 3;
+    pub const SET_ELEM_LIST_SET_ID: u16 = 4;
+    pub const LIST_ELEM: u16 = 1;
+    pub const SET_ELEM_KEY: u16 = 1;
+    pub const SET_ELEM_FLAGS: u16 = 3;
+    pub const DATA_VALUE: u16 = 1;
+    /// `NFT_SET_ELEM_INTERVAL_END`
+    pub const SET_ELEM_INTERVAL_END: u32 = 1;
 }
 
 /// The element list of one NEWSETELEM message stays under this many bytes: its length is
@@ -96,35 +105,61 @@ fn element_keys(set: &Set) -> Vec<ElementKey> {
     keys
 }
 
-/// The NEWSETELEM messages that fill `set` (none for an empty set).
+/// The NEWSETELEM messages that fill `set` (none for an empty set). The element list is
+/// laid out here byte by byte: building one attribute tree per element through the typed
+/// messages cost ~150 ms for 100,000 elements, this costs a few.
 pub fn new_set_elements(table: &str, set: &Set, set_id: u32) -> Vec<NfTablesMessage> {
     let keys = element_keys(set);
-    let per_element = element_size(set.key);
-    let per_message = (MAX_ELEMENT_BYTES / per_element).max(1);
+    let per_message = (MAX_ELEMENT_BYTES / element_size(set.key)).max(1);
     keys.chunks(per_message)
         .map(|chunk| {
-            let elements = chunk
-                .iter()
-                .map(|element| {
-                    let mut attributes = vec![SetElementAttribute::Key(DataAttribute::Value(
-                        set.key.encode(element.key),
-                    ))];
-                    if element.interval_end {
-                        attributes.push(SetElementAttribute::Flags(SetElementFlags::IntervalEnd));
-                    }
-                    ListAttribute::Element(attributes)
-                })
-                .collect();
-            NfTablesMessage::NewSetElement(SetElementMessage {
+            let mut elements = Vec::with_capacity(chunk.len() * element_size(set.key));
+            for element in chunk {
+                push_element(&mut elements, set.key, element);
+            }
+            NfTablesMessage::Other {
+                message_type: NFT_MSG_NEWSETELEM,
                 attributes: vec![
-                    SetElementList::Table(table.to_owned()),
-                    SetElementList::Set(set.name.clone()),
-                    SetElementList::SetId(set_id),
-                    SetElementList::Elements(elements),
+                    string_nla(attr::SET_ELEM_LIST_TABLE, table),
+                    string_nla(attr::SET_ELEM_LIST_SET, &set.name),
+                    u32_nla(attr::SET_ELEM_LIST_SET_ID, set_id),
+                    DefaultNla::new(attr::SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED, elements),
                 ],
-            })
+            }
         })
         .collect()
+}
+
+const NFT_MSG_NEWSETELEM: u8 = 12;
+
+/// Appends one attribute header (length covers header and value, padding excluded).
+fn push_nla_header(out: &mut Vec<u8>, kind: u16, value_len: usize) {
+    out.extend_from_slice(&((4 + value_len) as u16).to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
+}
+
+/// `NFTA_LIST_ELEM { NFTA_SET_ELEM_KEY { NFTA_DATA_VALUE key }, [NFTA_SET_ELEM_FLAGS] }`
+fn push_element(out: &mut Vec<u8>, key_type: KeyType, element: &ElementKey) {
+    let key_len = key_type.byte_len();
+    let padded_key = key_len.div_ceil(4) * 4;
+    let data_nla = 4 + padded_key;
+    let key_nla = 4 + data_nla;
+    let flags_nla = if element.interval_end { 8 } else { 0 };
+    push_nla_header(out, attr::LIST_ELEM | NLA_F_NESTED, key_nla + flags_nla);
+    push_nla_header(out, attr::SET_ELEM_KEY | NLA_F_NESTED, data_nla);
+    push_nla_header(out, attr::DATA_VALUE, key_len);
+    out.extend_from_slice(&key_type.encode(element.key));
+    out.resize(out.len() + padded_key - key_len, 0);
+    if element.interval_end {
+        push_nla_header(out, attr::SET_ELEM_FLAGS, 4);
+        out.extend_from_slice(&attr::SET_ELEM_INTERVAL_END.to_be_bytes());
+    }
+}
+
+fn string_nla(kind: u16, value: &str) -> DefaultNla {
+    let mut bytes = value.as_bytes().to_vec();
+    bytes.push(0);
+    DefaultNla::new(kind, bytes)
 }
 
 /// Upper bound of one encoded element: list entry, key nest, key value, flags.
@@ -344,6 +379,72 @@ mod tests {
                 (0xa9fe_aa02, false),
                 (0xa9fe_aa03, true),
                 (0xffff_ff00, false),
+            ]
+        );
+    }
+
+    #[test]
+    fn hand_laid_elements_parse_as_the_typed_crate_reads_them() {
+        use netlink_packet_core::{Emitable, ParseableParametrized};
+        use netlink_packet_netfilter::nftables::{
+            DataAttribute, SetElementAttribute, SetElementFlags, SetElementList,
+        };
+        let set = Set::new(
+            "ports",
+            KeyType::InetService,
+            [
+                KeyRange {
+                    first: 1000,
+                    last: 2000,
+                },
+                KeyRange::single(22),
+            ],
+        );
+        let [message] = new_set_elements("t", &set, 7).try_into().unwrap();
+        let mut bytes = vec![0; message.buffer_len()];
+        message.emit(&mut bytes);
+        let parsed = NfTablesMessage::parse_with_param(bytes.as_slice(), 12).unwrap();
+        let NfTablesMessage::NewSetElement(parsed) = parsed else {
+            panic!("{parsed:?}")
+        };
+        let mut seen = Vec::new();
+        for list in &parsed.attributes {
+            match list {
+                SetElementList::Table(t) => assert_eq!(t, "t"),
+                SetElementList::Set(s) => assert_eq!(s, "ports"),
+                SetElementList::SetId(id) => assert_eq!(*id, 7),
+                SetElementList::Elements(elements) => {
+                    for element in elements {
+                        let ListAttribute::Element(attributes) = element else {
+                            panic!()
+                        };
+                        let mut key = None;
+                        let mut end = false;
+                        for a in attributes {
+                            match a {
+                                SetElementAttribute::Key(DataAttribute::Value(v)) => {
+                                    key = Some(u16::from_be_bytes([v[0], v[1]]))
+                                }
+                                SetElementAttribute::Flags(f) => {
+                                    end = f.contains(SetElementFlags::IntervalEnd)
+                                }
+                                other => panic!("{other:?}"),
+                            }
+                        }
+                        seen.push((key.unwrap(), end));
+                    }
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            seen,
+            [
+                (0, true),
+                (22, false),
+                (23, true),
+                (1000, false),
+                (2001, true)
             ]
         );
     }

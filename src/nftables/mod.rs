@@ -14,12 +14,14 @@
 //!
 //! - [`model`]: the table as values; [`plan`]: config -> table (pure).
 //! - [`encode`]/[`decode`]: model <-> nf_tables messages; [`batch`]: a transaction.
+//! - [`drift`]: installed vs desired in words (status).
 //! - [`connection`]: read, commit (compare, replace atomically, retry on a stale
 //!   generation id), delete; the building blocks of an iptables-nft migration batch.
 
 pub mod batch;
 pub mod connection;
 pub mod decode;
+pub mod drift;
 pub mod encode;
 pub mod error;
 pub mod model;
@@ -28,6 +30,7 @@ mod socket;
 
 pub use batch::{Batch, TableFamily};
 pub use connection::{BatchOutcome, Change, CommitReport, Deletion, NftConnection, Snapshot};
+pub use drift::describe_drift;
 pub use error::NftError;
 pub use model::{TABLE_NAME, Table};
 pub use plan::{ActiveFamilies, plan_table};
