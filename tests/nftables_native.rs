@@ -854,3 +854,69 @@ fn drift_and_foreign_content_in_our_table_are_seen_and_replaced() {
     assert_eq!(commit_in(&ns, &table).change, Change::Replaced);
     assert_eq!(read_in(&ns), Some(table));
 }
+
+#[test]
+fn twenty_concurrent_commits_of_two_configs_leave_exactly_one_complete_table() {
+    if !require_root() {
+        return;
+    }
+    let ns = TestNetns::new("nft-race");
+    let a = plan_table(&config_from_env(SEED_ENV), ActiveFamilies::Both);
+    let b = plan_table(&config_from_env(TRAFFIC_ENV), ActiveFamilies::Both);
+    let results: Vec<Result<CommitReport, String>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..20)
+            .map(|i| {
+                let (ns, table) = (&ns, if i % 2 == 0 { &a } else { &b });
+                scope.spawn(move || {
+                    ns.run_inside(|| {
+                        NftConnection::open()
+                            .and_then(|mut c| c.commit(table))
+                            .map_err(|e| e.to_string())
+                    })
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let final_table = read_in(&ns).expect("a table is installed");
+    assert!(final_table == a || final_table == b, "a mixed table");
+    for result in &results {
+        match result {
+            Ok(_) => {}
+            // Losing every race is allowed, as a typed error; nothing else is.
+            Err(e) => assert!(e.contains("kept changing"), "{e}"),
+        }
+    }
+    let succeeded = results.iter().filter(|r| r.is_ok()).count();
+    assert!(
+        succeeded >= 10,
+        "only {succeeded} of 20 commits succeeded: {results:?}"
+    );
+    // Exactly one table named meshinit, and nft agrees with our reading.
+    let tables = ns.run_checked("nft", &["list", "tables"]);
+    assert_eq!(tables.trim(), "table inet meshinit");
+}
+
+#[test]
+fn commit_racing_delete_ends_with_all_or_nothing() {
+    if !require_root() {
+        return;
+    }
+    let ns = TestNetns::new("nft-race2");
+    let table = plan_table(&config_from_env(TRAFFIC_ENV), ActiveFamilies::Both);
+    for _ in 0..5 {
+        std::thread::scope(|scope| {
+            let committer =
+                scope.spawn(|| ns.run_inside(|| connection().commit(&table).map(|_| ())));
+            let deleter =
+                scope.spawn(|| ns.run_inside(|| connection().delete_table(TABLE_NAME).map(|_| ())));
+            committer.join().unwrap().unwrap();
+            deleter.join().unwrap().unwrap();
+        });
+        let installed = read_in(&ns);
+        assert!(
+            installed.is_none() || installed.as_ref() == Some(&table),
+            "neither all nor nothing: {installed:?}"
+        );
+    }
+}

@@ -119,9 +119,21 @@ impl NftConnection {
         })
     }
 
-    /// Dumps the table; `Ok(None)` when a dump was interrupted by a concurrent change.
-    #[allow(clippy::type_complexity)]
+    /// Dumps the table; `Ok(None)` when a concurrent change interrupted a dump or removed
+    /// the table (or a set) half-way.
     fn dump_table(&mut self, name: &str) -> Result<Option<Option<Table>>, NftError> {
+        match self.dump_table_once(name) {
+            Err(NftError::Refused { source, .. })
+                if source.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(None)
+            }
+            other => other,
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn dump_table_once(&mut self, name: &str) -> Result<Option<Option<Table>>, NftError> {
         let what = format!("get table inet {name}");
         let exists = self.socket.request(
             TableFamily::Inet,
@@ -323,6 +335,7 @@ impl NftConnection {
                     attempts: attempt,
                 });
             }
+            back_off(attempt);
         }
         Err(NftError::GenerationChanged {
             attempts: MAX_ATTEMPTS,
@@ -332,7 +345,7 @@ impl NftConnection {
     /// Deletes table `inet NAME` with everything in it; `WasAbsent` (and nothing sent) when
     /// there is none.
     pub fn delete_table(&mut self, name: &str) -> Result<Deletion, NftError> {
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 1..=MAX_ATTEMPTS {
             let genid = self.generation()?;
             let what = format!("get table inet {name}");
             match self.socket.request(
@@ -349,6 +362,7 @@ impl NftConnection {
             {
                 return Ok(Deletion::Deleted);
             }
+            back_off(attempt);
         }
         Err(NftError::GenerationChanged {
             attempts: MAX_ATTEMPTS,
@@ -384,6 +398,17 @@ impl NftConnection {
             }
         }
     }
+}
+
+/// Waits a little before planning again after losing a race, longer each time and
+/// jittered, so that writers racing each other stop colliding.
+fn back_off(attempt: u32) {
+    let jitter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() % 1000);
+    std::thread::sleep(std::time::Duration::from_micros(
+        u64::from(attempt) * 500 + u64::from(jitter) * u64::from(attempt),
+    ));
 }
 
 /// Parses a dumped message of the `wanted` type; anything else becomes a placeholder.
