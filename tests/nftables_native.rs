@@ -802,6 +802,13 @@ fn commit_timings_for_the_seed_and_long_ignore_lists() {
         let best = (0..3).map(|_| timed_commit(&table)).min().unwrap();
         report += &format!("{count} ignored /32s + one /16 (interval set): {best:?}\n");
     }
+    let peak = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .unwrap_or("VmHWM: ?")
+        .to_owned();
+    report += &format!("test process peak RSS ({peak}), desired tables included\n");
     let _ = writeln!(std::io::stderr(), "{report}");
 }
 

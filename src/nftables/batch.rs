@@ -168,10 +168,7 @@ impl Batch {
                     if set.interval { ", interval" } else { "" }
                 ),
             );
-            for (i, message) in encode::new_set_elements(name, set, id)
-                .into_iter()
-                .enumerate()
-            {
+            for (i, message) in encode::new_set_elements(name, set, id).enumerate() {
                 self.push(
                     family,
                     NLM_F_CREATE,

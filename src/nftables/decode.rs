@@ -417,15 +417,17 @@ pub fn set(message: &SetMessage) -> Result<DumpedSet, NftError> {
 #[derive(Debug)]
 pub struct SetElementCollector {
     set: DumpedSet,
-    /// (key, interval_end)
-    keys: Vec<(u128, bool)>,
+    /// Range starts (or hash-set values) and interval end keys, kept apart (16 bytes a key).
+    starts: Vec<u128>,
+    ends: Vec<u128>,
 }
 
 impl SetElementCollector {
     pub fn new(set: DumpedSet) -> Self {
         SetElementCollector {
             set,
-            keys: Vec::new(),
+            starts: Vec::new(),
+            ends: Vec::new(),
         }
     }
 
@@ -481,7 +483,11 @@ impl SetElementCollector {
                     }
                 }
                 let key = key.ok_or_else(|| bad("element without a key"))?;
-                self.keys.push((key, end));
+                if end {
+                    self.ends.push(key);
+                } else {
+                    self.starts.push(key);
+                }
             }
         }
         Ok(())
@@ -497,42 +503,78 @@ impl SetElementCollector {
                 &set.name,
                 set.key,
                 false,
-                self.keys.into_iter().map(|(key, _)| KeyRange::single(key)),
+                self.starts.into_iter().map(KeyRange::single),
             );
         }
-        // At equal keys an end sorts before a start (a range ending where the next begins).
-        self.keys.sort_unstable_by_key(|(key, end)| (*key, !*end));
-        let mut ranges = Vec::new();
-        let mut open: Option<u128> = None;
-        for (key, end) in self.keys {
-            match (end, open) {
-                (true, Some(first)) => {
-                    if key > first {
-                        ranges.push(KeyRange {
-                            first,
-                            last: key - 1,
-                        });
-                    }
-                    open = None;
-                }
-                (true, None) => {}
-                (false, Some(first)) => {
-                    // A start while one is open: the open range reaches up to this key.
-                    ranges.push(KeyRange {
-                        first,
-                        last: key.saturating_sub(1).max(first),
-                    });
-                    open = Some(key);
-                }
-                (false, None) => open = Some(key),
-            }
-        }
-        if let Some(first) = open {
-            ranges.push(KeyRange {
-                first,
-                last: set.key.max(),
-            });
+        self.starts.sort_unstable();
+        self.ends.sort_unstable();
+        let mut ends = self.ends.into_iter().peekable();
+        let mut ranges = Vec::with_capacity(self.starts.len());
+        let mut starts = self.starts.into_iter().peekable();
+        while let Some(first) = starts.next() {
+            // End keys at or below this start close earlier ranges (or the leading 0).
+            while ends.next_if(|end| *end <= first).is_some() {}
+            let next_start = starts.peek().copied();
+            let last = match ends.peek() {
+                Some(end) if next_start.is_none_or(|next| *end <= next) => end - 1,
+                // No end before the next start: this range runs up to it (or to the top).
+                _ => next_start.map_or(set.key.max(), |next| next - 1),
+            };
+            ranges.push(KeyRange { first, last });
         }
         Set::with_layout(&set.name, set.key, true, ranges)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nftables::encode::new_set_elements;
+    use netlink_packet_core::Emitable;
+    use proptest::prelude::*;
+
+    /// Encodes `set`'s elements as the kernel gets them, feeds them back in `order`, and
+    /// collects them.
+    fn through_the_encoding(set: &Set, reverse: bool) -> Set {
+        let mut bodies: Vec<Vec<u8>> = new_set_elements("t", set, 1)
+            .map(|message| {
+                let mut bytes = vec![0; message.buffer_len()];
+                message.emit(&mut bytes);
+                bytes
+            })
+            .collect();
+        if reverse {
+            bodies.reverse();
+        }
+        let mut collector = SetElementCollector::new(DumpedSet {
+            table: "t".into(),
+            name: set.name.clone(),
+            key: set.key,
+            interval: set.interval,
+        });
+        for body in &bodies {
+            collector.add_raw(body).unwrap();
+        }
+        collector.finish()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+        #[test]
+        fn element_encoding_and_collection_round_trip(
+            ranges in prop::collection::vec((any::<u16>(), 0u16..300), 0..400),
+            singles_only in any::<bool>(),
+            reverse in any::<bool>(),
+        ) {
+            let set = Set::new(
+                "p",
+                KeyType::InetService,
+                ranges.into_iter().map(|(first, len)| KeyRange {
+                    first: u128::from(first),
+                    last: if singles_only { u128::from(first) } else { u128::from(first.saturating_add(len)) },
+                }),
+            );
+            prop_assert_eq!(through_the_encoding(&set, reverse), set);
+        }
     }
 }

@@ -78,56 +78,54 @@ struct ElementKey {
 /// The keys sent for a set: each value of a hash set; for an interval set nft's encoding,
 /// a start key per range and an end key one past it (none when the range reaches the top
 /// key), led by an end key at 0 when the first range starts above 0.
-fn element_keys(set: &Set) -> Vec<ElementKey> {
+fn element_keys(set: &Set) -> impl Iterator<Item = ElementKey> + '_ {
     let start = |key| ElementKey {
         key,
         interval_end: false,
     };
-    if !set.interval {
-        return set.elements().iter().map(|r| start(r.first)).collect();
-    }
-    let mut keys = Vec::with_capacity(set.elements().len() * 2 + 1);
-    if set.elements().first().is_some_and(|r| r.first > 0) {
-        keys.push(ElementKey {
-            key: 0,
-            interval_end: true,
-        });
-    }
-    for range in set.elements() {
-        keys.push(start(range.first));
-        if range.last < set.key.max() {
-            keys.push(ElementKey {
-                key: range.last + 1,
-                interval_end: true,
-            });
-        }
-    }
-    keys
+    let end = |key| ElementKey {
+        key,
+        interval_end: true,
+    };
+    let interval = set.interval;
+    let leading_end =
+        (interval && set.elements().first().is_some_and(|r| r.first > 0)).then(|| end(0));
+    let top = set.key.max();
+    leading_end
+        .into_iter()
+        .chain(set.elements().iter().flat_map(move |range| {
+            let range_end = (interval && range.last < top).then(|| end(range.last + 1));
+            std::iter::once(start(range.first)).chain(range_end)
+        }))
 }
 
 /// The NEWSETELEM messages that fill `set` (none for an empty set). The element list is
 /// laid out here byte by byte: building one attribute tree per element through the typed
 /// messages cost ~150 ms for 100,000 elements, this costs a few.
-pub fn new_set_elements(table: &str, set: &Set, set_id: u32) -> Vec<NfTablesMessage> {
-    let keys = element_keys(set);
+pub fn new_set_elements<'a>(
+    table: &'a str,
+    set: &'a Set,
+    set_id: u32,
+) -> impl Iterator<Item = NfTablesMessage> + 'a {
     let per_message = (MAX_ELEMENT_BYTES / element_size(set.key)).max(1);
-    keys.chunks(per_message)
-        .map(|chunk| {
-            let mut elements = Vec::with_capacity(chunk.len() * element_size(set.key));
-            for element in chunk {
-                push_element(&mut elements, set.key, element);
-            }
-            NfTablesMessage::Other {
-                message_type: NFT_MSG_NEWSETELEM,
-                attributes: vec![
-                    string_nla(attr::SET_ELEM_LIST_TABLE, table),
-                    string_nla(attr::SET_ELEM_LIST_SET, &set.name),
-                    u32_nla(attr::SET_ELEM_LIST_SET_ID, set_id),
-                    DefaultNla::new(attr::SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED, elements),
-                ],
-            }
+    let mut keys = element_keys(set).peekable();
+    // Made one at a time, so only one message's elements exist besides the batch bytes.
+    std::iter::from_fn(move || {
+        keys.peek()?;
+        let mut elements = Vec::with_capacity(per_message * element_size(set.key));
+        for element in keys.by_ref().take(per_message) {
+            push_element(&mut elements, set.key, &element);
+        }
+        Some(NfTablesMessage::Other {
+            message_type: NFT_MSG_NEWSETELEM,
+            attributes: vec![
+                string_nla(attr::SET_ELEM_LIST_TABLE, table),
+                string_nla(attr::SET_ELEM_LIST_SET, &set.name),
+                u32_nla(attr::SET_ELEM_LIST_SET_ID, set_id),
+                DefaultNla::new(attr::SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED, elements),
+            ],
         })
-        .collect()
+    })
 }
 
 const NFT_MSG_NEWSETELEM: u8 = 12;
@@ -346,10 +344,7 @@ mod tests {
     use crate::nftables::model::KeyRange;
 
     fn keys(set: &Set) -> Vec<(u128, bool)> {
-        element_keys(set)
-            .into_iter()
-            .map(|k| (k.key, k.interval_end))
-            .collect()
+        element_keys(set).map(|k| (k.key, k.interval_end)).collect()
     }
 
     #[test]
@@ -400,7 +395,8 @@ mod tests {
                 KeyRange::single(22),
             ],
         );
-        let [message] = new_set_elements("t", &set, 7).try_into().unwrap();
+        let messages: Vec<_> = new_set_elements("t", &set, 7).collect();
+        let [message] = messages.try_into().unwrap();
         let mut bytes = vec![0; message.buffer_len()];
         message.emit(&mut bytes);
         let parsed = NfTablesMessage::parse_with_param(bytes.as_slice(), 12).unwrap();
@@ -456,7 +452,7 @@ mod tests {
             KeyType::Ipv6Addr,
             (0..10_000u128).map(|i| KeyRange::single(i * 7)),
         );
-        let messages = new_set_elements("t", &set, 1);
+        let messages: Vec<_> = new_set_elements("t", &set, 1).collect();
         assert!(messages.len() > 1);
         for message in &messages {
             use netlink_packet_core::Emitable;
