@@ -186,12 +186,19 @@ impl Set {
             .filter(|range| range.first <= range.last && range.last <= key.max())
             .collect();
         members.sort_unstable();
-        let elements = if interval {
-            merge_ranges(members)
+        if interval {
+            // Merged in place: lists can be 100,000 long.
+            members.dedup_by(|later, kept| {
+                let touches = later.first <= kept.last.saturating_add(1);
+                if touches {
+                    kept.last = kept.last.max(later.last);
+                }
+                touches
+            });
         } else {
             members.dedup();
-            members
-        };
+        }
+        let elements = members;
         Set {
             name: name.to_owned(),
             key,
@@ -245,20 +252,6 @@ impl fmt::Display for Set {
         }
         f.write_str(" }")
     }
-}
-
-/// Sorted ranges merged where they overlap or touch.
-fn merge_ranges(sorted: Vec<KeyRange>) -> Vec<KeyRange> {
-    let mut merged: Vec<KeyRange> = Vec::with_capacity(sorted.len());
-    for range in sorted {
-        match merged.last_mut() {
-            Some(last) if range.first <= last.last.saturating_add(1) => {
-                last.last = last.last.max(range.last);
-            }
-            _ => merged.push(range),
-        }
-    }
-    merged
 }
 
 /// A chain: a base chain hooks into the packet path, a regular one is only jumped to.
