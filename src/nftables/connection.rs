@@ -376,12 +376,12 @@ impl NftConnection {
         genid: u32,
         build: impl FnOnce(&mut Batch),
     ) -> Result<BatchOutcome, NftError> {
-        let first_seq = self.socket.reserve_seqs(0);
+        let first_seq = self.socket.next_seq();
         let mut batch = Batch::new(genid, first_seq);
         build(&mut batch);
         let batch = batch.finish();
         self.socket
-            .reserve_seqs(batch.end_seq.wrapping_sub(first_seq) + 1);
+            .skip_seqs(batch.end_seq.wrapping_sub(first_seq) + 1);
         self.send_finished(&batch)
     }
 

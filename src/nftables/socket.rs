@@ -92,11 +92,14 @@ impl NfSocket {
         seq
     }
 
-    /// Reserves `count` sequence numbers for a batch and returns the first.
-    pub fn reserve_seqs(&mut self, count: u32) -> u32 {
-        let first = self.next_seq;
+    /// The sequence number the next message will get.
+    pub fn next_seq(&self) -> u32 {
+        self.next_seq
+    }
+
+    /// Skips `count` sequence numbers (used by a batch built from [`next_seq`](Self::next_seq)).
+    pub fn skip_seqs(&mut self, count: u32) {
         self.next_seq = self.next_seq.wrapping_add(count);
-        first
     }
 
     fn send_all(&self, bytes: &[u8], what: &str) -> Result<(), NftError> {
