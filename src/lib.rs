@@ -12,6 +12,7 @@ pub mod converge;
 pub mod error;
 pub mod netns;
 pub mod netns_lock;
+pub mod nftables;
 pub mod privileges;
 pub mod ruleset;
 pub mod verify;

@@ -1,0 +1,58 @@
+//! What can go wrong talking nf_tables, typed so the backend can map each case to an exit
+//! code and a clear message.
+
+use std::io;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    /// The kernel has no nf_tables (or no NAT in nf_tables): another backend is needed.
+    #[error("nf_tables is not available in this kernel: {what} ({source})")]
+    Unavailable { what: String, source: io::Error },
+
+    #[error(
+        "permission denied talking to nf_tables (needs CAP_NET_ADMIN in the namespace): {what}"
+    )]
+    PermissionDenied { what: String },
+
+    /// The kernel refused one message of a batch (or a request).
+    #[error("the kernel refused {message}: {source}")]
+    Refused { message: String, source: io::Error },
+
+    /// Another writer changed the ruleset between our read and our commit, every time.
+    #[error("the nf_tables ruleset kept changing under us; gave up after {attempts} attempts")]
+    GenerationChanged { attempts: u32 },
+
+    #[error("malformed nf_tables reply: {0}")]
+    MalformedReply(String),
+
+    #[error("netlink socket error while {what}: {source}")]
+    Socket { what: String, source: io::Error },
+}
+
+impl NftError {
+    /// Maps an errno for `what` (a message description) to the right variant.
+    pub(crate) fn from_errno(what: &str, errno: i32, creating_nat_chain_or_rule: bool) -> NftError {
+        let source = io::Error::from_raw_os_error(errno);
+        match errno {
+            libc::EPERM | libc::EACCES => NftError::PermissionDenied {
+                what: what.to_owned(),
+            },
+            libc::EAFNOSUPPORT | libc::EPROTONOSUPPORT | libc::EOPNOTSUPP => {
+                NftError::Unavailable {
+                    what: what.to_owned(),
+                    source,
+                }
+            }
+            // ENOENT on a NAT chain or a rule of our own self-consistent batch: the chain
+            // type or an expression (nat, fib, redir) is missing from the kernel.
+            libc::ENOENT if creating_nat_chain_or_rule => NftError::Unavailable {
+                what: what.to_owned(),
+                source,
+            },
+            _ => NftError::Refused {
+                message: what.to_owned(),
+                source,
+            },
+        }
+    }
+}
