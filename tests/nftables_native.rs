@@ -52,8 +52,10 @@ fn config_from_env(text: &str) -> ProxyConfig {
     let vars = text
         .lines()
         .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()));
-    validate(&parse_env(vars)).expect("valid config").0
+        .map(|(k, v)| (k.into(), v.into()));
+    validate(&parse_env(vars).expect("valid variables"))
+        .expect("valid config")
+        .0
 }
 
 fn connection() -> NftConnection {
