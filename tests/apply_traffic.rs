@@ -60,6 +60,13 @@ fn stderr(output: &Output) -> String {
 
 /// Both families' nat tables as iptables-nft-save prints them, without the timestamped
 /// comment lines, for byte comparisons.
+/// Makes the legacy backend usable on a fresh kernel, as on any node that uses it: meshinit
+/// drops CAP_SYS_MODULE before running iptables (as in a container), so `iptables-legacy`
+/// cannot load `ip_tables`/`ip6_tables` for it; root's own save here does (VM kernels need it).
+fn load_legacy_modules(ns: &TestNetns) {
+    nat_state(ns, "legacy");
+}
+
 fn nat_state(ns: &TestNetns, backend: &str) -> String {
     let mut out = String::new();
     for family in ["iptables", "ip6tables"] {
@@ -357,6 +364,7 @@ fn auto_uses_legacy_when_legacy_already_holds_rules() {
     }
     let scene = Scene::new();
     let app = &scene.net.app;
+    load_legacy_modules(app);
     app.iptables("iptables-legacy", "-t nat -A POSTROUTING -p udp -j RETURN");
     let output = meshinit(app, &["apply", ECS_CONFIG]);
     assert_exit(&output, 0);
@@ -428,6 +436,7 @@ fn a_failed_restore_leaves_the_rules_exactly_as_before() {
         return;
     }
     let ns = TestNetns::new("lockfail");
+    load_legacy_modules(&ns);
     assert_exit(
         &meshinit(&ns, &["apply", ECS_CONFIG, "--backend", "legacy"]),
         0,
