@@ -69,11 +69,10 @@ mkdir -p "$vm"/{apt,kernels,images,run,logs}
 # Only files under target/vm/apt/SUITE are read or written: not /etc/apt, not /var/lib/apt.
 apt_in() { # SUITE apt-get|apt-cache ARGS...
   local suite=$1 tool=$2 dir=$vm/apt/$1; shift 2
-  if [ ! -f "$dir/apt.conf" ]; then
-    mkdir -p "$dir"/{lists/partial,cache/archives/partial,parts,prefs}
-    : >"$dir/status"
-    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $suite main" >"$dir/sources.list"
-    cat >"$dir/apt.conf" <<EOF
+  mkdir -p "$dir"/{lists/partial,cache/archives/partial,parts,prefs}
+  [ -f "$dir/status" ] || : >"$dir/status"
+  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $suite main" >"$dir/sources.list"
+  cat >"$dir/apt.conf" <<EOF
 Dir::Etc::sourcelist "$dir/sources.list";
 Dir::Etc::sourceparts "-";
 Dir::Etc::parts "$dir/parts";
@@ -83,8 +82,9 @@ Dir::State::status "$dir/status";
 Dir::Cache "$dir/cache";
 APT::Sandbox::User "root";
 Acquire::Languages "none";
+// Signatures are still checked; a mirror snapshot of unstable may be past its Valid-Until.
+Acquire::Check-Valid-Until "false";
 EOF
-  fi
   APT_CONFIG=$dir/apt.conf "$tool" -o Dir::Etc::sourcelist="$dir/sources.list" \
     -o Dir::Etc::sourceparts=- -o Dir::State::Lists="$dir/lists" -o Dir::Cache="$dir/cache" "$@"
 }
@@ -103,7 +103,8 @@ fetch_kernel() {
   ver=$(depends_of "$suite" linux-image-cloud-amd64 | sed -n 's/^linux-image-\(.*-cloud-amd64\)$/\1/p' | head -1)
   [ -n "$ver" ] || die "$suite: linux-image-cloud-amd64 names no versioned kernel package in $mirror"
   # Up to trixie one package holds the kernel; from 7.x on it is split into binary/modules/base.
-  mapfile -t pkgs < <(depends_of "$suite" "linux-image-$ver" | grep -E "^linux-(binary|modules|base)-$ver\$" || true)
+  mapfile -t pkgs < <(depends_of "$suite" "linux-image-$ver" |
+    grep -Fx -e "linux-binary-$ver" -e "linux-modules-$ver" -e "linux-base-$ver" || true)
   [ ${#pkgs[@]} -gt 0 ] || pkgs=("linux-image-$ver")
   tmp=$dir.tmp; rm -rf "$tmp"; mkdir -p "$tmp/debs" "$tmp/root"
   log "$suite: downloading ${pkgs[*]}"
