@@ -3,7 +3,8 @@
 # kernel cases a namespace on this machine cannot produce, and prints a kernel x case matrix.
 #
 # Usage: sudo scripts/vm-test.sh [--all] [--kernel K]... [--case C]... [options]
-#   (default)          one kernel (bookworm's 6.1), every case
+#   (default)          one kernel other than the machine's own (bookworm's 6.1, else trixie's),
+#                      every case
 #   --all              every kernel (bookworm 6.1, trixie 6.12, the newest unstable) x every case
 #   --kernel K         bookworm | trixie | sid (repeatable)
 #   --case C           suite | ipv6-disabled | no-legacy | no-nft-compat (repeatable; the last
@@ -45,7 +46,6 @@ while [ $# -gt 0 ]; do
     *) die "unknown argument \"$1\" (see --help)" ;;
   esac
 done
-[ ${#kernels[@]} -gt 0 ] || kernels=(bookworm)
 [ ${#cases[@]} -gt 0 ] || cases=("${all_cases[@]}")
 [ "$(id -u)" -eq 0 ] || die "run as root (builds a root filesystem with mmdebstrap and disk images)"
 
@@ -238,7 +238,7 @@ boot() {
     -nodefaults -display none -no-reboot -nic none -monitor none \
     -kernel "$vm/kernels/$suite/vmlinuz" -initrd "$vm/images/$ver.initrd" \
     -append "console=ttyS0 panic=-1 loglevel=4 $append" \
-    -serial "file:$console" -serial "file:$out" "$@" </dev/null >"${console%.log}.qemu.log" 2>&1 &
+    -serial "file:$console" -serial "file:$out" "$@" </dev/null >"${out%.log}.qemu.log" 2>&1 &
   qemu_pid=$!
   if [ -n "$verbose" ]; then
     tail -n +1 -f --pid="$qemu_pid" "$out" &
@@ -274,52 +274,62 @@ case_append() {
   esac
 }
 
-# --- main -----------------------------------------------------------------------------------
-for k in "${kernels[@]}"; do fetch_kernel "$k"; done
-build_rootfs
-for k in "${kernels[@]}"; do build_initrd "$k"; build_root_disk "$k"; done
-build_job_disk
-accel=$(choose_accel "${kernels[0]}")
-log "accelerator: $accel"
-
+# --- main (a function, so that editing this file while it runs cannot derail it) -------------
 declare -A result seconds
-for k in "${kernels[@]}"; do
-  ver=$(cat "$vm/kernels/$k/version")
-  for c in "${cases[@]}"; do
-    secs=${timeout_override:-$([ "$c" = suite ] && echo 2400 || echo 300)}
-    out=$vm/logs/$k-$c.log console=$vm/logs/$k-$c.console.log
-    log "$k ($ver), case $c: booting (timeout ${secs}s)"
-    start=$(date +%s)
-    status=0
-    boot "$k" "$accel" "$secs" "vmtest.case=$c $(case_append "$c")" "$out" "$console" \
-      -drive "file=$vm/images/$ver.img,format=raw,if=virtio,snapshot=on" \
-      -drive "file=$vm/run/job.img,format=raw,if=virtio,snapshot=on" || status=$?
-    seconds[$k,$c]=$(( $(date +%s) - start ))
-    code=$(sed -n 's/^VMTEST-EXIT=\([0-9]*\).*/\1/p' "$out" | tail -1)
-    case $code in
-      0) result[$k,$c]=passed ;;
-      77) result[$k,$c]=n/a ;;
-      "") if [ $status -eq 124 ] || [ $status -eq 137 ]; then result[$k,$c]="failed (timeout)"
-          else result[$k,$c]="failed (no result)"; fi
-          log "$k, case $c: the VM ended without a result (qemu exit $status); last console lines:"
-          tail -n 15 "$console" | sed 's/^/    /' >&2 ;;
-      *) result[$k,$c]=failed
-         [ -n "$verbose" ] || { log "$k, case $c failed; last lines of $out:"; tail -n 40 "$out" | sed 's/^/    /' >&2; } ;;
-    esac
-    log "$k, case $c: ${result[$k,$c]} in ${seconds[$k,$c]}s (logs: $out, $console)"
-  done
-done
+main() {
+  if [ ${#kernels[@]} -eq 0 ]; then
+    # One kernel other than the machine's own: bookworm's, or trixie's when that is running here.
+    fetch_kernel bookworm
+    if [ "$(cat "$vm/kernels/bookworm/version")" = "$(uname -r)" ]; then kernels=(trixie); else kernels=(bookworm); fi
+  fi
+  for k in "${kernels[@]}"; do fetch_kernel "$k"; done
+  build_rootfs
+  for k in "${kernels[@]}"; do build_initrd "$k"; build_root_disk "$k"; done
+  build_job_disk
+  accel=$(choose_accel "${kernels[0]}")
+  log "accelerator: $accel"
 
-echo
-echo "VM test matrix (accelerator: $accel; time per boot in seconds)"
-printf '%-32s' "kernel"; for c in "${cases[@]}"; do printf ' %-20s' "$c"; done; echo
-failed=0
-for k in "${kernels[@]}"; do
-  printf '%-32s' "$k $(cat "$vm/kernels/$k/version")"
-  for c in "${cases[@]}"; do
-    printf ' %-20s' "${result[$k,$c]} (${seconds[$k,$c]}s)"
-    [[ ${result[$k,$c]} == failed* ]] && failed=1
+  local k c ver secs out console start status code failed
+  for k in "${kernels[@]}"; do
+    ver=$(cat "$vm/kernels/$k/version")
+    for c in "${cases[@]}"; do
+      secs=${timeout_override:-$([ "$c" = suite ] && echo 2400 || echo 300)}
+      out=$vm/logs/$k-$c.log console=$vm/logs/$k-$c.console.log
+      log "$k ($ver), case $c: booting (timeout ${secs}s)"
+      start=$(date +%s)
+      status=0
+      boot "$k" "$accel" "$secs" "vmtest.case=$c $(case_append "$c")" "$out" "$console" \
+        -drive "file=$vm/images/$ver.img,format=raw,if=virtio,snapshot=on" \
+        -drive "file=$vm/run/job.img,format=raw,if=virtio,snapshot=on" || status=$?
+      seconds[$k,$c]=$(( $(date +%s) - start ))
+      code=$(sed -n 's/^VMTEST-EXIT=\([0-9]*\).*/\1/p' "$out" | tail -1)
+      case $code in
+        0) result[$k,$c]=passed ;;
+        77) result[$k,$c]=n/a ;;
+        "") if [ $status -eq 124 ] || [ $status -eq 137 ]; then result[$k,$c]="failed (timeout)"
+            else result[$k,$c]="failed (no result)"; fi
+            log "$k, case $c: the VM ended without a result (qemu exit $status); last console lines:"
+            tail -n 15 "$console" | sed 's/^/    /' >&2 ;;
+        *) result[$k,$c]=failed
+           [ -n "$verbose" ] || { log "$k, case $c failed; last lines of $out:"; tail -n 40 "$out" | sed 's/^/    /' >&2; } ;;
+      esac
+      log "$k, case $c: ${result[$k,$c]} in ${seconds[$k,$c]}s (logs: $out, $console)"
+    done
   done
+
   echo
-done
-exit $failed
+  echo "VM test matrix (accelerator: $accel; time per boot in seconds)"
+  printf '%-32s' "kernel"; for c in "${cases[@]}"; do printf ' %-20s' "$c"; done; echo
+  failed=0
+  for k in "${kernels[@]}"; do
+    printf '%-32s' "$k $(cat "$vm/kernels/$k/version")"
+    for c in "${cases[@]}"; do
+      printf ' %-20s' "${result[$k,$c]} (${seconds[$k,$c]}s)"
+      [[ ${result[$k,$c]} == failed* ]] && failed=1
+    done
+    echo
+  done
+  exit $failed
+}
+main
+exit $?

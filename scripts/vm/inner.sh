@@ -14,7 +14,7 @@
 #                         of `cargo test`; without it, installs scripts/vm/packages and uses cargo
 # Exit: 0 passed, 1 failed, 77 not applicable, 2 usage.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 2
 project=$PWD
 export CI=true NO_COLOR=1
 
@@ -45,8 +45,7 @@ install_packages() {
 
 run_suite() {
   if [ -z "$prebuilt" ]; then
-    install_packages || { fail "installing scripts/vm/packages"; return; }
-    cargo test && pass "cargo test" || fail "cargo test"
+    if cargo test; then pass "cargo test"; else fail "cargo test"; fi
     return
   fi
   local exe start status
@@ -65,10 +64,11 @@ run_suite() {
 }
 
 # --- helpers for the kernel cases: a namespace pair, meshinit run inside the app side ---
-if [ -n "$prebuilt" ]; then meshinit=$project/target/debug/meshinit; else
+if [ -z "$prebuilt" ]; then
+  install_packages || { echo "inner.sh: cannot install scripts/vm/packages" >&2; exit 1; }
   cargo build --quiet || exit 1
-  meshinit=$project/target/debug/meshinit
 fi
+meshinit=$project/target/debug/meshinit
 config=$project/tests/configs/traffic-ecs.json
 app=vmcase-app peer=vmcase-peer
 out=$(mktemp -d)
