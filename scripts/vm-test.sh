@@ -60,8 +60,9 @@ command -v zstd >/dev/null || need+=(zstd)
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null ||
+  if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; }; then
     die "cannot install ${need[*]} with apt-get"
+  fi
 fi
 mkdir -p "$vm"/{apt,kernels,images,run,logs}
 
@@ -132,6 +133,7 @@ fetch_kernel() {
 # --- root filesystem: Debian (the host's release, so the host-built tests find their glibc) ----
 rootfs_suite() {
   local codename
+  # shellcheck source=/dev/null
   codename=$(. /etc/os-release 2>/dev/null; [ "${ID:-}" = debian ] && echo "${VERSION_CODENAME:-}")
   echo "${codename:-bookworm}"
 }
@@ -224,6 +226,7 @@ build_job_disk() {
 
 # --- qemu ---------------------------------------------------------------------------------
 qemu_pid=""
+# shellcheck disable=SC2317  # called from the traps
 stop_qemu() { [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null; qemu_pid=""; }
 trap 'stop_qemu' EXIT
 trap 'stop_qemu; exit 130' INT TERM
@@ -285,6 +288,12 @@ main() {
   for k in "${kernels[@]}"; do fetch_kernel "$k"; done
   build_rootfs
   for k in "${kernels[@]}"; do build_initrd "$k"; build_root_disk "$k"; done
+  local img
+  for img in "$vm"/images/*.img; do  # root disks of kernels replaced by --refresh
+    [ -e "$img" ] || continue
+    cat "$vm"/kernels/*/version 2>/dev/null | grep -qxF "$(basename "$img" .img)" ||
+      rm -f "$img" "$img.stamp" "${img%.img}.initrd"
+  done
   build_job_disk
   accel=$(choose_accel "${kernels[0]}")
   log "accelerator: $accel"
@@ -319,17 +328,18 @@ main() {
 
   echo
   echo "VM test matrix (accelerator: $accel; time per boot in seconds)"
-  printf '%-32s' "kernel"; for c in "${cases[@]}"; do printf ' %-20s' "$c"; done; echo
+  printf '%-36s' "kernel"; for c in "${cases[@]}"; do printf ' %-20s' "$c"; done; echo
   failed=0
   for k in "${kernels[@]}"; do
-    printf '%-32s' "$k $(cat "$vm/kernels/$k/version")"
+    printf '%-36s' "$k $(cat "$vm/kernels/$k/version")"
     for c in "${cases[@]}"; do
       printf ' %-20s' "${result[$k,$c]} (${seconds[$k,$c]}s)"
       [[ ${result[$k,$c]} == failed* ]] && failed=1
     done
     echo
   done
-  exit $failed
+  echo "cache: $(du -sh "$vm" | cut -f1) in $vm"
+  return $failed
 }
 main
 exit $?
