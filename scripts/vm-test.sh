@@ -128,6 +128,7 @@ fetch_kernel() {
   rm -rf "$tmp/root" "$tmp/debs"
   echo "$ver" >"$tmp/version"
   rm -rf "$dir"; mv "$tmp" "$dir"
+  rm -rf "$vm/apt/$suite/lists" "$vm/apt/$suite/cache"  # 100+ MB; --refresh updates them anyway
 }
 
 # --- root filesystem: Debian (the host's release, so the host-built tests find their glibc) ----
