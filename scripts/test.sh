@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 need_packages=()
 command -v iptables-nft-restore >/dev/null || need_packages+=(iptables)
 command -v ipset >/dev/null || need_packages+=(ipset)
-command -v nft >/dev/null || need_packages+=(nftables)
+command -v nft >/dev/null || need_packages+=(nftables)  # tests read nf_tables state with nft
 command -v ip >/dev/null || need_packages+=(iproute2)
 command -v setpriv >/dev/null || need_packages+=(util-linux)
 command -v flock >/dev/null || need_packages+=(util-linux)
