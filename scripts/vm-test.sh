@@ -21,7 +21,7 @@ project=$PWD
 vm=$project/target/vm
 mirror=${VM_TEST_MIRROR:-http://deb.debian.org/debian}
 all_kernels=(bookworm trixie sid)
-all_cases=(suite ipv6-disabled no-legacy)
+all_cases=(suite ipv6-disabled no-legacy no-nft-compat)
 # Legacy x_tables tables: with these refused, iptables-legacy has no table to program.
 legacy_modules=ip_tables,ip6_tables,iptable_nat,ip6table_nat,iptable_filter,ip6table_filter,iptable_mangle,ip6table_mangle,iptable_raw,ip6table_raw,iptable_security,ip6table_security,arp_tables,arptable_filter
 

@@ -131,7 +131,34 @@ case_ipv6_disabled() {
   fi
   meshinit clean clean
   expect clean 0 "" "clean"
-  if nat_rules nft | grep -q APPMESH; then fail "clean left APPMESH rules"; else pass "clean removed everything"; fi
+  if nat_rules nft | grep -q APPMESH || native_table | grep -q meshinit; then
+    fail "clean left rules of ours"
+  else
+    pass "clean removed everything"
+  fi
+}
+
+# table inet meshinit as nft prints it (nothing when there is none).
+native_table() {
+  ip netns exec "$app" nft list table inet meshinit 2>/dev/null
+}
+
+case_no_nft_compat() {
+  fresh_namespaces || { fail "setting up the namespaces"; return; }
+  if ip netns exec "$app" iptables-nft -t nat -A OUTPUT -m owner --uid-owner 1 -j RETURN 2>/dev/null; then
+    fail "precondition: iptables-nft's owner match works; boot with nft_compat blacklisted"; return
+  fi
+  pass "precondition: iptables-nft cannot use its x_tables matches (nft_compat not loadable)"
+  meshinit native apply --verify "$config" --backend nftables
+  expect native 0 "" "apply --verify --backend nftables works without nft_compat"
+  if native_table | grep -q 'redirect to :'; then pass "table inet meshinit holds the redirect"; else
+    fail "no table inet meshinit after apply"
+  fi
+  meshinit status status "$config" --backend nftables
+  expect status 0 "" "status agrees with the config"
+  meshinit clean clean
+  expect clean 0 "" "clean"
+  if native_table | grep -q meshinit; then fail "clean left the table"; else pass "clean removed the table"; fi
 }
 
 case_no_legacy() {
@@ -148,14 +175,43 @@ case_no_legacy() {
   fi
   meshinit auto apply --verify "$config" --backend auto
   expect auto 0 "" "apply --verify --backend auto works through nf_tables"
-  if nat_rules nft | grep -q -- '-j APPMESH_EGRESS'; then pass "rules installed by iptables-nft"; else
-    fail "no APPMESH rules in iptables-nft-save after apply"
+  if nat_rules nft | grep -q -- '-j APPMESH_EGRESS' || native_table | grep -q redirect; then
+    pass "rules installed through nf_tables (iptables-nft or the native table)"
+  else
+    fail "no rules of ours in iptables-nft-save nor in table inet meshinit after apply"
   fi
   meshinit status status "$config"
   expect status 0 "" "status agrees with the config"
   meshinit clean clean
   expect clean 0 "" "clean"
-  if nat_rules nft | grep -q APPMESH; then fail "clean left APPMESH rules"; else pass "clean removed everything"; fi
+  if nat_rules nft | grep -q APPMESH || native_table | grep -q meshinit; then
+    fail "clean left rules of ours"
+  else
+    pass "clean removed everything"
+  fi
+}
+
+# table inet meshinit as nft prints it (nothing when there is none).
+native_table() {
+  ip netns exec "$app" nft list table inet meshinit 2>/dev/null
+}
+
+case_no_nft_compat() {
+  fresh_namespaces || { fail "setting up the namespaces"; return; }
+  if ip netns exec "$app" iptables-nft -t nat -A OUTPUT -m owner --uid-owner 1 -j RETURN 2>/dev/null; then
+    fail "precondition: iptables-nft's owner match works; boot with nft_compat blacklisted"; return
+  fi
+  pass "precondition: iptables-nft cannot use its x_tables matches (nft_compat not loadable)"
+  meshinit native apply --verify "$config" --backend nftables
+  expect native 0 "" "apply --verify --backend nftables works without nft_compat"
+  if native_table | grep -q 'redirect to :'; then pass "table inet meshinit holds the redirect"; else
+    fail "no table inet meshinit after apply"
+  fi
+  meshinit status status "$config" --backend nftables
+  expect status 0 "" "status agrees with the config"
+  meshinit clean clean
+  expect clean 0 "" "clean"
+  if native_table | grep -q meshinit; then fail "clean left the table"; else pass "clean removed the table"; fi
 }
 
 echo "vm: case $case_name on kernel $(uname -r)"
@@ -163,11 +219,7 @@ case $case_name in
   suite) run_suite ;;
   ipv6-disabled) case_ipv6_disabled ;;
   no-legacy) case_no_legacy ;;
-  no-nft-compat)
-    # Hook: boot with nft_compat blacklisted and prove the native backend works where
-    # iptables-nft cannot; `auto` does not choose native yet while iptables is installed.
-    echo "vm: no-nft-compat: not applicable yet: auto prefers iptables-nft where it is installed"
-    exit 77 ;;
+  no-nft-compat) case_no_nft_compat ;;
   *) echo "inner.sh: unknown case $case_name (suite, ipv6-disabled, no-legacy, no-nft-compat)" >&2; exit 2 ;;
 esac
 
