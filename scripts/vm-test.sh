@@ -7,7 +7,7 @@
 #                      every case
 #   --all              every kernel (bookworm 6.1, trixie 6.12, the newest unstable) x every case
 #   --kernel K         bookworm | trixie | sid (repeatable)
-#   --case C           suite | ipv6-disabled | no-legacy | no-nft-compat (repeatable; the last
+#   --case C           suite | ipv6-disabled | no-legacy | no-nft-compat | no-nft-nat (repeatable; the last
 #                      is a hook for the native nf_tables backend and not applicable yet)
 #   --accel A          auto (default: KVM when a probe boot reaches init quickly, else TCG) | kvm | tcg
 #   --timeout S        seconds per VM boot (default: 2400 for the suite, 300 for the other cases)
@@ -21,7 +21,7 @@ project=$PWD
 vm=$project/target/vm
 mirror=${VM_TEST_MIRROR:-http://deb.debian.org/debian}
 all_kernels=(bookworm trixie sid)
-all_cases=(suite ipv6-disabled no-legacy no-nft-compat)
+all_cases=(suite ipv6-disabled no-legacy no-nft-compat no-nft-nat)
 # Legacy x_tables tables: with these refused, iptables-legacy has no table to program.
 legacy_modules=ip_tables,ip6_tables,iptable_nat,ip6table_nat,iptable_filter,ip6table_filter,iptable_mangle,ip6table_mangle,iptable_raw,ip6table_raw,iptable_security,ip6table_security,arp_tables,arptable_filter
 
@@ -34,7 +34,7 @@ while [ $# -gt 0 ]; do
     --all) kernels=("${all_kernels[@]}"); cases=("${all_cases[@]}"); shift ;;
     --kernel) [[ " ${all_kernels[*]} " == *" ${2:-} "* ]] || die "--kernel: \"${2:-}\" is not one of: ${all_kernels[*]}"
       kernels+=("$2"); shift 2 ;;
-    --case) [[ " ${all_cases[*]} no-nft-compat " == *" ${2:-} "* ]] || die "--case: \"${2:-}\" is not one of: ${all_cases[*]} no-nft-compat"
+    --case) [[ " ${all_cases[*]} " == *" ${2:-} "* ]] || die "--case: \"${2:-}\" is not one of: ${all_cases[*]}"
       cases+=("$2"); shift 2 ;;
     --accel) [[ " auto kvm tcg " == *" ${2:-} "* ]] || die "--accel: \"${2:-}\" is not one of: auto kvm tcg"
       accel=$2; shift 2 ;;
@@ -275,6 +275,7 @@ case_append() {
     ipv6-disabled) echo "ipv6.disable=1" ;;
     no-legacy) echo "module_blacklist=$legacy_modules" ;;
     no-nft-compat) echo "module_blacklist=nft_compat" ;;
+    no-nft-nat) echo "module_blacklist=nft_chain_nat" ;;
   esac
 }
 

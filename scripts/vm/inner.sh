@@ -214,13 +214,28 @@ case_no_nft_compat() {
   if native_table | grep -q meshinit; then fail "clean left the table"; else pass "clean removed the table"; fi
 }
 
+case_no_nft_nat() {
+  fresh_namespaces || { fail "setting up the namespaces"; return; }
+  if printf 'table ip probe { chain c { type nat hook output priority 0; } }\n' | ip netns exec "$app" nft -f - 2>/dev/null; then
+    fail "precondition: nf_tables nat chains work; boot with nft_chain_nat blacklisted"; return
+  fi
+  pass "precondition: the kernel has no nf_tables nat chains (nft_chain_nat not loadable)"
+  meshinit native apply "$config" --backend nftables
+  expect native 4 "nftables cannot be used here" "apply --backend nftables exits 4 naming the backend"
+  grep '^meshinit:' "$out/native.err" | sed 's/^/vm:         /'
+  if native_table | grep -q meshinit; then fail "the refused apply left a table"; else
+    pass "the refused apply left nothing"
+  fi
+}
+
 echo "vm: case $case_name on kernel $(uname -r)"
 case $case_name in
   suite) run_suite ;;
   ipv6-disabled) case_ipv6_disabled ;;
   no-legacy) case_no_legacy ;;
   no-nft-compat) case_no_nft_compat ;;
-  *) echo "inner.sh: unknown case $case_name (suite, ipv6-disabled, no-legacy, no-nft-compat)" >&2; exit 2 ;;
+  no-nft-nat) case_no_nft_nat ;;
+  *) echo "inner.sh: unknown case $case_name (suite, ipv6-disabled, no-legacy, no-nft-compat, no-nft-nat)" >&2; exit 2 ;;
 esac
 
 if [ $failures -eq 0 ]; then echo "vm: case $case_name passed"; exit 0; fi
