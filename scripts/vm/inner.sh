@@ -54,6 +54,13 @@ run_suite() {
   local exe start status
   export CARGO_MANIFEST_DIR=$project
   for exe in $prebuilt; do
+    case $(basename "$exe") in
+      # Not about the kernel: they need podman and the Python manifest validators, which the
+      # host's scripts/test.sh installs and runs; the VM has neither.
+      podman_deploy-*|deploy_files-*)
+        echo "vm: not run here (host-only: container runtime and manifest validators): $exe"
+        continue ;;
+    esac
     start=$(date +%s)
     echo "vm: running $exe"
     "$project/$exe"
