@@ -157,6 +157,10 @@ pub enum Error {
         limit: &'static str,
     },
 
+    /// The kernel refused or garbled a netlink request of the native backend.
+    #[error("nf_tables: {0}")]
+    Kernel(String),
+
     /// Another meshinit holds this network namespace's lock.
     #[error("busy: {0}")]
     Busy(String),
@@ -200,6 +204,7 @@ impl Error {
             Error::CommandFailed { .. }
             | Error::LockTimeout { .. }
             | Error::Timeout { .. }
+            | Error::Kernel(_)
             | Error::Io { .. }
             | Error::Other(_) => exit_code::FAILURE,
         }
@@ -214,7 +219,10 @@ impl Error {
             Error::Environment(_)
             | Error::BackendNotInstalled(_)
             | Error::BackendUnusable { .. } => 102,
-            Error::CommandFailed { .. } | Error::LockTimeout { .. } | Error::Timeout { .. } => 103,
+            Error::CommandFailed { .. }
+            | Error::LockTimeout { .. }
+            | Error::Timeout { .. }
+            | Error::Kernel(_) => 103,
             // The specification's "try again later".
             Error::Busy(_) => 11,
             Error::Io { .. } | Error::Other(_) => 999,

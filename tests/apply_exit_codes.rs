@@ -130,7 +130,14 @@ fn missing_iptables_exits_4_and_missing_capability_exits_3() {
     let ns = TestNetns::new("env");
     let output = ns
         .command("env")
-        .args(["PATH=/nonexistent", MESHINIT, "apply", ECS_CONFIG])
+        .args([
+            "PATH=/nonexistent",
+            MESHINIT,
+            "apply",
+            ECS_CONFIG,
+            "--backend",
+            "iptables-nft",
+        ])
         .output()
         .unwrap();
     assert_exit(&output, 4);
@@ -138,6 +145,22 @@ fn missing_iptables_exits_4_and_missing_capability_exits_3() {
         stderr(&output).contains("is not installed"),
         "{}",
         stderr(&output)
+    );
+    // Without any iptables program, `auto` uses nf_tables over netlink, which needs none.
+    let output = ns
+        .command("env")
+        .args(["PATH=/nonexistent", MESHINIT, "apply", ECS_CONFIG])
+        .output()
+        .unwrap();
+    assert_exit(&output, 0);
+    assert!(
+        stderr(&output).contains("backend=nftables"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        ns.run_checked("nft", &["list", "table", "inet", "meshinit"])
+            .contains("redirect")
     );
 
     let output = ns

@@ -3,6 +3,7 @@
 //! every command (apply, clean, status, verify, the CNI verbs) goes through it.
 
 pub mod iptables;
+pub mod nftables;
 pub mod program;
 
 use std::fmt;
@@ -12,7 +13,7 @@ use tracing::info;
 
 pub use program::TimeBudget;
 
-use crate::config::Ipv6Mode;
+use crate::config::{Ipv6Mode, ProxyConfig};
 use crate::error::{Error, Result};
 use crate::ruleset::{Drift, Family, InstalledTable, PlanOptions, Ruleset};
 
@@ -25,6 +26,9 @@ pub enum BackendKind {
     /// iptables over nf_tables (`iptables-nft`).
     #[serde(rename = "nft")]
     IptablesNft,
+    /// nf_tables over netlink, by meshinit itself: one `inet meshinit` table.
+    #[serde(rename = "nftables")]
+    Nftables,
 }
 
 impl fmt::Display for BackendKind {
@@ -32,6 +36,7 @@ impl fmt::Display for BackendKind {
         f.write_str(match self {
             BackendKind::IptablesLegacy => "iptables-legacy",
             BackendKind::IptablesNft => "iptables-nft",
+            BackendKind::Nftables => "nftables",
         })
     }
 }
@@ -48,12 +53,18 @@ pub enum BackendChoice {
     /// iptables over nf_tables.
     #[value(name = "iptables-nft", alias = "nft")]
     IptablesNft,
+    /// nf_tables over netlink, without any program: one `inet meshinit` table holding both
+    /// families, changed in one transaction.
+    #[value(name = "nftables", alias = "native")]
+    Nftables,
 }
 
 /// What to do with each family, decided once from the configuration and the namespace, and
 /// passed down: program a ruleset (the empty one removes ours), or leave the family alone.
 #[derive(Debug, Clone)]
 pub struct Desired {
+    /// The configuration the rulesets were planned from (`None`: remove ours, as clean).
+    pub config: Option<ProxyConfig>,
     /// One entry per family, IPv4 first.
     pub families: Vec<(Family, FamilyPlan)>,
     /// How strictly IPv6 was asked for: with `auto`, a backend that finds the IPv6 table
@@ -188,11 +199,14 @@ pub trait Backend: fmt::Debug + Send + Sync {
     fn remove_sets(&self, budget: &TimeBudget) -> Result<()>;
 }
 
-/// Every backend, in the order `auto` prefers them.
+/// Every backend, in the order `auto` prefers them: the iptables ones while they are
+/// installed (existing deployments keep what they run), then the native one, which needs no
+/// program at all (a `FROM scratch` image).
 pub fn all() -> Vec<Box<dyn Backend>> {
     vec![
         Box::new(iptables::IptablesBackend::new(BackendKind::IptablesNft)),
         Box::new(iptables::IptablesBackend::new(BackendKind::IptablesLegacy)),
+        Box::new(nftables::NftablesBackend),
     ]
 }
 
@@ -201,6 +215,7 @@ fn by_kind(kind: BackendKind) -> Box<dyn Backend> {
         BackendKind::IptablesNft | BackendKind::IptablesLegacy => {
             Box::new(iptables::IptablesBackend::new(kind))
         }
+        BackendKind::Nftables => Box::new(nftables::NftablesBackend),
     }
 }
 
@@ -225,6 +240,7 @@ pub fn select(choice: BackendChoice, budget: &TimeBudget) -> Result<Selection> {
     let selection = match choice {
         BackendChoice::IptablesLegacy => explicit(BackendKind::IptablesLegacy),
         BackendChoice::IptablesNft => explicit(BackendKind::IptablesNft),
+        BackendChoice::Nftables => explicit(BackendKind::Nftables),
         BackendChoice::Auto => auto_select(budget)?,
     };
     info!(backend = %selection.backend.kind(), reason = %selection.reason, "backend chosen");
@@ -251,7 +267,12 @@ fn auto_select(budget: &TimeBudget) -> Result<Selection> {
     let mut installed = candidates.into_iter().filter(|b| b.installed().is_ok());
     match (installed.next(), first_missing) {
         (Some(backend), _) => Ok(Selection {
-            reason: format!("no legacy rules here; {} is installed", backend.kind()),
+            reason: match backend.kind() {
+                BackendKind::Nftables => {
+                    "no iptables program is installed; nf_tables over netlink needs none".into()
+                }
+                kind => format!("no legacy rules here; {kind} is installed"),
+            },
             backend,
             fallback: installed.next(),
         }),

@@ -50,6 +50,7 @@ impl IptablesBackend {
             Some(why) => (Family::Ipv6, FamilyPlan::Skip(why)),
         });
         Desired {
+            config: None,
             families,
             ipv6: Ipv6Mode::Auto,
         }

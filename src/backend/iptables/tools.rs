@@ -29,7 +29,8 @@ impl IptablesTools {
         };
         let suffix = match kind {
             BackendKind::IptablesLegacy => "legacy",
-            BackendKind::IptablesNft => "nft",
+            // Only the two iptables kinds build an `IptablesBackend`.
+            BackendKind::IptablesNft | BackendKind::Nftables => "nft",
         };
         let find = |verb: &str| {
             let name = format!("{stem}-{suffix}-{verb}");

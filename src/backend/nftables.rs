@@ -1,0 +1,260 @@
+//! The native backend: meshinit's rules as one `inet meshinit` nf_tables table, written and
+//! read over netlink by [`crate::nftables`] with no program and no C library. Both families
+//! live in the one table, so IPv4 and IPv6 change in one transaction; sets of any length
+//! replace ipsets and the 15-port limit.
+
+use tracing::info;
+
+use super::{
+    Backend, BackendKind, ConvergeReport, Desired, FamilyChange, FamilyPlan, Installed, TimeBudget,
+};
+use crate::error::{Error, Result};
+use crate::nftables::{
+    ActiveFamilies, Change, Deletion, NftConnection, NftError, TABLE_NAME, Table, describe_drift,
+    plan_table,
+};
+use crate::ruleset::{
+    Drift, EGRESS_CHAIN, Family, INGRESS_CHAIN, InstalledRule, InstalledTable, OUTPUT_CHAIN,
+    PREROUTING_CHAIN, PlanOptions, Ruleset,
+};
+
+#[derive(Debug, Clone, Copy)]
+pub struct NftablesBackend;
+
+/// The table's chains, and the model's chains they stand for.
+const CHAINS: [(&str, &str, &str); 2] = [
+    ("prerouting", INGRESS_CHAIN, PREROUTING_CHAIN),
+    ("output", EGRESS_CHAIN, OUTPUT_CHAIN),
+];
+
+impl NftablesBackend {
+    fn connect() -> Result<NftConnection> {
+        NftConnection::open().map_err(kernel_error)
+    }
+
+    fn read_table(connection: &mut NftConnection) -> Result<Option<Table>> {
+        Ok(connection
+            .read_table(TABLE_NAME)
+            .map_err(kernel_error)?
+            .table)
+    }
+
+    /// The table `desired` asks for, or `None` when ours is to be removed.
+    fn planned(desired: &Desired) -> Option<Table> {
+        let config = desired.config.as_ref()?;
+        if desired.is_nothing() {
+            return None;
+        }
+        let ipv6 = desired
+            .ruleset(Family::Ipv6)
+            .is_some_and(|r| *r != Ruleset::empty(Family::Ipv6));
+        let families = if ipv6 {
+            ActiveFamilies::Both
+        } else {
+            ActiveFamilies::Ipv4Only
+        };
+        Some(plan_table(config, families))
+    }
+
+    fn installed(desired: &Desired, table: Option<&Table>) -> Installed {
+        let view = table.map(model_view).unwrap_or_default();
+        Installed {
+            backend: BackendKind::Nftables,
+            families: desired
+                .families
+                .iter()
+                .filter(|(_, plan)| matches!(plan, FamilyPlan::Program(_)))
+                .map(|(family, _)| (*family, view.clone()))
+                .collect(),
+            skipped: desired
+                .skipped()
+                .map(|(family, why)| (family, why.to_owned()))
+                .collect(),
+        }
+    }
+}
+
+impl Backend for NftablesBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Nftables
+    }
+
+    fn plan_options(&self) -> PlanOptions {
+        PlanOptions::default()
+    }
+
+    fn installed(&self) -> Result<()> {
+        // Nothing to install: the kernel interface is all it needs, proven on first use.
+        Ok(())
+    }
+
+    fn ready(&self, _: &TimeBudget) -> Result<()> {
+        Self::connect()?
+            .generation()
+            .map(drop)
+            .map_err(kernel_error)
+    }
+
+    fn read(&self, desired: &Desired, _: &TimeBudget) -> Result<Installed> {
+        let table = Self::read_table(&mut Self::connect()?)?;
+        Ok(Self::installed(desired, table.as_ref()))
+    }
+
+    fn converge(&self, desired: &Desired, _: &TimeBudget, dry_run: bool) -> Result<ConvergeReport> {
+        let mut connection = Self::connect()?;
+        let planned = Self::planned(desired);
+        let changed = match (&planned, dry_run) {
+            (Some(table), false) => {
+                let report = connection.commit(table).map_err(kernel_error)?;
+                info!(change = ?report.change, attempts = report.attempts, "inet {TABLE_NAME} committed");
+                report.change != Change::Unchanged
+            }
+            (None, false) => {
+                let deletion = connection.delete_table(TABLE_NAME).map_err(kernel_error)?;
+                deletion == Deletion::Deleted
+            }
+            (planned, true) => Self::read_table(&mut connection)?.as_ref() != planned.as_ref(),
+        };
+        let summary = planned.as_ref().map_or_else(
+            || format!("delete table inet {TABLE_NAME}"),
+            |t| {
+                format!(
+                    "table inet {} ({} chains, {} sets, {} set elements) in one transaction",
+                    t.name,
+                    t.chains.len(),
+                    t.sets.len(),
+                    t.sets.iter().map(|s| s.elements().len()).sum::<usize>()
+                )
+            },
+        );
+        Ok(ConvergeReport {
+            backend: BackendKind::Nftables,
+            families: desired
+                .rulesets()
+                .map(|r| FamilyChange {
+                    family: r.family,
+                    payload: changed.then(|| summary.clone()),
+                })
+                .collect(),
+            skipped: desired
+                .skipped()
+                .map(|(family, why)| (family, why.to_owned()))
+                .collect(),
+            set_payloads: Vec::new(),
+            sets_destroyed: Vec::new(),
+        })
+    }
+
+    fn drift(
+        &self,
+        installed: &Installed,
+        desired: &Desired,
+        _: &TimeBudget,
+    ) -> Result<Vec<(Family, Drift)>> {
+        let table = Self::read_table(&mut Self::connect()?)?;
+        let lines = match Self::planned(desired) {
+            Some(planned) => describe_drift(table.as_ref(), &planned),
+            None => table
+                .map(|t| vec![format!("table inet {} is installed", t.name)])
+                .unwrap_or_default(),
+        };
+        // One table holds both families: its differences are reported once, under the
+        // first family read.
+        Ok(installed
+            .families
+            .iter()
+            .enumerate()
+            .map(|(i, (family, _))| {
+                let drift = if i == 0 {
+                    Drift {
+                        unexpected: lines.clone(),
+                        ..Drift::default()
+                    }
+                } else {
+                    Drift::default()
+                };
+                (*family, drift)
+            })
+            .collect())
+    }
+
+    fn describe_drift(&self, desired: &Ruleset, installed: &InstalledTable) -> Drift {
+        // Only "ours is here and should not be" can be told from the model's view of the
+        // table; differences in detail are `drift`'s, from the table itself.
+        let unexpected = if *desired == Ruleset::empty(desired.family) && !installed.is_clean() {
+            vec![format!("table inet {TABLE_NAME}")]
+        } else {
+            Vec::new()
+        };
+        Drift {
+            unexpected,
+            ..Drift::default()
+        }
+    }
+
+    fn holds_ours(&self, _: &TimeBudget) -> Option<Installed> {
+        let table = Self::read_table(&mut Self::connect().ok()?).ok()??;
+        let view = model_view(&table);
+        Some(Installed {
+            backend: BackendKind::Nftables,
+            families: Family::BOTH.iter().map(|f| (*f, view.clone())).collect(),
+            skipped: Vec::new(),
+        })
+    }
+
+    fn remove_rules(&self, _: &TimeBudget) -> Result<()> {
+        let deletion = Self::connect()?
+            .delete_table(TABLE_NAME)
+            .map_err(kernel_error)?;
+        info!(?deletion, "table inet {TABLE_NAME} removed");
+        Ok(())
+    }
+
+    fn remove_sets(&self, _: &TimeBudget) -> Result<()> {
+        // Its sets live in its table and went with it.
+        Ok(())
+    }
+}
+
+/// The table in the model's terms, for what reads chains and jumps (verify's rule
+/// inspection, status): a base chain stands for one of our chains and the jump into it.
+fn model_view(table: &Table) -> InstalledTable {
+    let mut view = InstalledTable::default();
+    for (name, own_chain, hook) in CHAINS {
+        let Some(chain) = table.chain(name) else {
+            continue;
+        };
+        view.chains.push(own_chain.to_owned());
+        view.rules.push(InstalledRule {
+            chain: hook.to_owned(),
+            rule: None,
+            target: Some(own_chain.to_owned()),
+            sets: Vec::new(),
+            text: format!("hook of table inet {TABLE_NAME} chain {name}"),
+        });
+        view.rules
+            .extend((0..chain.rules.len()).map(|i| InstalledRule {
+                chain: own_chain.to_owned(),
+                rule: None,
+                target: None,
+                sets: Vec::new(),
+                text: format!("table inet {TABLE_NAME} chain {name} rule {}", i + 1),
+            }));
+    }
+    view
+}
+
+/// An nf_tables error as the library's error.
+fn kernel_error(e: NftError) -> Error {
+    match e {
+        NftError::Unavailable { .. } => Error::BackendUnusable {
+            backend: BackendKind::Nftables,
+            reason: e.to_string(),
+        },
+        NftError::PermissionDenied { .. } => Error::Privileges(e.to_string()),
+        NftError::GenerationChanged { .. } => Error::Busy(e.to_string()),
+        NftError::Refused { .. } | NftError::MalformedReply(_) | NftError::Socket { .. } => {
+            Error::Kernel(e.to_string())
+        }
+    }
+}

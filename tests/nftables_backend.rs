@@ -1,0 +1,242 @@
+//! `--backend nftables` through the command line and the CNI mode: the same traffic outcomes
+//! as the iptables backends, re-apply that sends nothing, drift, verify, clean, moving
+//! between backends, and working with no iptables program at all. The observer is the `nft`
+//! program and real connections, never meshinit's own reader. Needs root.
+
+mod common;
+
+use std::io::Write;
+use std::process::Stdio;
+
+use common::scene::*;
+use common::*;
+
+const NATIVE: [&str; 2] = ["--backend", "nftables"];
+
+fn with_native<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    args.iter().copied().chain(NATIVE).collect()
+}
+
+/// `nft -a list table inet meshinit` (handles included), or "" when there is none.
+fn native_table(ns: &TestNetns) -> String {
+    let output = ns
+        .command("nft")
+        .args(["-a", "list", "table", "inet", "meshinit"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn native_rules_redirect_and_exempt_as_configured_over_ipv4_and_ipv6() {
+    if !require_root() {
+        return;
+    }
+    let scene = Scene::new();
+    let app = &scene.net.app;
+    scene.assert_direct_traffic();
+    assert_exit(&meshinit(app, &with_native(&["apply", ECS_CONFIG])), 0);
+    let table = native_table(app);
+    assert!(table.contains("redirect to :15001"), "{table}");
+    // Nothing of iptables: no program ran, no table was made.
+    assert!(!nat_state(app, "nft").contains("APPMESH"));
+    scene.assert_configured_traffic();
+    assert_exit(&meshinit(app, &with_native(&["status", ECS_CONFIG])), 0);
+    // Verify stands in for the proxy, so it runs where no proxy listens yet.
+    let fresh = NetnsPair::new();
+    assert_exit(
+        &meshinit(&fresh.app, &with_native(&["apply", ECS_CONFIG, "--verify"])),
+        0,
+    );
+}
+
+#[test]
+fn native_reapply_sends_nothing_and_drift_is_seen_and_repaired() {
+    if !require_root() {
+        return;
+    }
+    let ns = TestNetns::new("nativeidem");
+    let apply = with_native(&["apply", ECS_CONFIG]);
+    assert_exit(&meshinit(&ns, &apply), 0);
+    let first = native_table(&ns);
+    assert_exit(&meshinit(&ns, &apply), 0);
+    assert_eq!(
+        first,
+        native_table(&ns),
+        "re-apply changed the table (handles differ)"
+    );
+
+    // Someone removes the proxy user's exemption.
+    let handle = first
+        .lines()
+        .find(|l| l.contains("skuid 1337"))
+        .and_then(|l| l.rsplit("# handle ").next())
+        .expect("the uid rule has a handle")
+        .trim()
+        .to_owned();
+    ns.run_checked(
+        "nft",
+        &[
+            "delete", "rule", "inet", "meshinit", "output", "handle", &handle,
+        ],
+    );
+    let status = meshinit(&ns, &with_native(&["status", ECS_CONFIG]));
+    assert_exit(&status, 1);
+    assert!(stdout(&status).contains("output"), "{}", stdout(&status));
+    assert_exit(&meshinit(&ns, &apply), 0);
+    assert_exit(&meshinit(&ns, &with_native(&["status", ECS_CONFIG])), 0);
+}
+
+#[test]
+fn long_lists_live_in_native_sets() {
+    if !require_root() {
+        return;
+    }
+    let scene = Scene::new();
+    let app = &scene.net.app;
+    let mut ips: Vec<String> = (0..10_000u32)
+        .map(|i| format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256))
+        .collect();
+    ips.push("203.0.113.200".into());
+    let ports: Vec<String> = (0..100).map(|i| (20000 + i * 3).to_string()).collect();
+    let ips = ips.join(",");
+    let ports = format!("{},5015", ports.join(","));
+    let args = [
+        "apply",
+        "--ignored-uid",
+        "1337",
+        "--proxy-egress-port",
+        "15001",
+        "--egress-ignored-ips",
+        &ips,
+        "--egress-ignored-ports",
+        &ports,
+    ];
+    assert_exit(&meshinit(app, &with_native(&args)), 0);
+    let table = native_table(app);
+    assert!(
+        table.lines().count() < 60 || table.contains("elements"),
+        "{table}"
+    );
+    assert_direct(
+        &scene.connect_from_app("203.0.113.200:80", APP_USER),
+        &scene.remote_80,
+    );
+    assert_direct(
+        &scene.connect_from_app("203.0.113.7:5015", APP_USER),
+        &scene.remote_5015,
+    );
+    assert_redirected(
+        &scene.connect_from_app("203.0.113.7:80", APP_USER),
+        &scene.egress_proxy,
+        addr("203.0.113.7:80"),
+    );
+    assert!(ipset_names(app).is_empty(), "no ipset is needed");
+}
+
+#[test]
+fn moving_between_backends_leaves_one_set_of_rules() {
+    if !require_root() {
+        return;
+    }
+    let scene = Scene::new();
+    let app = &scene.net.app;
+    assert_exit(
+        &meshinit(app, &["apply", ECS_CONFIG, "--backend", "iptables-nft"]),
+        0,
+    );
+    let to_native = meshinit(app, &with_native(&["apply", ECS_CONFIG]));
+    assert_exit(&to_native, 0);
+    assert!(
+        stderr(&to_native).contains("iptables-nft"),
+        "says it removed the iptables rules: {}",
+        stderr(&to_native)
+    );
+    assert!(!nat_state(app, "nft").contains("APPMESH"));
+    assert!(native_table(app).contains("meshinit"));
+    scene.assert_configured_traffic();
+
+    let to_legacy = meshinit(app, &["apply", ECS_CONFIG, "--backend", "iptables-legacy"]);
+    assert_exit(&to_legacy, 0);
+    assert!(
+        stderr(&to_legacy).contains("nftables"),
+        "{}",
+        stderr(&to_legacy)
+    );
+    assert_eq!(native_table(app), "");
+    scene.assert_configured_traffic();
+
+    assert_exit(&meshinit(app, &with_native(&["apply", ECS_CONFIG])), 0);
+    assert_exit(&meshinit(app, &["clean"]), 0);
+    assert_eq!(native_table(app), "");
+    assert!(!legacy_nat_state(app).contains("APPMESH"));
+    scene.assert_direct_traffic();
+}
+
+#[test]
+fn ipv6_off_leaves_ipv6_traffic_alone() {
+    if !require_root() {
+        return;
+    }
+    let scene = Scene::new();
+    let app = &scene.net.app;
+    assert_exit(
+        &meshinit(app, &with_native(&["apply", ECS_CONFIG, "--ipv6", "off"])),
+        0,
+    );
+    assert_redirected(
+        &scene.connect_from_app("203.0.113.7:80", APP_USER),
+        &scene.egress_proxy,
+        addr("203.0.113.7:80"),
+    );
+    assert_direct(
+        &scene.connect_from_app("[2001:db8:ff::7]:80", APP_USER),
+        &scene.remote_80,
+    );
+}
+
+/// Runs meshinit as a CNI plugin with no iptables program on PATH.
+fn cni_without_iptables(node: &TestNetns, pod: &TestNetns, command: &str) -> std::process::Output {
+    let netconf = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/cni-netconf.json"
+    ))
+    .unwrap();
+    let mut child = node
+        .command("env")
+        .args(["PATH=/nonexistent", MESHINIT])
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", "native")
+        .env("CNI_NETNS", pod.path())
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/nonexistent")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(netconf.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn cni_add_check_del_need_no_program() {
+    if !require_root() {
+        return;
+    }
+    let node = TestNetns::new("nativenode");
+    let pod = TestNetns::new("nativepod");
+    for command in ["ADD", "CHECK"] {
+        let output = cni_without_iptables(&node, &pod, command);
+        assert!(output.status.success(), "{command}: {}", stderr(&output));
+    }
+    assert!(native_table(&pod).contains("redirect to :15001"));
+    let output = cni_without_iptables(&node, &pod, "DEL");
+    assert!(output.status.success(), "DEL: {}", stderr(&output));
+    assert_eq!(native_table(&pod), "");
+}
