@@ -458,6 +458,7 @@ if [ "$NATIVE" = 1 ]; then
     trace_execs "$WORK/strace.n10k" "$MESHINIT" apply "${NATIVE_FLAGS[@]}" "$W/ips10000.json"
     CHILDREN_NATIVE_SEED=$(children "$WORK/strace.nseed")
     CHILDREN_NATIVE_10K=$(children "$WORK/strace.n10k")
+    CHILD_LIST_NATIVE=$(child_programs "$WORK/strace.nseed")
 fi
 
 # --- Report ------------------------------------------------------------------------------
@@ -605,8 +606,8 @@ report_native() {
 
 ## 4. Native nf_tables backend (issue 12): \`apply $NATIVE_BACKEND\`
 
-One \`inet meshinit\` table for both families, committed over netlink in one transaction, no
-child process. \`nft -f\` loads a file holding the same table (written by this script; before
+One \`inet meshinit\` table for both families, committed over netlink in one transaction.
+\`nft -f\` loads a file holding the same table (written by this script; before
 measuring, \`meshinit status $NATIVE_BACKEND\` reads each such file back as in sync), so it
 is the same kernel work done the way the \`nft\` program does it. Contenders here are started
 as \`unshare -n CMD\`, without a shell.
@@ -713,7 +714,7 @@ EOF
         cat <<EOF
 
 - native at 100,000 IPs: **$(kib "$worst")** at most (target <= 16 MiB: $(verdict "$worst" '<=' 16384)).
-- child processes of a native apply: $CHILDREN_NATIVE_SEED (seed), $CHILDREN_NATIVE_10K (10,000 IPs).
+- child processes of a native apply: $CHILDREN_NATIVE_SEED (seed${CHILD_LIST_NATIVE:+: $CHILD_LIST_NATIVE}), $CHILDREN_NATIVE_10K (10,000 IPs).
 EOF
     fi
 }
