@@ -19,7 +19,8 @@
 # Usage (as root, on a quiet machine):  scripts/bench.sh [--quick] [--output FILE]
 #   --quick   few iterations, to check the script itself (numbers are not worth quoting)
 # Iterations can be overridden: BENCH_RUNS, BENCH_SCALE_RUNS, BENCH_LARGE_RUNS (100,000 IPs),
-# BENCH_RATE_ROUNDS, BENCH_RATE_CONNECTIONS, BENCH_RATE_SECONDS.
+# BENCH_ROUNDS (timed runs are split into rounds over all contenders), BENCH_RATE_ROUNDS,
+# BENCH_RATE_CONNECTIONS, BENCH_RATE_SECONDS.
 #
 # Safety: the machine's own network namespace is never touched. Every command that reads or
 # changes rules, sets, sysctls or sockets runs under `unshare -n` in an anonymous namespace
@@ -45,10 +46,10 @@ while [ $# -gt 0 ]; do
 done
 
 if [ "$QUICK" = 1 ]; then
-    : "${BENCH_RUNS:=5}" "${BENCH_SCALE_RUNS:=3}" "${BENCH_LARGE_RUNS:=2}" "${BENCH_RATE_ROUNDS:=1}"
+    : "${BENCH_RUNS:=5}" "${BENCH_SCALE_RUNS:=3}" "${BENCH_LARGE_RUNS:=2}" "${BENCH_ROUNDS:=1}" "${BENCH_RATE_ROUNDS:=1}"
     : "${BENCH_RATE_CONNECTIONS:=3000}" "${BENCH_RATE_SECONDS:=0.5}"
 else
-    : "${BENCH_RUNS:=40}" "${BENCH_SCALE_RUNS:=15}" "${BENCH_LARGE_RUNS:=10}" "${BENCH_RATE_ROUNDS:=5}"
+    : "${BENCH_RUNS:=40}" "${BENCH_SCALE_RUNS:=15}" "${BENCH_LARGE_RUNS:=12}" "${BENCH_ROUNDS:=4}" "${BENCH_RATE_ROUNDS:=5}"
     : "${BENCH_RATE_CONNECTIONS:=20000}" "${BENCH_RATE_SECONDS:=1.5}"
 fi
 RATE_WARMUP=300
@@ -82,7 +83,9 @@ MESHINIT=$TARGET_DIR/release/meshinit
 [ -x "$MESHINIT" ] || die "no $MESHINIT after cargo build --release"
 # The native nf_tables backend (issue 12) is measured when this binary offers it.
 NATIVE=0
-"$MESHINIT" apply --help 2>/dev/null | grep -qw -- nftables && NATIVE=1
+# (The help text read whole first: grep -q would cut the pipe, and pipefail would see SIGPIPE.)
+apply_help=$("$MESHINIT" apply --help 2>/dev/null || true)
+grep -qw -- nftables <<<"$apply_help" && NATIVE=1
 # The iptables path pinned, whatever `auto` picks in a fresh namespace.
 IPT_FLAGS=(--backend iptables-nft)
 IPT_BACKEND="${IPT_FLAGS[*]}"
@@ -251,6 +254,8 @@ table inet meshinit {
 NFT
 }
 nft_ruleset "$SEED_IPS,169.254.170.23" 0 >seed.nft
+# nft's own start-up and an empty commit: seed.nft minus this is the kernel's share of the table.
+printf 'table inet meshinit {\n}\n' >empty.nft
 for n in "${LARGE_SIZES[@]}"; do
     nft_ruleset "$SEED_IPS,169.254.170.23,${LARGE_IPS[$n]}" 0 >"ips$n.nft"
     nft_ruleset "$SEED_IPS,169.254.170.23,${LARGE_IPS[$n]},$EXTRA_NET" 1 >"ips${n}i.nft"
@@ -300,6 +305,24 @@ fi
 
 # median NAME from a hyperfine CSV export, in seconds
 median() { awk -F, -v name="$2" '$1 == name { print $4 }' "$1"; }
+# hyperfine in BENCH_ROUNDS rounds, each running every contender RUNS/BENCH_ROUNDS times, so
+# that a change in the machine's load hits all contenders alike instead of the ones measured
+# at that moment; OUT gets, per contender, the median of its round medians (4th column).
+hyperfine_rounds() { # out.csv runs warmup hyperfine-arguments...
+    local out=$1 runs=$2 warmup=$3 round per
+    shift 3
+    per=$(( (runs + BENCH_ROUNDS - 1) / BENCH_ROUNDS ))
+    for round in $(seq "$BENCH_ROUNDS"); do
+        hyperfine -N --style basic --warmup "$warmup" --runs "$per" --export-csv "$out.$round" "$@" >&2 || return 1
+        warmup=0
+    done
+    awk -F, 'FNR > 1 { v[$1] = v[$1] " " $4; if (!($1 in seen)) { seen[$1] = 1; order[++n] = $1 } }
+        END { print "command,mean,stddev,median"
+              for (i = 1; i <= n; i++) { k = split(v[order[i]], a, " ")
+                  for (x = 1; x <= k; x++) for (y = x + 1; y <= k; y++) if (a[y] + 0 < a[x] + 0) { t = a[x]; a[x] = a[y]; a[y] = t }
+                  m = (k % 2) ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
+                  print order[i] ",,," m } }' "$out".* >"$out"
+}
 
 # --- 1. Apply latency --------------------------------------------------------------------
 log "1. apply latency of the seed configuration ($BENCH_RUNS runs each)"
@@ -313,15 +336,18 @@ apply_cmds=(
     # Without the shell, for the ratios to `unshare -n true` (issue 12).
     -n meshinit-direct "unshare -n $M apply $IPT_BACKEND $SEED"
     -n nft-direct "unshare -n nft -f $W/seed.nft"
+    -n nft-empty "unshare -n nft -f $W/empty.nft"
 )
 if [ "$NATIVE" = 1 ]; then
     apply_cmds+=(
         -n native "unshare -n sh -c '$M apply $NATIVE_BACKEND $SEED'"
         -n native-direct "unshare -n $M apply $NATIVE_BACKEND $SEED"
+        # As in an image holding only the static binary: no iptables program to look for
+        # rules of ours in the other backends.
+        -n native-noprograms "unshare -n env PATH=/nonexistent $M apply $NATIVE_BACKEND $SEED"
     )
 fi
-hyperfine -N --style basic --warmup 3 --runs "$BENCH_RUNS" --export-csv "$WORK/apply.csv" \
-    "${apply_cmds[@]}" >&2 || die "hyperfine failed (section 1)"
+hyperfine_rounds "$WORK/apply.csv" "$BENCH_RUNS" 3 "${apply_cmds[@]}" || die "hyperfine failed (section 1)"
 
 # --- 2. Exclusion lists: apply time ------------------------------------------------------
 log "2a. apply time with long exclusion lists ($BENCH_SCALE_RUNS runs each)"
@@ -341,8 +367,7 @@ scale_cmds+=(
 if [ "$SIZED_DIFFERS" = 1 ]; then
     scale_cmds+=(-n set10000sized "unshare -n sh -c 'ipset restore < $W/ips10000.sized.ipset; iptables-nft-restore --noflush < $W/ips10000.v4; ip6tables-nft-restore --noflush < $W/ips10000.v6'")
 fi
-hyperfine -N --style basic --warmup 1 --runs "$BENCH_SCALE_RUNS" --export-csv "$WORK/scale.csv" \
-    "${scale_cmds[@]}" >&2 || die "hyperfine failed (section 2)"
+hyperfine_rounds "$WORK/scale.csv" "$BENCH_SCALE_RUNS" 1 "${scale_cmds[@]}" || die "hyperfine failed (section 2)"
 
 # --- 4. Native backend with long lists: apply time ------------------------------------------
 # Without the shell: `unshare -n` runs the contender itself.
@@ -356,8 +381,7 @@ for n in "${LARGE_SIZES[@]}"; do
     large_cmds+=(-n "ipt$n" "unshare -n $M apply $IPT_BACKEND $W/ips$n.json")
     runs=$BENCH_SCALE_RUNS
     [ "$n" -ge 100000 ] && runs=$BENCH_LARGE_RUNS
-    hyperfine -N --style basic --warmup 1 --runs "$runs" --export-csv "$WORK/large$n.csv" \
-        "${large_cmds[@]}" >&2 || die "hyperfine failed (section 4a, $n IPs)"
+    hyperfine_rounds "$WORK/large$n.csv" "$runs" 1 "${large_cmds[@]}" || die "hyperfine failed (section 4a, $n IPs)"
 done
 cat "$WORK"/large*.csv >"$WORK/large.csv"
 
@@ -459,6 +483,8 @@ if [ "$NATIVE" = 1 ]; then
     CHILDREN_NATIVE_SEED=$(children "$WORK/strace.nseed")
     CHILDREN_NATIVE_10K=$(children "$WORK/strace.n10k")
     CHILD_LIST_NATIVE=$(child_programs "$WORK/strace.nseed")
+    trace_execs "$WORK/strace.nnp" env PATH=/nonexistent "$MESHINIT" apply "${NATIVE_FLAGS[@]}" "$SEED"
+    CHILDREN_NATIVE_NOPROG=$(children "$WORK/strace.nnp")
 fi
 
 # --- Report ------------------------------------------------------------------------------
@@ -473,8 +499,8 @@ verdict() { # value, op, target
 A=$WORK/apply.csv
 t_m=$(median "$A" meshinit); t_pr=$(median "$A" per-rule); t_r=$(median "$A" restore)
 t_fsh=$(median "$A" floor-sh); t_f=$(median "$A" floor); t_rp=$(median "$A" restore-par)
-t_md=$(median "$A" meshinit-direct); t_nftd=$(median "$A" nft-direct)
-t_n=$(median "$A" native); t_nd=$(median "$A" native-direct)
+t_md=$(median "$A" meshinit-direct); t_nftd=$(median "$A" nft-direct); t_nfte=$(median "$A" nft-empty)
+t_n=$(median "$A" native); t_nd=$(median "$A" native-direct); t_nnp=$(median "$A" native-noprograms)
 speedup=$(ratio "$t_pr" "$t_m")
 vs_restore=$(ratio "$t_m" "$t_r")
 net_vs_restore=$(awk -v m="$t_m" -v r="$t_r" -v f="$t_fsh" 'BEGIN { if (r - f > 0) printf "%.2f", (m - f) / (r - f); else print "n/a" }')
@@ -493,7 +519,7 @@ machine_cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 commit=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [ -n "$(git -C "$REPO" status --porcelain 2>/dev/null)" ]; then commit="$commit (with uncommitted changes)"; fi
 command_line="scripts/bench.sh${ARGS[*]:+ ${ARGS[*]}}"
-overrides=$(env | grep -E '^BENCH_(RUNS|SCALE_RUNS|LARGE_RUNS|RATE_ROUNDS|RATE_CONNECTIONS|RATE_SECONDS)=' | sort | tr '\n' ' ' || true)
+overrides=$(env | grep -E '^BENCH_(RUNS|SCALE_RUNS|LARGE_RUNS|ROUNDS|RATE_ROUNDS|RATE_CONNECTIONS|RATE_SECONDS)=' | sort | tr '\n' ' ' || true)
 LOAD_AT_END=$(cut -d' ' -f1-3 /proc/loadavg)
 # A load average at or above half the CPUs means other work competed with the measurements.
 BUSY=$(awk -v l="${LOAD_AT_START%% *}" -v e="${LOAD_AT_END%% *}" -v c="$(nproc)" 'BEGIN { print ((l > e ? l : e) >= c / 2) ? 1 : 0 }')
@@ -517,6 +543,7 @@ Machine: $(nproc) CPUs, ${machine_cpu:-unknown CPU}; Linux $(uname -r); load ave
 at start: $LOAD_AT_START, at the end: $LOAD_AT_END;
 $(iptables-nft --version 2>/dev/null || iptables --version); $(ipset --version | head -n 1); $(nft --version); $(hyperfine --version).
 Iterations: $BENCH_RUNS runs (section 1, render), $BENCH_SCALE_RUNS runs (apply with long lists; $BENCH_LARGE_RUNS with 100,000 IPs),
+split into $BENCH_ROUNDS round(s) over all contenders (the median of the round medians is shown);
 $BENCH_RATE_ROUNDS round(s) of up to $BENCH_RATE_CONNECTIONS connections or ${BENCH_RATE_SECONDS} s (rates).
 \`$M apply\` without \`--backend\` chooses $AUTO_CHOICE in a fresh namespace; the iptables
 numbers below pin \`$IPT_BACKEND\`.$( [ "$BUSY" = 1 ] && printf '\n\n**The machine was busy during this run** (load average at or above half its CPUs: other jobs\nwere building and testing on it): absolute times are inflated and noisy, and even ratios within\nthe run move by tens of percent between runs. Rerun on a quiet machine before quoting.' )
@@ -626,9 +653,13 @@ EOF
     # shellcheck disable=SC2016 # the backticks are markdown
     [ "$NATIVE" = 1 ] && printf '| native: `%s apply %s %s` (%s child processes) | %s | %s |\n' \
         "$M" "$NATIVE_BACKEND" "$SEED" "$CHILDREN_NATIVE_SEED" "$(ms "$t_nd")" "$(ratio "$t_nd" "$t_f")"
+    # shellcheck disable=SC2016 # the backticks are markdown
+    [ "$NATIVE" = 1 ] && printf '| native, no iptables program installed (as in the static image): `unshare -n env PATH=/nonexistent %s apply %s %s` (%s child processes; one more exec: `env`) | %s | %s |\n' \
+        "$M" "$NATIVE_BACKEND" "$SEED" "$CHILDREN_NATIVE_NOPROG" "$(ms "$t_nnp")" "$(ratio "$t_nnp" "$t_f")"
     cat <<EOF
 | iptables path: \`$M apply $IPT_BACKEND $SEED\` ($CHILDREN_SEED child processes) | $(ms "$t_md") | $(ratio "$t_md" "$t_f") |
 | \`nft -f\` of the same table | $(ms "$t_nftd") | $(ratio "$t_nftd" "$t_f") |
+| \`nft -f\` of an empty \`inet meshinit\` table (nft's start-up and one empty commit) | $(ms "$t_nfte") | $(ratio "$t_nfte" "$t_f") |
 | floor: \`unshare -n true\` | $(ms "$t_f") | 1.00 |
 
 EOF
@@ -636,7 +667,10 @@ EOF
         local vs_floor vs_perrule
         vs_floor=$(ratio "$t_nd" "$t_f"); vs_perrule=$(ratio "$t_n" "$t_pr")
         cat <<EOF
-- native vs \`unshare -n true\`: **${vs_floor}x** (target <= 1.3x: $(verdict "$vs_floor" '<=' 1.3)); iptables path: $(ratio "$t_md" "$t_f")x.
+- native vs \`unshare -n true\`: **${vs_floor}x** (target <= 1.3x: $(verdict "$vs_floor" '<=' 1.3)); with no iptables program
+  installed: $(ratio "$t_nnp" "$t_f")x ($(verdict "$(ratio "$t_nnp" "$t_f")" '<=' 1.3)); iptables path: $(ratio "$t_md" "$t_f")x.
+  The kernel's own share of this table, \`nft -f\` of it minus \`nft -f\` of an empty table, is
+  $(awk -v f="$t_f" -v a="$t_nftd" -v b="$t_nfte" 'BEGIN { if (a > b && f > 0) printf "%.1f ms: the floor plus only that would already be %.2fx", (a - b) * 1000, (f + a - b) / f; else print "lost in the noise of this run" }').
 - native vs the App Mesh per-rule way (both started as \`unshare -n sh ...\`, section 1):
   **${vs_perrule}x** (target <= 0.1x: $(verdict "$vs_perrule" '<=' 0.1)); iptables path: $(ratio "$t_m" "$t_pr")x.
 EOF
