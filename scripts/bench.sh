@@ -303,11 +303,13 @@ if [ "$NATIVE" = 1 ]; then
     done
 fi
 
-# median NAME from a hyperfine CSV export, in seconds
+# median NAME from a hyperfine CSV export, in seconds; cpu_times: "user / system" in ms.
 median() { awk -F, -v name="$2" '$1 == name { print $4 }' "$1"; }
+cpu_times() { awk -F, -v name="$2" '$1 == name { printf "%.0f / %.0f ms", $5 * 1000, $6 * 1000 }' "$1"; }
 # hyperfine in BENCH_ROUNDS rounds, each running every contender RUNS/BENCH_ROUNDS times, so
 # that a change in the machine's load hits all contenders alike instead of the ones measured
-# at that moment; OUT gets, per contender, the median of its round medians (4th column).
+# at that moment; OUT gets, per contender, the median of its round medians (4th column) and
+# of its rounds' mean user and system CPU times (5th and 6th), as hyperfine's CSV has them.
 hyperfine_rounds() { # out.csv runs warmup hyperfine-arguments...
     local out=$1 runs=$2 warmup=$3 round per
     shift 3
@@ -316,12 +318,13 @@ hyperfine_rounds() { # out.csv runs warmup hyperfine-arguments...
         hyperfine -N --style basic --warmup "$warmup" --runs "$per" --export-csv "$out.$round" "$@" >&2 || return 1
         warmup=0
     done
-    awk -F, 'FNR > 1 { v[$1] = v[$1] " " $4; if (!($1 in seen)) { seen[$1] = 1; order[++n] = $1 } }
-        END { print "command,mean,stddev,median"
-              for (i = 1; i <= n; i++) { k = split(v[order[i]], a, " ")
+    awk -F, 'function med(list,   a, k, x, y, t) { k = split(list, a, " ")
                   for (x = 1; x <= k; x++) for (y = x + 1; y <= k; y++) if (a[y] + 0 < a[x] + 0) { t = a[x]; a[x] = a[y]; a[y] = t }
-                  m = (k % 2) ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
-                  print order[i] ",,," m } }' "$out".* >"$out"
+                  return (k % 2) ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2 }
+        FNR > 1 { v[$1] = v[$1] " " $4; u[$1] = u[$1] " " $5; s[$1] = s[$1] " " $6
+                  if (!($1 in seen)) { seen[$1] = 1; order[++n] = $1 } }
+        END { print "command,mean,stddev,median,user,system"
+              for (i = 1; i <= n; i++) { c = order[i]; print c ",,," med(v[c]) "," med(u[c]) "," med(s[c]) } }' "$out".* >"$out"
 }
 
 # --- 1. Apply latency --------------------------------------------------------------------
@@ -684,10 +687,12 @@ EOF
 Scattered /32s that do not merge (10,000: those of section 2; 100,000: 163 addresses apart
 across 10.0.0.0/8), plus the seed's; "+ one /16" adds $EXTRA_NET, which needs an interval
 set. The native set type is read back with \`nft\` after a native apply. Every other rule is
-the seed's. $BENCH_SCALE_RUNS runs each for 10,000, $BENCH_LARGE_RUNS for 100,000.
+the seed's. $BENCH_SCALE_RUNS runs each for 10,000, $BENCH_LARGE_RUNS for 100,000. The CPU times (means,
+as hyperfine reports them) split each apply into the program's own work (user) and the
+kernel's (system, mostly the set insertion, the same for both when the table is the same).
 
-| ignored IPs | native set | native apply | \`nft -f\` same table | native / \`nft -f\` (target <= 0.6) | iptables path apply (ipset) |
-| --- | --- | ---: | ---: | ---: | ---: |
+| ignored IPs | native set | native apply | \`nft -f\` same table | native / \`nft -f\` (target <= 0.6) | iptables path apply (ipset) | CPU user / system: native, \`nft -f\` |
+| --- | --- | ---: | ---: | ---: | ---: | ---: |
 EOF
     local n v label tn tf r ipt
     for n in "${LARGE_SIZES[@]}"; do
@@ -697,10 +702,11 @@ EOF
             ipt="—"; [ "$v" = "" ] && ipt=$(ms "$(median "$L" "ipt$n")")
             if [ "$NATIVE" = 1 ]; then
                 tn=$(median "$L" "n$n$v"); r=$(ratio "$tn" "$tf")
-                printf '| %s | %s | %s | %s | **%s** (%s) | %s |\n' "$label" "${NATIVE_SET[ips$n$v]}" \
-                    "$(ms "$tn")" "$(ms "$tf")" "$r" "$(verdict "$r" '<=' 0.6)" "$ipt"
+                printf '| %s | %s | %s | %s | **%s** (%s) | %s | %s, %s |\n' "$label" "${NATIVE_SET[ips$n$v]}" \
+                    "$(ms "$tn")" "$(ms "$tf")" "$r" "$(verdict "$r" '<=' 0.6)" "$ipt" \
+                    "$(cpu_times "$L" "n$n$v")" "$(cpu_times "$L" "f$n$v")"
             else
-                printf '| %s | — | — | %s | — | %s |\n' "$label" "$(ms "$tf")" "$ipt"
+                printf '| %s | — | — | %s | — | %s | —, %s |\n' "$label" "$(ms "$tf")" "$ipt" "$(cpu_times "$L" "f$n$v")"
             fi
         done
     done
