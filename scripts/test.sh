@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 need_packages=()
 command -v iptables-nft-restore >/dev/null || need_packages+=(iptables)
 command -v ipset >/dev/null || need_packages+=(ipset)
-command -v nft >/dev/null || need_packages+=(nftables)
+command -v nft >/dev/null || need_packages+=(nftables)  # tests read nf_tables state with nft
 command -v ip >/dev/null || need_packages+=(iproute2)
 command -v setpriv >/dev/null || need_packages+=(util-linux)
 command -v flock >/dev/null || need_packages+=(util-linux)
@@ -45,4 +45,7 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
+# The static binary the FROM scratch image test runs (tests/podman_deploy.rs); built here,
+# not inside a test, where cargo's build lock is held.
+scripts/build-static.sh >/dev/null
 cargo test "$@"

@@ -407,19 +407,34 @@ fn status_reports_readiness_and_gc_collects_nothing() {
     run.assert_success();
     assert!(run.stdout.trim().is_empty(), "{run}");
 
-    // Without an iptables backend on PATH, the plugin is not available (code 50).
+    // Without an iptables program on PATH, the native backend serves (it needs none).
     let mut without_iptables = node.command(MESHINIT);
     without_iptables
         .env_clear()
         .env("PATH", "/usr/bin")
         .env("CNI_COMMAND", "STATUS");
     let run = cni_runtime::run_with_stdin(without_iptables, &config.to_string());
+    run.assert_success();
+    assert!(run.stderr.contains("backend=nftables"), "{run}");
+
+    // Without the privileges ADD needs, the plugin is not available (code 50).
+    let mut unprivileged = node.command("setpriv");
+    unprivileged
+        .args([
+            "--bounding-set",
+            "-net_admin",
+            "--inh-caps",
+            "-net_admin",
+            MESHINIT,
+        ])
+        .env("CNI_COMMAND", "STATUS");
+    let run = cni_runtime::run_with_stdin(unprivileged, &config.to_string());
     assert_eq!(run.error_code(), 50, "{run}");
     assert!(
         run.error()["msg"]
             .as_str()
             .unwrap_or_default()
-            .contains("iptables"),
+            .contains("NET_ADMIN"),
         "{run}"
     );
 

@@ -145,14 +145,22 @@ fn moving_between_backends_leaves_one_set_of_rules() {
         &meshinit(app, &["apply", ECS_CONFIG, "--backend", "iptables-nft"]),
         0,
     );
+    app.iptables("iptables-nft", "-t nat -N FOREIGN");
+    app.iptables("iptables-nft", "-t nat -A OUTPUT -p udp -j FOREIGN");
     let to_native = meshinit(app, &with_native(&["apply", ECS_CONFIG]));
     assert_exit(&to_native, 0);
     assert!(
-        stderr(&to_native).contains("iptables-nft"),
-        "says it removed the iptables rules: {}",
+        stderr(&to_native)
+            .contains("moved from iptables-nft to table inet meshinit in one transaction"),
+        "replaces the iptables-nft rules atomically: {}",
         stderr(&to_native)
     );
-    assert!(!nat_state(app, "nft").contains("APPMESH"));
+    let iptables_left = nat_state(app, "nft");
+    assert!(!iptables_left.contains("APPMESH"), "{iptables_left}");
+    assert!(
+        iptables_left.contains("-A OUTPUT -p udp -j FOREIGN"),
+        "someone else's rules stay: {iptables_left}"
+    );
     assert!(native_table(app).contains("meshinit"));
     scene.assert_configured_traffic();
 

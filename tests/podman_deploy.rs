@@ -646,6 +646,109 @@ fn meshinit_image_as_init_container_of_a_pod_with_least_privilege() {
     );
 }
 
+/// The static binary scripts/test.sh builds (scripts/build-static.sh) before the tests.
+fn static_meshinit() -> Option<PathBuf> {
+    let host = Command::new("rustc").arg("-vV").output().ok()?;
+    let host = String::from_utf8_lossy(&host.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))?;
+    let path = Path::new(REPO).join(format!("target/{host}/release/meshinit"));
+    path.exists().then_some(path)
+}
+
+#[test]
+fn the_scratch_image_alone_applies_verifies_and_cleans_through_nf_tables() {
+    if !require_podman() {
+        return;
+    }
+    let Some(binary) = static_meshinit() else {
+        let why = "no static meshinit: run scripts/build-static.sh (scripts/test.sh does)";
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+        eprintln!("SKIPPED: {why}");
+        return;
+    };
+    let podman = Podman::new();
+    podman.import_app_image();
+    let image = "localhost/mshi-meshinit:test";
+    let output = Command::new(Path::new(REPO).join("scripts/build-image.sh"))
+        .args(["--variant", "static", "--binary"])
+        .arg(&binary)
+        .args(["--name", "localhost/mshi-meshinit", "--tag", "test"])
+        .env("PODMAN", podman.podman_words().join(" "))
+        .env("CONTAINERS_CONF", podman.dir.join("containers.conf"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run scripts/build-image.sh");
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let (network, bridge, subnet) = ("mshi-scratch", "mshiscr0", "10.89.43.0/24");
+    podman.write_bridge_network(network, bridge, subnet);
+    podman.checked(&["pod", "create", "--name", "bare", "--network", network]);
+    podman.checked(&["pod", "start", "bare"]);
+    let infra = podman.checked(&[
+        "pod",
+        "inspect",
+        "--format",
+        "{{.InfraContainerID}}",
+        "bare",
+    ]);
+    let pod = TestNetns::attach("podman-bare", podman.pid_of(&infra));
+    let run = |caps: &str, args: &[&str]| {
+        let mut command = vec![
+            "run",
+            "--rm",
+            "--pod",
+            "bare",
+            "--cap-drop=all",
+            "--cap-add",
+            caps,
+            "--env",
+            "APPMESH_IGNORE_UID=1337",
+            "--env",
+            "APPMESH_ENVOY_EGRESS_PORT=15001",
+            image,
+        ];
+        command.extend(args);
+        podman.run(&command)
+    };
+    // Only the static binary is in the image: no iptables, no ipset, no shell.
+    let applied = run(
+        "NET_ADMIN,NET_RAW,SETUID,SETGID",
+        &["apply", "--from-env", "--verify"],
+    );
+    assert!(
+        applied.status.success(),
+        "{}\n{}",
+        text(&applied.stdout),
+        text(&applied.stderr)
+    );
+    assert!(
+        text(&applied.stderr).contains("backend=nftables"),
+        "{}",
+        text(&applied.stderr)
+    );
+    let table = pod.run_checked("nft", &["list", "table", "inet", "meshinit"]);
+    assert!(table.contains("redirect to :15001"), "{table}");
+    let status = run("NET_ADMIN,NET_RAW", &["status", "--from-env"]);
+    assert!(status.status.success(), "{}", text(&status.stdout));
+
+    podman.host.add_address("203.0.113.7".parse().unwrap());
+    let remote = podman.host.listen(80);
+    let proxy = pod.listen(EGRESS_PORT);
+    podman.checked(&[
+        "run", "--detach", "--name", "app", "--pod", "bare", APP_IMAGE, "sleep", "600",
+    ]);
+    assert_container_traffic(&podman, "app", &proxy, &remote);
+
+    let cleaned = run("NET_ADMIN,NET_RAW", &["clean"]);
+    assert!(cleaned.status.success(), "{}", text(&cleaned.stderr));
+    let left = pod
+        .command("nft")
+        .args(["list", "table", "inet", "meshinit"])
+        .output()
+        .unwrap();
+    assert!(!left.status.success(), "clean removed the table");
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }

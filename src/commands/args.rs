@@ -32,38 +32,47 @@ pub struct ConfigArgs {
     #[arg(long)]
     pub from_env: bool,
 
-    /// IgnoredUID: the proxy's user ID; its traffic is never redirected.
-    #[arg(long, value_name = "UID")]
-    pub ignored_uid: Option<String>,
-
-    /// IgnoredGID: the proxy's group ID; its traffic is never redirected.
-    #[arg(long, value_name = "GID")]
-    pub ignored_gid: Option<String>,
-
-    /// ProxyIngressPort: where inbound connections to AppPorts are redirected.
-    #[arg(long, value_name = "PORT")]
-    pub proxy_ingress_port: Option<String>,
-
-    /// ProxyEgressPort: where outbound TCP connections are redirected (required).
-    #[arg(long, value_name = "PORT")]
-    pub proxy_egress_port: Option<String>,
-
-    /// AppPorts: comma-separated ports or ranges (8000-8010) the application listens on.
-    #[arg(long, value_name = "PORTS")]
-    pub app_ports: Option<String>,
-
-    /// EgressIgnoredIPs: comma-separated addresses/CIDRs reached directly. Always added:
-    /// 169.254.170.2, 169.254.169.254, 169.254.170.23, fd00:ec2::23, fd00:ec2::254.
-    #[arg(long, value_name = "IPS")]
-    pub egress_ignored_ips: Option<String>,
-
-    /// EgressIgnoredPorts: comma-separated ports or ranges reached directly. 22 is always added.
-    #[arg(long, value_name = "PORTS")]
-    pub egress_ignored_ports: Option<String>,
+    #[command(flatten)]
+    pub settings: SettingFlags,
 
     /// IPv6 rules: auto (when the namespace has IPv6), on (fail without it), off.
     #[arg(long, value_name = "auto|on|off")]
     pub ipv6: Option<String>,
+}
+
+/// The proxy settings as flags, named after the properties (`--ignored-uid` for ECS
+/// `IgnoredUID`, netconf `ignoredUID`): the commands that read a configuration and
+/// `cni install` (which writes one) take the same ones.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SettingFlags {
+    /// IgnoredUID (netconf ignoredUID): the proxy's user ID; its traffic is never redirected.
+    #[arg(long, value_name = "UID")]
+    pub ignored_uid: Option<String>,
+
+    /// IgnoredGID (netconf ignoredGID): the proxy's group ID; its traffic is never redirected.
+    #[arg(long, value_name = "GID")]
+    pub ignored_gid: Option<String>,
+
+    /// ProxyIngressPort (netconf proxyIngressPort): where inbound connections to AppPorts are redirected.
+    #[arg(long, value_name = "PORT")]
+    pub proxy_ingress_port: Option<String>,
+
+    /// ProxyEgressPort (netconf proxyEgressPort): where outbound TCP connections are redirected (required).
+    #[arg(long, value_name = "PORT")]
+    pub proxy_egress_port: Option<String>,
+
+    /// AppPorts (netconf appPorts): comma-separated ports or ranges (8000-8010) the application listens on.
+    #[arg(long, value_name = "PORTS")]
+    pub app_ports: Option<String>,
+
+    /// EgressIgnoredIPs (netconf egressIgnoredIPs): comma-separated addresses/CIDRs reached directly. Always added:
+    /// 169.254.170.2, 169.254.169.254, 169.254.170.23, fd00:ec2::23, fd00:ec2::254.
+    #[arg(long, value_name = "IPS")]
+    pub egress_ignored_ips: Option<String>,
+
+    /// EgressIgnoredPorts (netconf egressIgnoredPorts): comma-separated ports or ranges reached directly. 22 is always added.
+    #[arg(long, value_name = "PORTS")]
+    pub egress_ignored_ports: Option<String>,
 }
 
 impl ConfigArgs {
@@ -84,13 +93,16 @@ impl ConfigArgs {
                 .map(|v| Setting::new(name, ListValue::from_comma_separated(v)))
         };
         RawSettings {
-            ignored_uid: scalar("--ignored-uid", &self.ignored_uid),
-            ignored_gid: scalar("--ignored-gid", &self.ignored_gid),
-            proxy_ingress_port: scalar("--proxy-ingress-port", &self.proxy_ingress_port),
-            proxy_egress_port: scalar("--proxy-egress-port", &self.proxy_egress_port),
-            app_ports: list("--app-ports", &self.app_ports),
-            egress_ignored_ips: list("--egress-ignored-ips", &self.egress_ignored_ips),
-            egress_ignored_ports: list("--egress-ignored-ports", &self.egress_ignored_ports),
+            ignored_uid: scalar("--ignored-uid", &self.settings.ignored_uid),
+            ignored_gid: scalar("--ignored-gid", &self.settings.ignored_gid),
+            proxy_ingress_port: scalar("--proxy-ingress-port", &self.settings.proxy_ingress_port),
+            proxy_egress_port: scalar("--proxy-egress-port", &self.settings.proxy_egress_port),
+            app_ports: list("--app-ports", &self.settings.app_ports),
+            egress_ignored_ips: list("--egress-ignored-ips", &self.settings.egress_ignored_ips),
+            egress_ignored_ports: list(
+                "--egress-ignored-ports",
+                &self.settings.egress_ignored_ports,
+            ),
             ipv6: scalar("--ipv6", &self.ipv6),
             vocabulary: None,
         }

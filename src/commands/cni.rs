@@ -10,6 +10,7 @@ use nix::sys::signal::{self, SigHandler, Signal};
 use serde_json::Value;
 use tracing::{debug, info, warn};
 
+use super::args::SettingFlags;
 use crate::cni::install::{self, Change, DEFAULT_PLUGIN_TYPE, PluginEntry};
 use crate::error::{Error, Result};
 
@@ -80,33 +81,8 @@ pub struct InstallArgs {
     #[arg(long, value_name = "FILE")]
     pub entry: Option<PathBuf>,
 
-    /// ignoredUID: the proxy's user ID.
-    #[arg(long, value_name = "UID")]
-    pub ignored_uid: Option<String>,
-
-    /// ignoredGID: the proxy's group ID.
-    #[arg(long, value_name = "GID")]
-    pub ignored_gid: Option<String>,
-
-    /// proxyIngressPort.
-    #[arg(long, value_name = "PORT")]
-    pub proxy_ingress_port: Option<String>,
-
-    /// proxyEgressPort (required, here or in the entry file).
-    #[arg(long, value_name = "PORT")]
-    pub proxy_egress_port: Option<String>,
-
-    /// appPorts: comma-separated ports or ranges.
-    #[arg(long, value_name = "PORTS")]
-    pub app_ports: Option<String>,
-
-    /// egressIgnoredIPs: comma-separated addresses or CIDRs.
-    #[arg(long, value_name = "IPS")]
-    pub egress_ignored_ips: Option<String>,
-
-    /// egressIgnoredPorts: comma-separated ports or ranges.
-    #[arg(long, value_name = "PORTS")]
-    pub egress_ignored_ports: Option<String>,
+    #[command(flatten)]
+    pub settings: SettingFlags,
 
     /// enableIPv6: true (IPv6 rules when the pod's namespace has IPv6) or false.
     #[arg(long, value_name = "true|false")]
@@ -135,13 +111,16 @@ impl InstallArgs {
             })
         };
         [
-            ("ignoredUID", text(&self.ignored_uid)),
-            ("ignoredGID", text(&self.ignored_gid)),
-            ("proxyIngressPort", text(&self.proxy_ingress_port)),
-            ("proxyEgressPort", text(&self.proxy_egress_port)),
-            ("appPorts", list(&self.app_ports)),
-            ("egressIgnoredPorts", list(&self.egress_ignored_ports)),
-            ("egressIgnoredIPs", list(&self.egress_ignored_ips)),
+            ("ignoredUID", text(&self.settings.ignored_uid)),
+            ("ignoredGID", text(&self.settings.ignored_gid)),
+            ("proxyIngressPort", text(&self.settings.proxy_ingress_port)),
+            ("proxyEgressPort", text(&self.settings.proxy_egress_port)),
+            ("appPorts", list(&self.settings.app_ports)),
+            (
+                "egressIgnoredPorts",
+                list(&self.settings.egress_ignored_ports),
+            ),
+            ("egressIgnoredIPs", list(&self.settings.egress_ignored_ips)),
             ("enableIPv6", self.enable_ipv6.map(Value::Bool)),
         ]
         .into_iter()

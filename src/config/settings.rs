@@ -89,12 +89,13 @@ pub enum Vocabulary {
 
 impl Vocabulary {
     pub fn name(self, property: Property) -> &'static str {
-        PROPERTY_NAMES[self as usize][property as usize]
+        NAMES[self as usize][property as usize]
     }
 }
 
-/// Each vocabulary's names (rows in `Vocabulary` order, columns in `Property` order).
-const PROPERTY_NAMES: [[&str; 8]; 4] = [
+/// Each vocabulary's names (rows in `Vocabulary` order, columns in `Property` order): the
+/// one table every source reads its names from.
+pub const NAMES: [[&str; 8]; 4] = [
     // ECS has no IPv6 property; its users set it with the flag.
     [
         "IgnoredUID",

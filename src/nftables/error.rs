@@ -46,7 +46,10 @@ impl NftError {
             // ENOENT on a NAT chain or a rule of our own self-consistent batch: the chain
             // type or an expression (nat, fib, redir) is missing from the kernel.
             libc::ENOENT if creating_nat_chain_or_rule => NftError::Unavailable {
-                what: what.to_owned(),
+                what: format!(
+                    "{what}: the kernel lacks nf_tables NAT (nft_chain_nat, nft_redir or \
+                     nft_fib); use an iptables backend or load those modules"
+                ),
                 source,
             },
             _ => NftError::Refused {

@@ -45,7 +45,7 @@ pub use fake_tools::{FakeBehavior, FakeTools};
 pub use listener::Listener;
 pub use netns::{
     APP_IFACE, APP_V4, APP_V6, INIT_NET_NS_INODE, NETNS_DIR, NETNS_PREFIX, NetnsPair, PEER_IFACE,
-    PEER_V4, PEER_V6, TestNetns, netns_exists,
+    PEER_V4, PEER_V6, TestNetns, is_machines_namespace, netns_exists,
 };
 
 /// Whether this process may create namespaces and program netfilter (that needs root).

@@ -24,9 +24,17 @@ use nix::sched::{CloneFlags, setns};
 pub const NETNS_PREFIX: &str = "mshi-";
 /// Where `ip netns add` bind-mounts namespace files.
 pub const NETNS_DIR: &str = "/var/run/netns";
-/// Inode of the machine's own (initial) network namespace (`PROC_NET_INIT_INO`). The
-/// harness refuses to work in a namespace with this inode.
+/// Inode of the machine's own (initial) network namespace (`PROC_NET_INIT_INO`) since Linux
+/// 6.18; older kernels allocate it at boot. The harness refuses to work in a namespace with
+/// this inode or in the one the tests were started in (see `is_machines_namespace`).
 pub const INIT_NET_NS_INODE: u64 = 0xEFFF_FFF9;
+
+/// Whether `inode` is the machine's namespace: the fixed initial inode, or the namespace of
+/// this process's main thread (which never leaves it), on any kernel.
+pub fn is_machines_namespace(inode: u64) -> bool {
+    inode == INIT_NET_NS_INODE
+        || std::fs::metadata("/proc/self/ns/net").map(|m| m.ino()).ok() == Some(inode)
+}
 
 /// Interface name of the app's end of the veth pair (what a pod usually calls it).
 pub const APP_IFACE: &str = "eth0";
@@ -74,9 +82,8 @@ impl TestNetns {
         let inode = std::fs::metadata(&ns.path)
             .unwrap_or_else(|e| panic!("cannot stat {}: {e}", ns.path.display()))
             .ino();
-        assert_ne!(
-            inode,
-            INIT_NET_NS_INODE,
+        assert!(
+            !is_machines_namespace(inode),
             "{} is the machine's own network namespace; refusing to use it",
             ns.path.display()
         );
@@ -341,7 +348,7 @@ pub fn netns_exists(name: &str) -> bool {
 pub(super) fn enter_netns_on_this_thread(path: &Path) -> Result<(), String> {
     let file = File::open(path).map_err(|e| format!("open {}: {e}", path.display()))?;
     let wanted_inode = file.metadata().map_err(|e| e.to_string())?.ino();
-    if wanted_inode == INIT_NET_NS_INODE {
+    if is_machines_namespace(wanted_inode) {
         return Err(format!(
             "{} is the machine's own network namespace",
             path.display()

@@ -5,20 +5,11 @@ use serde_json::Value;
 
 use super::json::{UniqueKeyObject, scalar_text};
 use super::suggest::{self, Suggester};
-use crate::config::settings::{ListValue, RawSettings, Setting, Vocabulary};
+use crate::config::settings::{ListValue, NAMES, RawSettings, Setting, Vocabulary};
 use crate::error::ConfigError;
 
 /// The plugin-specific keys of the `aws-appmesh` network config.
-pub const PROPERTY_NAMES: [&str; 8] = [
-    "ignoredUID",
-    "ignoredGID",
-    "proxyIngressPort",
-    "proxyEgressPort",
-    "appPorts",
-    "egressIgnoredPorts",
-    "egressIgnoredIPs",
-    "enableIPv6",
-];
+pub const PROPERTY_NAMES: [&str; 8] = NAMES[Vocabulary::Cni as usize];
 
 /// Keys the CNI specification defines for any plugin's config; they are accepted and, apart
 /// from what the CNI mode reads itself, ignored here.

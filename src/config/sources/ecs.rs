@@ -7,19 +7,11 @@ use serde_json::Value;
 
 use super::json::{UniqueKeyObject, as_object, scalar_text};
 use super::suggest::Suggester;
-use crate::config::settings::{RawSettings, Vocabulary};
+use crate::config::settings::{NAMES, RawSettings, Vocabulary};
 use crate::error::ConfigError;
 
-/// The property names the ECS agent knows, in the seed's spelling.
-pub const PROPERTY_NAMES: [&str; 7] = [
-    "IgnoredUID",
-    "IgnoredGID",
-    "ProxyIngressPort",
-    "ProxyEgressPort",
-    "AppPorts",
-    "EgressIgnoredIPs",
-    "EgressIgnoredPorts",
-];
+/// The property names the ECS agent knows, in the seed's spelling (it has no IPv6 one).
+pub const PROPERTY_NAMES: &[&str] = NAMES[Vocabulary::Ecs as usize].split_at(7).0;
 
 const PROXY_CONFIGURATION_KEYS: [&str; 3] = ["type", "containerName", "properties"];
 
@@ -149,7 +141,7 @@ fn assign(
             return Err(ConfigError::new(
                 unknown,
                 Some(value),
-                suggester.hint(unknown, &PROPERTY_NAMES),
+                suggester.hint(unknown, PROPERTY_NAMES),
             ));
         }
     }

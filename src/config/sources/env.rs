@@ -5,19 +5,10 @@ use std::ffi::OsString;
 use tracing::warn;
 
 use super::suggest;
-use crate::config::settings::{RawSettings, Setting};
+use crate::config::settings::{NAMES, RawSettings, Setting, Vocabulary};
 use crate::error::ConfigError;
 
-pub const VARIABLE_NAMES: [&str; 8] = [
-    "APPMESH_IGNORE_UID",
-    "APPMESH_IGNORE_GID",
-    "APPMESH_ENVOY_INGRESS_PORT",
-    "APPMESH_ENVOY_EGRESS_PORT",
-    "APPMESH_APP_PORTS",
-    "APPMESH_EGRESS_IGNORED_IP",
-    "APPMESH_EGRESS_IGNORED_PORTS",
-    "APPMESH_ENABLE_IPV6",
-];
+pub const VARIABLE_NAMES: [&str; 8] = NAMES[Vocabulary::Env as usize];
 
 /// Variables that share the prefix but belong to Envoy or the controller; not ours to judge.
 const FOREIGN_VARIABLES: [&str; 6] = [

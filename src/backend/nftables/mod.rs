@@ -3,6 +3,8 @@
 //! live in the one table, so IPv4 and IPv6 change in one transaction; sets of any length
 //! replace ipsets and the 15-port limit.
 
+mod migration;
+
 use tracing::info;
 
 use super::{
@@ -105,9 +107,15 @@ impl Backend for NftablesBackend {
         let planned = Self::planned(desired);
         let changed = match (&planned, dry_run) {
             (Some(table), false) => {
-                let report = connection.commit(table).map_err(kernel_error)?;
-                info!(change = ?report.change, attempts = report.attempts, "inet {TABLE_NAME} committed");
-                report.change != Change::Unchanged
+                if migration::migrate_from_iptables_nft(&mut connection, table)
+                    .map_err(kernel_error)?
+                {
+                    true
+                } else {
+                    let report = connection.commit(table).map_err(kernel_error)?;
+                    info!(change = ?report.change, attempts = report.attempts, "inet {TABLE_NAME} committed");
+                    report.change != Change::Unchanged
+                }
             }
             (None, false) => {
                 let deletion = connection.delete_table(TABLE_NAME).map_err(kernel_error)?;

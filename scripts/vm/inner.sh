@@ -1,0 +1,243 @@
+#!/usr/bin/env bash
+# The part of the VM tests that runs inside the VM, as root: shared by scripts/vm-test.sh
+# (qemu, Debian kernels, prebuilt test binaries) and the Vagrantfile (cargo in the VM), so
+# the two never drift.
+#
+# Usage: scripts/vm/inner.sh [--case CASE] [--prebuilt "EXE..."]
+#   --case suite          the project's whole test suite with CI=true (default)
+#   --case ipv6-disabled  needs a kernel booted with ipv6.disable=1: apply (IPv6 auto) exits 0
+#                         and programs IPv4 only; --ipv6 on exits 4 and changes nothing
+#   --case no-legacy      needs the legacy x_tables modules unloadable (module_blacklist=...):
+#                         --backend auto works through nf_tables; --backend legacy fails clearly
+#   --case no-nft-compat  hook for the native nf_tables backend: not applicable yet (exit 77)
+#   --prebuilt LIST       run these test executables (paths relative to the project) instead
+#                         of `cargo test`; without it, installs scripts/vm/packages and uses cargo
+# Exit: 0 passed, 1 failed, 77 not applicable, 2 usage.
+set -uo pipefail
+cd "$(dirname "$0")/../.." || exit 2
+project=$PWD
+export CI=true NO_COLOR=1
+
+case_name=suite prebuilt=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --case) case_name=${2:?--case needs a value}; shift 2 ;;
+    --prebuilt) prebuilt=${2?--prebuilt needs a list}; shift 2 ;;
+    *) echo "inner.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+[ "$(id -u)" -eq 0 ] || { echo "inner.sh: run as root (the tests create namespaces)" >&2; exit 2; }
+
+failures=0
+pass() { echo "vm:   ok    $*"; }
+fail() { echo "vm:   FAIL  $*"; failures=$((failures + 1)); }
+
+install_packages() {
+  local missing=()
+  while read -r pkg; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done < <(grep -v '^\s*\(#\|$\)' scripts/vm/packages)
+  [ ${#missing[@]} -eq 0 ] && return
+  echo "vm: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+run_suite() {
+  # As on a node that uses iptables-legacy: meshinit drops CAP_SYS_MODULE, so iptables-legacy
+  # cannot load these itself, and the suite runs every test on the legacy backend too.
+  modprobe -a ip_tables iptable_nat ip6_tables ip6table_nat 2>/dev/null || true
+  if [ -z "$prebuilt" ]; then
+    if cargo test; then pass "cargo test"; else fail "cargo test"; fi
+    return
+  fi
+  local exe start status
+  export CARGO_MANIFEST_DIR=$project
+  for exe in $prebuilt; do
+    start=$(date +%s)
+    echo "vm: running $exe"
+    "$project/$exe"
+    status=$?
+    if [ $status -eq 0 ]; then
+      pass "$(basename "$exe") ($(( $(date +%s) - start ))s)"
+    else
+      fail "$(basename "$exe") exited $status ($(( $(date +%s) - start ))s)"
+    fi
+  done
+}
+
+# --- helpers for the kernel cases: a namespace pair, meshinit run inside the app side ---
+if [ -z "$prebuilt" ]; then
+  install_packages || { echo "inner.sh: cannot install scripts/vm/packages" >&2; exit 1; }
+  cargo build --quiet || exit 1
+fi
+meshinit=$project/target/debug/meshinit
+config=$project/tests/configs/traffic-ecs.json
+app=vmcase-app peer=vmcase-peer
+out=$(mktemp -d)
+cleanup() { ip netns del "$app" 2>/dev/null; ip netns del "$peer" 2>/dev/null; rm -rf "$out"; }
+trap cleanup EXIT
+
+fresh_namespaces() { # app reaches 192.0.2.0/24 and the rest through the peer (IPv4 only)
+  cleanup; mkdir -p "$out"
+  ip netns add "$app" && ip netns add "$peer" &&
+    ip -n "$app" link set lo up && ip -n "$peer" link set lo up &&
+    ip -n "$app" link add eth0 type veth peer name peer0 netns "$peer" &&
+    ip -n "$app" addr add 198.51.100.1/24 dev eth0 && ip -n "$app" link set eth0 up &&
+    ip -n "$peer" addr add 198.51.100.2/24 dev peer0 && ip -n "$peer" link set peer0 up &&
+    ip -n "$app" route add default via 198.51.100.2
+}
+
+# meshinit NAME ARGS...: runs meshinit in the app namespace; stdout/stderr/exit in $out/NAME.*
+meshinit() {
+  local name=$1; shift
+  ip netns exec "$app" "$meshinit" "$@" >"$out/$name.out" 2>"$out/$name.err"
+  echo $? >"$out/$name.code"
+}
+
+# expect NAME CODE TEXT WHAT: exit code and a text on stderr of an earlier `meshinit NAME`
+expect() {
+  local name=$1 code=$2 text=$3 what=$4 got
+  got=$(cat "$out/$name.code")
+  if [ "$got" = "$code" ] && { [ -z "$text" ] || grep -qF -- "$text" "$out/$name.err"; }; then
+    pass "$what (exit $got)"
+  else
+    fail "$what: expected exit $code${text:+ and \"$text\" on stderr}, got exit $got"
+    sed 's/^/vm:         stderr: /' "$out/$name.err" | tail -20
+    sed 's/^/vm:         stdout: /' "$out/$name.out" | tail -20
+  fi
+}
+
+nat_rules() { ip netns exec "$app" "iptables-$1-save" -t nat 2>&1 | grep -v '^#'; }
+
+case_ipv6_disabled() {
+  if [ -e /proc/sys/net/ipv6 ]; then
+    fail "precondition: this kernel has IPv6; boot it with ipv6.disable=1"; return
+  fi
+  pass "precondition: the kernel has no IPv6 (/proc/sys/net/ipv6 absent)"
+  fresh_namespaces || { fail "setting up the namespaces"; return; }
+  meshinit auto apply --verify "$config"
+  expect auto 0 "programming IPv4 only" "apply --verify with IPv6 auto programs and proves IPv4 only"
+  if nat_rules nft | grep -q -- '-j APPMESH_EGRESS'; then pass "IPv4 rules installed"; else
+    fail "IPv4 rules missing after apply:"; nat_rules nft | sed 's/^/vm:         /'
+  fi
+  meshinit status status "$config"
+  expect status 0 "" "status agrees with the config"
+  local before; before=$(nat_rules nft)
+  meshinit on apply "$config" --ipv6 on
+  expect on 4 "IPv6 is required" "apply --ipv6 on exits 4 naming the missing IPv6"
+  if [ "$before" = "$(nat_rules nft)" ]; then pass "the failed apply changed nothing"; else
+    fail "the failed apply --ipv6 on changed the IPv4 rules"
+  fi
+  meshinit clean clean
+  expect clean 0 "" "clean"
+  if nat_rules nft | grep -q APPMESH || native_table | grep -q meshinit; then
+    fail "clean left rules of ours"
+  else
+    pass "clean removed everything"
+  fi
+}
+
+# table inet meshinit as nft prints it (nothing when there is none).
+native_table() {
+  ip netns exec "$app" nft list table inet meshinit 2>/dev/null
+}
+
+case_no_nft_compat() {
+  fresh_namespaces || { fail "setting up the namespaces"; return; }
+  if ip netns exec "$app" iptables-nft -t nat -A OUTPUT -m owner --uid-owner 1 -j RETURN 2>/dev/null; then
+    fail "precondition: iptables-nft's owner match works; boot with nft_compat blacklisted"; return
+  fi
+  pass "precondition: iptables-nft cannot use its x_tables matches (nft_compat not loadable)"
+  meshinit native apply --verify "$config" --backend nftables
+  expect native 0 "" "apply --verify --backend nftables works without nft_compat"
+  if native_table | grep -q 'redirect to :'; then pass "table inet meshinit holds the redirect"; else
+    fail "no table inet meshinit after apply"
+  fi
+  meshinit status status "$config" --backend nftables
+  expect status 0 "" "status agrees with the config"
+  meshinit clean clean
+  expect clean 0 "" "clean"
+  if native_table | grep -q meshinit; then fail "clean left the table"; else pass "clean removed the table"; fi
+}
+
+case_no_legacy() {
+  fresh_namespaces || { fail "setting up the namespaces"; return; }
+  if ip netns exec "$app" iptables-legacy -t nat -S >/dev/null 2>&1; then
+    fail "precondition: iptables-legacy works; boot with the legacy table modules blacklisted"; return
+  fi
+  pass "precondition: iptables-legacy cannot reach the nat table (modules not loadable)"
+  meshinit legacy apply "$config" --backend legacy
+  expect legacy 4 "iptables-legacy cannot read" "apply --backend legacy exits 4 naming the unusable legacy backend"
+  grep '^meshinit:' "$out/legacy.err" | sed 's/^/vm:         /' 
+  if nat_rules nft | grep -q APPMESH; then fail "the failed legacy apply left nft rules"; else
+    pass "the failed legacy apply installed nothing"
+  fi
+  meshinit auto apply --verify "$config" --backend auto
+  expect auto 0 "" "apply --verify --backend auto works through nf_tables"
+  if nat_rules nft | grep -q -- '-j APPMESH_EGRESS' || native_table | grep -q redirect; then
+    pass "rules installed through nf_tables (iptables-nft or the native table)"
+  else
+    fail "no rules of ours in iptables-nft-save nor in table inet meshinit after apply"
+  fi
+  meshinit status status "$config"
+  expect status 0 "" "status agrees with the config"
+  meshinit clean clean
+  expect clean 0 "" "clean"
+  if nat_rules nft | grep -q APPMESH || native_table | grep -q meshinit; then
+    fail "clean left rules of ours"
+  else
+    pass "clean removed everything"
+  fi
+}
+
+# table inet meshinit as nft prints it (nothing when there is none).
+native_table() {
+  ip netns exec "$app" nft list table inet meshinit 2>/dev/null
+}
+
+case_no_nft_compat() {
+  fresh_namespaces || { fail "setting up the namespaces"; return; }
+  if ip netns exec "$app" iptables-nft -t nat -A OUTPUT -m owner --uid-owner 1 -j RETURN 2>/dev/null; then
+    fail "precondition: iptables-nft's owner match works; boot with nft_compat blacklisted"; return
+  fi
+  pass "precondition: iptables-nft cannot use its x_tables matches (nft_compat not loadable)"
+  meshinit native apply --verify "$config" --backend nftables
+  expect native 0 "" "apply --verify --backend nftables works without nft_compat"
+  if native_table | grep -q 'redirect to :'; then pass "table inet meshinit holds the redirect"; else
+    fail "no table inet meshinit after apply"
+  fi
+  meshinit status status "$config" --backend nftables
+  expect status 0 "" "status agrees with the config"
+  meshinit clean clean
+  expect clean 0 "" "clean"
+  if native_table | grep -q meshinit; then fail "clean left the table"; else pass "clean removed the table"; fi
+}
+
+case_no_nft_nat() {
+  fresh_namespaces || { fail "setting up the namespaces"; return; }
+  if printf 'table ip probe { chain c { type nat hook output priority 0; } }\n' | ip netns exec "$app" nft -f - 2>/dev/null; then
+    fail "precondition: nf_tables nat chains work; boot with nft_chain_nat blacklisted"; return
+  fi
+  pass "precondition: the kernel has no nf_tables nat chains (nft_chain_nat not loadable)"
+  meshinit native apply "$config" --backend nftables
+  expect native 4 "nftables cannot be used here" "apply --backend nftables exits 4 naming the backend"
+  grep '^meshinit:' "$out/native.err" | sed 's/^/vm:         /'
+  if native_table | grep -q meshinit; then fail "the refused apply left a table"; else
+    pass "the refused apply left nothing"
+  fi
+}
+
+echo "vm: case $case_name on kernel $(uname -r)"
+case $case_name in
+  suite) run_suite ;;
+  ipv6-disabled) case_ipv6_disabled ;;
+  no-legacy) case_no_legacy ;;
+  no-nft-compat) case_no_nft_compat ;;
+  no-nft-nat) case_no_nft_nat ;;
+  *) echo "inner.sh: unknown case $case_name (suite, ipv6-disabled, no-legacy, no-nft-compat, no-nft-nat)" >&2; exit 2 ;;
+esac
+
+if [ $failures -eq 0 ]; then echo "vm: case $case_name passed"; exit 0; fi
+echo "vm: case $case_name: $failures check(s) failed"
+exit 1
