@@ -11,7 +11,9 @@
 //! never exhausts ephemeral ports. One thread means no cross-CPU wake-ups in the measured
 //! path, which otherwise make the rate swing with scheduling. It stops after `--connections`
 //! or `--seconds`, whichever comes first, and prints one line:
-//! `rate=<connections/s> connections=<n> seconds=<s>`.
+//! `rate=<connections/s> connections=<n> seconds=<s> cpu_rate=<connections per CPU second>
+//! cpu_seconds=<s>`; the second rate divides by the thread's own CPU time, so it moves less
+//! when other processes compete for the CPUs.
 //!
 //! `cargo bench` alone only prints a pointer to the script: the tool needs the namespace.
 
@@ -177,6 +179,7 @@ fn run(options: &Options) -> Result<()> {
     for _ in 0..options.warmup {
         one_connection(options, &listener, false)?;
     }
+    let cpu_start = thread_cpu_nanos()?;
     let start = Instant::now();
     let limit = Duration::from_secs_f64(options.seconds);
     let mut done = 0u64;
@@ -189,13 +192,27 @@ fn run(options: &Options) -> Result<()> {
         }
     }
     let seconds = start.elapsed().as_secs_f64();
+    let cpu_seconds = (thread_cpu_nanos()? - cpu_start) as f64 / 1e9;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "rate={:.0} connections={done} seconds={seconds:.3}",
-        done as f64 / seconds
+        "rate={:.0} connections={done} seconds={seconds:.3} cpu_rate={:.0} cpu_seconds={cpu_seconds:.3}",
+        done as f64 / seconds,
+        done as f64 / cpu_seconds.max(1e-9)
     )?;
     Ok(())
+}
+
+/// Time this thread has spent on a CPU, in ns (`/proc/thread-self/schedstat`, first field):
+/// the connect, the nat chain walk and the accept all run in it, and unlike the wall clock it
+/// does not count the time other processes held the CPU.
+fn thread_cpu_nanos() -> Result<u64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat")
+        .context("reading /proc/thread-self/schedstat")?;
+    stat.split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("unexpected /proc/thread-self/schedstat: {stat:?}"))
 }
 
 fn main() -> ExitCode {

@@ -7,13 +7,19 @@
 #   2. long exclusion lists (100 / 1,000 / 10,000 EgressIgnoredIPs, 1,000 ignored ports):
 #      apply time and new-connection rate through the rules, meshinit (ipset) vs the linear
 #      chain of one RETURN rule per entry;
-#   3. footprint: binary size, peak RSS, render start-up, child processes per apply.
+#   3. footprint: binary size, peak RSS, render start-up, child processes per apply;
+#   4. the native nf_tables backend (issue 12, `apply --backend nftables`): seed apply against
+#      the floor and the per-rule way, 10,000 and 100,000 ignored IPs (hash set, and interval
+#      set with one extra /16) against `nft -f` of the same table, the new-connection rate
+#      through its sets, and peak RSS at 100,000 IPs against `nft -f` and the iptables path.
+#      Measured when the binary has that backend; otherwise only its references are.
 # It prints markdown tables of medians and ratios and writes them to BENCHMARKS.md with a
 # description of the machine. It reports; it asserts no timing.
 #
 # Usage (as root, on a quiet machine):  scripts/bench.sh [--quick] [--output FILE]
 #   --quick   few iterations, to check the script itself (numbers are not worth quoting)
-# Iterations can be overridden: BENCH_RUNS, BENCH_SCALE_RUNS, BENCH_RATE_ROUNDS,
+# Iterations can be overridden: BENCH_RUNS, BENCH_SCALE_RUNS, BENCH_LARGE_RUNS (100,000 IPs),
+# BENCH_ROUNDS (timed runs are split into rounds over all contenders), BENCH_RATE_ROUNDS,
 # BENCH_RATE_CONNECTIONS, BENCH_RATE_SECONDS.
 #
 # Safety: the machine's own network namespace is never touched. Every command that reads or
@@ -40,15 +46,15 @@ while [ $# -gt 0 ]; do
 done
 
 if [ "$QUICK" = 1 ]; then
-    : "${BENCH_RUNS:=5}" "${BENCH_SCALE_RUNS:=3}" "${BENCH_RATE_ROUNDS:=1}"
+    : "${BENCH_RUNS:=5}" "${BENCH_SCALE_RUNS:=3}" "${BENCH_LARGE_RUNS:=2}" "${BENCH_ROUNDS:=1}" "${BENCH_RATE_ROUNDS:=1}"
     : "${BENCH_RATE_CONNECTIONS:=3000}" "${BENCH_RATE_SECONDS:=0.5}"
 else
-    : "${BENCH_RUNS:=40}" "${BENCH_SCALE_RUNS:=15}" "${BENCH_RATE_ROUNDS:=5}"
-    : "${BENCH_RATE_CONNECTIONS:=20000}" "${BENCH_RATE_SECONDS:=1.5}"
+    : "${BENCH_RUNS:=100}" "${BENCH_SCALE_RUNS:=20}" "${BENCH_LARGE_RUNS:=12}" "${BENCH_ROUNDS:=4}" "${BENCH_RATE_ROUNDS:=9}"
+    : "${BENCH_RATE_CONNECTIONS:=20000}" "${BENCH_RATE_SECONDS:=1}"
 fi
 RATE_WARMUP=300
 
-log() { printf '\n== %s\n' "$*" >&2; }
+log() { printf '\n== [%ss] %s\n' "$SECONDS" "$*" >&2; }
 thousands() { awk -v n="$1" 'BEGIN { s = sprintf("%.0f", n); while (s ~ /[0-9][0-9][0-9][0-9]/) sub(/[0-9][0-9][0-9]($|,)/, ",&", s); print s }'; }
 die() { echo "bench.sh: $*" >&2; exit 1; }
 
@@ -59,6 +65,7 @@ missing=()
 command -v hyperfine >/dev/null || missing+=(hyperfine)
 command -v iptables-nft-restore >/dev/null || missing+=(iptables)
 command -v ipset >/dev/null || missing+=(ipset)
+command -v nft >/dev/null || missing+=(nftables)
 [ -x /usr/bin/time ] || missing+=(time)
 command -v strace >/dev/null || missing+=(strace)
 command -v ip >/dev/null || missing+=(iproute2)
@@ -74,6 +81,16 @@ cargo build --release
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 MESHINIT=$TARGET_DIR/release/meshinit
 [ -x "$MESHINIT" ] || die "no $MESHINIT after cargo build --release"
+# The native nf_tables backend (issue 12) is measured when this binary offers it.
+NATIVE=0
+# (The help text read whole first: grep -q would cut the pipe, and pipefail would see SIGPIPE.)
+apply_help=$("$MESHINIT" apply --help 2>/dev/null || true)
+grep -qw -- nftables <<<"$apply_help" && NATIVE=1
+# The iptables path pinned, whatever `auto` picks in a fresh namespace.
+IPT_FLAGS=(--backend iptables-nft)
+IPT_BACKEND="${IPT_FLAGS[*]}"
+NATIVE_FLAGS=(--backend nftables)
+NATIVE_BACKEND="${NATIVE_FLAGS[*]}"   # the same, inside command strings
 rate_tool_built=$(cargo bench --bench connection_rate --no-run --message-format=json \
     | sed -n 's/.*"executable":"\([^"]*connection_rate[^"]*\)".*/\1/p' | tail -n 1)
 [ -x "$rate_tool_built" ] || die "cannot find the connection_rate bench executable"
@@ -115,10 +132,11 @@ config() { # ignored_ips ignored_ports
   {"name":"EgressIgnoredPorts","value":"%s"},
   {"name":"EgressIgnoredIPs","value":"%s"}]}\n' "$2" "$1"
 }
-# N scattered /32s across 10.0.0.0/8, 1,657 addresses apart: no two merge into a shorter
-# prefix, so the set holds N entries (the hard case for a set; a chain does not care).
-scattered_ips() {
-    awk -v n="$1" 'BEGIN { for (i = 0; i < n; i++) { a = 167772161 + i * 1657
+# N scattered /32s across 10.0.0.0/8, STEP (odd, default 1,657) addresses apart: no two merge
+# into a shorter prefix, so the set holds N entries (the hard case for a set; a chain does not
+# care). 100,000 of them need a step of at most 167 to stay inside 10.0.0.0/8.
+scattered_ips() { # n [step]
+    awk -v n="$1" -v step="${2:-1657}" 'BEGIN { for (i = 0; i < n; i++) { a = 167772161 + i * step
         printf "%s%d.%d.%d.%d", (i ? "," : ""), int(a / 16777216), int(a / 65536) % 256, int(a / 256) % 256, a % 256 } }'
 }
 # N consecutive addresses from 10.0.0.0: merged CIDRs collapse them to a handful of entries.
@@ -172,11 +190,14 @@ SIZED_DIFFERS=0
 cmp -s ips10000.ipset ips10000.sized.ipset || SIZED_DIFFERS=1
 # How meshinit matches the IPv4 lists of a configuration, from its own render:
 # "hash:net set (10,003 entries), 1 multiport rule" or "3 `-d` rules, 1 multiport rule".
+# Sets are named after their content and filled under a staging name (`create
+# APPMESH_TMP_NET4_<hash>`, `add ...`, `rename ... APPMESH_IGNORED_NET4_<hash>`): the IPv4 ones
+# have a 4 before the hash.
 plan_of() { # config
     local sets rules
     sets=$("$MESHINIT" render --sets "$1" 2>/dev/null | awk '
-        $1 == "create" && $2 ~ /4$/ { type[$2] = $3 }
-        $1 == "add" { name = $2; sub(/_NEW$/, "", name); if (name in type) n[name]++ }
+        $1 == "create" && $2 ~ /4_[0-9a-f]+$/ { type[$2] = $3 }
+        $1 == "add" && ($2 in type) { n[$2]++ }
         END { for (s in n) print type[s], n[s] }')
     rules=$("$MESHINIT" render --family ipv4 "$1" 2>/dev/null)
     local nets ports d m
@@ -192,6 +213,54 @@ declare -A PLAN
 for c in "$REPO/$SEED" ips100.json ips1000.json ips10000.json contig10000.json ports1000.json; do
     PLAN[$(basename "$c" .json)]=$(plan_of "$c")
 done
+[ "${PLAN[ips10000]}" != "${PLAN[ips10000]#hash:net set (10,003 }" ] \
+    || die "cannot read the set of 10,000 IPs from meshinit render --sets: ${PLAN[ips10000]}"
+
+# Issue 12: 10,000 and 100,000 scattered /32s; the "i" variants add one /16 outside them,
+# which makes the native backend's set an interval set (only single addresses: a hash set).
+EXTRA_NET=172.16.0.0/16
+LARGE_SIZES=(10000 100000)
+declare -A LARGE_IPS
+LARGE_IPS[10000]=$(scattered_ips 10000)        # the same addresses as ips10000.json
+LARGE_IPS[100000]=$(scattered_ips 100000 163)
+for n in "${LARGE_SIZES[@]}"; do
+    [ -e "ips$n.json" ] || config "$SEED_IPS,${LARGE_IPS[$n]}" 22 >"ips$n.json"
+    config "$SEED_IPS,${LARGE_IPS[$n]},$EXTRA_NET" 22 >"ips${n}i.json"
+done
+# The same table written for `nft -f`: what meshinit's native backend installs for these
+# configurations (the sanity checks below make meshinit status confirm it), with the
+# addresses meshinit always adds (169.254.170.23, fd00:ec2::23, fd00:ec2::254).
+nft_ruleset() { # IPv4 elements (comma-separated), interval (0 or 1)
+    local flags=""
+    [ "$2" = 1 ] && flags=" flags interval;"
+    cat <<NFT
+table inet meshinit {
+  set ignored_ipv4 { type ipv4_addr;$flags elements = { $1 }; }
+  set ignored_ipv6 { type ipv6_addr; elements = { fd00:ec2::23, fd00:ec2::254 }; }
+  chain prerouting { type nat hook prerouting priority dstnat; policy accept;
+    fib saddr type local return
+    tcp dport 9080 redirect to :15000
+  }
+  chain output { type nat hook output priority -100; policy accept;
+    meta l4proto != tcp return
+    fib daddr type local return
+    meta skuid 1337 return
+    tcp dport 22 return
+    ip daddr @ignored_ipv4 return
+    ip6 daddr @ignored_ipv6 return
+    meta l4proto tcp redirect to :15001
+  }
+}
+NFT
+}
+nft_ruleset "$SEED_IPS,169.254.170.23" 0 >seed.nft
+# nft's own start-up and an empty commit: seed.nft minus this is the kernel's share of the table.
+printf 'table inet meshinit {\n}\n' >empty.nft
+for n in "${LARGE_SIZES[@]}"; do
+    nft_ruleset "$SEED_IPS,169.254.170.23,${LARGE_IPS[$n]}" 0 >"ips$n.nft"
+    nft_ruleset "$SEED_IPS,169.254.170.23,${LARGE_IPS[$n]},$EXTRA_NET" 1 >"ips${n}i.nft"
+done
+unset LARGE_IPS
 
 cd "$REPO"
 
@@ -202,47 +271,122 @@ in_sync() { # description, commands run in a fresh namespace before `meshinit st
     unshare -n sh -c "$2 && $MESHINIT status $3 >/dev/null 2>&1" \
         || die "$1 does not leave the rules meshinit status calls in sync"
 }
-in_sync "meshinit apply" "$MESHINIT apply $SEED 2>/dev/null" "$SEED"
-in_sync "appmesh-per-rule.sh" "sh scripts/bench/appmesh-per-rule.sh" "$SEED"
-in_sync "the bare restore" "iptables-nft-restore --noflush <$W/seed.v4 && ip6tables-nft-restore --noflush <$W/seed.v6" "$SEED"
-in_sync "the bare set restore" "ipset restore <$W/ips10000.ipset && iptables-nft-restore --noflush <$W/ips10000.v4 && ip6tables-nft-restore --noflush <$W/ips10000.v6" "$W/ips10000.json"
+in_sync "meshinit apply" "$MESHINIT apply $IPT_BACKEND $SEED 2>/dev/null" "$IPT_BACKEND $SEED"
+in_sync "appmesh-per-rule.sh" "sh scripts/bench/appmesh-per-rule.sh" "$IPT_BACKEND $SEED"
+in_sync "the bare restore" "iptables-nft-restore --noflush <$W/seed.v4 && ip6tables-nft-restore --noflush <$W/seed.v6" "$IPT_BACKEND $SEED"
+in_sync "the bare set restore" "ipset restore <$W/ips10000.ipset && iptables-nft-restore --noflush <$W/ips10000.v4 && ip6tables-nft-restore --noflush <$W/ips10000.v6" "$IPT_BACKEND $W/ips10000.json"
 unshare -n sh -c "iptables-nft-restore --noflush <$W/linear10000.v4 && test \$(iptables-nft-save -t nat | grep -c -- '-j RETURN') -ge 10000" \
     || die "the linear payload did not load"
+for f in seed ips10000 ips10000i ips100000 ips100000i; do
+    unshare -n nft -f "$W/$f.nft" || die "nft -f $f.nft failed"
+done
+# What the native backend makes of a list, read back with nft: "hash set" or "interval set".
+native_set_type() { # config
+    local listing
+    listing=$(unshare -n sh -c "$MESHINIT apply $NATIVE_BACKEND $1 >/dev/null 2>&1 && nft -t list set inet meshinit ignored_ipv4") \
+        || die "meshinit apply $NATIVE_BACKEND $1 failed"
+    if grep -q 'flags .*interval' <<<"$listing"; then echo "interval set"; else echo "hash set"; fi
+}
+# Which backend `apply` without --backend chooses in a fresh namespace.
+AUTO_CHOICE=$(unshare -n sh -c "$MESHINIT apply $SEED >/dev/null 2>&1 || exit 1
+    if nft list table inet meshinit >/dev/null 2>&1; then echo 'the native nf_tables backend'
+    elif iptables-nft-save -t nat 2>/dev/null | grep -q APPMESH_; then echo iptables-nft
+    else echo iptables-legacy; fi") || die "meshinit apply $SEED (auto backend) failed"
+declare -A NATIVE_SET
+if [ "$NATIVE" = 1 ]; then
+    in_sync "meshinit apply $NATIVE_BACKEND" "$MESHINIT apply $NATIVE_BACKEND $SEED 2>/dev/null" "$NATIVE_BACKEND $SEED"
+    # The nft files hold exactly the native table: meshinit reads them back as in sync.
+    in_sync "nft -f seed.nft" "nft -f $W/seed.nft" "$NATIVE_BACKEND $SEED"
+    for f in ips10000 ips10000i ips100000 ips100000i; do
+        in_sync "nft -f $f.nft" "nft -f $W/$f.nft" "$NATIVE_BACKEND $W/$f.json"
+        NATIVE_SET[$f]=$(native_set_type "$W/$f.json")
+    done
+fi
 
-# median NAME from a hyperfine CSV export, in seconds
+# median NAME from a hyperfine CSV export, in seconds; cpu_times: "user / system" in ms.
 median() { awk -F, -v name="$2" '$1 == name { print $4 }' "$1"; }
+cpu_times() { awk -F, -v name="$2" '$1 == name { printf "%.0f / %.0f ms", $5 * 1000, $6 * 1000 }' "$1"; }
+# hyperfine in BENCH_ROUNDS rounds, each running every contender RUNS/BENCH_ROUNDS times, so
+# that a change in the machine's load hits all contenders alike instead of the ones measured
+# at that moment; OUT gets, per contender, the median of its round medians (4th column) and
+# of its rounds' mean user and system CPU times (5th and 6th), as hyperfine's CSV has them.
+hyperfine_rounds() { # out.csv runs warmup hyperfine-arguments...
+    local out=$1 runs=$2 warmup=$3 round per
+    shift 3
+    per=$(( (runs + BENCH_ROUNDS - 1) / BENCH_ROUNDS ))
+    for round in $(seq "$BENCH_ROUNDS"); do
+        hyperfine -N --style basic --warmup "$warmup" --runs "$per" --export-csv "$out.$round" "$@" >&2 || return 1
+        warmup=0
+    done
+    awk -F, 'function med(list,   a, k, x, y, t) { k = split(list, a, " ")
+                  for (x = 1; x <= k; x++) for (y = x + 1; y <= k; y++) if (a[y] + 0 < a[x] + 0) { t = a[x]; a[x] = a[y]; a[y] = t }
+                  return (k % 2) ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2 }
+        FNR > 1 { v[$1] = v[$1] " " $4; u[$1] = u[$1] " " $5; s[$1] = s[$1] " " $6
+                  if (!($1 in seen)) { seen[$1] = 1; order[++n] = $1 } }
+        END { print "command,mean,stddev,median,user,system"
+              for (i = 1; i <= n; i++) { c = order[i]; print c ",,," med(v[c]) "," med(u[c]) "," med(s[c]) } }' "$out".* >"$out"
+}
 
 # --- 1. Apply latency --------------------------------------------------------------------
 log "1. apply latency of the seed configuration ($BENCH_RUNS runs each)"
-hyperfine -N --style basic --warmup 3 --runs "$BENCH_RUNS" --export-csv "$WORK/apply.csv" \
-    -n meshinit "unshare -n sh -c '$M apply $SEED'" \
-    -n per-rule "unshare -n sh scripts/bench/appmesh-per-rule.sh" \
-    -n restore "unshare -n sh -c 'iptables-nft-restore --noflush < $W/seed.v4; ip6tables-nft-restore --noflush < $W/seed.v6'" \
-    -n restore-par "unshare -n sh -c 'iptables-nft-restore --noflush < $W/seed.v4 & ip6tables-nft-restore --noflush < $W/seed.v6; wait'" \
-    -n floor-sh "unshare -n sh -c true" \
-    -n floor "unshare -n true" >&2 \
-    || die "hyperfine failed (section 1)"
+apply_cmds=(
+    -n meshinit "unshare -n sh -c '$M apply $IPT_BACKEND $SEED'"
+    -n per-rule "unshare -n sh scripts/bench/appmesh-per-rule.sh"
+    -n restore "unshare -n sh -c 'iptables-nft-restore --noflush < $W/seed.v4; ip6tables-nft-restore --noflush < $W/seed.v6'"
+    -n restore-par "unshare -n sh -c 'iptables-nft-restore --noflush < $W/seed.v4 & ip6tables-nft-restore --noflush < $W/seed.v6; wait'"
+    -n floor-sh "unshare -n sh -c true"
+    -n floor "unshare -n true"
+    # Without the shell, for the ratios to `unshare -n true` (issue 12).
+    -n meshinit-direct "unshare -n $M apply $IPT_BACKEND $SEED"
+    -n nft-direct "unshare -n nft -f $W/seed.nft"
+    -n nft-empty "unshare -n nft -f $W/empty.nft"
+)
+if [ "$NATIVE" = 1 ]; then
+    apply_cmds+=(
+        -n native "unshare -n sh -c '$M apply $NATIVE_BACKEND $SEED'"
+        -n native-direct "unshare -n $M apply $NATIVE_BACKEND $SEED"
+        # As in an image holding only the static binary: no iptables program to look for
+        # rules of ours in the other backends.
+        -n native-noprograms "unshare -n env PATH=/nonexistent $M apply $NATIVE_BACKEND $SEED"
+    )
+fi
+hyperfine_rounds "$WORK/apply.csv" "$BENCH_RUNS" 3 "${apply_cmds[@]}" || die "hyperfine failed (section 1)"
 
 # --- 2. Exclusion lists: apply time ------------------------------------------------------
 log "2a. apply time with long exclusion lists ($BENCH_SCALE_RUNS runs each)"
 scale_cmds=(
-    -n m0 "unshare -n sh -c '$M apply $SEED'"
+    -n m0 "unshare -n sh -c '$M apply $IPT_BACKEND $SEED'"
 )
 for n in "${SIZES[@]}"; do
-    scale_cmds+=(-n "m$n" "unshare -n sh -c '$M apply $W/ips$n.json'")
+    scale_cmds+=(-n "m$n" "unshare -n sh -c '$M apply $IPT_BACKEND $W/ips$n.json'")
     scale_cmds+=(-n "l$n" "unshare -n sh -c 'iptables-nft-restore --noflush < $W/linear$n.v4; ip6tables-nft-restore --noflush < $W/seed.v6'")
 done
 scale_cmds+=(
     -n set10000 "unshare -n sh -c 'ipset restore < $W/ips10000.ipset; iptables-nft-restore --noflush < $W/ips10000.v4; ip6tables-nft-restore --noflush < $W/ips10000.v6'"
-    -n mc10000 "unshare -n sh -c '$M apply $W/contig10000.json'"
-    -n mp1000 "unshare -n sh -c '$M apply $W/ports1000.json'"
+    -n mc10000 "unshare -n sh -c '$M apply $IPT_BACKEND $W/contig10000.json'"
+    -n mp1000 "unshare -n sh -c '$M apply $IPT_BACKEND $W/ports1000.json'"
     -n lp1000 "unshare -n sh -c 'iptables-nft-restore --noflush < $W/linearports1000.v4; ip6tables-nft-restore --noflush < $W/seed.v6'"
 )
 if [ "$SIZED_DIFFERS" = 1 ]; then
     scale_cmds+=(-n set10000sized "unshare -n sh -c 'ipset restore < $W/ips10000.sized.ipset; iptables-nft-restore --noflush < $W/ips10000.v4; ip6tables-nft-restore --noflush < $W/ips10000.v6'")
 fi
-hyperfine -N --style basic --warmup 1 --runs "$BENCH_SCALE_RUNS" --export-csv "$WORK/scale.csv" \
-    "${scale_cmds[@]}" >&2 || die "hyperfine failed (section 2)"
+hyperfine_rounds "$WORK/scale.csv" "$BENCH_SCALE_RUNS" 1 "${scale_cmds[@]}" || die "hyperfine failed (section 2)"
+
+# --- 4. Native backend with long lists: apply time ------------------------------------------
+# Without the shell: `unshare -n` runs the contender itself.
+log "4a. apply with 10,000 / 100,000 ignored IPs: native vs nft -f vs the iptables path ($BENCH_SCALE_RUNS / $BENCH_LARGE_RUNS runs each)"
+for n in "${LARGE_SIZES[@]}"; do
+    large_cmds=()
+    for v in "" i; do
+        [ "$NATIVE" = 1 ] && large_cmds+=(-n "n$n$v" "unshare -n $M apply $NATIVE_BACKEND $W/ips$n$v.json")
+        large_cmds+=(-n "f$n$v" "unshare -n nft -f $W/ips$n$v.nft")
+    done
+    large_cmds+=(-n "ipt$n" "unshare -n $M apply $IPT_BACKEND $W/ips$n.json")
+    runs=$BENCH_SCALE_RUNS
+    [ "$n" -ge 100000 ] && runs=$BENCH_LARGE_RUNS
+    hyperfine_rounds "$WORK/large$n.csv" "$runs" 1 "${large_cmds[@]}" || die "hyperfine failed (section 4a, $n IPs)"
+done
+cat "$WORK"/large*.csv >"$WORK/large.csv"
 
 # --- 2. Exclusion lists: new-connection rate ----------------------------------------------
 log "2b. new-connection rate ($BENCH_RATE_ROUNDS rounds, up to $BENCH_RATE_CONNECTIONS connections or ${BENCH_RATE_SECONDS}s each)"
@@ -255,16 +399,22 @@ echo '1024 65535' > /proc/sys/net/ipv4/ip_local_port_range; echo 1 > /proc/sys/n
 RATE_ARGS="--listen 127.0.0.1:15001 --connections $BENCH_RATE_CONNECTIONS --seconds $BENCH_RATE_SECONDS --warmup $RATE_WARMUP"
 declare -A RATE_SETUP=(
     [direct]="true"
-    [m0]="$MESHINIT apply $SEED 2>/dev/null"
-    [mc10000]="$MESHINIT apply $W/contig10000.json 2>/dev/null"
-    [mp1000]="$MESHINIT apply $W/ports1000.json 2>/dev/null"
+    [m0]="$MESHINIT apply $IPT_BACKEND $SEED 2>/dev/null"
+    [mc10000]="$MESHINIT apply $IPT_BACKEND $W/contig10000.json 2>/dev/null"
+    [mp1000]="$MESHINIT apply $IPT_BACKEND $W/ports1000.json 2>/dev/null"
     [lp1000]="iptables-nft-restore --noflush < $W/linearports1000.v4"
 )
 for n in "${SIZES[@]}"; do
-    RATE_SETUP[m$n]="$MESHINIT apply $W/ips$n.json 2>/dev/null"
+    RATE_SETUP[m$n]="$MESHINIT apply $IPT_BACKEND $W/ips$n.json 2>/dev/null"
     RATE_SETUP[l$n]="iptables-nft-restore --noflush < $W/linear$n.v4"
 done
 RATE_CASES=(direct m0 m100 m1000 m10000 l100 l1000 l10000 mc10000 mp1000 lp1000)
+if [ "$NATIVE" = 1 ]; then
+    RATE_SETUP[n0]="$MESHINIT apply $NATIVE_BACKEND $SEED 2>/dev/null"
+    RATE_SETUP[n10000]="$MESHINIT apply $NATIVE_BACKEND $W/ips10000.json 2>/dev/null"
+    RATE_SETUP[n10000i]="$MESHINIT apply $NATIVE_BACKEND $W/ips10000i.json 2>/dev/null"
+    RATE_CASES+=(n0 n10000 n10000i)
+fi
 : >"$WORK/rates"
 for round in $(seq "$BENCH_RATE_ROUNDS"); do
     for c in "${RATE_CASES[@]}"; do
@@ -276,11 +426,13 @@ for round in $(seq "$BENCH_RATE_ROUNDS"); do
         out=$(unshare -n sh -c "$NETSETUP; ${RATE_SETUP[$c]}; exec $RATE_TOOL $RATE_ARGS $target") \
             || die "connection rate, case $c, failed"
         rate=${out#rate=}; rate=${rate%% *}
-        echo "$c $rate" >>"$WORK/rates"
+        cpu_rate=${out#*cpu_rate=}; cpu_rate=${cpu_rate%% *}
+        echo "$c $rate $cpu_rate" >>"$WORK/rates"
         printf '  round %s %-8s %s\n' "$round" "$c" "$out" >&2
     done
 done
-rate_median() { awk -v c="$1" '$1 == c { print $2 }' "$WORK/rates" | sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+rate_median() { # case [column: 2 wall-clock rate (default), 3 rate per CPU second]
+    awk -v c="$1" -v col="${2:-2}" '$1 == c { print $col }' "$WORK/rates" | sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 # --- 3. Footprint ------------------------------------------------------------------------
 log "3. footprint"
@@ -289,11 +441,20 @@ peak_rss() { # command... -> KiB, the largest of the process and its children
     /usr/bin/time -f %M -o "$WORK/rss" "$@" >/dev/null 2>&1 || die "failed: $*"
     tail -n 1 "$WORK/rss"
 }
-RSS_APPLY=$(peak_rss unshare -n "$MESHINIT" apply "$SEED")
-RSS_APPLY_10K=$(peak_rss unshare -n "$MESHINIT" apply "$W/ips10000.json")
+RSS_APPLY=$(peak_rss unshare -n "$MESHINIT" apply "${IPT_FLAGS[@]}" "$SEED")
+RSS_APPLY_10K=$(peak_rss unshare -n "$MESHINIT" apply "${IPT_FLAGS[@]}" "$W/ips10000.json")
 RSS_RENDER=$(peak_rss unshare -n "$MESHINIT" render "$SEED")
 RSS_RENDER_10K=$(peak_rss unshare -n "$MESHINIT" render "$W/ips10000.json")
 RSS_RESTORE=$(peak_rss unshare -n iptables-nft-restore --noflush "$W/seed.v4")
+# Issue 12: 100,000 ignored IPs.
+RSS_IPT_100K=$(peak_rss unshare -n "$MESHINIT" apply "${IPT_FLAGS[@]}" "$W/ips100000.json")
+RSS_NFT_100K=$(peak_rss unshare -n nft -f "$W/ips100000.nft")
+RSS_NFT_100KI=$(peak_rss unshare -n nft -f "$W/ips100000i.nft")
+if [ "$NATIVE" = 1 ]; then
+    RSS_NATIVE_SEED=$(peak_rss unshare -n "$MESHINIT" apply "${NATIVE_FLAGS[@]}" "$SEED")
+    RSS_NATIVE_100K=$(peak_rss unshare -n "$MESHINIT" apply "${NATIVE_FLAGS[@]}" "$W/ips100000.json")
+    RSS_NATIVE_100KI=$(peak_rss unshare -n "$MESHINIT" apply "${NATIVE_FLAGS[@]}" "$W/ips100000i.json")
+fi
 # Start-up of render: the measured process itself needs no namespace, but hyperfine runs in
 # a fresh one anyway so that nothing here runs in the machine's own.
 unshare -n hyperfine -N --style basic --warmup 5 --runs "$BENCH_RUNS" --export-csv "$WORK/render.csv" \
@@ -313,19 +474,29 @@ child_programs() {
     awk '/execve\(/ && !seen[$1]++ { if (n++) { p = $0; sub(/^[0-9]+ +execve\("/, "", p); sub(/".*/, "", p); sub(/.*\//, "", p); print p } }' "$1" \
         | sort | uniq -c | awk '{ printf "%s%s x%s", (NR > 1 ? ", " : ""), $2, $1 }'
 }
-trace_execs "$WORK/strace.seed" "$MESHINIT" apply "$SEED"
-trace_execs "$WORK/strace.10k" "$MESHINIT" apply "$W/ips10000.json"
+trace_execs "$WORK/strace.seed" "$MESHINIT" apply "${IPT_FLAGS[@]}" "$SEED"
+trace_execs "$WORK/strace.10k" "$MESHINIT" apply "${IPT_FLAGS[@]}" "$W/ips10000.json"
 trace_execs "$WORK/strace.perrule" sh scripts/bench/appmesh-per-rule.sh
 CHILDREN_SEED=$(children "$WORK/strace.seed")
 CHILDREN_10K=$(children "$WORK/strace.10k")
 CHILDREN_PERRULE=$(children "$WORK/strace.perrule")
 CHILD_LIST_SEED=$(child_programs "$WORK/strace.seed")
 CHILD_LIST_10K=$(child_programs "$WORK/strace.10k")
+if [ "$NATIVE" = 1 ]; then
+    trace_execs "$WORK/strace.nseed" "$MESHINIT" apply "${NATIVE_FLAGS[@]}" "$SEED"
+    trace_execs "$WORK/strace.n10k" "$MESHINIT" apply "${NATIVE_FLAGS[@]}" "$W/ips10000.json"
+    CHILDREN_NATIVE_SEED=$(children "$WORK/strace.nseed")
+    CHILDREN_NATIVE_10K=$(children "$WORK/strace.n10k")
+    CHILD_LIST_NATIVE=$(child_programs "$WORK/strace.nseed")
+    trace_execs "$WORK/strace.nnp" env PATH=/nonexistent "$MESHINIT" apply "${NATIVE_FLAGS[@]}" "$SEED"
+    CHILDREN_NATIVE_NOPROG=$(children "$WORK/strace.nnp")
+fi
 
 # --- Report ------------------------------------------------------------------------------
 ms() { awk -v s="$1" 'BEGIN { printf "%.1f ms", s * 1000 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 rate_fmt() { printf '%s/s' "$(thousands "$1")"; }
+kib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB (%d KiB)", k / 1024, k }'; }
 verdict() { # value, op, target
     awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN { ok = (op == ">=") ? v >= t : v <= t; print (ok ? "met" : "**not met**") }'
 }
@@ -333,6 +504,8 @@ verdict() { # value, op, target
 A=$WORK/apply.csv
 t_m=$(median "$A" meshinit); t_pr=$(median "$A" per-rule); t_r=$(median "$A" restore)
 t_fsh=$(median "$A" floor-sh); t_f=$(median "$A" floor); t_rp=$(median "$A" restore-par)
+t_md=$(median "$A" meshinit-direct); t_nftd=$(median "$A" nft-direct); t_nfte=$(median "$A" nft-empty)
+t_n=$(median "$A" native); t_nd=$(median "$A" native-direct); t_nnp=$(median "$A" native-noprograms)
 speedup=$(ratio "$t_pr" "$t_m")
 vs_restore=$(ratio "$t_m" "$t_r")
 net_vs_restore=$(awk -v m="$t_m" -v r="$t_r" -v f="$t_fsh" 'BEGIN { if (r - f > 0) printf "%.2f", (m - f) / (r - f); else print "n/a" }')
@@ -351,7 +524,10 @@ machine_cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 commit=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [ -n "$(git -C "$REPO" status --porcelain 2>/dev/null)" ]; then commit="$commit (with uncommitted changes)"; fi
 command_line="scripts/bench.sh${ARGS[*]:+ ${ARGS[*]}}"
-overrides=$(env | grep -E '^BENCH_(RUNS|SCALE_RUNS|RATE_ROUNDS|RATE_CONNECTIONS|RATE_SECONDS)=' | sort | tr '\n' ' ' || true)
+overrides=$(env | grep -E '^BENCH_(RUNS|SCALE_RUNS|LARGE_RUNS|ROUNDS|RATE_ROUNDS|RATE_CONNECTIONS|RATE_SECONDS)=' | sort | tr '\n' ' ' || true)
+LOAD_AT_END=$(cut -d' ' -f1-3 /proc/loadavg)
+# A load average at or above half the CPUs means other work competed with the measurements.
+BUSY=$(awk -v l="${LOAD_AT_START%% *}" -v e="${LOAD_AT_END%% *}" -v c="$(nproc)" 'BEGIN { print ((l > e ? l : e) >= c / 2) ? 1 : 0 }')
 
 sized_note() {
     [ "$SIZED_DIFFERS" = 1 ] || return 0
@@ -368,10 +544,14 @@ Medians; every run in a fresh network namespace (\`unshare -n\`). Ratios compare
 measured in this same run. Timings on a shared or busy machine are noisy: rerun on a quiet one
 before quoting.$( [ "$QUICK" = 1 ] && printf '\n\n**Quick mode: too few iterations for the numbers to mean much.**' )
 
-Machine: $(nproc) CPUs, ${machine_cpu:-unknown CPU}; Linux $(uname -r); load average at start: $LOAD_AT_START;
-$(iptables-nft --version 2>/dev/null || iptables --version); $(ipset --version | head -n 1); $(hyperfine --version).
-Iterations: $BENCH_RUNS runs (section 1, render), $BENCH_SCALE_RUNS runs (apply with long lists),
+Machine: $(nproc) CPUs, ${machine_cpu:-unknown CPU}; Linux $(uname -r); load average (1, 5, 15 min)
+at start: $LOAD_AT_START, at the end: $LOAD_AT_END;
+$(iptables-nft --version 2>/dev/null || iptables --version); $(ipset --version | head -n 1); $(nft --version); $(hyperfine --version).
+Iterations: $BENCH_RUNS runs (section 1, render), $BENCH_SCALE_RUNS runs (apply with long lists; $BENCH_LARGE_RUNS with 100,000 IPs),
+split into $BENCH_ROUNDS round(s) over all contenders (the median of the round medians is shown);
 $BENCH_RATE_ROUNDS round(s) of up to $BENCH_RATE_CONNECTIONS connections or ${BENCH_RATE_SECONDS} s (rates).
+\`$M apply\` without \`--backend\` chooses $AUTO_CHOICE in a fresh namespace; the iptables
+numbers below pin \`$IPT_BACKEND\`.$( [ "$BUSY" = 1 ] && printf '\n\n**The machine was busy during this run** (load average at or above half its CPUs: other jobs\nwere building and testing on it): absolute times are inflated and noisy, and even ratios within\nthe run move by tens of percent between runs. Rerun on a quiet machine before quoting.' )
 
 ## 1. Apply latency: \`examples/taskdef-fargate.json\`, IPv4 + IPv6
 
@@ -380,12 +560,17 @@ Process start to exit, namespace creation included; every contender is started a
 
 | contender | median | vs meshinit | net of \`unshare -n sh\` |
 | --- | ---: | ---: | ---: |
-| meshinit: \`$M apply $SEED\` ($CHILDREN_SEED child processes) | $(ms "$t_m") | 1.00 | $(net "$t_m") |
+| meshinit: \`$M apply $IPT_BACKEND $SEED\` ($CHILDREN_SEED child processes) | $(ms "$t_m") | 1.00 | $(net "$t_m") |
 | App Mesh CNI way: \`scripts/bench/appmesh-per-rule.sh\` ($CHILDREN_PERRULE child processes: one \`iptables-nft\`/\`ip6tables-nft\` per rule or chain, with \`--wait\`, and a \`--version\` probe per family; plus 1 \`stat\` for its namespace check) | $(ms "$t_pr") | $(ratio "$t_pr" "$t_m") | $(net "$t_pr") |
 | bare \`iptables-nft-restore --noflush\` + \`ip6tables-nft-restore --noflush\` of the same payload | $(ms "$t_r") | $(ratio "$t_r" "$t_m") | $(net "$t_r") |
 | the same two restores side by side (\`&\`): meshinit's restores without its reads | $(ms "$t_rp") | $(ratio "$t_rp" "$t_m") | $(net "$t_rp") |
 | floor: \`unshare -n sh -c true\` | $(ms "$t_fsh") | $(ratio "$t_fsh" "$t_m") | 0.0 ms |
 | floor: \`unshare -n true\` | $(ms "$t_f") | $(ratio "$t_f" "$t_m") | — |
+EOF
+# shellcheck disable=SC2016 # the backticks are markdown
+[ "$NATIVE" = 1 ] && printf '| native nf_tables backend: `%s apply %s %s` (%s child processes; section 4) | %s | %s | %s |\n' \
+    "$M" "$NATIVE_BACKEND" "$SEED" "$CHILDREN_NATIVE_SEED" "$(ms "$t_n")" "$(ratio "$t_n" "$t_m")" "$(net "$t_n")"
+cat <<EOF
 
 - meshinit vs per-rule: **${speedup}x faster** (target >= 4x: $(verdict "$speedup" '>=' 4)).
 - meshinit vs bare restore: **${vs_restore}x** (target <= 1.5x: $(verdict "$vs_restore" '<=' 1.5)); net of the
@@ -443,6 +628,147 @@ cat <<EOF
 | child processes, \`apply\` 10,000 IPs | $CHILDREN_10K ($CHILD_LIST_10K) |
 | child processes, App Mesh per-rule way | $CHILDREN_PERRULE |
 EOF
+report_native
+}
+
+# Section 4: the native nf_tables backend against its issue-12 targets.
+report_native() {
+    local L=$WORK/large.csv
+    cat <<EOF
+
+## 4. Native nf_tables backend (issue 12): \`apply $NATIVE_BACKEND\`
+
+One \`inet meshinit\` table for both families, committed over netlink in one transaction.
+\`nft -f\` loads a file holding the same table (written by this script; before
+measuring, \`meshinit status $NATIVE_BACKEND\` reads each such file back as in sync), so it
+is the same kernel work done the way the \`nft\` program does it. Contenders here are started
+as \`unshare -n CMD\`, without a shell.
+EOF
+    if [ "$NATIVE" != 1 ]; then
+        # shellcheck disable=SC2016 # the backticks are markdown
+        printf '\n**Not measured: this meshinit has no `%s`.** Only the references are.\n' "$NATIVE_BACKEND"
+    fi
+    cat <<EOF
+
+### Seed configuration (\`$SEED\`), IPv4 + IPv6
+
+| contender | median | vs \`unshare -n true\` |
+| --- | ---: | ---: |
+EOF
+    # shellcheck disable=SC2016 # the backticks are markdown
+    [ "$NATIVE" = 1 ] && printf '| native: `%s apply %s %s` (%s child processes) | %s | %s |\n' \
+        "$M" "$NATIVE_BACKEND" "$SEED" "$CHILDREN_NATIVE_SEED" "$(ms "$t_nd")" "$(ratio "$t_nd" "$t_f")"
+    # shellcheck disable=SC2016 # the backticks are markdown
+    [ "$NATIVE" = 1 ] && printf '| native, no iptables program installed (as in the static image): `unshare -n env PATH=/nonexistent %s apply %s %s` (%s child processes; one more exec: `env`) | %s | %s |\n' \
+        "$M" "$NATIVE_BACKEND" "$SEED" "$CHILDREN_NATIVE_NOPROG" "$(ms "$t_nnp")" "$(ratio "$t_nnp" "$t_f")"
+    cat <<EOF
+| iptables path: \`$M apply $IPT_BACKEND $SEED\` ($CHILDREN_SEED child processes) | $(ms "$t_md") | $(ratio "$t_md" "$t_f") |
+| \`nft -f\` of the same table | $(ms "$t_nftd") | $(ratio "$t_nftd" "$t_f") |
+| \`nft -f\` of an empty \`inet meshinit\` table (nft's start-up and one empty commit) | $(ms "$t_nfte") | $(ratio "$t_nfte" "$t_f") |
+| floor: \`unshare -n true\` | $(ms "$t_f") | 1.00 |
+
+EOF
+    if [ "$NATIVE" = 1 ]; then
+        local vs_floor vs_perrule
+        vs_floor=$(ratio "$t_nd" "$t_f"); vs_perrule=$(ratio "$t_n" "$t_pr")
+        cat <<EOF
+- native vs \`unshare -n true\`: **${vs_floor}x** (target <= 1.3x: $(verdict "$vs_floor" '<=' 1.3)); with no iptables program
+  installed: $(ratio "$t_nnp" "$t_f")x ($(verdict "$(ratio "$t_nnp" "$t_f")" '<=' 1.3)); iptables path: $(ratio "$t_md" "$t_f")x.
+  The kernel's own share of this table, \`nft -f\` of it minus \`nft -f\` of an empty table, is
+  $(awk -v f="$t_f" -v a="$t_nftd" -v b="$t_nfte" 'BEGIN { if (a > b && f > 0) printf "%.1f ms: the floor plus only that would already be %.2fx", (a - b) * 1000, (f + a - b) / f; else print "lost in the noise of this run" }').
+- native vs the App Mesh per-rule way (both started as \`unshare -n sh ...\`, section 1):
+  **${vs_perrule}x** (target <= 0.1x: $(verdict "$vs_perrule" '<=' 0.1)); iptables path: $(ratio "$t_m" "$t_pr")x.
+EOF
+    fi
+    cat <<EOF
+
+### 10,000 and 100,000 ignored IPs: apply
+
+Scattered /32s that do not merge (10,000: those of section 2; 100,000: 163 addresses apart
+across 10.0.0.0/8), plus the seed's; "+ one /16" adds $EXTRA_NET, which needs an interval
+set. The native set type is read back with \`nft\` after a native apply. Every other rule is
+the seed's. $BENCH_SCALE_RUNS runs each for 10,000, $BENCH_LARGE_RUNS for 100,000. The CPU times (means,
+as hyperfine reports them) split each apply into the program's own work (user) and the
+kernel's (system, mostly the set insertion, the same for both when the table is the same).
+
+| ignored IPs | native set | native apply | \`nft -f\` same table | native / \`nft -f\` (target <= 0.6) | iptables path apply (ipset) | CPU user / system: native, \`nft -f\` |
+| --- | --- | ---: | ---: | ---: | ---: | ---: |
+EOF
+    local n v label tn tf r ipt
+    for n in "${LARGE_SIZES[@]}"; do
+        for v in "" i; do
+            label="$(thousands "$n") /32s"; [ "$v" = i ] && label="$label + one /16"
+            tf=$(median "$L" "f$n$v")
+            ipt="—"; [ "$v" = "" ] && ipt=$(ms "$(median "$L" "ipt$n")")
+            if [ "$NATIVE" = 1 ]; then
+                tn=$(median "$L" "n$n$v"); r=$(ratio "$tn" "$tf")
+                printf '| %s | %s | %s | %s | **%s** (%s) | %s | %s, %s |\n' "$label" "${NATIVE_SET[ips$n$v]}" \
+                    "$(ms "$tn")" "$(ms "$tf")" "$r" "$(verdict "$r" '<=' 0.6)" "$ipt" \
+                    "$(cpu_times "$L" "n$n$v")" "$(cpu_times "$L" "f$n$v")"
+            else
+                printf '| %s | — | — | %s | — | %s | —, %s |\n' "$label" "$(ms "$tf")" "$ipt" "$(cpu_times "$L" "f$n$v")"
+            fi
+        done
+    done
+    if [ "$NATIVE" = 1 ]; then
+        local r10 r10i c10 c10i base cbase c row
+        base=$(rate_median n0); cbase=$(rate_median n0 3)
+        r10=$(ratio "$(rate_median n10000)" "$base"); r10i=$(ratio "$(rate_median n10000i)" "$base")
+        c10=$(ratio "$(rate_median n10000 3)" "$cbase"); c10i=$(ratio "$(rate_median n10000i 3)" "$cbase")
+        cat <<EOF
+
+### New-connection rate through the native rules
+
+As in section 2 (same tool, same namespace setup, same rounds), against the native seed's rate.
+The last columns divide by the client thread's own CPU time instead of the wall clock (the
+connect, the nat chain walk and the accept all run in that thread): on a busy machine they
+move less, since time other processes held the CPU is not counted.
+
+| rules | conn. rate | vs native seed | per CPU second | vs native seed |
+| --- | ---: | ---: | ---: | ---: |
+EOF
+        for row in "n0|native, seed" "n10000|native, 10,000 /32s (${NATIVE_SET[ips10000]})" \
+            "n10000i|native, 10,000 /32s + one /16 (${NATIVE_SET[ips10000i]})" \
+            "m0|iptables path, seed (section 2)" "m10000|iptables path, 10,000 /32s (section 2)"; do
+            c=${row%%|*}
+            printf '| %s | %s | %s | %s | %s |\n' "${row#*|}" "$(rate_fmt "$(rate_median "$c")")" \
+                "$(ratio "$(rate_median "$c")" "$base")" "$(rate_fmt "$(rate_median "$c" 3)")" \
+                "$(ratio "$(rate_median "$c" 3)" "$cbase")"
+        done
+        cat <<EOF
+
+- native, 10,000 IPs: **$r10** of the seed's rate (target >= 0.95: $(verdict "$r10" '>=' 0.95)); with the interval set: $r10i ($(verdict "$r10i" '>=' 0.95)).
+  Per CPU second: **$c10** ($(verdict "$c10" '>=' 0.95)); with the interval set: $c10i ($(verdict "$c10i" '>=' 0.95)).
+EOF
+    fi
+    cat <<EOF
+
+### Peak RSS at 100,000 ignored IPs
+
+\`/usr/bin/time -f %M\`: the largest resident set of the process and its children.
+
+| what | peak RSS |
+| --- | ---: |
+EOF
+    if [ "$NATIVE" = 1 ]; then
+        printf '| native apply, 100,000 /32s (%s) | **%s** |\n' "${NATIVE_SET[ips100000]}" "$(kib "$RSS_NATIVE_100K")"
+        printf '| native apply, 100,000 /32s + one /16 (%s) | **%s** |\n' "${NATIVE_SET[ips100000i]}" "$(kib "$RSS_NATIVE_100KI")"
+    fi
+    cat <<EOF
+| \`nft -f\` of the same table (hash set) | $(kib "$RSS_NFT_100K") |
+| \`nft -f\` of the same table with the /16 (interval set) | $(kib "$RSS_NFT_100KI") |
+| iptables path apply (the largest of meshinit, \`ipset\` and the restores) | $(kib "$RSS_IPT_100K") |
+EOF
+    if [ "$NATIVE" = 1 ]; then
+        printf '| native apply, seed (reference) | %s |\n' "$(kib "$RSS_NATIVE_SEED")"
+        local worst
+        worst=$((RSS_NATIVE_100K > RSS_NATIVE_100KI ? RSS_NATIVE_100K : RSS_NATIVE_100KI))
+        cat <<EOF
+
+- native at 100,000 IPs: **$(kib "$worst")** at most (target <= 16 MiB: $(verdict "$worst" '<=' 16384)).
+- child processes of a native apply: $CHILDREN_NATIVE_SEED (seed${CHILD_LIST_NATIVE:+: $CHILD_LIST_NATIVE}), $CHILDREN_NATIVE_10K (10,000 IPs).
+EOF
+    fi
 }
 
 case $OUTPUT in /*) ;; *) OUTPUT=$REPO/$OUTPUT ;; esac
