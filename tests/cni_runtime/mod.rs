@@ -17,6 +17,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::{Map, Value};
 
+pub use crate::common::ours_anywhere;
 use crate::common::{BACKENDS, TestNetns, our_rules};
 
 pub mod fixture;
@@ -390,17 +391,6 @@ pub fn nat_state(ns: &TestNetns) -> String {
         );
     }
     out + &our_rules(ns, "nftables")
-}
-
-/// What of ours every backend holds in `ns` (each read with its own program); "" when none.
-pub fn ours_anywhere(ns: &TestNetns) -> String {
-    BACKENDS
-        .iter()
-        .map(|backend| match our_rules(ns, backend) {
-            rules if rules.is_empty() => String::new(),
-            rules => format!("## {backend}\n{rules}"),
-        })
-        .collect()
 }
 
 /// The backend holding our rules in `ns` (the one CNI's `auto` chose); panics unless

@@ -32,6 +32,18 @@ pub fn our_rules(ns: &TestNetns, backend: &str) -> String {
     }
 }
 
+/// What of ours every backend holds in `ns` (each read with its own program), headed by
+/// the backend's name; "" when none holds anything.
+pub fn ours_anywhere(ns: &TestNetns) -> String {
+    BACKENDS
+        .iter()
+        .map(|backend| match our_rules(ns, backend) {
+            rules if rules.is_empty() => String::new(),
+            rules => format!("## {backend}\n{rules}"),
+        })
+        .collect()
+}
+
 /// Asserts that `backend` holds our rules in `ns` (for the iptables ones, a redirect to
 /// `egress_port` in each family; for the native one, in its one table) and that no other backend holds any.
 #[track_caller]
