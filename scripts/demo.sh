@@ -9,6 +9,7 @@ config=${1:-examples/taskdef-fargate.json}
 
 need=()
 command -v iptables-nft-restore >/dev/null || need+=(iptables)
+command -v nft >/dev/null || need+=(nftables)  # shows the native table auto chooses
 [ -x /usr/bin/python3 ] || need+=(python3)  # the system one: root-only pyenv shims cannot run as uid 1000
 command -v setpriv >/dev/null || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
@@ -42,8 +43,8 @@ ip -n "$app" -6 route add default via 2001:db8:100::2
 # ports are still free (verify stands in for Envoy on them).
 echo "== meshinit apply --verify $config (in namespace $app)"
 ip netns exec "$app" "$meshinit" apply --verify "$config"
-echo; echo "== installed rules (iptables-save -t nat)"
-ip netns exec "$app" iptables-nft-save -t nat | grep -v '^#'
+echo; echo "== installed rules (nft list table inet meshinit: auto chose the native backend)"
+ip netns exec "$app" nft list table inet meshinit
 
 # A listener that answers with its own name and the connection's original destination.
 listener='

@@ -32,6 +32,9 @@ fn long_exclusion_lists_use_sets_that_clean_removes() {
         &ips,
         "--egress-ignored-ports",
         &ports,
+        // ipsets are the iptables backends' way with long lists.
+        "--backend",
+        "iptables-nft",
     ];
     assert_exit(&meshinit(app, &args), 0);
     let rules = nat_state(app, "nft");

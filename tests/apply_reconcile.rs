@@ -13,45 +13,88 @@ fn reapply_is_byte_identical_and_foreign_rules_survive_apply_and_clean() {
     if !require_root() {
         return;
     }
+    for backend in BACKENDS {
+        reapply_and_clean_beside_foreign_rules(backend);
+    }
+}
+
+/// Everything the backend's own program shows: the whole nf_tables ruleset for the native
+/// backend, both families' nat tables for the iptables ones.
+fn whole_state(ns: &TestNetns, backend: &str) -> String {
+    match backend {
+        "nftables" => ns.run_checked("nft", &["list", "ruleset"]),
+        "iptables-nft" => nat_state(ns, "nft"),
+        _ => nat_state(ns, "legacy"),
+    }
+}
+
+fn reapply_and_clean_beside_foreign_rules(backend: &str) {
     let scene = Scene::new();
     let app = &scene.net.app;
-    // Someone else's chain and rules, in the nat table and elsewhere.
+    // Someone else's chain and rules, in the nat table and elsewhere, in the backend's own
+    // tables (iptables-nft's beside the native one: what a node holds).
+    let foreign = if backend == "iptables-legacy" {
+        "iptables-legacy"
+    } else {
+        "iptables-nft"
+    };
     app.run_checked_with_stdin(
-        "iptables-nft-restore",
+        &format!("{foreign}-restore"),
         &["--noflush"],
         "*nat\n:FOREIGN_CHAIN - [0:0]\n-A FOREIGN_CHAIN -p udp -j RETURN\n\
          -A OUTPUT -p udp --dport 53 -j FOREIGN_CHAIN\n-A PREROUTING -p udp -j ACCEPT\nCOMMIT\n\
          *filter\n-A INPUT -p tcp --dport 9999 -j ACCEPT\nCOMMIT\n",
     );
-    let foreign_before = app.run_checked("iptables-nft-save", &[]);
+    let foreign_before = app.run_checked(&format!("{foreign}-save"), &[]);
 
-    assert_exit(&meshinit(app, &["apply", ECS_CONFIG]), 0);
-    let first = nat_state(app, "nft");
-    assert_exit(&meshinit(app, &["apply", ECS_CONFIG]), 0);
-    assert_eq!(first, nat_state(app, "nft"), "re-apply changed the rules");
-    assert!(first.contains(":FOREIGN_CHAIN") && first.contains("-j FOREIGN_CHAIN"));
-    assert_eq!(first.matches("-j APPMESH_EGRESS").count(), 2, "{first}");
+    let apply = with_backend(&["apply", ECS_CONFIG], backend);
+    assert_exit(&meshinit(app, &apply), 0);
+    let first = whole_state(app, backend);
+    assert_exit(&meshinit(app, &apply), 0);
+    assert_eq!(
+        first,
+        whole_state(app, backend),
+        "{backend}: re-apply changed the rules"
+    );
+    assert!(first.contains("FOREIGN_CHAIN"), "{backend}: {first}");
+    if backend != "nftables" {
+        assert_eq!(first.matches("-j APPMESH_EGRESS").count(), 2, "{first}");
+    }
+    assert_only_backend_holds_ours(app, backend, 15001);
     scene.assert_configured_traffic();
-    assert_exit(&meshinit(app, &["status", ECS_CONFIG]), 0);
+    assert_exit(
+        &meshinit(app, &with_backend(&["status", ECS_CONFIG], backend)),
+        0,
+    );
 
+    assert_exit(&meshinit(app, &with_backend(&["clean"], backend)), 0);
     assert_exit(&meshinit(app, &["clean"]), 0);
-    assert_exit(&meshinit(app, &["clean"]), 0);
-    let after = app.run_checked("iptables-nft-save", &[]);
+    let after = app.run_checked(&format!("{foreign}-save"), &[]);
+    // Without comments and chain counters (legacy counts the policy's packets).
     let strip = |s: &str| -> String {
         s.lines()
             .filter(|l| !l.starts_with('#'))
-            .map(|l| format!("{l}\n"))
+            .map(|l| match l.split_once(" [") {
+                Some((chain, _)) if l.starts_with(':') => format!("{chain}\n"),
+                _ => format!("{l}\n"),
+            })
             .collect()
     };
     assert_eq!(
         strip(&foreign_before),
         strip(&after),
-        "clean changed foreign rules"
+        "{backend}: clean changed foreign rules"
     );
-    assert!(!nat_state(app, "nft").contains("APPMESH"));
+    for any in BACKENDS {
+        assert_eq!(
+            our_rules(app, any),
+            "",
+            "{backend}: clean left rules in {any}"
+        );
+    }
     scene.assert_direct_traffic();
     // Status says absent (exit 1) once cleaned.
-    let status = meshinit(app, &["status", ECS_CONFIG]);
+    let status = meshinit(app, &with_backend(&["status", ECS_CONFIG], backend));
     assert_exit(&status, 1);
     assert!(String::from_utf8_lossy(&status.stdout).contains("absent"));
 }
@@ -87,7 +130,14 @@ fn apply_replaces_the_aws_plugin_rules_and_an_older_config() {
     assert_exit(&status, 1);
     assert!(String::from_utf8_lossy(&status.stdout).contains("unexpected"));
 
-    assert_exit(&meshinit(app, &["apply", ECS_CONFIG]), 0);
+    // `auto` keeps iptables-nft, which holds chains named as ours, and says so.
+    let output = meshinit(app, &["apply", ECS_CONFIG]);
+    assert_exit(&output, 0);
+    assert!(
+        stderr(&output).contains("iptables-nft holds meshinit's chains here: keeping it"),
+        "{}",
+        stderr(&output)
+    );
     assert_exit(&meshinit(app, &["status", ECS_CONFIG]), 0);
     let replaced = nat_state(app, "nft");
     let (foreign, ours): (Vec<&str>, Vec<&str>) =
@@ -102,7 +152,8 @@ fn apply_replaces_the_aws_plugin_rules_and_an_older_config() {
 
     // Otherwise exactly what a fresh namespace gets.
     let fresh = TestNetns::new("fresh");
-    assert_exit(&meshinit(&fresh, &["apply", ECS_CONFIG]), 0);
+    let apply = ["apply", ECS_CONFIG, "--backend", "iptables-nft"];
+    assert_exit(&meshinit(&fresh, &apply), 0);
     assert_eq!(
         ours.iter().map(|l| format!("{l}\n")).collect::<String>(),
         nat_state(&fresh, "nft")
@@ -142,13 +193,65 @@ fn auto_uses_legacy_when_legacy_already_holds_rules() {
 }
 
 #[test]
+fn auto_picks_native_in_a_fresh_namespace_and_keeps_iptables_nft_where_it_holds_ours() {
+    if !require_root() {
+        return;
+    }
+    let fresh = TestNetns::new("autofresh");
+    let output = meshinit(&fresh, &["apply", ECS_CONFIG]);
+    assert_exit(&output, 0);
+    assert!(
+        stderr(&output).contains("backend=nftables"),
+        "{}",
+        stderr(&output)
+    );
+    assert_only_backend_holds_ours(&fresh, "nftables", 15001);
+    assert_exit(&meshinit(&fresh, &["status", ECS_CONFIG]), 0);
+
+    let ns = TestNetns::new("autokeep");
+    let apply = ["apply", ECS_CONFIG, "--backend", "iptables-nft"];
+    assert_exit(&meshinit(&ns, &apply), 0);
+    let output = meshinit(&ns, &["apply", ECS_CONFIG]);
+    assert_exit(&output, 0);
+    let log = stderr(&output);
+    assert!(
+        log.contains("iptables-nft holds meshinit's chains here: keeping it")
+            && log.contains("`--backend nftables` moves them"),
+        "{log}"
+    );
+    assert_only_backend_holds_ours(&ns, "iptables-nft", 15001);
+    assert_exit(&meshinit(&ns, &["status", ECS_CONFIG]), 0);
+    // Asked for, the native backend takes them over; `auto` then stays with it.
+    assert_exit(
+        &meshinit(&ns, &["apply", ECS_CONFIG, "--backend", "nftables"]),
+        0,
+    );
+    assert_only_backend_holds_ours(&ns, "nftables", 15001);
+    let output = meshinit(&ns, &["apply", ECS_CONFIG]);
+    assert_exit(&output, 0);
+    assert!(
+        stderr(&output).contains("backend=nftables"),
+        "{}",
+        stderr(&output)
+    );
+    assert_only_backend_holds_ours(&ns, "nftables", 15001);
+}
+
+#[test]
 fn dry_run_prints_the_payload_and_changes_nothing() {
     if !require_root() {
         return;
     }
     let ns = TestNetns::new("dryrun");
     let before = nat_state(&ns, "nft");
-    let output = meshinit(&ns, &["apply", ECS_CONFIG, "--dry-run"]);
+    let dry_run = [
+        "apply",
+        ECS_CONFIG,
+        "--dry-run",
+        "--backend",
+        "iptables-nft",
+    ];
+    let output = meshinit(&ns, &dry_run);
     assert_exit(&output, 0);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("-A OUTPUT -p tcp -m addrtype ! --dst-type LOCAL -j APPMESH_EGRESS"));
@@ -162,7 +265,8 @@ fn status_json_reports_drift_precisely() {
         return;
     }
     let ns = TestNetns::new("statusjson");
-    assert_exit(&meshinit(&ns, &["apply", ECS_CONFIG]), 0);
+    let apply = ["apply", ECS_CONFIG, "--backend", "iptables-nft"];
+    assert_exit(&meshinit(&ns, &apply), 0);
     // Tamper: drop the proxy-user exemption, the loop that takes pods down.
     ns.iptables(
         "iptables-nft",
@@ -190,22 +294,38 @@ fn switching_ipv6_off_removes_the_ipv6_rules() {
     if !require_root() {
         return;
     }
-    let ns = TestNetns::new("ipv6off");
-    assert_exit(&meshinit(&ns, &["apply", ECS_CONFIG]), 0);
-    assert!(
-        ns.run_checked("ip6tables-nft-save", &["-t", "nat"])
-            .contains("APPMESH_EGRESS")
-    );
-    assert_exit(&meshinit(&ns, &["apply", ECS_CONFIG, "--ipv6", "off"]), 0);
-    assert!(
-        !ns.run_checked("ip6tables-nft-save", &["-t", "nat"])
-            .contains("APPMESH")
-    );
-    assert!(
-        ns.run_checked("iptables-nft-save", &["-t", "nat"])
-            .contains("APPMESH_EGRESS")
-    );
-    assert_exit(&meshinit(&ns, &["status", ECS_CONFIG, "--ipv6", "off"]), 0);
+    for backend in BACKENDS {
+        let scene = Scene::new();
+        let app = &scene.net.app;
+        let v6 = "[2001:db8:ff::7]:80";
+        let v4 = "203.0.113.7:80";
+        assert_exit(
+            &meshinit(app, &with_backend(&["apply", ECS_CONFIG], backend)),
+            0,
+        );
+        assert_redirected(
+            &scene.connect_from_app(v6, APP_USER),
+            &scene.egress_proxy,
+            addr(v6),
+        );
+        let ipv6_off = with_backend(&["apply", ECS_CONFIG, "--ipv6", "off"], backend);
+        assert_exit(&meshinit(app, &ipv6_off), 0);
+        // IPv6 goes where it was sent; IPv4 still through the proxy.
+        assert_direct(&scene.connect_from_app(v6, APP_USER), &scene.remote_80);
+        assert_redirected(
+            &scene.connect_from_app(v4, APP_USER),
+            &scene.egress_proxy,
+            addr(v4),
+        );
+        if let Some(program) = backend.strip_prefix("iptables-") {
+            let v6_rules = app.run_checked(&format!("ip6tables-{program}-save"), &["-t", "nat"]);
+            assert!(!v6_rules.contains("APPMESH"), "{backend}: {v6_rules}");
+            let v4_rules = app.run_checked(&format!("iptables-{program}-save"), &["-t", "nat"]);
+            assert!(v4_rules.contains("APPMESH_EGRESS"), "{backend}: {v4_rules}");
+        }
+        let status = with_backend(&["status", ECS_CONFIG, "--ipv6", "off"], backend);
+        assert_exit(&meshinit(app, &status), 0);
+    }
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! `meshinit apply` in throwaway namespaces, proven with real TCP connections: where each
 //! one lands, from every configuration surface, and while a changed config is re-applied.
-//! Needs root (skips outside CI without it; fails in CI).
+//! Each test runs once per backend (a fresh scene each), and checks with the backend's own
+//! program that only that backend holds our rules. Needs root (skips outside CI without it; fails in CI).
 
 mod common;
 
@@ -14,10 +15,14 @@ fn ecs_config_redirects_and_exempts_as_configured_over_ipv4_and_ipv6() {
     if !require_root() {
         return;
     }
-    let scene = Scene::new();
-    scene.assert_direct_traffic();
-    assert_exit(&meshinit(&scene.net.app, &["apply", ECS_CONFIG]), 0);
-    scene.assert_configured_traffic();
+    for backend in BACKENDS {
+        let scene = Scene::new();
+        scene.assert_direct_traffic();
+        let apply = with_backend(&["apply", ECS_CONFIG], backend);
+        assert_exit(&meshinit(&scene.net.app, &apply), 0);
+        assert_only_backend_holds_ours(&scene.net.app, backend, 15001);
+        scene.assert_configured_traffic();
+    }
 }
 
 #[test]
@@ -25,15 +30,18 @@ fn cni_config_applied_from_the_host_with_netns_gives_the_same_outcomes() {
     if !require_root() {
         return;
     }
-    let scene = Scene::new();
-    let netns = scene.net.app.path().to_str().unwrap().to_owned();
-    // Run from the machine's namespace: meshinit enters --netns before anything else.
-    let output = Command::new(MESHINIT)
-        .args(["apply", CNI_CONFIG, "--netns", &netns])
-        .output()
-        .unwrap();
-    assert_exit(&output, 0);
-    scene.assert_configured_traffic();
+    for backend in BACKENDS {
+        let scene = Scene::new();
+        let netns = scene.net.app.path().to_str().unwrap().to_owned();
+        // Run from the machine's namespace: meshinit enters --netns before anything else.
+        let output = Command::new(MESHINIT)
+            .args(["apply", CNI_CONFIG, "--netns", &netns, "--backend", backend])
+            .output()
+            .unwrap();
+        assert_exit(&output, 0);
+        assert_only_backend_holds_ours(&scene.net.app, backend, 15001);
+        scene.assert_configured_traffic();
+    }
 }
 
 #[test]
@@ -41,17 +49,22 @@ fn init_container_environment_gives_the_same_outcomes_and_rules() {
     if !require_root() {
         return;
     }
-    let scene = Scene::new();
     let env_text = std::fs::read_to_string(ENV_CONFIG).unwrap();
     let vars: Vec<(&str, &str)> = env_text.lines().filter_map(|l| l.split_once('=')).collect();
-    assert_exit(
-        &meshinit_with_env(&scene.net.app, &["apply", "--from-env"], &vars),
-        0,
-    );
-    scene.assert_configured_traffic();
-    // The three surfaces render the same ruleset, so status against the others is in sync.
-    assert_exit(&meshinit(&scene.net.app, &["status", ECS_CONFIG]), 0);
-    assert_exit(&meshinit(&scene.net.app, &["status", CNI_CONFIG]), 0);
+    for backend in BACKENDS {
+        let scene = Scene::new();
+        let app = &scene.net.app;
+        let apply = with_backend(&["apply", "--from-env"], backend);
+        assert_exit(&meshinit_with_env(app, &apply, &vars), 0);
+        assert_only_backend_holds_ours(app, backend, 15001);
+        scene.assert_configured_traffic();
+        // The three surfaces render the same ruleset, so status against the others is in
+        // sync.
+        for config in [ECS_CONFIG, CNI_CONFIG] {
+            let status = with_backend(&["status", config], backend);
+            assert_exit(&meshinit(app, &status), 0);
+        }
+    }
 }
 
 #[test]
@@ -59,10 +72,20 @@ fn reapplying_a_changed_config_never_lets_traffic_bypass_the_proxy() {
     if !require_root() {
         return;
     }
+    for backend in BACKENDS {
+        reapplying_never_bypasses(backend);
+    }
+}
+
+fn reapplying_never_bypasses(backend: &str) {
     let scene = Scene::new();
     let app = &scene.net.app;
-    let with_ignored_ports =
-        |ports: &'static str| vec!["apply", ECS_CONFIG, "--egress-ignored-ports", ports];
+    let with_ignored_ports = |ports| {
+        with_backend(
+            &["apply", ECS_CONFIG, "--egress-ignored-ports", ports],
+            backend,
+        )
+    };
     assert_exit(&meshinit(app, &with_ignored_ports("7001")), 0);
     let stop = std::sync::atomic::AtomicBool::new(false);
     let outcomes = std::thread::scope(|s| {
@@ -86,9 +109,10 @@ fn reapplying_a_changed_config_never_lets_traffic_bypass_the_proxy() {
     });
     assert!(
         outcomes.len() > 10,
-        "too few probes ({}) to mean anything",
+        "{backend}: too few probes ({}) to mean anything",
         outcomes.len()
     );
+    assert_only_backend_holds_ours(app, backend, 15001);
     for outcome in &outcomes {
         assert_redirected(outcome, &scene.egress_proxy, addr("203.0.113.7:80"));
     }

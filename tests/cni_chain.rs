@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use cni_runtime::{
     Attachment, MESHINIT, REFERENCE_PLUGINS, Runtime, TempDir, assert_installed_as_rendered,
-    nat_state,
+    backend_holding_ours, nat_state, ours_anywhere, steer_auto_to,
 };
 use common::*;
 
@@ -95,11 +95,25 @@ fn assert_egress_goes_through_the_proxy(node: &TestNetns, pod: &TestNetns) {
 }
 
 /// Every rule in the pod's nat tables is meshinit's (a chain of ours or a jump into one),
-/// and both of our chains are there: with [`assert_installed_as_rendered`], the pod holds
-/// exactly what `meshinit render` prints.
+/// in the one backend holding ours, and both of our chains are there: with
+/// [`assert_installed_as_rendered`], the pod holds exactly what meshinit programs.
 #[track_caller]
 fn assert_only_ours_in_the_pod(pod: &TestNetns) {
-    let state = nat_state(pod);
+    let backend = backend_holding_ours(pod);
+    let Some(program) = backend.strip_prefix("iptables-") else {
+        // The native table holds both chains; iptables-nft's nat tables hold no rule.
+        let state = nat_state(pod);
+        assert!(
+            !state.lines().any(|l| l.starts_with("-A ")),
+            "rules that are not meshinit's in the pod:\n{state}"
+        );
+        let table = our_rules(pod, backend);
+        for chain in ["chain prerouting", "chain output"] {
+            assert!(table.contains(chain), "no {chain}:\n{table}");
+        }
+        return;
+    };
+    let state = common::nat_state(pod, program);
     let rules: Vec<&str> = state.lines().filter(|l| l.starts_with("-A ")).collect();
     assert!(
         rules.iter().all(|rule| rule.contains("APPMESH_")),
@@ -130,8 +144,15 @@ fn bridge_then_meshinit_chain_adds_checks_and_deletes() {
     if !require_root() {
         return;
     }
+    for backend in BACKENDS {
+        bridge_then_meshinit_chain(backend);
+    }
+}
+
+fn bridge_then_meshinit_chain(backend: &str) {
     let node = TestNetns::new("node");
     let pod = TestNetns::new("pod");
+    steer_auto_to(&pod, backend);
     let plugins = plugin_dir();
     let ipam_dir = TempDir::new("ipam");
     let list = example_conflist(ipam_dir.path());
@@ -175,7 +196,8 @@ fn bridge_then_meshinit_chain_adds_checks_and_deletes() {
     assert!(!has_link(&pod, "cni0"));
     assert_eq!(leases(ipam_dir.path(), "appmesh").len(), 1);
 
-    // ... and the redirection from meshinit.
+    // ... and the redirection from meshinit, in the backend `auto` chose.
+    assert_eq!(backend_holding_ours(&pod), backend);
     assert_installed_as_rendered(&node, &pod, &meshinit_config(&list));
     assert_only_ours_in_the_pod(&pod);
     assert_egress_goes_through_the_proxy(&node, &pod);
@@ -188,11 +210,8 @@ fn bridge_then_meshinit_chain_adds_checks_and_deletes() {
     runtime
         .del(&list, &attachment, final_result)
         .unwrap_or_else(|failure| panic!("chain DEL failed: {failure}"));
-    let state = nat_state(&pod);
-    assert!(
-        !state.contains("APPMESH"),
-        "DEL left meshinit's rules:\n{state}"
-    );
+    let ours = ours_anywhere(&pod);
+    assert_eq!(ours, "", "{backend}: DEL left meshinit's rules");
     assert_nat_tables_empty(&pod);
     assert!(!has_link(&pod, "eth0"), "DEL left the pod's interface");
     assert_eq!(
@@ -253,7 +272,7 @@ fn an_aws_appmesh_chain_at_0_4_0_runs_meshinit_under_that_name() {
     runtime
         .del(&list, &attachment, &results[1])
         .unwrap_or_else(|failure| panic!("chain DEL failed: {failure}"));
-    assert!(!nat_state(&pod).contains("APPMESH"));
+    assert_eq!(ours_anywhere(&pod), "");
     assert_nat_tables_empty(&pod);
     assert!(!has_link(&pod, "eth0"));
     assert!(leases(ipam_dir.path(), "appmesh-v04").is_empty());

@@ -1,6 +1,7 @@
 //! meshinit as a CNI plugin, run exactly as a runtime runs it (parameters in `CNI_*`
 //! variables, configuration on standard input) from a test "node" namespace against a pod
-//! namespace, proven with iptables-save and real connections. Requests refused before any
+//! namespace, proven with each backend's own program (iptables-save, nft) and real
+//! connections; the traffic tests run once per backend CNI's `auto` can choose. Requests refused before any
 //! namespace is entered are in cni_errors.rs, which runs without root.
 //! Needs root (skips outside CI without it; fails in CI), except VERSION.
 
@@ -15,7 +16,8 @@ use cni_runtime::fixture::{
     APP_PORT, EGRESS_PORT, INGRESS_PORT, PROXY_UID, decodable_but_wrong_configs, netconf, with,
 };
 use cni_runtime::{
-    Attachment, MESHINIT, PluginRun, assert_nothing_installed, nat_state, run_meshinit,
+    Attachment, MESHINIT, PluginRun, assert_nothing_installed, backend_holding_ours, nat_state,
+    ours_anywhere, run_meshinit, steer_auto_to,
 };
 use common::*;
 
@@ -103,7 +105,14 @@ fn add_installs_what_render_prints_and_redirects_traffic() {
     if !require_root() {
         return;
     }
+    for backend in BACKENDS {
+        add_installs_and_redirects(backend);
+    }
+}
+
+fn add_installs_and_redirects(backend: &str) {
     let scene = Scene::new();
+    steer_auto_to(scene.pod(), backend);
     let peer = &scene.net.peer;
     peer.add_address("203.0.113.7".parse().unwrap());
     peer.add_address("2001:db8:ff::7".parse().unwrap());
@@ -119,6 +128,7 @@ fn add_installs_what_render_prints_and_redirects_traffic() {
         json!({"cniVersion": "1.0.0", "interfaces": [], "ips": [], "dns": {}}),
         "run alone, ADD prints an empty result"
     );
+    assert_eq!(backend_holding_ours(scene.pod()), backend, "{run}");
     assert_installed_as_rendered(&scene, &config);
 
     for dest in ["203.0.113.7:80", "[2001:db8:ff::7]:80"] {
@@ -213,42 +223,84 @@ fn check_passes_after_add_and_fails_after_tampering() {
     if !require_root() {
         return;
     }
+    for backend in BACKENDS {
+        check_after_add_and_tampering(backend);
+    }
+}
+
+/// Deletes the proxy user's exemption from the pod's rules with `backend`'s own program.
+fn remove_the_proxy_user_exemption(pod: &TestNetns, backend: &str) {
+    match backend.strip_prefix("iptables-") {
+        Some(program) => {
+            pod.iptables(
+                &format!("iptables-{program}"),
+                &format!("-t nat -D APPMESH_EGRESS -m owner --uid-owner {PROXY_UID} -j RETURN"),
+            );
+        }
+        None => {
+            let chain = pod.run_checked(
+                "nft",
+                &["-a", "list", "chain", "inet", "meshinit", "output"],
+            );
+            let handle = chain
+                .lines()
+                .find(|l| l.contains("skuid"))
+                .and_then(|l| l.rsplit("# handle ").next())
+                .unwrap_or_else(|| panic!("no skuid rule in\n{chain}"))
+                .trim()
+                .to_owned();
+            pod.run_checked(
+                "nft",
+                &[
+                    "delete", "rule", "inet", "meshinit", "output", "handle", &handle,
+                ],
+            );
+        }
+    }
+}
+
+fn check_after_add_and_tampering(backend: &str) {
     let scene = Scene::new();
+    steer_auto_to(scene.pod(), backend);
     let config = netconf("1.0.0");
     scene.cni("ADD", &config).assert_success();
+    assert_eq!(backend_holding_ours(scene.pod()), backend);
     let run = scene.cni("CHECK", &config);
     run.assert_success();
     assert!(
         run.stdout.trim().is_empty(),
-        "CHECK prints nothing on success:\n{run}"
+        "{backend}: CHECK prints nothing on success:\n{run}"
     );
 
     // A pod whose settings differ from what was installed is not as configured either.
     let mut other_port = scene.attachment();
     other_port.args = Some("IgnoreUnknown=1;ProxyEgressPort=16001".into());
     let run = scene.cni_with("CHECK", &other_port, &config);
-    assert_eq!(run.error_code(), 100, "{run}");
+    assert_eq!(run.error_code(), 100, "{backend}: {run}");
 
-    scene.pod().iptables(
-        "iptables-nft",
-        &format!("-t nat -D APPMESH_EGRESS -m owner --uid-owner {PROXY_UID} -j RETURN"),
-    );
+    remove_the_proxy_user_exemption(scene.pod(), backend);
     let run = scene.cni("CHECK", &config);
-    assert_eq!(run.error_code(), 100, "{run}");
+    assert_eq!(run.error_code(), 100, "{backend}: {run}");
     let details = run.error()["details"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    assert!(
-        details.contains(&format!(
+    // The iptables backends name the missing rule; the native one the table's difference.
+    let named = match backend {
+        "nftables" => details.contains("chain output: ") && details.contains("rules installed"),
+        _ => details.contains(&format!(
             "missing -A APPMESH_EGRESS -m owner --uid-owner {PROXY_UID} -j RETURN"
         )),
-        "the details name the missing rule:\n{run}"
+    };
+    assert!(
+        named,
+        "{backend}: the details name the missing rule:\n{run}"
     );
 
     // ADD repairs it.
     scene.cni("ADD", &config).assert_success();
     scene.cni("CHECK", &config).assert_success();
+    assert_eq!(backend_holding_ours(scene.pod()), backend);
 }
 
 #[test]
@@ -256,9 +308,17 @@ fn del_twice_succeeds_and_leaves_foreign_rules() {
     if !require_root() {
         return;
     }
+    for backend in BACKENDS {
+        del_twice_leaves_foreign_rules(backend);
+    }
+}
+
+fn del_twice_leaves_foreign_rules(backend: &str) {
     let scene = Scene::new();
+    steer_auto_to(scene.pod(), backend);
     let config = netconf("1.0.0");
     scene.cni("ADD", &config).assert_success();
+    assert_eq!(backend_holding_ours(scene.pod()), backend);
     // Someone else's chain and jump, which DEL must leave alone.
     scene
         .pod()
@@ -277,14 +337,12 @@ fn del_twice_succeeds_and_leaves_foreign_rules() {
             run.stdout.trim().is_empty(),
             "{attempt} DEL prints nothing:\n{run}"
         );
+        let ours = ours_anywhere(scene.pod());
+        assert_eq!(ours, "", "{backend}: {attempt} DEL left rules");
         let state = scene.nat_state();
         assert!(
-            !state.contains("APPMESH"),
-            "{attempt} DEL left rules:\n{state}"
-        );
-        assert!(
             state.contains("-A OUTPUT -p udp -j FOREIGN_CHAIN") && state.contains(":FOREIGN_CHAIN"),
-            "{attempt} DEL removed someone else's rules:\n{state}"
+            "{backend}: {attempt} DEL removed someone else's rules:\n{state}"
         );
     }
     // CHECK now reports the rules as missing.
@@ -331,11 +389,8 @@ fn del_goes_on_despite_a_decodable_but_wrong_configuration() {
         assert_installed_as_rendered(&scene, &netconf("1.0.0"));
         let run = scene.cni("DEL", &config);
         run.assert_success();
-        let state = scene.nat_state();
-        assert!(
-            !state.contains("APPMESH"),
-            "DEL with {config} left rules:\n{state}"
-        );
+        let ours = ours_anywhere(scene.pod());
+        assert_eq!(ours, "", "DEL with {config} left rules");
     }
 }
 

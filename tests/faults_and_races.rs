@@ -18,6 +18,8 @@ const ECS_CONFIG: &str = concat!(
     "/tests/configs/traffic-ecs.json"
 );
 const CNI_NETCONF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/cni-netconf.json");
+/// The fake programs, ipset sets and kill points below are iptables-nft's.
+const IPTABLES_NFT: [&str; 2] = ["--backend", "iptables-nft"];
 /// Exit code of a run that gave up waiting for another meshinit in the same namespace.
 const EXIT_BUSY: i32 = 7;
 
@@ -154,25 +156,25 @@ fn kill_9_at_any_moment_of_an_apply_leaves_the_old_or_the_new_state() {
     let ns = TestNetns::new("kill9");
     let old = long_config(10_000, 1, 15001);
     let new = long_config(10_000, 2, 15002);
-    assert_exit(&meshinit(&ns, &args_of("apply", &new, &[])), 0);
+    assert_exit(&meshinit(&ns, &args_of("apply", &new, &IPTABLES_NFT)), 0);
     let new_state = egress_state(&ns);
-    assert_exit(&meshinit(&ns, &args_of("clean", &[], &[])), 0);
-    assert_exit(&meshinit(&ns, &args_of("apply", &old, &[])), 0);
+    assert_exit(&meshinit(&ns, &args_of("clean", &[], &IPTABLES_NFT)), 0);
+    assert_exit(&meshinit(&ns, &args_of("apply", &old, &IPTABLES_NFT)), 0);
     let old_state = egress_state(&ns);
     assert_ne!(old_state, new_state);
 
     // How long an apply of `new` over `old` takes here, to spread the kill points over it.
     let started = Instant::now();
-    assert_exit(&meshinit(&ns, &args_of("apply", &new, &[])), 0);
+    assert_exit(&meshinit(&ns, &args_of("apply", &new, &IPTABLES_NFT)), 0);
     let duration = started.elapsed();
-    assert_exit(&meshinit(&ns, &args_of("apply", &old, &[])), 0);
+    assert_exit(&meshinit(&ns, &args_of("apply", &old, &IPTABLES_NFT)), 0);
 
     let points = 16;
     let mut saw_old = 0;
     let mut saw_new = 0;
     for i in 0..points {
         let delay = duration.mul_f64(i as f64 / points as f64 * 1.2);
-        let mut child = meshinit_command(&ns, &args_of("apply", &new, &[]), &[])
+        let mut child = meshinit_command(&ns, &args_of("apply", &new, &IPTABLES_NFT), &[])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -200,11 +202,11 @@ fn kill_9_at_any_moment_of_an_apply_leaves_the_old_or_the_new_state() {
             );
         }
         // The next apply after a crash converges and exits 0.
-        let next = meshinit(&ns, &args_of("apply", &new, &[]));
+        let next = meshinit(&ns, &args_of("apply", &new, &IPTABLES_NFT));
         assert_exit(&next, 0);
         assert_eq!(egress_state(&ns), new_state);
-        assert_exit(&meshinit(&ns, &args_of("status", &new, &[])), 0);
-        assert_exit(&meshinit(&ns, &args_of("apply", &old, &[])), 0);
+        assert_exit(&meshinit(&ns, &args_of("status", &new, &IPTABLES_NFT)), 0);
+        assert_exit(&meshinit(&ns, &args_of("apply", &old, &IPTABLES_NFT)), 0);
         assert_eq!(egress_state(&ns), old_state);
     }
     eprintln!("kill points: {saw_old} left the old state, {saw_new} the new one");
@@ -220,7 +222,7 @@ fn a_leftover_staging_set_does_not_stop_the_next_apply() {
     }
     let ns = TestNetns::new("staging");
     let config = long_config(100, 3, 15001);
-    assert_exit(&meshinit(&ns, &args_of("apply", &config, &[])), 0);
+    assert_exit(&meshinit(&ns, &args_of("apply", &config, &IPTABLES_NFT)), 0);
     // What a crash of an earlier version between `create ..._NEW` and `swap` left behind.
     for name in ["APPMESH_IGNORED_NET4_NEW", "APPMESH_IGNORED_NET4"] {
         ns.run_checked(
@@ -229,15 +231,24 @@ fn a_leftover_staging_set_does_not_stop_the_next_apply() {
         );
     }
     let changed = long_config(100, 4, 15001);
-    assert_exit(&meshinit(&ns, &args_of("apply", &changed, &[])), 0);
-    assert_exit(&meshinit(&ns, &args_of("status", &changed, &[])), 0);
+    assert_exit(
+        &meshinit(&ns, &args_of("apply", &changed, &IPTABLES_NFT)),
+        0,
+    );
+    assert_exit(
+        &meshinit(&ns, &args_of("status", &changed, &IPTABLES_NFT)),
+        0,
+    );
     let sets = ipset_names(&ns);
     assert_eq!(sets.len(), 1, "stale sets of ours are swept: {sets:?}");
 }
 
 /// Applies `ECS_CONFIG`, then a changed config with `fakes` on PATH; returns that run.
 fn apply_change_with(ns: &TestNetns, fakes: &FakeTools, extra: &[&str]) -> (Output, Duration) {
-    assert_exit(&meshinit(ns, &["apply", ECS_CONFIG]), 0);
+    assert_exit(
+        &meshinit(ns, &["apply", ECS_CONFIG, "--backend", "iptables-nft"]),
+        0,
+    );
     let path = fakes.path_env();
     let mut args = vec![
         "apply",
@@ -245,6 +256,8 @@ fn apply_change_with(ns: &TestNetns, fakes: &FakeTools, extra: &[&str]) -> (Outp
         "1337",
         "--proxy-egress-port",
         "16001",
+        "--backend",
+        "iptables-nft",
     ];
     args.extend_from_slice(extra);
     let started = Instant::now();
@@ -263,7 +276,10 @@ fn a_family_failing_its_test_changes_neither_family() {
         "ip6tables-nft-restore",
         "cat >/dev/null; echo 'injected: line 2 failed' >&2; exit 1",
     );
-    assert_exit(&meshinit(&ns, &["apply", ECS_CONFIG]), 0);
+    assert_exit(
+        &meshinit(&ns, &["apply", ECS_CONFIG, "--backend", "iptables-nft"]),
+        0,
+    );
     let before = snapshot(&ns);
     let (output, _) = apply_change_with(&ns, &fakes, &[]);
     assert_exit(&output, 1);
@@ -284,7 +300,10 @@ fn a_family_failing_its_commit_restores_the_other() {
         "for a in \"$@\"; do [ \"$a\" = --test ] && exec REAL \"$@\"; done\n\
          cat >/dev/null; echo 'injected: commit failed' >&2; exit 1",
     );
-    assert_exit(&meshinit(&ns, &["apply", ECS_CONFIG]), 0);
+    assert_exit(
+        &meshinit(&ns, &["apply", ECS_CONFIG, "--backend", "iptables-nft"]),
+        0,
+    );
     let before = snapshot(&ns);
     let (output, _) = apply_change_with(&ns, &fakes, &[]);
     assert_exit(&output, 1);
@@ -307,7 +326,10 @@ fn hanging_child_programs_are_killed_after_the_timeout() {
         // The marker lets the test find a hung fake that was left running.
         let marker = format!("meshinit-hang-{}", std::process::id());
         fakes.add(tool, &format!("exec -a {marker} sleep 600"));
-        assert_exit(&meshinit(&ns, &["apply", ECS_CONFIG]), 0);
+        assert_exit(
+            &meshinit(&ns, &["apply", ECS_CONFIG, "--backend", "iptables-nft"]),
+            0,
+        );
         let before = snapshot(&ns);
         let mut extra = vec!["--lock-timeout", "1s"];
         let ips: String;
@@ -403,28 +425,34 @@ fn lock_timeout_bounds_the_whole_wait() {
     }
 }
 
-/// Counts of our jumps per built-in chain, both families, from iptables-nft-save.
-fn assert_one_complete_ruleset_or_none(ns: &TestNetns, configs: &[&[&str]]) -> Option<usize> {
-    let state = nat_state(ns, "nft");
+/// Which of `configs` the rules of `backend` in `ns` are, read with the backend's program
+/// (and, for the iptables ones, at most two jumps per family); `None` when there are none.
+fn assert_one_complete_ruleset_or_none(
+    ns: &TestNetns,
+    backend: &str,
+    configs: &[&[&str]],
+) -> Option<usize> {
+    let state = our_rules(ns, backend);
+    if state.is_empty() {
+        return None;
+    }
     let jumps = state
         .lines()
         .filter(|l| {
             (l.starts_with("-A OUTPUT") || l.starts_with("-A PREROUTING")) && l.contains("APPMESH")
         })
         .count();
-    if !state.contains("APPMESH") {
-        return None;
-    }
     // Two jumps per family, never more.
     assert!(jumps <= 4, "duplicate jumps:\n{state}");
     for (i, config) in configs.iter().enumerate() {
         let mut args = vec!["status"];
         args.extend_from_slice(config);
+        args.extend(["--backend", backend]);
         if meshinit(ns, &args).status.code() == Some(0) {
             return Some(i);
         }
     }
-    panic!("the ruleset is none of the configs':\n{state}");
+    panic!("{backend}: the ruleset is none of the configs':\n{state}");
 }
 
 #[test]
@@ -432,6 +460,12 @@ fn concurrent_applies_of_two_configs_serialise() {
     if !require_root() {
         return;
     }
+    for backend in BACKENDS {
+        concurrent_applies_serialise(backend);
+    }
+}
+
+fn concurrent_applies_serialise(backend: &str) {
     let ns = TestNetns::new("race");
     let a: &[&str] = &["--ignored-uid", "1337", "--proxy-egress-port", "15001"];
     let b: &[&str] = &[
@@ -448,6 +482,7 @@ fn concurrent_applies_of_two_configs_serialise() {
         .map(|i| {
             let mut args = vec!["apply"];
             args.extend_from_slice(if i % 2 == 0 { a } else { b });
+            args.extend(["--backend", backend]);
             meshinit_command(&ns, &args, &[])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
@@ -460,11 +495,14 @@ fn concurrent_applies_of_two_configs_serialise() {
         let code = output.status.code();
         assert!(
             code == Some(0) || code == Some(EXIT_BUSY),
-            "exit {code:?}: {}",
+            "{backend}: exit {code:?}: {}",
             stderr(&output)
         );
     }
-    assert!(assert_one_complete_ruleset_or_none(&ns, &[a, b]).is_some());
+    assert!(assert_one_complete_ruleset_or_none(&ns, backend, &[a, b]).is_some());
+    for other in BACKENDS.into_iter().filter(|b| *b != backend) {
+        assert_eq!(our_rules(&ns, other), "", "{backend}: rules in {other} too");
+    }
 }
 
 #[test]
@@ -472,14 +510,24 @@ fn apply_racing_clean_ends_with_all_or_nothing() {
     if !require_root() {
         return;
     }
+    for backend in BACKENDS {
+        apply_racing_clean(backend);
+    }
+}
+
+fn apply_racing_clean(backend: &str) {
     let config = long_config(200, 5, 15001);
     let config: Vec<&str> = config.iter().map(String::as_str).collect();
+    let apply_args = args_of("apply", &[], &config)
+        .into_iter()
+        .chain(["--backend", backend])
+        .collect::<Vec<_>>();
     for round in 0..6 {
         let ns = TestNetns::new("applyclean");
         if round % 2 == 1 {
-            assert_exit(&meshinit(&ns, &args_of("apply", &[], &config)), 0);
+            assert_exit(&meshinit(&ns, &apply_args), 0);
         }
-        let apply = meshinit_command(&ns, &args_of("apply", &[], &config), &[])
+        let apply = meshinit_command(&ns, &apply_args, &[])
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -491,17 +539,21 @@ fn apply_racing_clean_ends_with_all_or_nothing() {
             let output = child.wait_with_output().unwrap();
             assert!(
                 matches!(output.status.code(), Some(0) | Some(EXIT_BUSY)),
-                "{}",
+                "{backend}: {}",
                 stderr(&output)
             );
         }
-        match assert_one_complete_ruleset_or_none(&ns, &[&config]) {
-            Some(_) => assert!(!ipset_names(&ns).is_empty()),
-            None => assert!(
-                ipset_names(&ns).is_empty(),
-                "clean won but sets remain: {:?}",
-                ipset_names(&ns)
-            ),
+        let won = assert_one_complete_ruleset_or_none(&ns, backend, &[&config]);
+        // The native backend's sets live in its table; the iptables ones' are ipsets.
+        if backend != "nftables" {
+            match won {
+                Some(_) => assert!(!ipset_names(&ns).is_empty()),
+                None => assert!(
+                    ipset_names(&ns).is_empty(),
+                    "{backend}: clean won but sets remain: {:?}",
+                    ipset_names(&ns)
+                ),
+            }
         }
     }
 }
@@ -539,10 +591,9 @@ fn cni_add_racing_del_ends_with_all_or_nothing() {
     let reference = TestNetns::new("cniref");
     let added = cni(&node, &reference, "ADD").wait_with_output().unwrap();
     assert!(added.status.success(), "{}", stderr(&added));
-    let complete = nat_state(&reference, "nft")
-        .lines()
-        .filter(|l| l.contains("APPMESH"))
-        .count();
+    // CNI runs `auto`: the native backend in a fresh pod.
+    let complete = our_rules(&reference, "nftables");
+    assert!(complete.contains("chain output"), "{complete}");
     for _ in 0..6 {
         let pod = TestNetns::new("cnipod");
         let add = cni(&node, &pod, "ADD");
@@ -556,12 +607,12 @@ fn cni_add_racing_del_ends_with_all_or_nothing() {
                 stderr(&output)
             );
         }
-        let state = nat_state(&pod, "nft");
-        let ours = state.lines().filter(|l| l.contains("APPMESH")).count();
-        // Nothing, or the whole ruleset of both families (chains, rules and jumps).
+        let state = our_rules(&pod, "nftables");
+        // Nothing, or the whole table (sets, chains and rules of both families).
         assert!(
-            ours == 0 || ours == complete,
-            "{ours} lines of ours:\n{state}"
+            state.is_empty() || state == complete,
+            "neither nothing nor the whole table:\n{state}"
         );
+        assert_eq!(our_rules(&pod, "iptables-nft"), "");
     }
 }

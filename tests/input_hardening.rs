@@ -574,6 +574,9 @@ fn overlapping_port_ranges_apply_through_a_port_set() {
             "15001",
             "--egress-ignored-ports",
             &ports.join(","),
+            // The port set asserted below is iptables-nft's ipset.
+            "--backend",
+            "iptables-nft",
         ])
         .env("NO_COLOR", "1")
         .output()

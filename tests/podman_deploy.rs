@@ -473,20 +473,21 @@ fn podman_runs_meshinit_chained_after_bridge_and_deletes_on_removal() {
     let container = TestNetns::attach("podman-app", podman.pid_of("app"));
     podman.assert_bridge_only_in_host_namespace(bridge, subnet);
 
-    // ADD installed the rules in the container's namespace, as `render` prints them.
-    let rules = container.nat_rules();
+    // ADD installed the rules in the container's namespace: CNI's `auto` chose the native
+    // backend there (a fresh namespace), read back with `nft`.
+    assert_only_backend_holds_ours(&container, "nftables", EGRESS_PORT);
+    let rules = our_rules(&container, "nftables");
     for wanted in [
-        "-A APPMESH_EGRESS -m owner --uid-owner 1337 -j RETURN",
-        "-A APPMESH_EGRESS -p tcp -j REDIRECT --to-ports 15001",
-        "-A APPMESH_INGRESS -p tcp -m multiport --dports 8080 -j REDIRECT --to-ports 15000",
-        "-A OUTPUT -p tcp -m addrtype ! --dst-type LOCAL -j APPMESH_EGRESS",
+        "meta skuid 1337 return",
+        "tcp dport 22 return",
+        "meta l4proto tcp redirect to :15001",
+        "tcp dport 8080 redirect to :15000",
+        "type nat hook output",
     ] {
         assert!(rules.contains(wanted), "ADD installed {wanted:?}:\n{rules}");
     }
-    assert!(
-        !podman.host.nat_rules().contains("APPMESH"),
-        "nothing of meshinit's in the host namespace"
-    );
+    let on_host = ours_anywhere(&podman.host);
+    assert_eq!(on_host, "", "nothing of meshinit's in the host namespace");
     let proxy = container.listen(EGRESS_PORT);
     assert_container_traffic(&podman, "app", &proxy, &remote);
     assert_eq!(podman.leases(network).len(), 1);
@@ -500,11 +501,8 @@ fn podman_runs_meshinit_chained_after_bridge_and_deletes_on_removal() {
         !stderr.to_lowercase().contains("error"),
         "DEL reported no error: {stderr}"
     );
-    let after = container.nat_rules();
-    assert!(
-        !after.contains("APPMESH"),
-        "DEL removed meshinit's rules:\n{after}"
-    );
+    let after = ours_anywhere(&container);
+    assert_eq!(after, "", "DEL removed meshinit's rules");
     assert!(
         podman.leases(network).is_empty(),
         "the chain's DEL reached host-local"
@@ -583,7 +581,7 @@ fn meshinit_image_as_init_container_of_a_pod_with_least_privilege() {
         "missing NET_RAW is exit 3: {stderr}"
     );
     assert!(stderr.contains("NET_RAW"), "{stderr}");
-    assert!(!pod.nat_rules().contains("APPMESH"));
+    assert_eq!(ours_anywhere(&pod), "");
 
     // The init container: only NET_ADMIN and NET_RAW, plus SETUID/SETGID for --verify.
     let applied = init(
@@ -603,8 +601,11 @@ fn meshinit_image_as_init_container_of_a_pod_with_least_privilege() {
         stdout.contains("redirection works as configured"),
         "{stdout}"
     );
-    assert!(
-        !podman.host.nat_rules().contains("APPMESH"),
+    // `auto` chose the native backend in the fresh pod.
+    assert_only_backend_holds_ours(&pod, "nftables", EGRESS_PORT);
+    assert_eq!(
+        ours_anywhere(&podman.host),
+        "",
         "the rules went into the pod, not the host namespace"
     );
     let status = init("NET_ADMIN,NET_RAW", &["status", "--from-env"]);
@@ -623,13 +624,10 @@ fn meshinit_image_as_init_container_of_a_pod_with_least_privilege() {
     ]);
     assert_container_traffic(&podman, "app", &proxy, &remote);
 
-    // The image's other backend works too: clean, then apply through iptables-legacy.
+    // The image's iptables backends work too: clean, then apply through iptables-legacy.
     let cleaned = init("NET_ADMIN,NET_RAW", &["clean"]);
     assert!(cleaned.status.success(), "{}", text(&cleaned.stderr));
-    assert!(
-        !pod.nat_rules().contains("APPMESH"),
-        "clean removed the rules"
-    );
+    assert_eq!(ours_anywhere(&pod), "", "clean removed the rules");
     let legacy = init(
         "NET_ADMIN,NET_RAW",
         &["apply", "--from-env", "--backend", "legacy"],

@@ -157,6 +157,14 @@ fn apply(ns: &TestNetns) {
     meshinit_netns(ns, &with_config(&["apply"])).assert_exit(0);
 }
 
+/// `verify --json --backend BACKEND`: reads the rules of that backend.
+fn verify_with(ns: &TestNetns, backend: &str) -> Run {
+    meshinit_netns(
+        ns,
+        &with_backend(&with_config(&["verify", "--json"]), backend),
+    )
+}
+
 /// Installs by hand what `render` prints for the configuration, without the lines that
 /// `drop_line` selects: a broken ruleset that meshinit did not write.
 fn install_rendered_except(
@@ -212,13 +220,21 @@ fn verify_passes_after_apply_over_ipv4_and_ipv6() {
     if !require_root() {
         return;
     }
+    for backend in BACKENDS {
+        verify_passes_after_apply(backend);
+    }
+}
+
+fn verify_passes_after_apply(backend: &str) {
     let net = NetnsPair::new();
     // The metadata endpoint exists on the peer, so "not redirected" there means a direct
     // connection that really reached the peer.
     net.peer.add_address("169.254.169.254".parse().unwrap());
     let metadata = net.peer.listen(80);
-    apply(&net.app);
-    let run = meshinit_inside(&net.app, &with_config(&["verify", "--json"]));
+    meshinit_netns(&net.app, &with_backend(&with_config(&["apply"]), backend)).assert_exit(0);
+    assert_only_backend_holds_ours(&net.app, backend, 15001);
+    let verify = with_backend(&with_config(&["verify", "--json"]), backend);
+    let run = meshinit_inside(&net.app, &verify);
     run.assert_exit(0);
     assert_eq!(run.report["outcome"], "passed");
     all_passed_but(&run, &[]);
@@ -355,7 +371,8 @@ fn verify_reports_a_loop_for_a_bare_redirect_of_everything() {
         "iptables-nft",
         "-t nat -A OUTPUT -p tcp -j REDIRECT --to-ports 15001",
     );
-    let run = verify(&net.app);
+    // The evidence quoted is iptables-nft's rule text.
+    let run = verify_with(&net.app, "iptables-nft");
     run.assert_exit(VERIFY_FAILED);
     assert_status(run.check("egress-redirect", "ipv4", None), "pass", &[]);
     for check in ["ignored-uid", "ignored-gid"] {
@@ -541,13 +558,17 @@ fn apply_verify_exits_0_on_a_good_config() {
     if !require_root() {
         return;
     }
-    let net = NetnsPair::new();
-    let run = meshinit_inside(&net.app, &with_config(&["apply", "--verify", "--json"]));
-    run.assert_exit(0);
-    assert_eq!(run.report["outcome"], "passed");
-    all_passed_but(&run, &[]);
-    let status = meshinit_netns(&net.app, &with_config(&["status"]));
-    status.assert_exit(0);
+    for backend in BACKENDS {
+        let net = NetnsPair::new();
+        let apply_verify = with_backend(&with_config(&["apply", "--verify", "--json"]), backend);
+        let run = meshinit_inside(&net.app, &apply_verify);
+        run.assert_exit(0);
+        assert_eq!(run.report["outcome"], "passed", "{backend}");
+        all_passed_but(&run, &[]);
+        assert_only_backend_holds_ours(&net.app, backend, 15001);
+        let status = with_backend(&with_config(&["status"]), backend);
+        meshinit_netns(&net.app, &status).assert_exit(0);
+    }
 }
 
 #[test]
@@ -559,7 +580,10 @@ fn apply_verify_fails_when_a_foreign_rule_shadows_the_redirect() {
     // Someone else's rule ahead of ours: apply leaves it alone, and it wins.
     net.app
         .iptables("iptables-nft", "-t nat -I OUTPUT 1 -p tcp -j ACCEPT");
-    let run = meshinit_netns(&net.app, &with_config(&["apply", "--verify", "--json"]));
+    // An ACCEPT ahead of the jump ends the chain in iptables; in nf_tables another base
+    // chain (the native backend's) would still run, so this is iptables' shadowing.
+    let apply_verify = with_config(&["apply", "--verify", "--json"]);
+    let run = meshinit_netns(&net.app, &with_backend(&apply_verify, "iptables-nft"));
     run.assert_exit(VERIFY_FAILED);
     assert_status(
         run.check("egress-redirect", "ipv4", None),

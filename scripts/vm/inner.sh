@@ -9,7 +9,10 @@
 #                         and programs IPv4 only; --ipv6 on exits 4 and changes nothing
 #   --case no-legacy      needs the legacy x_tables modules unloadable (module_blacklist=...):
 #                         --backend auto works through nf_tables; --backend legacy fails clearly
-#   --case no-nft-compat  hook for the native nf_tables backend: not applicable yet (exit 77)
+#   --case no-nft-compat  needs nft_compat unloadable: iptables-nft cannot use its matches;
+#                         --backend nftables applies, verifies, reports in sync and cleans
+#   --case no-nft-nat     needs nft_chain_nat unloadable: --backend nftables exits 4 naming
+#                         what the kernel lacks, and leaves nothing behind
 #   --prebuilt LIST       run these test executables (paths relative to the project) instead
 #                         of `cargo test`; without it, installs scripts/vm/packages and uses cargo
 # Exit: 0 passed, 1 failed, 77 not applicable, 2 usage.
@@ -116,6 +119,10 @@ expect() {
 }
 
 nat_rules() { ip netns exec "$app" "iptables-$1-save" -t nat 2>&1 | grep -v '^#'; }
+# The native backend's table (what `auto` chooses in a fresh namespace), read with nft.
+native_table() { ip netns exec "$app" nft list table inet meshinit 2>/dev/null; }
+# Everything of ours in nf_tables: iptables-nft's APPMESH lines and the native table.
+ours() { nat_rules nft | grep APPMESH; native_table; }
 
 case_ipv6_disabled() {
   if [ -e /proc/sys/net/ipv6 ]; then
@@ -125,47 +132,20 @@ case_ipv6_disabled() {
   fresh_namespaces || { fail "setting up the namespaces"; return; }
   meshinit auto apply --verify "$config"
   expect auto 0 "programming IPv4 only" "apply --verify with IPv6 auto programs and proves IPv4 only"
-  if nat_rules nft | grep -q -- '-j APPMESH_EGRESS'; then pass "IPv4 rules installed"; else
-    fail "IPv4 rules missing after apply:"; nat_rules nft | sed 's/^/vm:         /'
+  if native_table | grep -q 'redirect to :15001'; then pass "IPv4 rules installed (native table)"; else
+    fail "IPv4 rules missing after apply:"; ours | sed 's/^/vm:         /'
   fi
   meshinit status status "$config"
   expect status 0 "" "status agrees with the config"
-  local before; before=$(nat_rules nft)
+  local before; before=$(ours)
   meshinit on apply "$config" --ipv6 on
   expect on 4 "IPv6 is required" "apply --ipv6 on exits 4 naming the missing IPv6"
-  if [ "$before" = "$(nat_rules nft)" ]; then pass "the failed apply changed nothing"; else
+  if [ "$before" = "$(ours)" ]; then pass "the failed apply changed nothing"; else
     fail "the failed apply --ipv6 on changed the IPv4 rules"
   fi
   meshinit clean clean
   expect clean 0 "" "clean"
-  if nat_rules nft | grep -q APPMESH || native_table | grep -q meshinit; then
-    fail "clean left rules of ours"
-  else
-    pass "clean removed everything"
-  fi
-}
-
-# table inet meshinit as nft prints it (nothing when there is none).
-native_table() {
-  ip netns exec "$app" nft list table inet meshinit 2>/dev/null
-}
-
-case_no_nft_compat() {
-  fresh_namespaces || { fail "setting up the namespaces"; return; }
-  if ip netns exec "$app" iptables-nft -t nat -A OUTPUT -m owner --uid-owner 1 -j RETURN 2>/dev/null; then
-    fail "precondition: iptables-nft's owner match works; boot with nft_compat blacklisted"; return
-  fi
-  pass "precondition: iptables-nft cannot use its x_tables matches (nft_compat not loadable)"
-  meshinit native apply --verify "$config" --backend nftables
-  expect native 0 "" "apply --verify --backend nftables works without nft_compat"
-  if native_table | grep -q 'redirect to :'; then pass "table inet meshinit holds the redirect"; else
-    fail "no table inet meshinit after apply"
-  fi
-  meshinit status status "$config" --backend nftables
-  expect status 0 "" "status agrees with the config"
-  meshinit clean clean
-  expect clean 0 "" "clean"
-  if native_table | grep -q meshinit; then fail "clean left the table"; else pass "clean removed the table"; fi
+  if [ -n "$(ours)" ]; then fail "clean left rules of ours"; else pass "clean removed everything"; fi
 }
 
 case_no_legacy() {
@@ -177,30 +157,24 @@ case_no_legacy() {
   meshinit legacy apply "$config" --backend legacy
   expect legacy 4 "iptables-legacy cannot read" "apply --backend legacy exits 4 naming the unusable legacy backend"
   grep '^meshinit:' "$out/legacy.err" | sed 's/^/vm:         /' 
-  if nat_rules nft | grep -q APPMESH; then fail "the failed legacy apply left nft rules"; else
+  if [ -n "$(ours)" ]; then fail "the failed legacy apply left nf_tables rules"; else
     pass "the failed legacy apply installed nothing"
   fi
   meshinit auto apply --verify "$config" --backend auto
-  expect auto 0 "" "apply --verify --backend auto works through nf_tables"
-  if nat_rules nft | grep -q -- '-j APPMESH_EGRESS' || native_table | grep -q redirect; then
-    pass "rules installed through nf_tables (iptables-nft or the native table)"
-  else
-    fail "no rules of ours in iptables-nft-save nor in table inet meshinit after apply"
+  expect auto 0 "backend=nftables" "apply --verify --backend auto works through nf_tables (native)"
+  if native_table | grep -q 'redirect to :15001'; then pass "rules installed in table inet meshinit"; else
+    fail "no table inet meshinit after apply"
+  fi
+  meshinit nft apply --verify "$config" --backend iptables-nft
+  expect nft 0 "" "apply --verify --backend iptables-nft works too (moving from native)"
+  if nat_rules nft | grep -q -- '-j APPMESH_EGRESS' && [ -z "$(native_table)" ]; then
+    pass "rules moved to iptables-nft"; else fail "no APPMESH rules in iptables-nft-save, or the native table stayed"
   fi
   meshinit status status "$config"
   expect status 0 "" "status agrees with the config"
   meshinit clean clean
   expect clean 0 "" "clean"
-  if nat_rules nft | grep -q APPMESH || native_table | grep -q meshinit; then
-    fail "clean left rules of ours"
-  else
-    pass "clean removed everything"
-  fi
-}
-
-# table inet meshinit as nft prints it (nothing when there is none).
-native_table() {
-  ip netns exec "$app" nft list table inet meshinit 2>/dev/null
+  if [ -n "$(ours)" ]; then fail "clean left rules of ours"; else pass "clean removed everything"; fi
 }
 
 case_no_nft_compat() {

@@ -44,8 +44,8 @@ impl fmt::Display for BackendKind {
 /// What the user asked for with `--backend`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendChoice {
-    /// The backend already holding our rules here; else iptables-nft when it works; else
-    /// iptables-legacy.
+    /// iptables-legacy where it holds rules, iptables-nft where it holds our chains; else
+    /// the native nftables backend when the kernel has nf_tables, else iptables.
     Auto,
     /// iptables over the legacy x_tables interface.
     #[value(name = "iptables-legacy", alias = "legacy")]
@@ -199,9 +199,8 @@ pub trait Backend: fmt::Debug + Send + Sync {
     fn remove_sets(&self, budget: &TimeBudget) -> Result<()>;
 }
 
-/// Every backend, in the order `auto` prefers them: the iptables ones while they are
-/// installed (existing deployments keep what they run), then the native one, which needs no
-/// program at all (a `FROM scratch` image).
+/// Every backend: the ones `clean` and `apply` walk to remove rules of ours wherever they
+/// are (the kernel evaluates them all). `auto`'s preference is [`auto_select`]'s.
 pub fn all() -> Vec<Box<dyn Backend>> {
     vec![
         Box::new(iptables::IptablesBackend::new(BackendKind::IptablesNft)),
@@ -228,9 +227,9 @@ pub struct Selection {
     pub fallback: Option<Box<dyn Backend>>,
 }
 
-/// Chooses the backend: the one asked for, or for `auto`, the one already holding our
-/// rules (a second backend would run beside the first), else the first installed one in
-/// [`all`]'s order, with the next as fallback.
+/// Chooses the backend: the one asked for, or for `auto`, the one already holding rules
+/// (a second backend would run beside the first), else the native one where nf_tables
+/// works, with an installed iptables as fallback.
 pub fn select(choice: BackendChoice, budget: &TimeBudget) -> Result<Selection> {
     let explicit = |kind| Selection {
         backend: by_kind(kind),
@@ -248,36 +247,51 @@ pub fn select(choice: BackendChoice, budget: &TimeBudget) -> Result<Selection> {
 }
 
 fn auto_select(budget: &TimeBudget) -> Result<Selection> {
-    let mut candidates = all();
-    // Legacy tables exist only where something created them; a backend holding our rules
-    // is kept, so that its rules are converged in place rather than duplicated.
-    if let Some(i) = candidates
-        .iter()
-        .position(|b| b.kind() == BackendKind::IptablesLegacy)
-        && iptables::legacy_holds_rules(budget)
-    {
+    // Legacy tables exist only where something created them; a backend holding rules is
+    // kept, so that its rules are converged in place rather than duplicated.
+    if iptables::legacy_holds_rules(budget) {
         return Ok(Selection {
-            backend: candidates.remove(i),
+            backend: by_kind(BackendKind::IptablesLegacy),
             reason: "iptables-legacy already holds rules in this namespace".into(),
             fallback: None,
         });
     }
-    // With none installed, the first one's error says what to install.
-    let first_missing = candidates[0].installed().err();
-    let mut installed = candidates.into_iter().filter(|b| b.installed().is_ok());
-    match (installed.next(), first_missing) {
-        (Some(backend), _) => Ok(Selection {
-            reason: match backend.kind() {
-                BackendKind::Nftables => {
-                    "no iptables program is installed; nf_tables over netlink needs none".into()
-                }
-                kind => format!("no legacy rules here; {kind} is installed"),
-            },
-            backend,
-            fallback: installed.next(),
+    let iptables_nft = by_kind(BackendKind::IptablesNft);
+    // Found over netlink, running no program. Without iptables-nft installed, the native
+    // backend takes its rules over in its first transaction instead.
+    if nftables::iptables_nft_holds_ours() && iptables_nft.installed().is_ok() {
+        info!(
+            "iptables-nft holds meshinit's chains here: keeping it; `--backend nftables` \
+             moves them to table inet meshinit in one transaction"
+        );
+        return Ok(Selection {
+            backend: iptables_nft,
+            reason: "iptables-nft already holds meshinit's chains in this namespace".into(),
+            fallback: None,
+        });
+    }
+    let native = by_kind(BackendKind::Nftables);
+    let mut iptables = [iptables_nft, by_kind(BackendKind::IptablesLegacy)]
+        .into_iter()
+        .filter(|b| b.installed().is_ok());
+    match native.ready(budget) {
+        Ok(()) => Ok(Selection {
+            backend: native,
+            reason: "no backend holds our rules here and nf_tables works over netlink".into(),
+            fallback: iptables.next(),
         }),
-        (None, Some(e)) => Err(e),
-        (None, None) => Err(Error::BackendNotInstalled("no backend is installed".into())),
+        // No nf_tables here (or not readable): an installed iptables is all that is left.
+        Err(native_error) => match iptables.next() {
+            Some(first) => Ok(Selection {
+                reason: format!(
+                    "nf_tables over netlink is not usable here ({native_error}); {} is installed",
+                    first.kind()
+                ),
+                backend: first,
+                fallback: iptables.next(),
+            }),
+            None => Err(native_error),
+        },
     }
 }
 

@@ -139,6 +139,7 @@ fn budget() -> TimeBudget {
 
 const NFT: BackendKind = BackendKind::IptablesNft;
 const LEGACY: BackendKind = BackendKind::IptablesLegacy;
+const NATIVE: BackendKind = BackendKind::Nftables;
 
 type Log = Arc<Mutex<Vec<String>>>;
 
@@ -168,18 +169,19 @@ fn apply_fakes(
 
 #[test]
 fn auto_falls_back_when_the_kernel_refuses_the_first_backend() {
+    // `auto`'s shape in a fresh namespace: native first, an installed iptables behind it.
     let (result, calls) = apply_fakes(
-        (NFT, Outcome::KernelRefuses),
-        Some((LEGACY, Outcome::Converges)),
+        (NATIVE, Outcome::KernelRefuses),
+        Some((NFT, Outcome::Converges)),
         &[],
         false,
     );
-    assert_eq!(result.unwrap().backend.kind(), LEGACY);
+    assert_eq!(result.unwrap().backend.kind(), NFT);
     assert_eq!(
         calls,
         [
-            "iptables-nft converge dry_run=false",
-            "iptables-legacy converge dry_run=false"
+            "nftables converge dry_run=false",
+            "iptables-nft converge dry_run=false"
         ]
     );
 }

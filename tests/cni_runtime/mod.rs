@@ -17,7 +17,8 @@ use std::process::{Command, Stdio};
 
 use serde_json::{Map, Value};
 
-use crate::common::TestNetns;
+pub use crate::common::ours_anywhere;
+use crate::common::{BACKENDS, TestNetns, our_rules};
 
 pub mod fixture;
 
@@ -376,7 +377,8 @@ pub fn derive_request_config(
     Value::Object(config)
 }
 
-/// Both families' nat tables (iptables-nft), without the timestamped comments.
+/// Both families' nat tables (iptables-nft), without the timestamped comments, and the
+/// native backend's table when there is one (read with `nft`).
 pub fn nat_state(ns: &TestNetns) -> String {
     let mut out = String::new();
     for save in ["iptables-nft-save", "ip6tables-nft-save"] {
@@ -388,7 +390,41 @@ pub fn nat_state(ns: &TestNetns) -> String {
                 .map(|l| format!("{l}\n")),
         );
     }
-    out
+    out + &our_rules(ns, "nftables")
+}
+
+/// The backend holding our rules in `ns` (the one CNI's `auto` chose); panics unless
+/// exactly one does.
+#[track_caller]
+pub fn backend_holding_ours(ns: &TestNetns) -> &'static str {
+    let holding: Vec<&str> = BACKENDS
+        .into_iter()
+        .filter(|backend| !our_rules(ns, backend).is_empty())
+        .collect();
+    assert_eq!(
+        holding.len(),
+        1,
+        "backends holding ours:\n{}",
+        ours_anywhere(ns)
+    );
+    holding[0]
+}
+
+/// Makes CNI's `auto` choose `backend` in `pod`, from what the pod already holds, as it
+/// would on a node: nothing for the native backend; a rule in the legacy tables (legacy is
+/// in use there) for iptables-legacy; an empty chain of ours in iptables-nft (left by the
+/// App Mesh plugin or an earlier meshinit) for iptables-nft.
+pub fn steer_auto_to(pod: &TestNetns, backend: &str) {
+    match backend {
+        "nftables" => {}
+        "iptables-legacy" => {
+            pod.iptables("iptables-legacy", "-A INPUT -p tcp --dport 9999 -j ACCEPT");
+        }
+        "iptables-nft" => {
+            pod.iptables("iptables-nft", "-t nat -N APPMESH_EGRESS");
+        }
+        other => panic!("no backend {other}"),
+    }
 }
 
 /// Our chain declarations, and per chain our rules and the jumps into ours, in order:
@@ -438,15 +474,37 @@ pub fn render(node: &TestNetns, config: &Value) -> BTreeMap<String, String> {
     families
 }
 
-/// Asserts that `pod` holds exactly the rules `meshinit render` prints for `config`.
+/// Asserts that `pod` holds exactly the rules of `config`, in whichever backend holds them
+/// (and only there): for an iptables backend, what `meshinit render` prints; for the native
+/// one, the table `nft` lists after `meshinit apply --backend nftables` of the same
+/// configuration in a fresh namespace.
 #[track_caller]
 pub fn assert_installed_as_rendered(node: &TestNetns, pod: &TestNetns, config: &Value) {
+    let backend = backend_holding_ours(pod);
+    let Some(program) = backend.strip_prefix("iptables-") else {
+        let reference = TestNetns::new("cniref");
+        let mut apply = reference.command(MESHINIT);
+        apply.args(["apply", "-", "--backend", "nftables"]);
+        let run = run_with_stdin(apply, &config.to_string());
+        assert!(run.succeeded(), "meshinit apply failed:\n{run}");
+        let expected = our_rules(&reference, "nftables");
+        assert!(
+            expected.contains("redirect to :"),
+            "the reference holds no ruleset to compare with:\n{expected}"
+        );
+        assert_eq!(
+            our_rules(pod, "nftables"),
+            expected,
+            "the pod's table differs from `meshinit apply --backend nftables` of the same config"
+        );
+        return;
+    };
     let rendered = render(node, config);
     for (family, save) in [
-        ("IPv4", "iptables-nft-save"),
-        ("IPv6", "ip6tables-nft-save"),
+        ("IPv4", format!("iptables-{program}-save")),
+        ("IPv6", format!("ip6tables-{program}-save")),
     ] {
-        let installed = pod.run_checked(save, &["-t", "nat"]);
+        let installed = pod.run_checked(&save, &["-t", "nat"]);
         let expected = rendered.get(family).map(String::as_str).unwrap_or_default();
         // Two empty sides would compare equal and prove nothing.
         assert!(
@@ -456,7 +514,7 @@ pub fn assert_installed_as_rendered(node: &TestNetns, pod: &TestNetns, config: &
         assert_eq!(
             appmesh_rules(&installed),
             appmesh_rules(expected),
-            "{family}: installed rules differ from `meshinit render`\ninstalled:\n{installed}\nrendered:\n{expected}"
+            "{family} ({backend}): installed rules differ from `meshinit render`\ninstalled:\n{installed}\nrendered:\n{expected}"
         );
     }
 }

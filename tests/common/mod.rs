@@ -27,6 +27,7 @@
 // Each integration-test binary compiles this module separately and uses only part of it.
 #![allow(dead_code, unused_imports)]
 
+mod backends;
 mod cli;
 mod client;
 mod fake_tools;
@@ -36,6 +37,7 @@ mod netns;
 /// of the glob below: other test files define their own `Scene`, `PROXY_UID`, `addr`.
 pub mod scene;
 
+pub use backends::*;
 pub use cli::*;
 pub use client::{
     ConnectAttempt, ConnectFailure, ConnectOutcome, DEFAULT_CONNECT_TIMEOUT, Landing,

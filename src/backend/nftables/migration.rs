@@ -60,6 +60,23 @@ fn leftovers(
     }))
 }
 
+/// Whether iptables-nft holds chains of ours in the `ip nat` or `ip6 nat` table, read over
+/// netlink (no program runs); `false` when nf_tables cannot be read at all.
+pub fn iptables_nft_holds_ours() -> bool {
+    let Ok(mut connection) = NftConnection::open() else {
+        return false;
+    };
+    [TableFamily::Ipv4, TableFamily::Ipv6]
+        .into_iter()
+        .any(|family| {
+            // An interrupted dump (the ruleset changed under it) is read again.
+            (0..ATTEMPTS)
+                .find_map(|_| connection.dump_chains(family, Some("nat")).transpose())
+                .and_then(Result::ok)
+                .is_some_and(|chains| chains.iter().any(|c| is_own_chain(&c.name)))
+        })
+}
+
 /// Replaces iptables-nft's rules of ours with `table` in one transaction, when iptables-nft
 /// holds any; `Ok(false)` when it holds none (the caller then commits as usual).
 pub fn migrate_from_iptables_nft(

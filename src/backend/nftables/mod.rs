@@ -5,6 +5,8 @@
 
 mod migration;
 
+pub use migration::iptables_nft_holds_ours;
+
 use tracing::info;
 
 use super::{
