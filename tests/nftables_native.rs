@@ -31,9 +31,10 @@ APPMESH_APP_PORTS=9080
 APPMESH_ENABLE_IPV6=1";
 
 /// What `nft -f` makes of the seed ruleset, written as nft would: the observer's reference.
+/// (Hash sets are declared with their size, as meshinit sends them: see `encode::new_set`.)
 const SEED_NFT: &str = "table inet meshinit {
-  set ignored_ipv4 { type ipv4_addr; elements = { 169.254.170.2, 169.254.169.254, 169.254.170.23 }; }
-  set ignored_ipv6 { type ipv6_addr; elements = { fd00:ec2::23, fd00:ec2::254 }; }
+  set ignored_ipv4 { type ipv4_addr; size 3; elements = { 169.254.170.2, 169.254.169.254, 169.254.170.23 }; }
+  set ignored_ipv6 { type ipv6_addr; size 2; elements = { fd00:ec2::23, fd00:ec2::254 }; }
   chain output { type nat hook output priority -100; policy accept;
     meta l4proto != tcp return; fib daddr type local return; meta skuid 1337 return;
     tcp dport 22 return; ip daddr @ignored_ipv4 return; ip6 daddr @ignored_ipv6 return;
@@ -173,7 +174,7 @@ fn ipv4_only_table_equals_nft_reference_too() {
     let reference = TestNetns::new("nft-ref4");
     let text = SEED_NFT
         .replace(
-            "  set ignored_ipv6 { type ipv6_addr; elements = { fd00:ec2::23, fd00:ec2::254 }; }\n",
+            "  set ignored_ipv6 { type ipv6_addr; size 2; elements = { fd00:ec2::23, fd00:ec2::254 }; }\n",
             "",
         )
         .replace(" ip6 daddr @ignored_ipv6 return;", "")

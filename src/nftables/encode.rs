@@ -6,8 +6,8 @@ use netlink_packet_core::{DefaultNla, NLA_F_NESTED};
 use netlink_packet_netfilter::nftables::{
     Bitwise, ChainAttribute, ChainMessage, Cmp, DataAttribute, ExpressionAttribute, Expressions,
     Hook as HookAttribute, HookNumber, Immediate, ListAttribute, Lookup, Meta, NfTablesMessage,
-    Payload, RuleAttribute, RuleMessage, SetAttribute, SetFlags, SetMessage, TableAttribute,
-    TableMessage, Verdict as VerdictCode, VerdictAttribute,
+    Payload, RuleAttribute, RuleMessage, SetAttribute, SetDescription, SetFlags, SetMessage,
+    TableAttribute, TableMessage, Verdict as VerdictCode, VerdictAttribute,
 };
 
 use super::model::{
@@ -57,16 +57,24 @@ pub fn new_set(table: &str, set: &Set, id: u32) -> NfTablesMessage {
     if set.interval {
         flags |= SetFlags::Interval;
     }
-    NfTablesMessage::NewSet(SetMessage {
-        attributes: vec![
-            SetAttribute::Table(table.to_owned()),
-            SetAttribute::Name(set.name.clone()),
-            SetAttribute::Flags(flags),
-            SetAttribute::KeyType(set.key.datatype()),
-            SetAttribute::KeyLen(set.key.byte_len() as u32),
-            SetAttribute::Id(id),
-        ],
-    })
+    let mut attributes = vec![
+        SetAttribute::Table(table.to_owned()),
+        SetAttribute::Name(set.name.clone()),
+        SetAttribute::Flags(flags),
+        SetAttribute::KeyType(set.key.datatype()),
+        SetAttribute::KeyLen(set.key.byte_len() as u32),
+        SetAttribute::Id(id),
+    ];
+    if !set.interval {
+        // Sized up front, the kernel builds a hash table that never resizes: a table that
+        // grows while it is filled is rehashed in the background, and a dump that walks it
+        // then can miss elements (100,000 members read back as 94,000).
+        let size = u32::try_from(set.elements().len())
+            .unwrap_or(u32::MAX)
+            .max(1);
+        attributes.push(SetAttribute::Description(vec![SetDescription::Size(size)]));
+    }
+    NfTablesMessage::NewSet(SetMessage { attributes })
 }
 
 /// One set key as the kernel gets it, with `NFT_SET_ELEM_INTERVAL_END` when it ends a range.

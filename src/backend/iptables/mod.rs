@@ -120,6 +120,11 @@ impl Backend for IptablesBackend {
         if self.installed().is_err() {
             return None;
         }
+        // iptables-nft's tables are nf_tables ones: asked over netlink first, so the common
+        // answer (nothing of ours) costs no program.
+        if self.kind == BackendKind::IptablesNft && !super::nftables::iptables_nft_holds_ours() {
+            return None;
+        }
         let mut desired = Self::everything_of_ours_removed();
         if self.kind == BackendKind::IptablesLegacy {
             // Reading a legacy table that does not exist would create it.
