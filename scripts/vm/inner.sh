@@ -155,7 +155,7 @@ case_no_legacy() {
   fi
   pass "precondition: iptables-legacy cannot reach the nat table (modules not loadable)"
   meshinit legacy apply "$config" --backend legacy
-  expect legacy 4 "iptables-legacy cannot read" "apply --backend legacy exits 4 naming the unusable legacy backend"
+  expect legacy 4 "iptables-legacy cannot be used here" "apply --backend legacy exits 4 naming the unusable legacy backend"
   grep '^meshinit:' "$out/legacy.err" | sed 's/^/vm:         /' 
   if [ -n "$(ours)" ]; then fail "the failed legacy apply left nf_tables rules"; else
     pass "the failed legacy apply installed nothing"
