@@ -50,15 +50,20 @@ if [ -z "$binary" ]; then
 fi
 [ -x "$binary" ] || { echo "build-image.sh: $binary is not an executable" >&2; exit 2; }
 # ldd says "statically linked" (static-pie) or "not a dynamic executable" for static binaries.
-if [ "$variant" != iptables ] && ldd "$binary" 2>&1 | grep -q '=>'; then
+# (grep reads all of ldd's output: `grep -q` would exit early and, under pipefail, the
+# SIGPIPE'd ldd would make a dynamic binary look static.)
+if [ "$variant" != iptables ] && ldd "$binary" 2>&1 | grep '=>' >/dev/null; then
   echo "build-image.sh: $binary is dynamically linked: the FROM scratch image has no libc;" \
     "use scripts/build-static.sh's binary, or --variant iptables" >&2
   exit 2
 fi
 
-work=target/image
-rm -rf "$work/static" "$work/iptables"
-mkdir -p "$work/debs"
+# Downloaded packages are cached and shared; each run builds in contexts of its own, so
+# concurrent runs (the podman tests) never remove each other's.
+cache=target/image
+mkdir -p "$cache/debs"
+work=$(mktemp -d "$cache/build.XXXXXX")
+trap 'rm -rf "$work"' EXIT
 built=()
 
 build() { # build CONTEXT IMAGE
@@ -87,18 +92,18 @@ if [ "$variant" != static ]; then
   # packages; no maintainer scripts run, so the alternatives links are made below.
   packages=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts \
     --no-breaks --no-replaces --no-enhances iptables ipset 2>/dev/null | grep '^[a-z0-9]' | sort -u)
-  if [ -z "$packages" ] || ! (cd "$work/debs" && apt-get download $packages >/dev/null 2>&1); then
+  if [ -z "$packages" ] || ! (cd "$cache/debs" && apt-get download $packages >/dev/null 2>&1); then
     echo "build-image.sh: updating the package lists to download: $(echo $packages)" >&2
     apt-get update -qq
     packages=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts \
       --no-breaks --no-replaces --no-enhances iptables ipset 2>/dev/null | grep '^[a-z0-9]' | sort -u)
-    (cd "$work/debs" && apt-get download $packages >/dev/null)
+    (cd "$cache/debs" && apt-get download $packages >/dev/null)
   fi
   rootfs=$work/iptables/rootfs
   mkdir -p "$rootfs"
   for package in $packages; do
     # The newest downloaded version of each package.
-    deb=$(ls -t "$work/debs/${package}"_*.deb | head -n 1)
+    deb=$(ls -t "$cache/debs/${package}"_*.deb | head -n 1)
     dpkg-deb -x "$deb" "$rootfs"
   done
   rm -rf "$rootfs"/usr/share/{doc,man,info,lintian,locale} "$rootfs"/usr/lib/x86_64-linux-gnu/gconv
