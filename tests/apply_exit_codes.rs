@@ -64,14 +64,7 @@ fn a_failed_restore_leaves_the_rules_exactly_as_before() {
     );
     let before = nat_state(&ns, "legacy");
     // Hold a private xtables lock so the legacy restore really fails, like under contention.
-    let lock = std::env::temp_dir().join(format!("meshinit-test-{}.lock", std::process::id()));
-    std::fs::write(&lock, "").unwrap();
-    let lock_str = lock.to_str().unwrap();
-    let mut holder = Command::new("flock")
-        .args([lock_str, "sleep", "30"])
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    let lock = XtablesLockHolder::hold("failedrestore");
     let output = meshinit_with_env(
         &ns,
         &[
@@ -85,11 +78,9 @@ fn a_failed_restore_leaves_the_rules_exactly_as_before() {
             "--lock-timeout",
             "1s",
         ],
-        &[("XTABLES_LOCKFILE", lock_str)],
+        &[("XTABLES_LOCKFILE", lock.lockfile())],
     );
-    let _ = holder.kill();
-    let _ = holder.wait();
-    let _ = std::fs::remove_file(&lock);
+    drop(lock);
     assert_exit(&output, 1);
     let err = stderr(&output);
     assert!(err.contains("iptables-legacy-restore failed"), "{err}");

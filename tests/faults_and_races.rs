@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -17,7 +16,6 @@ const ECS_CONFIG: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/configs/traffic-ecs.json"
 );
-const CNI_NETCONF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/cni-netconf.json");
 /// The fake programs, ipset sets and kill points below are iptables-nft's.
 const IPTABLES_NFT: [&str; 2] = ["--backend", "iptables-nft"];
 /// Exit code of a run that gave up waiting for another meshinit in the same namespace.
@@ -381,17 +379,7 @@ fn lock_timeout_bounds_the_whole_wait() {
         // Waiting twice (the old behaviour) would exceed this by a whole timeout.
         let bound = limit + overhead + 0.25;
         let before = nat_state(&ns, "legacy");
-        let lock = std::env::temp_dir().join(format!(
-            "meshinit-lockwait-{}-{timeout}.lock",
-            std::process::id()
-        ));
-        std::fs::write(&lock, "").unwrap();
-        let lock_str = lock.to_str().unwrap();
-        let mut holder = Command::new("flock")
-            .args([lock_str, "sleep", "30"])
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(200));
+        let lock = XtablesLockHolder::hold(&format!("lockwait-{timeout}"));
         let started = Instant::now();
         let output = meshinit_with_env(
             &ns,
@@ -406,12 +394,10 @@ fn lock_timeout_bounds_the_whole_wait() {
                 "--lock-timeout",
                 timeout,
             ],
-            &[("XTABLES_LOCKFILE", lock_str)],
+            &[("XTABLES_LOCKFILE", lock.lockfile())],
         );
         let took = started.elapsed();
-        let _ = holder.kill();
-        let _ = holder.wait();
-        let _ = std::fs::remove_file(&lock);
+        drop(lock);
         eprintln!(
             "--lock-timeout {timeout}: exit {:?} after {took:?} (a run without waiting: {overhead:.2}s)",
             output.status.code()
@@ -560,26 +546,7 @@ fn apply_racing_clean(backend: &str) {
 
 /// Runs meshinit as a CNI plugin from `node` for the container namespace `pod`.
 fn cni(node: &TestNetns, pod: &TestNetns, command: &str) -> std::process::Child {
-    let mut child = node
-        .command(MESHINIT)
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", "race")
-        .env("CNI_NETNS", pod.path())
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/usr/lib/cni")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let netconf = std::fs::read_to_string(CNI_NETCONF).unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(netconf.as_bytes())
-        .unwrap();
-    child
+    cni_plugin(node, pod, command, None)
 }
 
 #[test]

@@ -5,9 +5,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::Stdio;
-
 use common::scene::*;
 use common::*;
 
@@ -205,31 +202,9 @@ fn ipv6_off_leaves_ipv6_traffic_alone() {
 
 /// Runs meshinit as a CNI plugin with no iptables program on PATH.
 fn cni_without_iptables(node: &TestNetns, pod: &TestNetns, command: &str) -> std::process::Output {
-    let netconf = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/cni-netconf.json"
-    ))
-    .unwrap();
-    let mut child = node
-        .command("env")
-        .args(["PATH=/nonexistent", MESHINIT])
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", "native")
-        .env("CNI_NETNS", pod.path())
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/nonexistent")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
+    cni_plugin(node, pod, command, Some("/nonexistent"))
+        .wait_with_output()
         .unwrap()
-        .write_all(netconf.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
 }
 
 #[test]

@@ -101,3 +101,83 @@ pub fn lines_naming(state: &str, needle: &str) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// Starts meshinit as a CNI plugin run from `node` for the pod namespace `pod`, with
+/// examples/cni-netconf.json on stdin. With `path`, meshinit gets that PATH instead of the
+/// test's (e.g. one holding no iptables program).
+pub fn cni_plugin(
+    node: &TestNetns,
+    pod: &TestNetns,
+    command: &str,
+    path: Option<&str>,
+) -> std::process::Child {
+    use std::io::Write;
+    use std::process::Stdio;
+    let netconf = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/cni-netconf.json"
+    ))
+    .expect("the example netconf exists");
+    let mut invocation = match path {
+        Some(path) => {
+            let mut env = node.command("env");
+            env.arg(format!("PATH={path}")).arg(MESHINIT);
+            env
+        }
+        None => node.command(MESHINIT),
+    };
+    let mut child = invocation
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", "test")
+        .env("CNI_NETNS", pod.path())
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", path.unwrap_or("/usr/lib/cni"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("meshinit starts");
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(netconf.as_bytes())
+        .expect("meshinit reads the netconf");
+    child
+}
+
+/// Holds a private xtables lock (named by `XTABLES_LOCKFILE`, so other tests are not
+/// blocked) until dropped, as another iptables process would.
+pub struct XtablesLockHolder {
+    path: std::path::PathBuf,
+    holder: std::process::Child,
+}
+
+impl XtablesLockHolder {
+    pub fn hold(tag: &str) -> XtablesLockHolder {
+        let path =
+            std::env::temp_dir().join(format!("meshinit-test-{}-{tag}.lock", std::process::id()));
+        std::fs::write(&path, "").expect("write the lock file");
+        let holder = Command::new("flock")
+            .arg(&path)
+            .args(["sleep", "30"])
+            .spawn()
+            .expect("flock runs");
+        // flock takes the lock right after it starts.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        XtablesLockHolder { path, holder }
+    }
+
+    /// The `XTABLES_LOCKFILE` value that points iptables at this lock.
+    pub fn lockfile(&self) -> &str {
+        self.path.to_str().expect("temp paths are UTF-8")
+    }
+}
+
+impl Drop for XtablesLockHolder {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
