@@ -290,7 +290,7 @@ native_set_type() { # config
 # Which backend `apply` without --backend chooses in a fresh namespace.
 AUTO_CHOICE=$(unshare -n sh -c "$MESHINIT apply $SEED >/dev/null 2>&1 || exit 1
     if nft list table inet meshinit >/dev/null 2>&1; then echo 'the native nf_tables backend'
-    elif iptables-nft-save -t nat 2>/dev/null | grep -q APPMESH_; then echo iptables-nft
+    elif iptables-nft-save -t nat 2>/dev/null | grep APPMESH_ >/dev/null; then echo iptables-nft
     else echo iptables-legacy; fi") || die "meshinit apply $SEED (auto backend) failed"
 declare -A NATIVE_SET
 if [ "$NATIVE" = 1 ]; then

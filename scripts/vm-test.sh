@@ -293,7 +293,7 @@ main() {
   local img
   for img in "$vm"/images/*.img; do  # root disks of kernels replaced by --refresh
     [ -e "$img" ] || continue
-    cat "$vm"/kernels/*/version 2>/dev/null | grep -qxF "$(basename "$img" .img)" ||
+    cat "$vm"/kernels/*/version 2>/dev/null | grep -xF "$(basename "$img" .img)" >/dev/null ||
       rm -f "$img" "$img.stamp" "${img%.img}.initrd"
   done
   build_job_disk
