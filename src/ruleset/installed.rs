@@ -2,7 +2,7 @@
 //! every rule, typed where it has a shape the model knows, always with the backend's own
 //! text of it (to delete it exactly, and to show it).
 
-use super::{Family, Rule, Ruleset, is_own_chain};
+use super::{Rule, is_own_chain};
 
 /// One installed rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,26 +74,5 @@ impl InstalledTable {
     /// True when nothing of ours is installed.
     pub fn is_clean(&self) -> bool {
         self.own_chains().next().is_none() && self.jumps_into_own_chains().next().is_none()
-    }
-
-    /// The part of this table that is ours, when every rule of it has a shape the model
-    /// knows: what undoing a change converges back to.
-    pub fn own_ruleset(&self, family: Family) -> Option<Ruleset> {
-        let typed = |r: &InstalledRule| r.rule.clone();
-        Some(Ruleset {
-            family,
-            chains: self.own_chains().map(str::to_owned).collect(),
-            rules: self
-                .rules
-                .iter()
-                .filter(|r| is_own_chain(&r.chain))
-                .map(typed)
-                .collect::<Option<_>>()?,
-            jumps: self
-                .jumps_into_own_chains()
-                .map(typed)
-                .collect::<Option<_>>()?,
-            sets: Vec::new(),
-        })
     }
 }

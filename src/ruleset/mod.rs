@@ -19,9 +19,6 @@ pub use installed::{InstalledRule, InstalledTable};
 pub use plan::{PlanOptions, plan};
 pub use rule::{Match, Rule, Verdict};
 
-/// Every chain and set meshinit (or the AWS App Mesh tools) creates starts with this; not
-/// everything that starts with it is ours (see [`is_own_chain`] and [`sets::is_own_set`]).
-pub const OWN_PREFIX: &str = "APPMESH_";
 pub const INGRESS_CHAIN: &str = "APPMESH_INGRESS";
 pub const EGRESS_CHAIN: &str = "APPMESH_EGRESS";
 /// The only chains meshinit owns (the AWS App Mesh tools use the same two names). Another

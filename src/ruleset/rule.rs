@@ -65,14 +65,6 @@ impl Rule {
             _ => None,
         }
     }
-
-    /// The sets this rule matches against.
-    pub fn matched_sets(&self) -> impl Iterator<Item = &str> {
-        self.matches.iter().filter_map(|m| match m {
-            Match::DestinationInSet(name) => Some(name.as_str()),
-            _ => None,
-        })
-    }
 }
 
 /// A neutral spelling for logs and tests; backends show their own syntax to users.
