@@ -117,11 +117,9 @@ impl Backend for IptablesBackend {
     }
 
     fn holds_ours(&self, budget: &TimeBudget) -> Option<Installed> {
-        if self.installed().is_err() {
-            return None;
-        }
-        // iptables-nft's tables are nf_tables ones: asked over netlink first, so the common
-        // answer (nothing of ours) costs no program.
+        // The kernel is asked first (iptables-nft's tables over netlink, legacy's table
+        // names in /proc), so the common answer, nothing of ours, costs no program and no
+        // search of PATH.
         if self.kind == BackendKind::IptablesNft && !super::nftables::iptables_nft_holds_ours() {
             return None;
         }
@@ -135,6 +133,9 @@ impl Backend for IptablesBackend {
             }
         }
         desired.rulesets().next()?;
+        if self.installed().is_err() {
+            return None;
+        }
         match read::read(self.kind, &desired, budget) {
             Ok((installed, _)) if !installed.is_clean() => Some(installed),
             Ok(_) => None,

@@ -162,26 +162,18 @@ impl Backend for NftablesBackend {
         _: &TimeBudget,
     ) -> Result<Vec<(Family, Drift)>> {
         let table = Self::read_table(&mut Self::connect()?)?;
-        let lines = match Self::planned(desired) {
-            Some(planned) => describe_drift(table.as_ref(), &planned),
-            None => table
-                .map(|t| vec![format!("table inet {} is installed", t.name)])
-                .unwrap_or_default(),
-        };
-        // One table holds both families: its differences are reported once, under the
-        // first family read.
+        let planned = Self::planned(desired);
         Ok(installed
             .families
             .iter()
-            .enumerate()
-            .map(|(i, (family, _))| {
-                let drift = if i == 0 {
-                    Drift {
-                        unexpected: lines.clone(),
+            .map(|(family, _)| {
+                let drift = match (&planned, &table) {
+                    (Some(planned), table) => describe_drift(table.as_ref(), planned, *family),
+                    (None, Some(table)) => Drift {
+                        unexpected: vec![format!("table inet {}", table.name)],
                         ..Drift::default()
-                    }
-                } else {
-                    Drift::default()
+                    },
+                    (None, None) => Drift::default(),
                 };
                 (*family, drift)
             })
