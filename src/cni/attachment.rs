@@ -265,7 +265,15 @@ mod tests {
         })))
         .unwrap();
         assert_eq!(settings.ignored_uid.unwrap().value, "1337");
-        assert_eq!(settings.app_ports.unwrap().value.items, vec!["8080"]);
+        assert_eq!(
+            settings
+                .app_ports
+                .unwrap()
+                .value
+                .items()
+                .collect::<Vec<_>>(),
+            vec!["8080"]
+        );
     }
 
     #[test]
@@ -306,7 +314,12 @@ mod tests {
         );
         assert_eq!(settings.proxy_egress_port.unwrap().value, "15001");
         assert_eq!(
-            settings.app_ports.unwrap().value.items,
+            settings
+                .app_ports
+                .unwrap()
+                .value
+                .items()
+                .collect::<Vec<_>>(),
             vec!["8080", "8081"]
         );
         assert_eq!(settings.ipv6.unwrap().value, "off");
@@ -333,7 +346,15 @@ mod tests {
             assert_eq!(error.code, code::INVALID_ENVIRONMENT, "{args}: {error}");
         }
         let settings = from_cni_args("Foo=1;IgnoreUnknown=TRUE;K8S_POD_UID=u;AppPorts=80").unwrap();
-        assert_eq!(settings.app_ports.unwrap().value.items, vec!["80"]);
+        assert_eq!(
+            settings
+                .app_ports
+                .unwrap()
+                .value
+                .items()
+                .collect::<Vec<_>>(),
+            vec!["80"]
+        );
         assert!(
             from_cni_args("K8S_POD_NAME=web").is_ok(),
             "well-known keys need no flag"
@@ -351,7 +372,7 @@ mod tests {
         .unwrap();
         let app = settings.app_ports.unwrap();
         assert_eq!(app.property, "runtimeConfig.appPorts");
-        assert_eq!(app.value.items, vec!["9080", "9081"]);
+        assert_eq!(app.value.items().collect::<Vec<_>>(), vec!["9080", "9081"]);
         let error = from_runtime_config(&json!({"enableIPv6": "yes"}), None).unwrap_err();
         assert_eq!(error.code, code::INVALID_NETWORK_CONFIG);
         assert!(
@@ -370,7 +391,15 @@ mod tests {
         let runtime_config = json!({"appPorts": ["9080"], "ignoredGID": "7"});
         let declared = json!({"appPorts": true, "ignoredGID": false, "portMappings": true});
         let settings = from_runtime_config(&runtime_config, Some(&declared)).unwrap();
-        assert_eq!(settings.app_ports.unwrap().value.items, vec!["9080"]);
+        assert_eq!(
+            settings
+                .app_ports
+                .unwrap()
+                .value
+                .items()
+                .collect::<Vec<_>>(),
+            vec!["9080"]
+        );
         assert!(settings.ignored_gid.is_none(), "undeclared capability");
         let error = from_runtime_config(&runtime_config, Some(&json!(["appPorts"]))).unwrap_err();
         assert_eq!(error.code, code::DECODING_FAILURE);

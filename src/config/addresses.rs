@@ -29,13 +29,16 @@ pub struct IgnoredDestinations {
 
 impl IgnoredDestinations {
     /// Builds the lists, dropping exact duplicates in linear time (lists can be 10,000 long).
+    /// Each family is kept (and deduplicated) in its own type: 5 bytes an IPv4 entry, not the
+    /// 18 of an `IpNet`, which matters at 100,000 entries.
     pub fn from_networks(nets: impl IntoIterator<Item = IpNet>) -> Self {
-        let mut seen = HashSet::new();
+        let (mut seen_v4, mut seen_v6) = (HashSet::new(), HashSet::new());
         let mut destinations = IgnoredDestinations::default();
-        for net in nets.into_iter().filter(|net| seen.insert(*net)) {
+        for net in nets {
             match net {
-                IpNet::V4(net) => destinations.ipv4.push(net),
-                IpNet::V6(net) => destinations.ipv6.push(net),
+                IpNet::V4(net) if seen_v4.insert(net) => destinations.ipv4.push(net),
+                IpNet::V6(net) if seen_v6.insert(net) => destinations.ipv6.push(net),
+                _ => {}
             }
         }
         destinations
@@ -173,15 +176,22 @@ fn ipv4_mapped(net: IpNet) -> Option<Ipv4Net> {
     Ipv4Net::new(v4, prefix).ok()
 }
 
-/// The families for which `nets` together cover every address (`0.0.0.0/0`, `::/0`, or
-/// halves that add up to it): ignoring them would turn egress redirection off.
-pub fn whole_families_covered(nets: &[IpNet]) -> Vec<&'static str> {
-    let (v4, v6): (Vec<IpNet>, Vec<IpNet>) = nets.iter().partition(|n| matches!(n, IpNet::V4(_)));
+/// The families for which `destinations` together cover every address (`0.0.0.0/0`, `::/0`,
+/// or halves that add up to it): ignoring them would turn egress redirection off.
+pub fn whole_families_covered(destinations: &IgnoredDestinations) -> Vec<&'static str> {
     let mut covered = Vec::new();
-    if IpNet::aggregate(&v4).iter().any(|n| n.prefix_len() == 0) {
+    if destinations
+        .aggregated_ipv4()
+        .iter()
+        .any(|n| n.prefix_len() == 0)
+    {
         covered.push("IPv4");
     }
-    if IpNet::aggregate(&v6).iter().any(|n| n.prefix_len() == 0) {
+    if destinations
+        .aggregated_ipv6()
+        .iter()
+        .any(|n| n.prefix_len() == 0)
+    {
         covered.push("IPv6");
     }
     covered
@@ -214,8 +224,9 @@ mod tests {
 
     #[test]
     fn whole_families_are_detected_also_from_halves() {
-        let nets =
-            |items: &[&str]| -> Vec<IpNet> { items.iter().map(|i| i.parse().unwrap()).collect() };
+        let nets = |items: &[&str]| {
+            IgnoredDestinations::from_networks(items.iter().map(|i| i.parse::<IpNet>().unwrap()))
+        };
         assert_eq!(whole_families_covered(&nets(&["0.0.0.0/0"])), ["IPv4"]);
         assert_eq!(
             whole_families_covered(&nets(&["0.0.0.0/1", "128.0.0.0/1", "::/0"])),

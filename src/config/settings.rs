@@ -18,10 +18,10 @@ impl<T> Setting<T> {
     }
 }
 
-/// A list value: the items and the text they were read from (quoted in errors).
+/// A list value: the text it was read from (quoted in errors), split into items on demand.
+/// Lists can hold 100,000 entries: the text is kept once, not again as one string per item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListValue {
-    pub items: Vec<String>,
     pub verbatim: String,
 }
 
@@ -30,17 +30,24 @@ impl ListValue {
     /// trailing comma or an empty property means "nothing", as the ECS agent treats it.
     pub fn from_comma_separated(text: &str) -> Self {
         ListValue {
-            items: split_list(text),
             verbatim: text.to_owned(),
         }
     }
 
-    /// A JSON array of strings (CNI config); each element may itself be comma-separated.
+    /// A JSON array of strings (CNI config); each element may itself be comma-separated,
+    /// so joining them with commas gives the same items.
     pub fn from_items(items: &[String]) -> Self {
         ListValue {
-            items: items.iter().flat_map(|item| split_list(item)).collect(),
             verbatim: items.join(","),
         }
+    }
+
+    /// The items, trimmed, empty ones dropped.
+    pub fn items(&self) -> impl Iterator<Item = &str> {
+        self.verbatim
+            .split(',')
+            .map(trim_value)
+            .filter(|item| !item.is_empty())
     }
 }
 
@@ -50,14 +57,6 @@ impl ListValue {
 /// numbers and addresses before they reach a rule, so no raw text ends up in one.
 pub fn trim_value(text: &str) -> &str {
     text.trim_ascii()
-}
-
-fn split_list(text: &str) -> Vec<String> {
-    text.split(',')
-        .map(trim_value)
-        .filter(|item| !item.is_empty())
-        .map(str::to_owned)
-        .collect()
 }
 
 /// The properties of a proxy configuration, whatever a source calls them.
@@ -273,8 +272,8 @@ mod tests {
     #[test]
     fn lists_split_on_commas_and_drop_empty_items() {
         let list = ListValue::from_comma_separated(" 9080, 9081,,");
-        assert_eq!(list.items, vec!["9080", "9081"]);
-        let list = ListValue::from_items(&["22".into(), "80,443".into()]);
-        assert_eq!(list.items, vec!["22", "80", "443"]);
+        assert_eq!(list.items().collect::<Vec<_>>(), ["9080", "9081"]);
+        let list = ListValue::from_items(&["22".into(), "80,443".into(), String::new()]);
+        assert_eq!(list.items().collect::<Vec<_>>(), ["22", "80", "443"]);
     }
 }

@@ -123,24 +123,28 @@ pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<Con
         .unwrap_or_default();
     egress_ignored_ports.push(PortRange::single(ALWAYS_IGNORED_PORT));
 
-    let mut networks = Vec::new();
+    let mut destinations = IgnoredDestinations::default();
     if let Some(setting) = &raw.egress_ignored_ips {
         let (property, verbatim) = (&setting.property, &setting.value.verbatim);
         let mut bad = Vec::new();
         let mut notes = Vec::new();
-        for item in &setting.value.items {
-            match parse_ignored_ip(property, verbatim, item) {
-                Ok(parsed) => {
-                    notes.extend(parsed.warning);
-                    networks.push(parsed.net);
+        // Parsed straight into the per-family lists: no list of every entry in between.
+        destinations =
+            IgnoredDestinations::from_networks(setting.value.items().filter_map(|item| {
+                match parse_ignored_ip(property, verbatim, item) {
+                    Ok(parsed) => {
+                        notes.extend(parsed.warning);
+                        Some(parsed.net)
+                    }
+                    Err(e) => {
+                        bad.push(e.message);
+                        None
+                    }
                 }
-                Err(e) => bad.push(e.message),
-            }
-        }
+            }));
         errors.extend(list_error(property, verbatim, bad));
         warnings.extend(summarized(notes));
-        let covered = whole_families_covered(&networks);
-        for family in covered {
+        for family in whole_families_covered(&destinations) {
             errors.push(ConfigError::new(
                 property,
                 Some(verbatim),
@@ -150,9 +154,8 @@ pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<Con
     }
     for ip in ALWAYS_IGNORED_IPS {
         let net = parse_ignored_ip("built-in", ip, ip).expect("built-in addresses parse");
-        networks.push(net.net);
+        destinations.push(net.net);
     }
-    let destinations = IgnoredDestinations::from_networks(networks);
 
     let ipv6 = match &raw.ipv6 {
         None => Ipv6Mode::Auto,
@@ -244,9 +247,9 @@ fn single_port(s: &Setting<String>, errors: &mut Vec<ConfigError>) -> Option<u16
 }
 
 fn port_list(s: &Setting<super::settings::ListValue>, errors: &mut Vec<ConfigError>) -> PortList {
-    let mut ranges = Vec::with_capacity(s.value.items.len());
+    let mut ranges = Vec::new();
     let mut bad = Vec::new();
-    for item in &s.value.items {
+    for item in s.value.items() {
         match parse_port_range(&s.property, &s.value.verbatim, item) {
             Ok(range) => ranges.push(range),
             Err(e) => bad.push(e.message),
