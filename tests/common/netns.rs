@@ -223,7 +223,7 @@ impl TestNetns {
     }
 
     /// The NAT rules currently in this namespace: nf_tables-backed iptables/ip6tables, plus
-    /// legacy tables if any exist. (Listing with `iptables-legacy-save` would create the
+    /// legacy tables if any exist, plus meshinit's native table if it exists. (Listing with `iptables-legacy-save` would create the
     /// legacy nat table, so it is only used when /proc says the table already exists.) A
     /// save that fails fails the test: an unreadable table must never read as "no rules".
     pub fn nat_rules(&self) -> String {
@@ -246,6 +246,11 @@ impl TestNetns {
                 dump += &format!("## {program} -t nat\n");
                 dump += &self.run_checked(program, &["-t", "nat"]);
             }
+        }
+        let tables = self.run_checked("nft", &["list", "tables"]);
+        if tables.lines().any(|l| l.trim() == "table inet meshinit") {
+            dump += "## nft list table inet meshinit\n";
+            dump += &self.run_checked("nft", &["list", "table", "inet", "meshinit"]);
         }
         dump
     }
