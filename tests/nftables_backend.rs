@@ -193,6 +193,42 @@ fn moving_between_backends_leaves_one_set_of_rules() {
 }
 
 #[test]
+fn moving_from_iptables_nft_removes_its_ipsets_too() {
+    if !require_root() {
+        return;
+    }
+    let ns = TestNetns::new("nativesets");
+    // More networks than iptables lists as rules: they go into an ipset.
+    let ips: Vec<String> = (1..=40).map(|i| format!("10.9.0.{i}")).collect();
+    let ips = ips.join(",");
+    let args = [
+        "apply",
+        "--ignored-uid",
+        "1337",
+        "--proxy-egress-port",
+        "15001",
+        "--egress-ignored-ips",
+        &ips,
+    ];
+    assert_exit(&meshinit(&ns, &with_backend(&args, "iptables-nft")), 0);
+    let ours = ipset_names(&ns);
+    assert!(
+        ours.iter().any(|s| s.starts_with("APPMESH_IGNORED_NET4_")),
+        "{ours:?}"
+    );
+    ns.run_checked("ipset", &["create", "APPMESH_FOREIGN", "hash:ip"]);
+
+    assert_exit(&meshinit(&ns, &with_native(&args)), 0);
+    assert!(native_table(&ns).contains("10.9.0.40"));
+    assert!(!nat_state(&ns, "nft").contains("APPMESH"));
+    assert_eq!(
+        ipset_names(&ns),
+        ["APPMESH_FOREIGN"],
+        "our sets went with our rules; someone else's stays"
+    );
+}
+
+#[test]
 fn ipv6_off_leaves_ipv6_traffic_alone() {
     if !require_root() {
         return;

@@ -147,6 +147,10 @@ pub struct ConvergeReport {
     pub set_payloads: Vec<String>,
     /// Sets of ours destroyed because no rule needs them any more.
     pub sets_destroyed: Vec<String>,
+    /// Other backends whose rules of ours this converge replaced in its own transaction (the
+    /// native backend moving from iptables-nft): what they keep outside their rules, such
+    /// as ipsets, is for the engine to remove.
+    pub replaced: Vec<BackendKind>,
 }
 
 /// One way of holding the NAT rules. Implementations live in their own module and are added

@@ -60,7 +60,7 @@ fn apply_with(
         b.converge(&desired, budget, dry_run)
     })?;
     if !dry_run {
-        remove_from_other_backends(selection.backend.kind(), others, budget)?;
+        remove_from_other_backends(selection.backend.kind(), &report.replaced, others, budget)?;
     }
     Ok(Applied {
         report,
@@ -68,14 +68,22 @@ fn apply_with(
     })
 }
 
-/// Removes rules of ours from every backend of `others` but `chosen`.
+/// Removes rules of ours from every backend of `others` but `chosen`, and what the backends
+/// `chosen` has just `replaced` keep besides their rules (their sets).
 fn remove_from_other_backends(
     chosen: BackendKind,
+    replaced: &[BackendKind],
     others: Vec<Box<dyn Backend>>,
     budget: &TimeBudget,
 ) -> Result<()> {
     for other in others.into_iter().filter(|b| b.kind() != chosen) {
-        if other.holds_ours(budget).is_some() {
+        if replaced.contains(&other.kind()) {
+            // Its rules went in the transaction that installed ours; a set left behind is
+            // untidy but harmless, so failing to remove it is a warning, not a failed apply.
+            if let Err(e) = other.remove_sets(budget) {
+                warn!(backend = %other.kind(), error = %e, "sets of ours left behind");
+            }
+        } else if other.holds_ours(budget).is_some() {
             other.remove_rules(budget)?;
             warn!(
                 backend = %chosen,

@@ -88,6 +88,7 @@ impl Backend for Fake {
                     .collect(),
                 set_payloads: Vec::new(),
                 sets_destroyed: Vec::new(),
+                replaced: Vec::new(),
             }),
             Outcome::KernelRefuses => Err(Error::BackendUnusable {
                 backend: self.kind,

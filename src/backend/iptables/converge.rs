@@ -57,6 +57,7 @@ pub fn converge(
                 skipped: installed.skipped,
                 set_payloads: set_payload.into_iter().collect(),
                 sets_destroyed,
+                replaced: Vec::new(),
             });
         }
         (read(kind, desired, budget)?, set_payload)
@@ -94,6 +95,7 @@ pub fn converge(
         skipped: installed.skipped,
         set_payloads: set_payload.into_iter().collect(),
         sets_destroyed,
+        replaced: Vec::new(),
     })
 }
 

@@ -107,11 +107,13 @@ impl Backend for NftablesBackend {
     fn converge(&self, desired: &Desired, _: &TimeBudget, dry_run: bool) -> Result<ConvergeReport> {
         let mut connection = Self::connect()?;
         let planned = Self::planned(desired);
+        let mut replaced = Vec::new();
         let changed = match (&planned, dry_run) {
             (Some(table), false) => {
                 if migration::migrate_from_iptables_nft(&mut connection, table)
                     .map_err(kernel_error)?
                 {
+                    replaced.push(BackendKind::IptablesNft);
                     true
                 } else {
                     let report = connection.commit(table).map_err(kernel_error)?;
@@ -152,6 +154,7 @@ impl Backend for NftablesBackend {
                 .collect(),
             set_payloads: Vec::new(),
             sets_destroyed: Vec::new(),
+            replaced,
         })
     }
 
