@@ -287,7 +287,7 @@ fn check_after_add_and_tampering(backend: &str) {
         .to_owned();
     // The iptables backends name the missing rule; the native one the table's difference.
     let named = match backend {
-        "nftables" => details.contains("chain output: ") && details.contains("rules installed"),
+        "nftables" => details.contains("rules of chain output: 6 installed, 7 planned"),
         _ => details.contains(&format!(
             "missing -A APPMESH_EGRESS -m owner --uid-owner {PROXY_UID} -j RETURN"
         )),

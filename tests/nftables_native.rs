@@ -17,8 +17,9 @@ use meshinit::config::{
 use meshinit::nftables::model::{KeyRange, KeyType, Set};
 use meshinit::nftables::{
     ActiveFamilies, BatchOutcome, Change, CommitReport, Deletion, NftConnection, NftError,
-    TABLE_NAME, Table, TableFamily, plan_table,
+    TABLE_NAME, Table, TableFamily, plan_table, render_table,
 };
+use meshinit::ruleset::{Family, Match, PlanOptions, plan};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use serde_json::Value;
@@ -320,6 +321,58 @@ fn traffic_follows_the_config_over_ipv4_and_ipv6() {
     let scene = Scene::new();
     let table = plan_table(&config_from_env(TRAFFIC_ENV), ActiveFamilies::Both);
     commit_in(&scene.net.app, &table);
+    scene.assert_configured_traffic(true);
+}
+
+/// The renderer takes any ruleset of the one model, not only the shapes the native
+/// backend's own plan options produce: planned as for iptables (short lists as one rule per
+/// network, including a /25 that needs a prefix mask, ports split over several rules), the
+/// table it renders routes the same.
+#[test]
+fn rulesets_planned_as_for_iptables_render_to_the_same_traffic() {
+    if !require_root() {
+        return;
+    }
+    let config = config_from_env(TRAFFIC_ENV);
+    let options = PlanOptions::default();
+    let (v4, v6) = (
+        plan(&config, Family::Ipv4, options),
+        plan(&config, Family::Ipv6, options),
+    );
+    let network_rules = v4
+        .rules
+        .iter()
+        .filter(|r| {
+            r.matches
+                .iter()
+                .any(|m| matches!(m, Match::DestinationNetwork(_)))
+        })
+        .count();
+    let port_rules = v4
+        .rules
+        .iter()
+        .filter(|r| {
+            r.matches
+                .iter()
+                .any(|m| matches!(m, Match::DestinationPorts(_)))
+        })
+        .count();
+    assert!(network_rules >= 2 && port_rules >= 2, "{v4:#?}");
+    let table = render_table(&v4, Some(&v6));
+    // Each port list is one set; networks stay one rule each.
+    let names: Vec<&str> = table.sets.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["app_ports", "ignored_ports", "ignored_ports_2"]);
+
+    let scene = Scene::new();
+    commit_in(&scene.net.app, &table);
+    let listed = scene
+        .net
+        .app
+        .run_checked("nft", &["list", "table", "inet", TABLE_NAME]);
+    assert!(
+        listed.contains("ip daddr 203.0.113.128/25 return"),
+        "{listed}"
+    );
     scene.assert_configured_traffic(true);
 }
 

@@ -1,5 +1,5 @@
-//! Native nf_tables backend core: meshinit's rules as one `inet meshinit` table, planned
-//! from a [`ProxyConfig`](crate::config::ProxyConfig), committed over netlink
+//! Native nf_tables backend core: meshinit's rules as one `inet meshinit` table, rendered
+//! from the rulesets the one model plans, committed over netlink
 //! (NETLINK_NETFILTER) in one transaction, read back into the same typed model. No `nft`,
 //! `iptables` or `ipset` program and no C library.
 //!
@@ -12,7 +12,7 @@
 //! socket stack (`netlink-socket2`) and ~20k generated lines beside the one already in the
 //! tree. `rustables` is GPL, `nftnl` needs libnftnl/libmnl.
 //!
-//! - [`model`]: the table as values; [`plan`]: config -> table (pure).
+//! - [`model`]: the table as values; [`render`]: the model's rulesets -> table (pure).
 //! - [`encode`]/[`decode`]: model <-> nf_tables messages; [`batch`]: a transaction.
 //! - [`drift`]: installed vs desired in words (status).
 //! - [`connection`]: read, commit (compare, replace atomically, retry on a stale
@@ -25,7 +25,7 @@ pub mod drift;
 pub mod encode;
 pub mod error;
 pub mod model;
-pub mod plan;
+pub mod render;
 mod socket;
 
 pub use batch::{Batch, TableFamily};
@@ -33,4 +33,4 @@ pub use connection::{BatchOutcome, Change, CommitReport, Deletion, NftConnection
 pub use drift::describe_drift;
 pub use error::NftError;
 pub use model::{TABLE_NAME, Table};
-pub use plan::{ActiveFamilies, plan_table};
+pub use render::{ActiveFamilies, plan_table, render_table};

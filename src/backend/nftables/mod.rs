@@ -14,8 +14,8 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::nftables::{
-    ActiveFamilies, Change, Deletion, NftConnection, NftError, TABLE_NAME, Table, describe_drift,
-    plan_table,
+    Change, Deletion, NftConnection, NftError, TABLE_NAME, Table, describe_drift, render,
+    render_table,
 };
 use crate::ruleset::{
     Drift, EGRESS_CHAIN, Family, INGRESS_CHAIN, InstalledRule, InstalledTable, OUTPUT_CHAIN,
@@ -27,8 +27,12 @@ pub struct NftablesBackend;
 
 /// The table's chains, and the model's chains they stand for.
 const CHAINS: [(&str, &str, &str); 2] = [
-    ("prerouting", INGRESS_CHAIN, PREROUTING_CHAIN),
-    ("output", EGRESS_CHAIN, OUTPUT_CHAIN),
+    (
+        render::PREROUTING_BASE_CHAIN,
+        INGRESS_CHAIN,
+        PREROUTING_CHAIN,
+    ),
+    (render::OUTPUT_BASE_CHAIN, EGRESS_CHAIN, OUTPUT_CHAIN),
 ];
 
 impl NftablesBackend {
@@ -43,21 +47,14 @@ impl NftablesBackend {
             .table)
     }
 
-    /// The table `desired` asks for, or `None` when ours is to be removed.
+    /// The table `desired` asks for (its rulesets rendered into one table), or `None` when
+    /// ours is to be removed.
     fn planned(desired: &Desired) -> Option<Table> {
-        let config = desired.config.as_ref()?;
         if desired.is_nothing() {
             return None;
         }
-        let ipv6 = desired
-            .ruleset(Family::Ipv6)
-            .is_some_and(|r| *r != Ruleset::empty(Family::Ipv6));
-        let families = if ipv6 {
-            ActiveFamilies::Both
-        } else {
-            ActiveFamilies::Ipv4Only
-        };
-        Some(plan_table(config, families))
+        let ipv4 = desired.ruleset(Family::Ipv4)?;
+        Some(render_table(ipv4, desired.ruleset(Family::Ipv6)))
     }
 
     fn installed(desired: &Desired, table: Option<&Table>) -> Installed {
@@ -84,7 +81,7 @@ impl Backend for NftablesBackend {
     }
 
     fn plan_options(&self) -> PlanOptions {
-        PlanOptions::default()
+        render::PLAN_OPTIONS
     }
 
     fn installed(&self) -> Result<()> {
