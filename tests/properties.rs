@@ -585,6 +585,7 @@ fn assert_network_set_members_disjoint(ruleset: &Ruleset) {
         let SetMembers::Networks(nets) = &set.members else {
             continue;
         };
+        let nets: Vec<IpNet> = nets.iter().collect();
         let unique: BTreeSet<&IpNet> = nets.iter().collect();
         assert_eq!(
             unique.len(),

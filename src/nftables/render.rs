@@ -15,14 +15,14 @@
 //! on the transport header or a port redirect carries its `meta l4proto tcp` dependency.
 
 use super::model::{
-    BaseChain, Chain, ChainType, CmpOp, Expr, Hook, IPPROTO_TCP, KeyRange, KeyType, MetaKey,
-    NFPROTO_IPV4, NFPROTO_IPV6, PayloadBase, Policy, RTN_LOCAL, Register, Rule, Set, TABLE_NAME,
-    Table, Verdict, fib_flags,
+    BaseChain, Chain, ChainType, CmpOp, Expr, Hook, IPPROTO_TCP, MetaKey, NFPROTO_IPV4,
+    NFPROTO_IPV6, PayloadBase, Policy, RTN_LOCAL, Register, Rule, Set, TABLE_NAME, Table, Verdict,
+    fib_flags,
 };
 use crate::config::ProxyConfig;
 use crate::ruleset::{
-    self, EGRESS_CHAIN, Family, INGRESS_CHAIN, IpSet, Match, OUTPUT_CHAIN, PREROUTING_CHAIN,
-    Ruleset, SetMembers,
+    self, EGRESS_CHAIN, Family, INGRESS_CHAIN, IpSet, Match, Networks, OUTPUT_CHAIN,
+    PREROUTING_CHAIN, Ruleset, SetMembers,
 };
 
 pub const PREROUTING_BASE_CHAIN: &str = "prerouting";
@@ -269,32 +269,17 @@ fn condition_exprs(
         Match::DestinationInSet(name) => match set_of(ruleset, name) {
             Some(IpSet {
                 members: SetMembers::Networks(nets),
-                family,
                 ..
             }) => {
-                let (set, nfproto, offset, len) = match family {
-                    Family::Ipv4 => (
-                        Set::new(
-                            IGNORED_IPV4_SET,
-                            KeyType::Ipv4Addr,
-                            nets.iter().filter_map(|n| match n {
-                                ipnet::IpNet::V4(n) => Some(KeyRange::from_ipv4_net(*n)),
-                                ipnet::IpNet::V6(_) => None,
-                            }),
-                        ),
+                let (set, nfproto, offset, len) = match nets {
+                    Networks::V4(nets) => (
+                        Set::ipv4_networks(IGNORED_IPV4_SET, nets),
                         NFPROTO_IPV4,
                         16,
                         4,
                     ),
-                    Family::Ipv6 => (
-                        Set::new(
-                            IGNORED_IPV6_SET,
-                            KeyType::Ipv6Addr,
-                            nets.iter().filter_map(|n| match n {
-                                ipnet::IpNet::V6(n) => Some(KeyRange::from_ipv6_net(*n)),
-                                ipnet::IpNet::V4(_) => None,
-                            }),
-                        ),
+                    Networks::V6(nets) => (
+                        Set::ipv6_networks(IGNORED_IPV6_SET, nets),
                         NFPROTO_IPV6,
                         24,
                         16,
@@ -504,7 +489,7 @@ pub fn plan_table(config: &ProxyConfig, families: ActiveFamilies) -> Table {
 mod tests {
     use super::*;
     use crate::config::{IgnoredDestinations, IngressConfig, Ipv6Mode, PortList, PortRange};
-    use crate::nftables::model::Register;
+    use crate::nftables::model::{KeyRange, KeyType, Register};
 
     fn seed() -> ProxyConfig {
         ProxyConfig {

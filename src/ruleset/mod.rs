@@ -10,7 +10,7 @@ pub mod sets;
 
 use std::fmt;
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::config::PortRange;
 
@@ -81,8 +81,39 @@ pub enum SetKind {
 /// The members of a set, merged (no overlapping or adjacent entries).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SetMembers {
-    Networks(Vec<IpNet>),
+    Networks(Networks),
     Ports(Vec<PortRange>),
+}
+
+/// One family's networks in that family's own type: 5 bytes an IPv4 network instead of the
+/// 18 of an `IpNet`, which counts when a set holds 100,000 of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Networks {
+    V4(Vec<Ipv4Net>),
+    V6(Vec<Ipv6Net>),
+}
+
+impl Networks {
+    pub fn len(&self) -> usize {
+        match self {
+            Networks::V4(nets) => nets.len(),
+            Networks::V6(nets) => nets.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = IpNet> + '_ {
+        let (v4, v6): (&[Ipv4Net], &[Ipv6Net]) = match self {
+            Networks::V4(nets) => (nets, &[]),
+            Networks::V6(nets) => (&[], nets),
+        };
+        v4.iter()
+            .map(|n| IpNet::V4(*n))
+            .chain(v6.iter().map(|n| IpNet::V6(*n)))
+    }
 }
 
 impl SetMembers {

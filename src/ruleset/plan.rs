@@ -5,8 +5,8 @@
 use ipnet::IpNet;
 
 use super::{
-    EGRESS_CHAIN, Family, INGRESS_CHAIN, IpSet, Match, OUTPUT_CHAIN, PREROUTING_CHAIN, Rule,
-    Ruleset, SetMembers, Verdict, sets,
+    EGRESS_CHAIN, Family, INGRESS_CHAIN, IpSet, Match, Networks, OUTPUT_CHAIN, PREROUTING_CHAIN,
+    Rule, Ruleset, SetMembers, Verdict, sets,
 };
 use crate::config::{Ipv6Mode, PortRange, ProxyConfig};
 
@@ -96,17 +96,9 @@ pub fn plan(config: &ProxyConfig, family: Family, options: PlanOptions) -> Rules
         Family::Ipv6 => destinations.ipv6.len(),
     };
     if listed_count > options.max_listed_networks {
-        let merged: Vec<IpNet> = match family {
-            Family::Ipv4 => destinations
-                .aggregated_ipv4()
-                .into_iter()
-                .map(IpNet::V4)
-                .collect(),
-            Family::Ipv6 => destinations
-                .aggregated_ipv6()
-                .into_iter()
-                .map(IpNet::V6)
-                .collect(),
+        let merged = match family {
+            Family::Ipv4 => Networks::V4(destinations.aggregated_ipv4()),
+            Family::Ipv6 => Networks::V6(destinations.aggregated_ipv6()),
         };
         let set = new_set(family, SetMembers::Networks(merged));
         ruleset.rules.push(egress_return(vec![

@@ -76,10 +76,11 @@ pub fn is_own_set(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ruleset::Networks;
 
     #[test]
     fn names_fit_ipset_and_follow_the_content() {
-        let nets = |n: &str| SetMembers::Networks(vec![n.parse().unwrap()]);
+        let nets = |n: &str| SetMembers::Networks(Networks::V4(vec![n.parse().unwrap()]));
         let a = versioned_name(SetKind::Networks, Family::Ipv4, &nets("10.0.0.0/8"));
         let b = versioned_name(SetKind::Networks, Family::Ipv4, &nets("10.0.0.0/9"));
         assert_ne!(a, b);

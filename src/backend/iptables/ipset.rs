@@ -107,7 +107,7 @@ pub fn member_texts(members: &SetMembers) -> Vec<String> {
                     .subnets(1)
                     .map(|halves| halves.collect())
                     .unwrap_or_default(),
-                _ => vec![*net],
+                _ => vec![net],
             })
             .map(|net| {
                 if net.prefix_len() == net.max_prefix_len() {
@@ -146,24 +146,19 @@ fn create_line(set: &IpSet) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ruleset::Networks;
 
     #[test]
     fn members_are_spelled_as_ipset_takes_them() {
-        let nets = SetMembers::Networks(
-            ["10.0.0.1/32", "10.1.0.0/16", "2001:db8::/32", "0.0.0.0/0"]
-                .iter()
-                .map(|n| n.parse().unwrap())
-                .collect(),
-        );
+        let v4 = ["10.0.0.1/32", "10.1.0.0/16", "0.0.0.0/0"].map(|n| n.parse().unwrap());
         assert_eq!(
-            member_texts(&nets),
-            [
-                "10.0.0.1",
-                "10.1.0.0/16",
-                "2001:db8::/32",
-                "0.0.0.0/1",
-                "128.0.0.0/1"
-            ]
+            member_texts(&SetMembers::Networks(Networks::V4(v4.to_vec()))),
+            ["10.0.0.1", "10.1.0.0/16", "0.0.0.0/1", "128.0.0.0/1"]
+        );
+        let v6 = ["2001:db8::/32", "2001:db8:1::1/128"].map(|n| n.parse().unwrap());
+        assert_eq!(
+            member_texts(&SetMembers::Networks(Networks::V6(v6.to_vec()))),
+            ["2001:db8::/32", "2001:db8:1::1"]
         );
     }
 }
