@@ -61,6 +61,18 @@ fn native_reapply_sends_nothing_and_drift_is_seen_and_repaired() {
         "IPv4 (nftables): absent\n  missing table inet meshinit\n\
          IPv6 (nftables): absent\n  missing table inet meshinit\n"
     );
+    // A dry run says what the one transaction would hold, and sends nothing.
+    let dry_run = meshinit(&ns, &with_native(&["apply", "--dry-run", ECS_CONFIG]));
+    assert_exit(&dry_run, 0);
+    assert!(
+        stdout(&dry_run).starts_with(
+            "# one nf_tables transaction (IPv4 + IPv6)\n\
+             table inet meshinit (2 chains, 4 sets, 12 set elements) in one transaction\n"
+        ),
+        "{}",
+        stdout(&dry_run)
+    );
+    assert_eq!(native_table(&ns), "");
     let apply = with_native(&["apply", ECS_CONFIG]);
     assert_exit(&meshinit(&ns, &apply), 0);
     let first = native_table(&ns);
