@@ -686,9 +686,11 @@ EOF
         vs_floor=$(ratio "$t_nd" "$t_f"); vs_perrule=$(ratio "$t_n" "$t_pr")
         cat <<EOF
 - native vs \`unshare -n true\`: **${vs_floor}x** (target <= 1.3x: $(verdict "$vs_floor" '<=' 1.3)); iptables path: $(ratio "$t_md" "$t_f")x.
-  Of the $(awk -v a="$t_nd" -v f="$t_f" 'BEGIN { printf "%.1f ms", (a - f) * 1000 }') above the floor, the binary's exec and start-up take $(awk -v a="$t_nv" -v f="$t_f" 'BEGIN { printf "%.1f ms", (a - f) * 1000 }'),
-  meshinit's own work before the commit $(awk -v a="$t_ndry" -v b="$t_nv" 'BEGIN { printf "%.1f ms", (a - b) * 1000 }') and the commit (the kernel building the table, the
-  conntrack and NAT hooks of both families) $(awk -v a="$t_nd" -v b="$t_ndry" 'BEGIN { printf "%.1f ms", (a - b) * 1000 }').
+  $(awk -v f="$t_f" -v v="$t_nv" -v d="$t_ndry" -v a="$t_nd" 'BEGIN {
+      if (f <= v && v <= d && d <= a)
+          printf "Of the %.1f ms above the floor, the binary'"'"'s exec and start-up take %.1f ms,\n  meshinit'"'"'s own work before the commit %.1f ms and the commit (the kernel building the\n  table and its NAT and conntrack hooks) %.1f ms.", (a - f) * 1000, (v - f) * 1000, (d - v) * 1000, (a - d) * 1000
+      else
+          printf "The split of the %.1f ms above the floor (exec, meshinit'"'"'s own work, the commit) is lost\n  in this run'"'"'s noise: the rows above are not in increasing order.", (a - f) * 1000 }')
   The kernel's own share of this table, \`nft -f\` of it minus \`nft -f\` of an empty table, is
   $(awk -v f="$t_f" -v a="$t_nftd" -v b="$t_nfte" 'BEGIN { if (a > b && f > 0) printf "%.1f ms: the floor plus only that would already be %.2fx", (a - b) * 1000, (f + a - b) / f; else print "lost in the noise of this run" }').
 - native vs the App Mesh per-rule way (both started as \`unshare -n sh ...\`, section 1):
