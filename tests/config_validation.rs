@@ -279,6 +279,25 @@ fn cni_config_types_are_checked() {
 }
 
 #[test]
+fn an_empty_ipv6_mode_is_unset_in_every_source() {
+    // As for every other scalar: an empty value means "not given" (auto), whether it comes
+    // from the environment or from a flag (found by tests/properties.rs).
+    let base = [
+        ("APPMESH_IGNORE_UID", "1337"),
+        ("APPMESH_ENVOY_EGRESS_PORT", "15001"),
+    ];
+    let (code, stderr) = render(
+        None,
+        &["--from-env"],
+        &[base[0], base[1], ("APPMESH_ENABLE_IPV6", "")],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let flags = ["--ignored-uid", "1337", "--proxy-egress-port", "15001"];
+    let (code, stderr) = render(None, &[&flags[..], &["--ipv6="]].concat(), &[]);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
 fn environment_and_flag_errors_name_their_variable_or_flag() {
     let (code, stderr) = render(
         None,

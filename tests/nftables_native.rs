@@ -741,6 +741,7 @@ fn generated_tables_round_trip_through_the_kernel() {
     let mut runner = TestRunner::new(ProptestConfig {
         cases: 24,
         failure_persistence: None,
+        rng_seed: proptest_seed(),
         ..ProptestConfig::default()
     });
     runner

@@ -54,6 +54,7 @@ fn config(cases: u32) -> Config {
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
             "target/proptest-regressions/properties.txt",
         ))),
+        rng_seed: common::proptest_seed(),
         ..Config::default()
     }
 }

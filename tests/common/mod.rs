@@ -76,3 +76,16 @@ pub fn require_root() -> bool {
     );
     false
 }
+
+/// The seed of generated test cases. With `CI=true` it is fixed, so CI runs the same cases
+/// every time and a red CI means a change broke something; elsewhere each run explores new
+/// cases (a failure prints its seed to replay). `PROPTEST_RNG_SEED=N` picks one either way.
+pub fn proptest_seed() -> proptest::test_runner::RngSeed {
+    use proptest::test_runner::RngSeed;
+    let chosen = std::env::var("PROPTEST_RNG_SEED").ok();
+    match chosen.and_then(|s| s.parse().ok()) {
+        Some(seed) => RngSeed::Fixed(seed),
+        None if std::env::var("CI").as_deref() == Ok("true") => RngSeed::Fixed(0x4d45_5348),
+        None => RngSeed::Random,
+    }
+}

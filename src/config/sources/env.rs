@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use tracing::warn;
 
 use super::suggest;
-use crate::config::settings::{NAMES, RawSettings, Setting, Vocabulary};
+use crate::config::settings::{NAMES, RawSettings, Vocabulary};
 use crate::error::ConfigError;
 
 pub const VARIABLE_NAMES: [&str; 8] = NAMES[Vocabulary::Env as usize];
@@ -59,7 +59,8 @@ pub fn parse_env(
             "APPMESH_EGRESS_IGNORED_PORTS" => {
                 settings.egress_ignored_ports = RawSettings::list(name, value)
             }
-            "APPMESH_ENABLE_IPV6" => settings.ipv6 = Some(Setting::new(name, value.to_owned())),
+            // Empty means unset here too, as for every other scalar and for `--ipv6=`.
+            "APPMESH_ENABLE_IPV6" => settings.ipv6 = RawSettings::scalar(name, value),
             _ => {}
         }
     }
