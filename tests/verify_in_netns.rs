@@ -339,6 +339,53 @@ fn verify_fails_when_no_rules_are_installed_and_stays_within_its_timeout() {
     );
 }
 
+/// The native table's ingress part is checked rule by rule, not only for its chain: with
+/// the redirect gone, the rules-only ingress check fails and says what is missing.
+#[test]
+fn verify_fails_the_native_ingress_rules_without_their_redirect() {
+    if !require_root() {
+        return;
+    }
+    let net = NetnsPair::new();
+    meshinit_netns(
+        &net.app,
+        &with_backend(&with_config(&["apply"]), "nftables"),
+    )
+    .assert_exit(0);
+    let listing = net.app.run_checked(
+        "nft",
+        &["-a", "list", "chain", "inet", "meshinit", "prerouting"],
+    );
+    let handle = listing
+        .lines()
+        .find(|l| l.contains("redirect to :15000"))
+        .and_then(|l| l.rsplit("# handle ").next())
+        .unwrap_or_else(|| panic!("no ingress redirect: {listing}"))
+        .trim()
+        .to_owned();
+    net.app.run_checked(
+        "nft",
+        &[
+            "delete",
+            "rule",
+            "inet",
+            "meshinit",
+            "prerouting",
+            "handle",
+            &handle,
+        ],
+    );
+    let run = verify_with(&net.app, "nftables");
+    run.assert_exit(VERIFY_FAILED);
+    for family in ["ipv4", "ipv6"] {
+        assert_status(
+            run.check("ingress-rules", family, None),
+            "fail",
+            &["chain prerouting"],
+        );
+    }
+}
+
 #[test]
 fn verify_reports_a_loop_when_the_redirect_catches_the_proxy_user() {
     if !require_root() {

@@ -69,11 +69,7 @@ pub fn render_table(ipv4: &Ruleset, ipv6: Option<&Ruleset>) -> Table {
         let v6 = ipv6.map(with_carried).unwrap_or_default();
         let mut rules = Vec::new();
         if ipv6.is_none() {
-            rules.push(Rule::new(vec![
-                Expr::meta(MetaKey::NfProto),
-                Expr::cmp(CmpOp::Eq, [NFPROTO_IPV6]),
-                Expr::verdict(Verdict::Return),
-            ]));
+            rules.push(ipv6_passes_rule());
         }
         // A TCP guard is left out only for a chain of one rule that checks TCP itself
         // (prerouting); otherwise one guard spares every later rule the test.
@@ -122,6 +118,15 @@ pub fn render_table(ipv4: &Ruleset, ipv6: Option<&Ruleset>) -> Table {
         });
     }
     Table::new(TABLE_NAME, sets.sets, chains)
+}
+
+/// `meta nfproto ipv6 return`: the first rule of each chain when IPv6 is not programmed.
+pub fn ipv6_passes_rule() -> Rule {
+    Rule::new(vec![
+        Expr::meta(MetaKey::NfProto),
+        Expr::cmp(CmpOp::Eq, [NFPROTO_IPV6]),
+        Expr::verdict(Verdict::Return),
+    ])
 }
 
 /// The base chain (name and hook) standing for the built-in chain a jump is in.

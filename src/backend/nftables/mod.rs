@@ -181,16 +181,26 @@ impl Backend for NftablesBackend {
     }
 
     fn describe_drift(&self, desired: &Ruleset, installed: &InstalledTable) -> Drift {
-        // Only "ours is here and should not be" can be told from the model's view of the
-        // table; differences in detail are `drift`'s, from the table itself.
-        let unexpected = if *desired == Ruleset::empty(desired.family) && !installed.is_clean() {
-            vec![format!("table inet {TABLE_NAME}")]
-        } else {
-            Vec::new()
-        };
-        Drift {
-            unexpected,
-            ..Drift::default()
+        if desired.chains.is_empty() {
+            // Nothing of ours is wanted: the table, if there, is unexpected.
+            let unexpected = if installed.is_clean() {
+                Vec::new()
+            } else {
+                vec![format!("table inet {TABLE_NAME}")]
+            };
+            return Drift {
+                unexpected,
+                ..Drift::default()
+            };
+        }
+        // The model's view of the table only knows its chains, so the part of the plan
+        // `desired` holds (verify asks per chain) is compared with the table itself.
+        match Self::connect().and_then(|mut c| Self::read_table(&mut c)) {
+            Ok(table) => part_drift(table.as_ref(), desired),
+            Err(e) => Drift {
+                missing: vec![format!("a readable table inet {TABLE_NAME} ({e})")],
+                ..Drift::default()
+            },
         }
     }
 
@@ -216,6 +226,62 @@ impl Backend for NftablesBackend {
         // Its sets live in its table and went with it.
         Ok(())
     }
+}
+
+/// How `installed` lacks the part of the plan `desired` holds (one family, possibly one
+/// chain): that part, rendered alone, must be in the table, each chain's rules in order
+/// (the table holds the other family's rules between them) and its sets equal.
+fn part_drift(installed: Option<&Table>, desired: &Ruleset) -> Drift {
+    let mut drift = Drift::default();
+    let Some(installed) = installed else {
+        drift.missing.push(format!("table inet {TABLE_NAME}"));
+        return drift;
+    };
+    // Lines name the model's chains too, as the iptables backends' do, for what filters
+    // them by chain (verify).
+    let part = desired.chains.join(", ");
+    let wanted = render_table(desired, None);
+    let guard = render::ipv6_passes_rule();
+    for chain in &wanted.chains {
+        let Some(found) = installed.chain(&chain.name) else {
+            drift
+                .missing
+                .push(format!("chain {}, for {part}", chain.name));
+            continue;
+        };
+        if found.base != chain.base {
+            drift.unexpected.push(format!(
+                "hook of chain {}, for {part} (differs from the plan)",
+                chain.name
+            ));
+        }
+        let rules: Vec<_> = chain.rules.iter().filter(|r| **r != guard).collect();
+        let mut next = 0;
+        for rule in &found.rules {
+            if next < rules.len() && *rule == *rules[next] {
+                next += 1;
+            }
+        }
+        if next < rules.len() {
+            drift.missing.push(format!(
+                "rule {} of the {} planned in chain {}, for {part} (it or a later one differs)",
+                next + 1,
+                rules.len(),
+                chain.name
+            ));
+        }
+    }
+    for set in &wanted.sets {
+        match installed.set(&set.name) {
+            None => drift.missing.push(format!("set {}, for {part}", set.name)),
+            Some(found) if found != set => drift.unexpected.push(format!(
+                "members of set {}, for {part} (differ from the plan)",
+                set.name
+            )),
+            Some(_) => {}
+        }
+    }
+    drift
 }
 
 /// The table in the model's terms, for what reads chains and jumps (verify's rule
