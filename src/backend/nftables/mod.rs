@@ -13,6 +13,7 @@ use super::{
     Backend, BackendKind, ConvergeReport, Desired, FamilyChange, FamilyPlan, Installed, TimeBudget,
 };
 use crate::error::{Error, Result};
+use crate::nftables::model::{Expr, Rule};
 use crate::nftables::{
     Change, Deletion, NftConnection, NftError, TABLE_NAME, Table, describe_drift, render,
     render_table,
@@ -193,15 +194,7 @@ impl Backend for NftablesBackend {
                 ..Drift::default()
             };
         }
-        // The model's view of the table only knows its chains, so the part of the plan
-        // `desired` holds (verify asks per chain) is compared with the table itself.
-        match Self::connect().and_then(|mut c| Self::read_table(&mut c)) {
-            Ok(table) => part_drift(table.as_ref(), desired),
-            Err(e) => Drift {
-                missing: vec![format!("a readable table inet {TABLE_NAME} ({e})")],
-                ..Drift::default()
-            },
-        }
+        part_drift(installed, desired)
     }
 
     fn holds_ours(&self, _: &TimeBudget) -> Option<Installed> {
@@ -229,63 +222,69 @@ impl Backend for NftablesBackend {
 }
 
 /// How `installed` lacks the part of the plan `desired` holds (one family, possibly one
-/// chain): that part, rendered alone, must be in the table, each chain's rules in order
-/// (the table holds the other family's rules between them) and its sets equal.
-fn part_drift(installed: Option<&Table>, desired: &Ruleset) -> Drift {
+/// chain): that part, rendered alone, must be in the table, each chain's rules in order (the
+/// table holds the other family's rules between them), compared by [`rule_key`].
+fn part_drift(installed: &InstalledTable, desired: &Ruleset) -> Drift {
     let mut drift = Drift::default();
-    let Some(installed) = installed else {
-        drift.missing.push(format!("table inet {TABLE_NAME}"));
-        return drift;
-    };
-    // Lines name the model's chains too, as the iptables backends' do, for what filters
-    // them by chain (verify).
+    // Lines name the model's chains, as the iptables backends' do, for what filters them by
+    // chain (verify).
     let part = desired.chains.join(", ");
     let wanted = render_table(desired, None);
     let guard = render::ipv6_passes_rule();
     for chain in &wanted.chains {
-        let Some(found) = installed.chain(&chain.name) else {
+        let Some((_, own_chain, _)) = CHAINS.iter().find(|(name, ..)| *name == chain.name) else {
+            continue;
+        };
+        if !installed.chains.iter().any(|c| c == own_chain) {
             drift
                 .missing
                 .push(format!("chain {}, for {part}", chain.name));
             continue;
-        };
-        if found.base != chain.base {
-            drift.unexpected.push(format!(
-                "hook of chain {}, for {part} (differs from the plan)",
-                chain.name
-            ));
         }
-        let rules: Vec<_> = chain.rules.iter().filter(|r| **r != guard).collect();
+        let rules: Vec<String> = chain
+            .rules
+            .iter()
+            .filter(|r| **r != guard)
+            .map(|r| rule_key(r, &wanted))
+            .collect();
         let mut next = 0;
-        for rule in &found.rules {
-            if next < rules.len() && *rule == *rules[next] {
+        for rule in installed.rules_in(own_chain) {
+            if next < rules.len() && rule.text == rules[next] {
                 next += 1;
             }
         }
         if next < rules.len() {
             drift.missing.push(format!(
-                "rule {} of the {} planned in chain {}, for {part} (it or a later one differs)",
+                "rule {} of the {} planned in chain {}, for {part} (it or a later one differs, \
+                 or a set it uses)",
                 next + 1,
                 rules.len(),
                 chain.name
             ));
         }
     }
-    for set in &wanted.sets {
-        match installed.set(&set.name) {
-            None => drift.missing.push(format!("set {}, for {part}", set.name)),
-            Some(found) if found != set => drift.unexpected.push(format!(
-                "members of set {}, for {part} (differ from the plan)",
-                set.name
-            )),
-            Some(_) => {}
-        }
-    }
     drift
 }
 
+/// A rule as one comparable value: its expressions, with each set it looks up standing for
+/// its type and members (by a fingerprint), so a changed set changes the rules using it.
+fn rule_key(rule: &Rule, table: &Table) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut key = String::new();
+    for expr in &rule.exprs {
+        key.push_str(&format!("{expr:?}; "));
+        if let Expr::Lookup { set, .. } = expr {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            table.set(set).hash(&mut hasher);
+            key.push_str(&format!("set#{:016x}; ", hasher.finish()));
+        }
+    }
+    key
+}
+
 /// The table in the model's terms, for what reads chains and jumps (verify's rule
-/// inspection, status): a base chain stands for one of our chains and the jump into it.
+/// inspection, status): a base chain stands for one of our chains and the jump into it; each
+/// rule's text is its [`rule_key`].
 fn model_view(table: &Table) -> InstalledTable {
     let mut view = InstalledTable::default();
     for (name, own_chain, hook) in CHAINS {
@@ -301,12 +300,12 @@ fn model_view(table: &Table) -> InstalledTable {
             text: format!("hook of table inet {TABLE_NAME} chain {name}"),
         });
         view.rules
-            .extend((0..chain.rules.len()).map(|i| InstalledRule {
+            .extend(chain.rules.iter().map(|rule| InstalledRule {
                 chain: own_chain.to_owned(),
                 rule: None,
                 target: None,
                 sets: Vec::new(),
-                text: format!("table inet {TABLE_NAME} chain {name} rule {}", i + 1),
+                text: rule_key(rule, table),
             }));
     }
     view

@@ -123,7 +123,7 @@ impl KeyRange {
 /// A named set. Its elements are kept canonical: sorted, and for interval sets merged
 /// (overlapping and adjacent ranges joined, which the kernel requires anyway), so a set
 /// built from a configuration and one decoded from a dump compare as values.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Set {
     pub name: String,
     pub key: KeyType,
