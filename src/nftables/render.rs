@@ -381,21 +381,17 @@ struct SetNames {
 impl SetNames {
     fn add(&mut self, mut set: Set) -> String {
         let base = set.name.clone();
-        for n in 1.. {
-            if n > 1 {
-                set.name = format!("{base}_{n}");
+        let mut n = 1;
+        while let Some(existing) = self.sets.iter().find(|s| s.name == set.name) {
+            if *existing == set {
+                return set.name;
             }
-            match self.sets.iter().find(|s| s.name == set.name) {
-                Some(existing) if *existing == set => return set.name,
-                Some(_) => continue,
-                None => {
-                    let name = set.name.clone();
-                    self.sets.push(set);
-                    return name;
-                }
-            }
+            n += 1;
+            set.name = format!("{base}_{n}");
         }
-        unreachable!("some numbered name is free")
+        let name = set.name.clone();
+        self.sets.push(set);
+        name
     }
 }
 
