@@ -14,6 +14,13 @@ fn main() {
     unsafe {
         let _ = signal::signal(signal::Signal::SIGPIPE, signal::SigHandler::SigDfl);
     }
+    // The ECS agent probes its plugins with `--capabilities` and `--version` and needs a
+    // JSON answer whatever name we are installed under (`meshinit -V` stays for people).
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if let Some(probe) = meshinit::cni::probes::Probe::from_args(&args) {
+        println!("{}", probe.answer());
+        std::process::exit(0);
+    }
     // A runtime invoking us as a CNI plugin sets CNI_COMMAND and passes no arguments; under
     // the App Mesh plugin's name we are a CNI plugin whatever the environment says.
     let invoked_as_plugin = std::env::args_os()

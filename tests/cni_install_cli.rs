@@ -144,7 +144,8 @@ fn install_appends_keeps_other_bytes_is_idempotent_and_uninstall_restores() {
         std::fs::read(MESHINIT).unwrap()
     );
     let version = Command::new(&copied).arg("--version").output().unwrap();
-    assert!(String::from_utf8_lossy(&version.stdout).starts_with("meshinit "));
+    let version: serde_json::Value = serde_json::from_slice(&version.stdout).unwrap();
+    assert_eq!(version["version"], env!("CARGO_PKG_VERSION"));
 
     let modified = std::fs::metadata(scratch.conflist())
         .unwrap()

@@ -33,6 +33,7 @@ mod client;
 mod fake_tools;
 mod listener;
 mod netns;
+mod peers;
 /// The traffic fixture of the `apply_*` tests, imported as `common::scene::*` and kept out
 /// of the glob below: other test files define their own `Scene`, `PROXY_UID`, `addr`.
 pub mod scene;
@@ -49,6 +50,7 @@ pub use netns::{
     APP_IFACE, APP_V4, APP_V6, INIT_NET_NS_INODE, NETNS_DIR, NETNS_PREFIX, NetnsPair, PEER_IFACE,
     PEER_V4, PEER_V6, TestNetns, is_machines_namespace, netns_exists,
 };
+pub use peers::{PEERS_DIR_VAR, peer_plugin};
 
 /// Whether this process may create namespaces and program netfilter (that needs root).
 ///
