@@ -426,6 +426,58 @@ fn per_pod_settings_from_cni_args_and_runtime_config_override_the_netconf() {
 }
 
 #[test]
+fn the_ecs_agents_egress_only_request_installs_only_egress() {
+    if !require_root() {
+        return;
+    }
+    // What the ECS agent (Go, encoding/json) sends for a task without AppPorts: unset
+    // fields as null or "". The AWS plugin accepts it and installs only the egress chain.
+    let scene = Scene::new();
+    let peer = &scene.net.peer;
+    peer.add_address("203.0.113.7".parse().unwrap());
+    let remote = peer.listen(80);
+    let egress_proxy = scene.pod().listen(EGRESS_PORT);
+    let app = scene.pod().listen(APP_PORT);
+    let mut config = netconf("0.3.0");
+    for (key, value) in [
+        ("appPorts", Value::Null),
+        ("proxyIngressPort", json!("")),
+        ("ignoredGID", json!("")),
+        ("egressIgnoredPorts", Value::Null),
+        ("egressIgnoredIPs", Value::Null),
+        ("enableIPv6", Value::Null),
+    ] {
+        config[key] = value;
+    }
+    scene.cni("ADD", &config).assert_success();
+
+    let mut equivalent = netconf("0.3.0");
+    for key in [
+        "appPorts",
+        "proxyIngressPort",
+        "egressIgnoredPorts",
+        "egressIgnoredIPs",
+    ] {
+        equivalent.as_object_mut().unwrap().remove(key);
+    }
+    assert_installed_as_rendered(&scene, &equivalent);
+    let dest = addr("203.0.113.7:80");
+    assert_redirected(
+        &scene.pod().connect(dest, None, DEFAULT_CONNECT_TIMEOUT),
+        &egress_proxy,
+        dest,
+    );
+    assert_direct(
+        &scene
+            .pod()
+            .connect(dest, Some((PROXY_UID, PROXY_UID)), DEFAULT_CONNECT_TIMEOUT),
+        &remote,
+    );
+    let app_port = SocketAddr::new(APP_V4.into(), APP_PORT);
+    assert_direct(&peer.connect(app_port, None, DEFAULT_CONNECT_TIMEOUT), &app);
+}
+
+#[test]
 fn the_runtimes_own_namespace_is_refused() {
     if !require_root() {
         return;

@@ -93,7 +93,16 @@ pub fn parse_network_config(object: &UniqueKeyObject) -> Result<RawSettings, Vec
 
 /// Assigns one key of a CNI-style object (the network config itself, or a `runtimeConfig`
 /// / `CNI_ARGS` override using the same key names).
+///
+/// `null` leaves the key unset, as Go's `encoding/json` does for the AWS plugin (a null
+/// into a string, a slice or a bool is a no-op): the ECS agent sends unset fields of an
+/// egress-only task that way (`"appPorts": null`). An empty string is unset too (every
+/// source's rule), and so is a list holding one empty string (`[""]`), as the AWS plugin
+/// reads it.
 pub fn assign(settings: &mut RawSettings, key: &str, value: &Value) -> Result<(), ConfigError> {
+    if value.is_null() && PROPERTY_NAMES.contains(&key) {
+        return Ok(());
+    }
     match key {
         "ignoredUID" => settings.ignored_uid = RawSettings::scalar(key, &scalar_text(key, value)?),
         "ignoredGID" => settings.ignored_gid = RawSettings::scalar(key, &scalar_text(key, value)?),
@@ -161,5 +170,33 @@ fn list(key: &str, value: &Value) -> Result<ListValue, ConfigError> {
             Some(&other.to_string()),
             "must be an array of strings",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn null_and_empty_values_are_unset_as_go_reads_them() {
+        let config = json!({
+            "cniVersion": "0.3.0", "ignoredUID": "1337", "proxyEgressPort": "15001",
+            "appPorts": null, "proxyIngressPort": "", "ignoredGID": null,
+            "egressIgnoredPorts": [""], "egressIgnoredIPs": null, "enableIPv6": null
+        });
+        let Value::Object(keys) = config else {
+            unreachable!()
+        };
+        let settings = read_network_config(&keys).unwrap();
+        assert!(settings.app_ports.is_none());
+        assert!(settings.proxy_ingress_port.is_none());
+        assert!(settings.ignored_gid.is_none());
+        assert!(settings.egress_ignored_ips.is_none());
+        assert!(settings.ipv6.is_none());
+        assert_eq!(
+            settings.egress_ignored_ports.unwrap().value.items().count(),
+            0
+        );
     }
 }
