@@ -334,7 +334,10 @@ fn documented_differences() {
     );
     let direct = format!("{}: peer:1016", sixteenth[0]);
     assert_eq!(fates_under(&aws, &request, &sixteenth), [redirected]);
-    assert_eq!(fates_under(ours, &request, &sixteenth), vec![direct.clone()]);
+    assert_eq!(
+        fates_under(ours, &request, &sixteenth),
+        vec![direct.clone()]
+    );
 
     // Ranges: aws-appmesh refuses the request; meshinit ignores the whole range.
     let request = agent_request(json!({"egressIgnoredPorts": ["1001-1016"]}));
@@ -344,7 +347,10 @@ fn documented_differences() {
         !refused.succeeded(),
         "aws-appmesh takes a range:\n{refused}"
     );
-    assert_eq!(fates_under(ours, &request, &sixteenth), vec![direct.clone()]);
+    assert_eq!(
+        fates_under(ours, &request, &sixteenth),
+        vec![direct.clone()]
+    );
 
     // Always ignored: port 22 and the metadata endpoints, listed or not.
     let request = agent_request(json!({}));

@@ -213,7 +213,7 @@ pub fn from_runtime_config(
 
 /// Names every property of `settings` by `label`, so that validation errors say which
 /// source the bad value came from.
-fn relabel(settings: &mut RawSettings, label: &str) {
+pub(super) fn relabel(settings: &mut RawSettings, label: &str) {
     fn set<T>(setting: &mut Option<Setting<T>>, label: &str) {
         if let Some(s) = setting {
             s.property = label.to_owned();

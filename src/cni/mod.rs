@@ -57,6 +57,7 @@
 
 mod attachment;
 pub mod install;
+pub mod pod;
 pub mod probes;
 mod protocol;
 mod result;

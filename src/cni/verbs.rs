@@ -9,6 +9,7 @@ use caps::Capability;
 use serde_json::{Value, json};
 use tracing::{debug, info, warn};
 
+use super::pod::{self, PodPlan};
 use super::protocol::{CniError, Command, Invocation, NetworkConfig, code, declared_version};
 use super::version::{LATEST, SUPPORTED_VERSIONS, SpecVersion};
 use super::{attachment, result};
@@ -56,10 +57,24 @@ fn version(stdin: &str) -> Value {
 /// per family, exactly the ruleset `meshinit render` prints), then pass the previous
 /// result on.
 fn add(invocation: &Invocation, config: &NetworkConfig) -> Result<Value, CniError> {
-    let proxy = proxy_config(invocation, config)?;
+    let pod = pod::plan(&config.keys, invocation.args.as_deref())?;
+    let proxy = match &pod {
+        PodPlan::Untouched(why) => {
+            info!(
+                container = invocation.container_id.as_deref().unwrap_or_default(),
+                "ADD: pod left alone: {why}"
+            );
+            None
+        }
+        _ => Some(proxy_config(invocation, config, &pod)?),
+    };
     let output = match config.prev_result() {
         Some(prev) => result::convert(prev, config.cni_version)?,
         None => result::empty(config.cni_version),
+    };
+    // Not entering the namespace is the point: most pods of a node are not meshed.
+    let Some(proxy) = proxy else {
+        return Ok(output);
     };
     let netns = required_netns(invocation)?;
     let budget = TimeBudget::starting_now(LOCK_WAIT);
@@ -128,10 +143,15 @@ fn check(invocation: &Invocation, config: &NetworkConfig) -> Result<(), CniError
             "",
         ));
     }
-    let proxy = proxy_config(invocation, config)?;
+    let pod = pod::plan(&config.keys, invocation.args.as_deref())?;
     if let Some(prev) = config.prev_result() {
         result::convert(prev, config.cni_version)?;
     }
+    if let PodPlan::Untouched(why) = &pod {
+        info!("CHECK: pod left alone by ADD ({why}); nothing to check");
+        return Ok(());
+    }
+    let proxy = proxy_config(invocation, config, &pod)?;
     let netns = required_netns(invocation)?;
     enter_container(netns, "CHECK")?;
     let budget = TimeBudget::starting_now(LOCK_WAIT);
@@ -228,7 +248,12 @@ fn require_status_and_gc(config: &NetworkConfig, command: Command) -> Result<(),
 
 /// The validated proxy configuration of this attachment: network configuration, then
 /// `CNI_ARGS`, then `runtimeConfig`, each overriding the one before.
-fn proxy_config(invocation: &Invocation, config: &NetworkConfig) -> Result<ProxyConfig, CniError> {
+/// For a pod the entry meshes one by one, its annotations override all three.
+fn proxy_config(
+    invocation: &Invocation,
+    config: &NetworkConfig,
+    pod: &PodPlan,
+) -> Result<ProxyConfig, CniError> {
     let mut raw = attachment::from_network_config(&config.keys)?;
     if let Some(args) = &invocation.args {
         raw = raw.overlay(attachment::from_cni_args(args)?);
@@ -238,6 +263,9 @@ fn proxy_config(invocation: &Invocation, config: &NetworkConfig) -> Result<Proxy
             runtime_config,
             config.keys.get("capabilities"),
         )?);
+    }
+    if let PodPlan::Meshed(annotations) = pod {
+        raw = raw.overlay(annotations.as_ref().clone());
     }
     let (proxy, warnings) = validate(&raw).map_err(|errors| {
         CniError::invalid_config(&attachment::with_network_config_names(errors))
@@ -362,6 +390,7 @@ mod tests {
         let proxy = proxy_config(
             &invocation(Command::Add, Some("ProxyEgressPort=16001;IgnoredUID=1000")),
             &netconf,
+            &PodPlan::EveryContainer,
         )
         .unwrap();
         assert_eq!(proxy.proxy_egress_port, 17001);
@@ -373,6 +402,7 @@ mod tests {
         let error = proxy_config(
             &invocation(Command::Add, None),
             &config(r#"{"cniVersion": "1.0.0", "ignoredUID": "1337"}"#),
+            &PodPlan::EveryContainer,
         )
         .unwrap_err();
         assert_eq!(error.code, code::INVALID_NETWORK_CONFIG);
