@@ -395,3 +395,38 @@ fn cni_without_a_subcommand_is_still_the_plugin() {
             .is_some_and(|v| !v.is_empty())
     );
 }
+
+#[test]
+fn kubernetes_entries_declare_pod_annotations_and_hold_only_defaults() {
+    let scratch = Scratch::new("kubernetes");
+    // Without --kubernetes an entry must be complete: it applies to every pod.
+    let incomplete = install(&scratch, &["--egress-ignored-ports", "5432"]);
+    assert_eq!(incomplete.status.code(), Some(2));
+    assert_eq!(scratch.list_text(), AWS_CONFLIST, "nothing written");
+
+    let run = install(
+        &scratch,
+        &["--kubernetes", "--egress-ignored-ports", "5432"],
+    );
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let value: serde_json::Value = serde_json::from_str(&scratch.list_text()).unwrap();
+    assert_eq!(
+        value["plugins"][3],
+        serde_json::json!({
+            "type": "meshinit", "egressIgnoredPorts": ["5432"],
+            "capabilities": {"io.kubernetes.cri.pod-annotations": true}
+        })
+    );
+    // What the defaults hold must still be valid.
+    let bad = install(&scratch, &["--kubernetes", "--proxy-egress-port", "99999"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("99999"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}

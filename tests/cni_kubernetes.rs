@@ -265,3 +265,71 @@ fn an_entry_without_the_capability_serves_every_container_as_before() {
     pod.cni("DEL", "shop", &config).assert_success();
     pod.assert_untouched();
 }
+
+/// `meshinit validate` in the pod, as an unprivileged init container runs it.
+fn validate(pod: &TestNetns, timeout: &str) -> std::process::Command {
+    let mut command = pod.command("setpriv");
+    command.args([
+        "--reuid=1000",
+        "--regid=1000",
+        "--clear-groups",
+        cni_runtime::MESHINIT,
+        "validate",
+        "--proxy-egress-port",
+        &EGRESS_PORT.to_string(),
+        "--timeout",
+        timeout,
+    ]);
+    command.env_remove("CNI_COMMAND");
+    command
+}
+
+#[test]
+fn a_pod_created_while_the_entry_is_missing_fails_closed() {
+    if !require_root() {
+        return;
+    }
+    let node = TestNetns::new("node");
+    let net = NetnsPair::new();
+    let mut attachment = Attachment::new("sandbox-1", net.app.path());
+    attachment.args = Some(pod_args("shop"));
+    let config = request(mesh_annotations()).to_string();
+
+    // The runtime ran the list without meshinit's entry: no ADD, no rules. The pod's
+    // validate init container fails, so the pod never runs unmeshed.
+    let output = validate(&net.app, "1s").output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("NOT redirected"));
+
+    // The race: the rules arrive while it waits; it passes as soon as they do.
+    let waiting = validate(&net.app, "20s")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    run_meshinit(&node, "ADD", Some(&attachment), &config).assert_success();
+    let output = waiting.wait_with_output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // A pod created with its rules passes at once; a pod that was not annotated does not
+    // (it is not meshed, so a validate container in it would say so).
+    let output = validate(&net.app, "5s").output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    run_meshinit(&node, "DEL", Some(&attachment), &config).assert_success();
+    let plain = request(json!({})).to_string();
+    run_meshinit(&node, "ADD", Some(&attachment), &plain).assert_success();
+    assert_eq!(
+        validate(&net.app, "1s").output().unwrap().status.code(),
+        Some(5)
+    );
+}

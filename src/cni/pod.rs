@@ -158,7 +158,9 @@ pub fn plan(keys: &Map<String, Value>, cni_args: Option<&str>) -> Result<PodPlan
         }
     }
     if errors.is_empty() {
-        Ok(PodPlan::Meshed(Box::new(settings.spelled_in(Vocabulary::Cni))))
+        Ok(PodPlan::Meshed(Box::new(
+            settings.spelled_in(Vocabulary::Cni),
+        )))
     } else {
         Err(CniError::invalid_config(&errors))
     }

@@ -88,6 +88,12 @@ pub struct InstallArgs {
     #[arg(long, value_name = "true|false")]
     pub enable_ipv6: Option<bool>,
 
+    /// Kubernetes per-pod mode: declare the io.kubernetes.cri.pod-annotations capability,
+    /// so that only pods annotated appmesh.k8s.aws/appmeshCNI: enabled are meshed, with
+    /// their appmesh.k8s.aws/* annotations over this entry's keys (then node-wide defaults
+    /// that need not be complete).
+    #[arg(long)]
+    pub kubernetes: bool,
     /// Keep running: install now and every DURATION again when the entry is gone or changed
     /// (the interface plugin's agent rewrote the list), retrying while the list is missing
     /// or unreadable; on SIGTERM or SIGINT, uninstall and exit. What a DaemonSet runs.
@@ -136,10 +142,20 @@ impl InstallArgs {
             ),
             None => ("flags".to_owned(), None),
         };
+        let mut overrides = self.flag_keys();
+        if self.kubernetes {
+            // Added to the entry file's own capabilities, if it declares some.
+            let mut capabilities = match object.as_ref().and_then(|o| o.get("capabilities")) {
+                Some(Value::Object(declared)) => declared.clone(),
+                _ => serde_json::Map::new(),
+            };
+            capabilities.insert(crate::cni::pod::POD_ANNOTATIONS.into(), Value::Bool(true));
+            overrides.push(("capabilities".into(), Value::Object(capabilities)));
+        }
         PluginEntry::build(
             &origin,
             object,
-            self.flag_keys(),
+            overrides,
             self.placement.plugin_type.as_deref(),
         )
         .map_err(Error::Config)

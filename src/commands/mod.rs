@@ -7,6 +7,7 @@ pub mod cni;
 pub mod render;
 pub mod status;
 mod target;
+pub mod validate;
 pub mod verify;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -63,6 +64,10 @@ pub enum Command {
     /// Run as a CNI plugin (also selected automatically when CNI_COMMAND is set); `cni
     /// install` / `cni uninstall` edit a node's CNI configuration list.
     Cni(cni::CniArgs),
+    /// Fail-closed check for a pod meshed by the CNI plugin, as its first init container:
+    /// wait (bounded) until its outbound connections are redirected to ProxyEgressPort;
+    /// exit 5 if they never are (the pod was created without its rules). No privileges.
+    Validate(validate::ValidateArgs),
 }
 
 impl Command {
@@ -75,6 +80,7 @@ impl Command {
             Command::Status(args) => args.exec(),
             Command::Verify(args) => args.exec(),
             Command::Cni(args) => args.exec(),
+            Command::Validate(args) => args.exec(),
         }
     }
 }

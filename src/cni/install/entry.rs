@@ -91,8 +91,13 @@ impl PluginEntry {
             e.property = format!("{origin}: {}", e.property);
             e
         };
-        let settings = parse_network_config(&object)
+        let mut settings = parse_network_config(&object)
             .map_err(|es| es.into_iter().map(label).collect::<Vec<_>>())?;
+        if crate::cni::pod::declares_pod_annotations(&self.keys) {
+            // Per-pod entries hold node-wide defaults that each pod's annotations complete:
+            // what they give must be valid, but they need not be complete.
+            settings = pod_defaults_placeholder().overlay(settings);
+        }
         validate(&settings).map(|_| ()).map_err(|es| {
             crate::cni::attachment::with_network_config_names(es)
                 .into_iter()
@@ -136,6 +141,17 @@ impl PluginEntry {
 
 /// A value on one line, with a space after commas in arrays (`["8080", "8081"]`), as
 /// people write them.
+/// Stand-ins for the settings every meshed pod needs, so that an entry of defaults is
+/// validated for what it holds, not for what its pods' annotations will add.
+fn pod_defaults_placeholder() -> crate::config::settings::RawSettings {
+    use crate::config::settings::{RawSettings, Setting};
+    RawSettings {
+        ignored_uid: Some(Setting::new("ignoredUID", "1337".to_owned())),
+        proxy_egress_port: Some(Setting::new("proxyEgressPort", "15001".to_owned())),
+        ..RawSettings::default()
+    }
+}
+
 fn compact(value: &Value) -> String {
     match value {
         Value::Array(items) => format!(
