@@ -35,6 +35,17 @@
 //!   the request still carries `capabilities`, keys of undeclared ones are ignored (with a
 //!   warning). Other capabilities' keys are not ours.
 //!
+//! # Kubernetes per-pod mode
+//!
+//! An entry declaring `"capabilities": {"io.kubernetes.cri.pod-annotations": true}` meshes
+//! only pods annotated `appmesh.k8s.aws/appmeshCNI: enabled`, with their App Mesh
+//! annotations over its keys, and leaves every other pod alone without entering its
+//! namespace (`pod`).
+//!
+//! # ECS agent probes
+//!
+//! `--capabilities` and `--version` answer the JSON the ECS agent parses (`probes`).
+//!
 //! # Error codes
 //!
 //! Errors are `{"cniVersion", "code", "msg", "details"}` on standard output with exit
