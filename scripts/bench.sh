@@ -13,6 +13,8 @@
 #      set with one extra /16) against `nft -f` of the same table, the new-connection rate
 #      through its sets, and peak RSS at 100,000 IPs against `nft -f` and the iptables path.
 #      Measured when the binary has that backend; otherwise only its references are.
+#   5. one CNI ADD into a fresh namespace, meshinit vs AWS's aws-appmesh (from
+#      MESHINIT_PEERS_DIR, else ../shared/peers), same stdin, same rounds, with the ratio.
 # It prints markdown tables of medians and ratios and writes them to BENCHMARKS.md with a
 # description of the machine. It reports; it asserts no timing.
 #
@@ -504,6 +506,35 @@ if [ "$NATIVE" = 1 ]; then
     CHILD_LIST_NATIVE=$(child_programs "$WORK/strace.nseed")
 fi
 
+# --- 5. CNI ADD vs the AWS plugin ------------------------------------------------------
+# One ADD into a fresh pod namespace, meshinit (the static build a CNI bin directory gets)
+# vs AWS's aws-appmesh (from MESHINIT_PEERS_DIR, else ../shared/peers beside the clone),
+# with the same stdin (the ECS agent's full request, both families), in the same rounds;
+# `true` as the plugin measures the pod namespace alone.
+AWS_APPMESH=${MESHINIT_PEERS_DIR:-$REPO/../shared/peers}/aws-appmesh
+CNI_MEASURED=0
+if [ -x "$AWS_APPMESH" ]; then
+    log "5. one CNI ADD into a fresh namespace: meshinit vs aws-appmesh ($BENCH_RUNS runs each)"
+    cat >"$WORK/cni-add.json" <<'JSON'
+{"cniVersion": "0.3.0", "name": "appmesh", "type": "aws-appmesh", "ignoredUID": "1337",
+ "ignoredGID": "", "proxyIngressPort": "15000", "proxyEgressPort": "15001",
+ "appPorts": ["9080"], "egressIgnoredPorts": ["22"],
+ "egressIgnoredIPs": ["169.254.170.2", "169.254.169.254"], "enableIPv6": true}
+JSON
+    unshare -n sh scripts/bench/cni-add.sh "$MESHINIT_STATIC" "$WORK/cni-add.json" 2>/dev/null \
+        || die "meshinit's CNI ADD failed"
+    unshare -n sh scripts/bench/cni-add.sh "$AWS_APPMESH" "$WORK/cni-add.json" 2>/dev/null \
+        || die "aws-appmesh's CNI ADD failed (it needs the iptables program)"
+    hyperfine_rounds "$WORK/cni.csv" "$BENCH_RUNS" 3 \
+        -n cni-meshinit "unshare -n sh scripts/bench/cni-add.sh $MS $WORK/cni-add.json" \
+        -n cni-aws "unshare -n sh scripts/bench/cni-add.sh $AWS_APPMESH $WORK/cni-add.json" \
+        -n cni-floor "unshare -n sh scripts/bench/cni-add.sh true $WORK/cni-add.json" \
+        || die "hyperfine failed (section 5)"
+    CNI_MEASURED=1
+else
+    log "5. skipped: no aws-appmesh at $AWS_APPMESH (set MESHINIT_PEERS_DIR)"
+fi
+
 # --- Report ------------------------------------------------------------------------------
 ms() { awk -v s="$1" 'BEGIN { printf "%.1f ms", s * 1000 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
@@ -798,8 +829,32 @@ EOF
     fi
 }
 
+net_of() { awk -v t="$1" -v f="$2" 'BEGIN { printf "%.1f ms", (t - f) * 1000 }'; }
+cni_report() {
+    [ "$CNI_MEASURED" = 1 ] || return 0
+    local C=$WORK/cni.csv t_cm t_ca t_cf
+    t_cm=$(median "$C" cni-meshinit); t_ca=$(median "$C" cni-aws); t_cf=$(median "$C" cni-floor)
+    cat <<EOF
+
+### One CNI ADD into a fresh namespace: meshinit vs aws-appmesh
+
+The same stdin (the ECS agent's full request, IPv4 and IPv6) to each plugin, run from an
+anonymous namespace into a fresh pod namespace (\`scripts/bench/cni-add.sh\`), in the same
+rounds; "pod namespace only" runs \`true\` as the plugin. meshinit is the static build
+(native nf_tables backend, no child process); aws-appmesh runs \`iptables\` once per rule.
+
+| plugin | ADD, pod namespace included | without the pod namespace | CPU user / system |
+| --- | ---: | ---: | ---: |
+| meshinit | $(ms "$t_cm") | $(net_of "$t_cm" "$t_cf") | $(cpu_times "$C" cni-meshinit) |
+| aws-appmesh | $(ms "$t_ca") | $(net_of "$t_ca" "$t_cf") | $(cpu_times "$C" cni-aws) |
+| pod namespace only | $(ms "$t_cf") | | $(cpu_times "$C" cni-floor) |
+
+- meshinit / aws-appmesh: **$(ratio "$t_cm" "$t_ca")x** with the namespace, **$(awk -v m="$t_cm" -v a="$t_ca" -v f="$t_cf" 'BEGIN { if (a - f > 0) printf "%.2f", (m - f) / (a - f); else print "n/a" }')x** without it.
+EOF
+}
+
 case $OUTPUT in /*) ;; *) OUTPUT=$REPO/$OUTPUT ;; esac
-report | tee "$OUTPUT"
+{ report; cni_report; } | tee "$OUTPUT"
 log "written to $OUTPUT"
 
 netns_after=$(ip netns list 2>/dev/null || true)

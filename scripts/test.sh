@@ -28,15 +28,25 @@ if [ ${#need_packages[@]} -gt 0 ]; then
   apt-get install -y -qq "${need_packages[@]}" >/dev/null
 fi
 
+# The containerd CRI tests (tests/cni_containerd.rs): Debian's containerd and its ctr,
+# without the recommended extras (the test gives it its own config, socket and state).
+if ! command -v containerd >/dev/null && [ "$(id -u)" -eq 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends containerd >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends containerd >/dev/null; }
+fi
+
 # YAML validators for tests/deploy_files.rs, from PyPI (Kubernetes schemas bundled: no
-# cluster needed), in a virtual environment under target/.
+# cluster needed), and gRPC for the CRI client of tests/cni_containerd.rs
+# (tests/cri/cri_client.py), in a virtual environment under target/.
 pytools=target/pytools
-if [ ! -x "$pytools/bin/kubernetes-validate" ] || [ ! -x "$pytools/bin/yamllint" ]; then
+if [ ! -x "$pytools/bin/kubernetes-validate" ] || [ ! -x "$pytools/bin/yamllint" ] \
+  || ! "$pytools/bin/python3" -c 'import grpc, grpc_tools' 2>/dev/null; then
   if ! python3 -m venv "$pytools" 2>/dev/null; then
     [ "$(id -u)" -eq 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
     python3 -m venv "$pytools"
   fi
-  "$pytools/bin/pip" install -q kubernetes-validate==1.37.0 yamllint==1.38.0
+  "$pytools/bin/pip" install -q kubernetes-validate==1.37.0 yamllint==1.38.0 \
+    grpcio==1.76.0 grpcio-tools==1.76.0
 fi
 
 if [ "$(id -u)" -ne 0 ]; then
