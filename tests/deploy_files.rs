@@ -205,7 +205,7 @@ fn the_manifests_meshinit_settings_are_accepted_by_meshinit() {
         (&Value::from(1), &Value::from(0)),
         "the new pod starts before the old one stops"
     );
-    let mut watcher = Command::new(MESHINIT)
+    let watcher = Command::new(MESHINIT)
         .args(&install_args)
         .env_remove("CNI_COMMAND")
         .stderr(std::process::Stdio::piped())
