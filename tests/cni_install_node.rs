@@ -9,7 +9,7 @@
 
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -98,7 +98,9 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("meshinit-node-{name}-{}", std::process::id()));
+        // Under target/ (not /tmp, possibly a tmpfs without user xattrs).
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("meshinit-node-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("net.d")).unwrap();
         std::fs::create_dir_all(dir.join("bin")).unwrap();
@@ -293,9 +295,13 @@ fn rewriter_race(style: WriteStyle, versions: usize) -> (usize, usize) {
         if version_of(&now) != Some(k as u64 - 1) {
             // A reader may see meshinit's version for the instant before it undoes an
             // exchange that lost a race; what counts is what stays.
-            std::thread::sleep(Duration::from_millis(50));
-            if version_of(&scratch.text()) != Some(k as u64 - 1) {
-                lost += 1;
+            let deadline = Instant::now() + Duration::from_millis(300);
+            while version_of(&scratch.text()) != Some(k as u64 - 1) {
+                if Instant::now() > deadline {
+                    lost += 1;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(2));
             }
         }
         if now.contains("\"meshinit\"") {
@@ -314,7 +320,9 @@ fn rewriter_race(style: WriteStyle, versions: usize) -> (usize, usize) {
     if version_of(&scratch.text()) != Some(versions as u64) {
         lost += 1;
     }
-    watcher.stop();
+    let log = watcher.stop();
+    let redone = log.matches("changed by another writer").count();
+    eprintln!("{style:?}: meshinit redid its edit {redone} times");
     (lost, raced)
 }
 
@@ -759,7 +767,7 @@ fn the_list_keeps_its_owner_and_extended_attributes() {
             0,
         )
     };
-    if rc != 0 && skip("the temporary directory's file system has no user xattrs") {
+    if rc != 0 && skip("target/'s file system has no user xattrs") {
         return;
     }
     let mut args = vec!["cni", "install"];

@@ -183,6 +183,10 @@ fn edit_list(
         if let Some(change) = done {
             return Ok(Some(change));
         }
+        tracing::info!(
+            "{}: changed by another writer since it was read: editing its new version",
+            path.display()
+        );
     }
     Err(Error::Other(format!(
         "{}: changed by another writer during each of {EDIT_ATTEMPTS} attempts to edit it",
