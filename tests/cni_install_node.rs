@@ -587,6 +587,54 @@ fn two_installers_with_different_settings_do_not_flap() {
     assert_eq!(scratch.text(), AWS_CONFLIST);
 }
 
+#[test]
+fn a_killed_newer_installer_leaves_the_list_to_the_older_one() {
+    let scratch = Scratch::new("killed");
+    let older = [
+        "--ignored-uid",
+        "1337",
+        "--proxy-egress-port",
+        "15001",
+        "--proxy-ingress-port",
+        "15000",
+        "--app-ports",
+        "8080",
+    ];
+    let newer = [
+        "--ignored-uid",
+        "1337",
+        "--proxy-egress-port",
+        "15001",
+        "--proxy-ingress-port",
+        "15000",
+        "--app-ports",
+        "9090",
+    ];
+    let a = Watcher::start(&scratch, "older", "20ms", &older, true);
+    wait_for("installed", Duration::from_secs(20), || {
+        scratch.entry("meshinit").is_some()
+    });
+    let mut b = Watcher::start(&scratch, "newer", "20ms", &newer, true);
+    wait_for("the newer installed", Duration::from_secs(20), || {
+        scratch
+            .entry("meshinit")
+            .is_some_and(|e| e["appPorts"][0] == "9090")
+    });
+    // SIGKILL: no uninstall, its record stays, but its lock on the record goes.
+    b.child.kill().unwrap();
+    b.child.wait().unwrap();
+    // The agent rewrites its list: someone must put the entry back.
+    std::fs::write(scratch.conflist(), AWS_CONFLIST).unwrap();
+    wait_for("the older one took over", Duration::from_secs(20), || {
+        scratch
+            .entry("meshinit")
+            .is_some_and(|e| e["appPorts"][0] == "8080")
+    });
+    a.stop();
+    assert_eq!(scratch.text(), AWS_CONFLIST);
+    assert!(!scratch.bin().join("meshinit").exists());
+}
+
 /// The directory of the peers (the real aws-appmesh plugin): `MESHINIT_PEERS_DIR`.
 fn peers_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("MESHINIT_PEERS_DIR").map(PathBuf::from);

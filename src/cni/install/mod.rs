@@ -256,7 +256,7 @@ pub fn install(
     let mut original = None;
     let mut claimed = false;
     if let Some(record) = &record {
-        if !record.is(installer) && installer.is_older_than(record) {
+        if !record.is(installer) && installer.is_older_than(record) && owner::owner_runs(conflist) {
             return Ok(Outcome::stood_down(record));
         }
         if record.plugin_type == entry.plugin_type {
@@ -315,6 +315,7 @@ pub fn install(
     if record.as_ref() != Some(&wanted) {
         owner::write_record(conflist, &wanted)?;
     }
+    installer.hold(conflist)?;
     let binary = match (bin, &target) {
         (Some((source, bin_dir)), Some(target)) => {
             if let Some(kept) = original.as_ref().and_then(|o| o.binary.as_ref()) {

@@ -3,14 +3,19 @@
 //! what meshinit replaced. Installers take a lock on the list's directory around each
 //! install or uninstall, so one never sees another's half-done steps.
 //!
-//! The newest installer (latest start) owns the list; an older one stands down instead of
-//! writing its settings back (two DaemonSets, or the old pod during a rolling update), and
-//! on stopping removes nothing unless it still owns the list.
+//! The newest running installer (latest start) owns the list; an older one stands down
+//! instead of writing its settings back (two DaemonSets, or the old pod during a rolling
+//! update), and on stopping removes nothing unless it still owns the list. The owner holds a
+//! shared flock on its record for as long as it runs, so a record whose installer is gone
+//! (killed, or a one-shot install that finished, or a clock that went back across a reboot)
+//! is known to be stale whatever its start time says, and the next installer takes over.
 
 use std::fs::File;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -23,12 +28,14 @@ use crate::error::{ConfigError, Error, Result};
 /// takes milliseconds; a holder stuck this long is not going to finish).
 const LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One `cni install` process: a random identity and when it started.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One `cni install` process: a random identity, when it started, and the lock it holds
+/// on its record while it owns the list.
+#[derive(Debug)]
 pub struct Installer {
     pub id: String,
     /// Start time, nanoseconds since the epoch.
     pub started: u64,
+    held: Mutex<Option<(u64, File)>>,
 }
 
 impl Installer {
@@ -41,6 +48,7 @@ impl Installer {
         Installer {
             id: format!("{id:016x}"),
             started,
+            held: Mutex::new(None),
         }
     }
 
@@ -48,12 +56,45 @@ impl Installer {
     pub(super) fn is_older_than(&self, record: &OwnerRecord) -> bool {
         (record.started, record.installer.as_str()) > (self.started, self.id.as_str())
     }
+
+    /// Holds a shared lock on the record at `conflist` (this installer's), so others see
+    /// that its owner runs; the lock on a replaced record is let go.
+    pub(super) fn hold(&self, conflist: &Path) -> Result<()> {
+        let path = record_path(conflist);
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let ino = std::fs::metadata(&path)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
+            .ino();
+        if held.as_ref().is_some_and(|(i, _)| *i == ino) {
+            return Ok(());
+        }
+        let file =
+            File::open(&path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        // SAFETY: flock on an open descriptor.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } != 0 {
+            let e = io::Error::last_os_error();
+            return Err(Error::io(format!("locking {}", path.display()), e));
+        }
+        *held = Some((ino, file));
+        Ok(())
+    }
 }
 
 impl Default for Installer {
     fn default() -> Self {
         Installer::new()
     }
+}
+
+/// Whether the installer that wrote the record at `conflist` still runs (holds its lock).
+/// Called under the directory lock, as every taking of a record lock is.
+pub(super) fn owner_runs(conflist: &Path) -> bool {
+    let Ok(file) = File::open(record_path(conflist)) else {
+        return false;
+    };
+    // SAFETY: flock on an open descriptor; the lock goes with the descriptor at return.
+    let free = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    !free
 }
 
 /// What meshinit replaced when it took the place of a plugin it did not install.
