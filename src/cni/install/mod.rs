@@ -547,4 +547,42 @@ mod tests {
         assert_eq!(fs::read_to_string(&conflist).unwrap(), "{\"plugins\": [}");
         fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn the_replaced_entry_comes_back_whole_or_at_the_end() {
+        let original = r#"{"cniVersion":"0.3.0","name":"ecs","plugins":[{"type":"ecs-bridge"},{"type":"aws-appmesh","appPorts":["80"]}]}"#;
+        let parse = |t: &str| Conflist::parse("t", t).unwrap();
+        let mut ours = mesh_entry();
+        ours.plugin_type = "aws-appmesh".into();
+        let installed = parse(original).with_entry(&ours);
+        let ListEdit::Write(back) =
+            restored_list(&parse(&installed), "aws-appmesh", Some(original))
+        else {
+            panic!("a write")
+        };
+        assert_eq!(
+            back, original,
+            "nothing else changed: the original, byte for byte"
+        );
+        // Another writer added a plugin meanwhile: it stays, the original entry goes last.
+        let changed = installed.replacen(
+            r#"{"type":"ecs-bridge"}"#,
+            r#"{"type":"ecs-bridge"},{"type":"bandwidth"}"#,
+            1,
+        );
+        let ListEdit::Write(back) = restored_list(&parse(&changed), "aws-appmesh", Some(original))
+        else {
+            panic!("a write")
+        };
+        assert_eq!(
+            back,
+            r#"{"cniVersion":"0.3.0","name":"ecs","plugins":[{"type":"ecs-bridge"},{"type":"bandwidth"},{"type":"aws-appmesh","appPorts":["80"]}]}"#
+        );
+        // No original, and nothing left: the file goes.
+        let only = r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"meshinit"}]}"#;
+        assert!(matches!(
+            restored_list(&parse(only), "meshinit", None),
+            ListEdit::Remove
+        ));
+    }
 }
