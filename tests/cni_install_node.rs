@@ -723,6 +723,48 @@ fn a_binary_meshinit_did_not_install_is_left_alone() {
     );
 }
 
+#[test]
+fn stale_temporary_files_of_ours_are_removed_and_young_ones_left() {
+    let scratch = Scratch::new("stale");
+    let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    let make = |path: PathBuf, old: bool| {
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(1 << 20).unwrap();
+        if old {
+            file.set_modified(hour_ago).unwrap();
+        }
+        path
+    };
+    let net = scratch.0.join("net.d");
+    let stale = [
+        make(net.join(".10-aws.conflist.meshinit-1"), true),
+        make(
+            net.join(".10-aws.conflist.meshinit-00c0ffee00c0ffee.tmp"),
+            true,
+        ),
+        make(scratch.bin().join(".meshinit.meshinit-1"), true),
+    ];
+    let young = make(
+        scratch
+            .bin()
+            .join(".meshinit.meshinit-0123456789abcdef.tmp"),
+        false,
+    );
+    let not_ours = make(net.join(".10-aws.conflist.agent-tmp"), true);
+    let mut args = vec!["cni", "install"];
+    args.extend(FLAGS);
+    let output = run(&args, &scratch.place());
+    assert!(output.status.success(), "{}", stderr(&output));
+    for path in &stale {
+        assert!(!path.exists(), "{} is stale and ours", path.display());
+    }
+    assert!(
+        young.exists(),
+        "a young one may be another writer's, being written"
+    );
+    assert!(not_ours.exists(), "not our name");
+}
+
 /// Runs `cni install` on a hostile list; it must exit 2 within a few seconds, naming
 /// `expected`.
 fn install_refuses(scratch: &Scratch, expected: &str) {
