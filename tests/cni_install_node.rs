@@ -883,6 +883,37 @@ fn the_list_keeps_its_owner_and_extended_attributes() {
 }
 
 #[test]
+fn without_cap_chown_a_list_of_another_owner_is_still_written_with_a_warning() {
+    let usable = nix::unistd::geteuid().is_root()
+        && Command::new("setpriv")
+            .args(["--bounding-set=-all", "--inh-caps=-all", "true"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !usable && skip("needs root and setpriv (util-linux) to drop capabilities") {
+        return;
+    }
+    let scratch = Scratch::new("nocaps");
+    std::os::unix::fs::chown(scratch.conflist(), Some(4321), Some(8765)).unwrap();
+    // As the DaemonSet runs it: root, every capability dropped.
+    let output = Command::new("setpriv")
+        .args(["--bounding-set=-all", "--inh-caps=-all"])
+        .arg(meshinit_binary())
+        .args(["cni", "install"])
+        .args(FLAGS)
+        .args(scratch.place())
+        .env_remove("CNI_COMMAND")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("cannot keep its owner 4321:8765"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(scratch.entry("meshinit").is_some());
+}
+
+#[test]
 fn a_list_without_an_interface_plugin_is_refused_and_the_last_entry_removes_the_list() {
     let scratch = Scratch::new("empty");
     let empty = r#"{"cniVersion": "1.0.0", "name": "n", "plugins": []}"#;

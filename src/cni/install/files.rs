@@ -211,13 +211,35 @@ fn write_temporary(target: &Path, bytes: &[u8], keep: Keep) -> io::Result<Tempor
     };
     file.write_all(bytes)?;
     if let Some((uid, gid, original)) = keep.like {
-        std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
+        keep_owner(&file, uid, gid, original)?;
         copy_xattrs(original, &file)?;
     }
     // The creation mode is filtered by the umask (and chown clears set-id bits): set it last.
     file.set_permissions(fs::Permissions::from_mode(keep.mode))?;
     file.sync_all()?;
     Ok(temporary)
+}
+
+/// Gives `file` the owner and group `uid`:`gid` of `original`. Without the privilege to
+/// (the DaemonSet drops CAP_CHOWN; a root-owned list needs none), the new list would still
+/// be the one the node needs: it is written, with a warning naming what changed.
+fn keep_owner(file: &File, uid: u32, gid: u32, original: &Path) -> io::Result<()> {
+    let meta = file.metadata()?;
+    if (meta.uid(), meta.gid()) == (uid, gid) {
+        return Ok(());
+    }
+    match std::os::unix::fs::fchown(file, Some(uid), Some(gid)) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            tracing::warn!(
+                "{}: cannot keep its owner {uid}:{gid} ({e}): the new list is owned by {}:{}",
+                original.display(),
+                meta.uid(),
+                meta.gid()
+            );
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// Copies the extended attributes of `from` (not following a symlink: `from` is the
@@ -261,6 +283,20 @@ fn copy_xattrs(from: &Path, to: &File) -> io::Result<()> {
                 _ => return Err(e),
             }
         };
+        // Already so (a label the system gives every new file there): nothing to set.
+        let mut present = vec![0u8; size];
+        // SAFETY: the fd is open; the buffer is valid for its length.
+        let n = unsafe {
+            libc::fgetxattr(
+                to.as_raw_fd(),
+                name.as_ptr(),
+                present.as_mut_ptr().cast(),
+                present.len(),
+            )
+        };
+        if n >= 0 && n as usize == size && present == value[..size] {
+            continue;
+        }
         // SAFETY: the fd is open; the buffers are valid for the lengths given.
         let rc = unsafe {
             libc::fsetxattr(
@@ -272,7 +308,21 @@ fn copy_xattrs(from: &Path, to: &File) -> io::Result<()> {
             )
         };
         if rc != 0 {
-            return Err(io::Error::last_os_error());
+            let e = io::Error::last_os_error();
+            // Not allowed (a security.* label without the right to relabel, trusted.*
+            // without CAP_SYS_ADMIN): the new file keeps the label the system gave it.
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EPERM | libc::EACCES | libc::ENOTSUP)
+            ) {
+                tracing::warn!(
+                    "{}: cannot keep its extended attribute {} ({e})",
+                    from.to_string_lossy(),
+                    name.to_string_lossy()
+                );
+                continue;
+            }
+            return Err(e);
         }
     }
     Ok(())
