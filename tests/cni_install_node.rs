@@ -765,6 +765,23 @@ fn stale_temporary_files_of_ours_are_removed_and_young_ones_left() {
     assert!(not_ours.exists(), "not our name");
 }
 
+#[test]
+fn a_binary_an_entry_not_ours_names_is_not_removed() {
+    // An older meshinit installed itself as aws-appmesh over an ECS node's list (no owner
+    // record): uninstall leaves that entry, so the binary it names stays too.
+    let scratch = Scratch::new("named");
+    std::fs::write(scratch.conflist(), ECS_APPMESH_CONFLIST).unwrap();
+    let plugin = scratch.bin().join("aws-appmesh");
+    std::fs::copy(meshinit_binary(), &plugin).unwrap();
+    let removed = run(
+        &["cni", "uninstall", "--type", "aws-appmesh"],
+        &scratch.place(),
+    );
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    assert_eq!(scratch.text(), ECS_APPMESH_CONFLIST);
+    assert!(plugin.exists(), "{}", stderr(&removed));
+}
+
 /// Runs `cni install` on a hostile list; it must exit 2 within a few seconds, naming
 /// `expected`.
 fn install_refuses(scratch: &Scratch, expected: &str) {

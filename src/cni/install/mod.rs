@@ -52,6 +52,8 @@ pub enum Change {
     Restored,
     /// There, but not meshinit's: left alone.
     NotOurs,
+    /// A binary left because an entry meshinit does not own names it.
+    StillNamed,
 }
 
 impl Change {
@@ -63,6 +65,7 @@ impl Change {
             Change::Absent => "not there",
             Change::Restored => "original restored",
             Change::NotOurs => "not installed by meshinit: left alone",
+            Change::StillNamed => "left: an entry meshinit did not install names it",
         }
     }
 }
@@ -438,6 +441,9 @@ fn remove_installed(
                     Change::Restored
                 }
                 None if !target.exists() => Change::Absent,
+                // An entry meshinit does not own names it (written by an older meshinit as
+                // aws-appmesh, say): removing the binary would break every pod ADD.
+                None if list == Change::NotOurs => Change::StillNamed,
                 // Installed under this record, or (no record) a meshinit binary all the same.
                 None if record.is_some() || is_meshinit_binary(&target) => {
                     files::remove_file(&target)?
