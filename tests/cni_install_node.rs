@@ -295,7 +295,7 @@ fn rewriter_race(style: WriteStyle, versions: usize) -> (usize, usize) {
         if version_of(&now) != Some(k as u64 - 1) {
             // A reader may see meshinit's version for the instant before it undoes an
             // exchange that lost a race; what counts is what stays.
-            let deadline = Instant::now() + Duration::from_millis(300);
+            let deadline = Instant::now() + Duration::from_secs(1);
             while version_of(&scratch.text()) != Some(k as u64 - 1) {
                 if Instant::now() > deadline {
                     lost += 1;
