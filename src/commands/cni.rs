@@ -297,7 +297,7 @@ fn uninstall(
     plugin_type: Option<&str>,
     installer: Option<&Installer>,
 ) -> Result<()> {
-    let outcome = install::uninstall(
+    let (plugin_type, outcome) = install::uninstall(
         &placement.conflist,
         plugin_type,
         placement.bin_dir.as_deref(),
@@ -306,13 +306,16 @@ fn uninstall(
     match outcome {
         Outcome::Done { list, binary } => {
             info!(
-                "{}: entry: {}",
+                "{}: {plugin_type} entry: {}",
                 placement.conflist.display(),
                 list.describe()
             );
             if let (Some(change), Some(dir)) = (binary, &placement.bin_dir) {
-                let name = plugin_type.unwrap_or("the binary");
-                info!("{}/{name}: {}", dir.display(), change.describe());
+                info!(
+                    "{}: {}",
+                    dir.join(&plugin_type).display(),
+                    change.describe()
+                );
             }
         }
         Outcome::StoodDown {

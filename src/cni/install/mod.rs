@@ -356,7 +356,7 @@ pub fn uninstall(
     plugin_type: Option<&str>,
     bin_dir: Option<&Path>,
     installer: Option<&Installer>,
-) -> Result<Outcome> {
+) -> Result<(String, Outcome)> {
     if let Some(t) = plugin_type {
         check_plugin_type(t).map_err(Error::Config)?;
     }
@@ -368,27 +368,28 @@ pub fn uninstall(
         Err(e) => return Err(e),
     };
     let record = owner::read_record(conflist)?;
-    match (installer, &record) {
-        (Some(me), Some(r)) if !r.is(me) => return Ok(Outcome::stood_down(r)),
-        // Nothing is this installer's: whoever owned the list removed it.
-        (Some(_), None) => {
-            return Ok(Outcome::Done {
-                list: Change::Absent,
-                binary: bin_dir.map(|_| Change::Absent),
-            });
-        }
-        _ => {}
-    }
     let plugin_type = plugin_type
         .map(str::to_owned)
         .or_else(|| record.as_ref().map(|r| r.plugin_type.clone()))
         .unwrap_or_else(|| DEFAULT_PLUGIN_TYPE.to_owned());
+    match (installer, &record) {
+        (Some(me), Some(r)) if !r.is(me) => return Ok((plugin_type, Outcome::stood_down(r))),
+        // Nothing is this installer's: whoever owned the list removed it.
+        (Some(_), None) => {
+            let nothing = Outcome::Done {
+                list: Change::Absent,
+                binary: bin_dir.map(|_| Change::Absent),
+            };
+            return Ok((plugin_type, nothing));
+        }
+        _ => {}
+    }
     let record = record.filter(|r| r.plugin_type == plugin_type);
     let outcome = remove_installed(conflist, &plugin_type, record.as_ref(), bin_dir)?;
     if record.is_some() {
         owner::remove_record(conflist)?;
     }
-    Ok(outcome)
+    Ok((plugin_type, outcome))
 }
 
 /// Removes the entry of `plugin_type` and its binary (restoring what `record` says was
@@ -535,12 +536,14 @@ mod tests {
             "no temporary files left: {leftovers:?}"
         );
 
-        let removed = uninstall(&conflist, None, Some(&dir.join("bin")), Some(&installer)).unwrap();
+        let (_, removed) =
+            uninstall(&conflist, None, Some(&dir.join("bin")), Some(&installer)).unwrap();
         assert_eq!(removed, done(Change::Removed, Some(Change::Removed)));
         assert!(!owner::record_path(&conflist).exists());
         assert_eq!(fs::read_to_string(&conflist).unwrap(), AWS_CONFLIST);
         assert!(!binary.exists());
-        let again = uninstall(&conflist, Some("meshinit"), Some(&dir.join("bin")), None).unwrap();
+        let (_, again) =
+            uninstall(&conflist, Some("meshinit"), Some(&dir.join("bin")), None).unwrap();
         assert_eq!(again, done(Change::Absent, Some(Change::Absent)));
 
         // A bad list is refused before the binary is copied.
