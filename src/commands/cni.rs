@@ -215,8 +215,8 @@ fn report_install(
 
 fn warn_stood_down(placement: &PlacementArgs, installer: &str, plugin_type: &str, entry: &Value) {
     warn!(
-        "{}: installer {installer}, started after this one, owns the {plugin_type} entry \
-         ({entry}): standing down, changing nothing",
+        "{}: installer {installer} (newer, or the owner when this one stops) owns the \
+         {plugin_type} entry ({entry}): standing down, changing nothing",
         placement.conflist.display()
     );
 }
