@@ -285,3 +285,208 @@ fn cni_add_check_del_need_no_program() {
     assert!(output.status.success(), "DEL: {}", stderr(&output));
     assert_eq!(native_table(&pod), "");
 }
+
+#[test]
+fn a_dormant_table_is_drift_and_apply_makes_it_active_again() {
+    if !require_root() {
+        return;
+    }
+    let node = TestNetns::new("dormantnode");
+    let pod = TestNetns::new("dormantpod");
+    let output = cni_without_iptables(&node, &pod, "ADD");
+    assert!(output.status.success(), "ADD: {}", stderr(&output));
+    // Every rule of ours off, with one flag.
+    pod.run_checked("nft", &["add table inet meshinit { flags dormant; }"]);
+    assert!(native_table(&pod).contains("dormant"));
+    let check = cni_without_iptables(&node, &pod, "CHECK");
+    assert!(
+        !check.status.success() && stdout(&check).contains("dormant"),
+        "CHECK must fail on a dormant table: {}",
+        stdout(&check)
+    );
+
+    let config = [
+        "--ignored-uid",
+        "1337",
+        "--proxy-egress-port",
+        "15001",
+        "--proxy-ingress-port",
+        "15000",
+        "--app-ports",
+        "9080",
+    ];
+    let ns = TestNetns::new("dormant");
+    let apply: Vec<&str> = ["apply"].iter().chain(&config).copied().collect();
+    let status: Vec<&str> = ["status"].iter().chain(&config).copied().collect();
+    assert_exit(&meshinit(&ns, &with_native(&apply)), 0);
+    ns.run_checked("nft", &["add table inet meshinit { flags dormant; }"]);
+    let drifted = meshinit(&ns, &with_native(&status));
+    assert_exit(&drifted, 1);
+    assert!(
+        stdout(&drifted).contains("table inet meshinit is dormant"),
+        "{}",
+        stdout(&drifted)
+    );
+    assert_exit(&meshinit(&ns, &with_native(&apply)), 0);
+    let table = native_table(&ns);
+    assert!(
+        !table.contains("dormant") && table.contains("redirect to :15001"),
+        "{table}"
+    );
+    assert_exit(&meshinit(&ns, &with_native(&status)), 0);
+}
+
+/// Puts what meshinit does not model into its table: a concatenated set, an `ether_addr`
+/// set, a rule with an anonymous concatenated set.
+fn add_unmodelled_content(ns: &TestNetns) {
+    ns.run_checked(
+        "nft",
+        &["add set inet meshinit pairs { type ipv4_addr . inet_service; elements = { 10.0.0.1 . 80 }; }"],
+    );
+    ns.run_checked(
+        "nft",
+        &["add set inet meshinit macs { type ether_addr; elements = { 02:00:00:00:00:01 }; }"],
+    );
+    ns.run_checked(
+        "nft",
+        &["add rule inet meshinit output ip daddr . tcp dport { 10.0.0.2 . 443 } return"],
+    );
+}
+
+#[test]
+fn clean_del_and_moving_away_remove_a_table_they_cannot_read() {
+    if !require_root() {
+        return;
+    }
+    // clean
+    let scene = Scene::new();
+    let app = &scene.net.app;
+    assert_exit(&meshinit(app, &with_native(&["apply", ECS_CONFIG])), 0);
+    add_unmodelled_content(app);
+    let status = meshinit(app, &with_native(&["status", ECS_CONFIG]));
+    assert_exit(&status, 1);
+    assert!(
+        stdout(&status).contains("not in the plan"),
+        "{}",
+        stdout(&status)
+    );
+    assert_exit(&meshinit(app, &["clean"]), 0);
+    assert_eq!(native_table(app), "", "clean removed the table");
+    scene.assert_direct_traffic();
+
+    // CNI DEL
+    let node = TestNetns::new("unreadnode");
+    let pod = TestNetns::new("unreadpod");
+    let add = cni_without_iptables(&node, &pod, "ADD");
+    assert!(add.status.success(), "ADD: {}", stderr(&add));
+    add_unmodelled_content(&pod);
+    let del = cni_without_iptables(&node, &pod, "DEL");
+    assert!(del.status.success(), "DEL: {}", stderr(&del));
+    assert_eq!(native_table(&pod), "", "DEL removed the table");
+
+    // Moving to another backend
+    let ns = TestNetns::new("unreadmove");
+    assert_exit(&meshinit(&ns, &with_native(&["apply", ECS_CONFIG])), 0);
+    add_unmodelled_content(&ns);
+    assert_exit(
+        &meshinit(&ns, &["apply", ECS_CONFIG, "--backend", "iptables-nft"]),
+        0,
+    );
+    assert_eq!(native_table(&ns), "", "the move removed the native table");
+    assert_exit(
+        &meshinit(&ns, &["status", ECS_CONFIG, "--backend", "iptables-nft"]),
+        0,
+    );
+    // And apply replaces such a table whole.
+    assert_exit(&meshinit(&ns, &with_native(&["apply", ECS_CONFIG])), 0);
+    add_unmodelled_content(&ns);
+    assert_exit(&meshinit(&ns, &with_native(&["apply", ECS_CONFIG])), 0);
+    assert!(!native_table(&ns).contains("pairs"));
+    assert_exit(&meshinit(&ns, &with_native(&["status", ECS_CONFIG])), 0);
+}
+
+#[test]
+fn objects_and_element_comments_in_our_table_are_drift_and_apply_removes_them() {
+    if !require_root() {
+        return;
+    }
+    let ns = TestNetns::new("nativeobjects");
+    let apply = with_native(&["apply", ECS_CONFIG]);
+    let status = with_native(&["status", ECS_CONFIG]);
+    assert_exit(&meshinit(&ns, &apply), 0);
+    ns.run_checked("nft", &["add counter inet meshinit sneaky"]);
+    let drifted = meshinit(&ns, &status);
+    assert_exit(&drifted, 1);
+    assert!(stdout(&drifted).contains("sneaky"), "{}", stdout(&drifted));
+    assert_exit(&meshinit(&ns, &apply), 0);
+    assert!(!native_table(&ns).contains("sneaky"));
+    assert_exit(&meshinit(&ns, &status), 0);
+
+    ns.run_checked(
+        "nft",
+        &["delete element inet meshinit ignored_ipv4 { 169.254.170.2 }"],
+    );
+    ns.run_checked(
+        "nft",
+        &["add element inet meshinit ignored_ipv4 { 169.254.170.2 comment \"hello\" }"],
+    );
+    let drifted = meshinit(&ns, &status);
+    assert_exit(&drifted, 1);
+    assert!(
+        stdout(&drifted).contains("ignored_ipv4"),
+        "{}",
+        stdout(&drifted)
+    );
+    assert_exit(&meshinit(&ns, &apply), 0);
+    assert!(!native_table(&ns).contains("hello"));
+    assert_exit(&meshinit(&ns, &status), 0);
+}
+
+#[test]
+fn a_table_owned_by_another_process_is_named_and_exit_1() {
+    if !require_root() {
+        return;
+    }
+    use std::io::Write;
+    use std::process::Stdio;
+    let ns = TestNetns::new("nativeowned");
+    // `nft -i` keeps its netlink socket open while its stdin is: it owns the table until
+    // then.
+    let mut owner = ns
+        .command("nft")
+        .arg("-i")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nft -i starts");
+    let mut stdin = owner.stdin.take().unwrap();
+    writeln!(stdin, "add table inet meshinit {{ flags owner; }}").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !native_table(&ns).contains("owner") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nft never made the table"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let owner_pid = owner.id();
+    for args in [
+        with_native(&["apply", ECS_CONFIG]),
+        vec!["clean"],
+        with_native(&["clean"]),
+    ] {
+        let output = meshinit(&ns, &args);
+        assert_exit(&output, 1);
+        let message = stderr(&output);
+        assert!(
+            message.contains("owned by another process")
+                && message.contains(&format!("port id {owner_pid}"))
+                && !message.contains("CAP_NET_ADMIN"),
+            "{args:?}: {message}"
+        );
+    }
+    drop(stdin);
+    owner.wait().unwrap();
+    assert_exit(&meshinit(&ns, &with_native(&["apply", ECS_CONFIG])), 0);
+}

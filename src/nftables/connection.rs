@@ -3,16 +3,17 @@
 //! writer), delete a table, and the building blocks for other batches (migration from
 //! iptables-nft: list rules with handles, delete them by handle in the same batch).
 
+use netlink_packet_core::{DefaultNla, NlasIterator};
 use netlink_packet_netfilter::nftables::{
     ChainMessage, GenAttribute, GenMessage, NfTablesMessage, NfTablesMessageType, RuleAttribute,
-    RuleMessage, SetAttribute, SetElementList, SetElementMessage, SetMessage,
+    RuleMessage, SetAttribute, SetElementList, SetElementMessage, SetMessage, TableAttribute,
 };
 
 use super::batch::{Batch, FinishedBatch, TableFamily};
 use super::decode::{self, DumpedChain, DumpedRule, SetElementCollector};
 use super::encode;
 use super::error::NftError;
-use super::model::{Chain, Table};
+use super::model::{Chain, TABLE_F_OWNER, Table};
 use super::socket::{DumpEnd, NfSocket, parse_nftables};
 
 /// How many times a commit is planned from a fresh read when another writer changed the
@@ -42,6 +43,16 @@ pub struct CommitReport {
 pub enum Deletion {
     Deleted,
     WasAbsent,
+}
+
+/// A table's own attributes, as `get table` reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableInfo {
+    /// `NFTA_TABLE_FLAGS`: dormant, owner.
+    pub flags: u32,
+    /// `NFTA_TABLE_OWNER`: the netlink port id of the socket owning the table (`flags
+    /// owner`), which for the first socket of a process is its pid.
+    pub owner: Option<u32>,
 }
 
 /// The outcome of sending one batch planned on a generation id.
@@ -132,19 +143,39 @@ impl NftConnection {
         }
     }
 
-    #[allow(clippy::type_complexity)]
-    fn dump_table_once(&mut self, name: &str) -> Result<Option<Option<Table>>, NftError> {
+    /// Table `inet NAME`'s own attributes (flags, owner), without its contents; `None`
+    /// when there is no such table. One request, whatever the table holds.
+    pub fn table_info(&mut self, name: &str) -> Result<Option<TableInfo>, NftError> {
         let what = format!("get table inet {name}");
-        let exists = self.socket.request(
+        let reply = self.socket.request(
             TableFamily::Inet,
             NfTablesMessage::GetTable(encode::table_by_name(name)),
             &what,
         )?;
-        match exists {
-            Ok(_) => {}
-            Err(libc::ENOENT) => return Ok(Some(None)),
+        let message = match reply {
+            Ok(message) => message,
+            Err(libc::ENOENT) => return Ok(None),
             Err(errno) => return Err(NftError::from_errno(&what, errno, false)),
+        };
+        let mut info = TableInfo::default();
+        if let NfTablesMessage::NewTable(table) = message {
+            for attribute in &table.attributes {
+                match attribute {
+                    TableAttribute::Flags(flags) => info.flags = flags.bits(),
+                    TableAttribute::Owner(portid) => info.owner = Some(*portid),
+                    _ => {}
+                }
+            }
         }
+        Ok(Some(info))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn dump_table_once(&mut self, name: &str) -> Result<Option<Option<Table>>, NftError> {
+        let Some(info) = self.table_info(name)? else {
+            return Ok(Some(None));
+        };
+        self.refuse_objects(name)?;
 
         let Some(chains) = self.dump_chains(TableFamily::Inet, Some(name))? else {
             return Ok(None);
@@ -216,7 +247,66 @@ impl NftConnection {
             }
             sets.push(collector.finish());
         }
-        Ok(Some(Some(Table::new(name, sets, chains))))
+        Ok(Some(Some(
+            Table::new(name, sets, chains).with_flags(info.flags),
+        )))
+    }
+
+    /// Fails with [`NftError::Unmodelled`] when table `inet NAME` holds stateful objects
+    /// (named counters, quotas, limits...): meshinit writes none, so any is not ours, and
+    /// a read that skipped them would call the table what the plan says.
+    fn refuse_objects(&mut self, name: &str) -> Result<(), NftError> {
+        const NFTA_OBJ_TABLE: u16 = 1;
+        const NFTA_OBJ_NAME: u16 = 2;
+        const NFT_MSG_NEWOBJ: u8 = 18;
+        let what = format!("list objects of inet {name}");
+        let mut found = Vec::new();
+        let end = self.socket.dump(
+            TableFamily::Inet,
+            NfTablesMessage::GetObject(vec![DefaultNla::new(
+                NFTA_OBJ_TABLE,
+                format!("{name}\0").into_bytes(),
+            )]),
+            &what,
+            |nft_type, body| {
+                if nft_type != NFT_MSG_NEWOBJ {
+                    return Ok(());
+                }
+                let (mut table, mut object) = (None, None);
+                for nla in NlasIterator::new(body).flatten() {
+                    let text = || {
+                        String::from_utf8_lossy(
+                            nla.value().split(|b| *b == 0).next().unwrap_or_default(),
+                        )
+                        .into_owned()
+                    };
+                    match nla.kind() & 0x3fff {
+                        NFTA_OBJ_TABLE => table = Some(text()),
+                        NFTA_OBJ_NAME => object = Some(text()),
+                        _ => {}
+                    }
+                }
+                if table.as_deref() == Some(name) {
+                    found.push(object.unwrap_or_default());
+                }
+                Ok(())
+            },
+        )?;
+        match end {
+            // An interrupted dump is told apart by the generation check after the read.
+            Ok(_) => {}
+            // A kernel without stateful objects has none.
+            Err(libc::EOPNOTSUPP) => {}
+            Err(errno) => return Err(NftError::from_errno(&what, errno, false)),
+        }
+        if found.is_empty() {
+            Ok(())
+        } else {
+            Err(NftError::Unmodelled(format!(
+                "named object(s) {} in table inet {name}",
+                found.join(", ")
+            )))
+        }
     }
 
     /// Chains of `family` (of one table when given), with handles and base-chain settings;
@@ -313,7 +403,7 @@ impl NftConnection {
                 Ok(Snapshot { genid, table: None }) => (genid, Change::Created),
                 // Something we do not model was put into our table: it is not what we
                 // want, so replace it (the table exists, or reading would have said so).
-                Err(NftError::MalformedReply(why)) => {
+                Err(NftError::MalformedReply(why) | NftError::Unmodelled(why)) => {
                     tracing::warn!(
                         "table inet {} holds what meshinit does not model ({why}); replacing it",
                         desired.name
@@ -323,12 +413,15 @@ impl NftConnection {
                 Err(e) => return Err(e),
             };
             between_read_and_send(attempt);
-            let outcome = self.send(genid, |batch| {
-                if change == Change::Replaced {
-                    batch.delete_table(TableFamily::Inet, &desired.name);
-                }
-                batch.add_table(desired);
-            })?;
+            let outcome = self
+                .send(genid, |batch| {
+                    if change == Change::Replaced {
+                        batch.delete_table(TableFamily::Inet, &desired.name);
+                    }
+                    batch.add_table(desired);
+                })
+                .map_err(|e| self.explain_refusal(&desired.name, e));
+            let outcome = outcome?;
             if let BatchOutcome::Committed = outcome {
                 return Ok(CommitReport {
                     change,
@@ -342,31 +435,40 @@ impl NftConnection {
         })
     }
 
-    /// Deletes table `inet NAME` with everything in it; `WasAbsent` (and nothing sent) when
-    /// there is none.
+    /// Deletes table `inet NAME` with everything in it: one message, planned on no read (a
+    /// table of ours is ours by name, whatever it holds), so neither content meshinit does
+    /// not model nor another writer's commits can stop it. `WasAbsent` when there was none.
     pub fn delete_table(&mut self, name: &str) -> Result<Deletion, NftError> {
-        for attempt in 1..=MAX_ATTEMPTS {
-            let genid = self.generation()?;
-            let what = format!("get table inet {name}");
-            match self.socket.request(
-                TableFamily::Inet,
-                NfTablesMessage::GetTable(encode::table_by_name(name)),
-                &what,
-            )? {
-                Ok(_) => {}
-                Err(libc::ENOENT) => return Ok(Deletion::WasAbsent),
-                Err(errno) => return Err(NftError::from_errno(&what, errno, false)),
+        let first_seq = self.socket.next_seq();
+        let mut batch = Batch::unguarded(first_seq);
+        batch.delete_table(TableFamily::Inet, name);
+        let batch = batch.finish();
+        self.socket
+            .skip_seqs(batch.end_seq.wrapping_sub(first_seq) + 1);
+        match self.socket.send_batch(&batch)? {
+            Ok(()) => Ok(Deletion::Deleted),
+            Err(refusal) if refusal.errno == libc::ENOENT => Ok(Deletion::WasAbsent),
+            Err(refusal) => {
+                let error =
+                    NftError::from_errno(&batch.describe(refusal.seq), refusal.errno, false);
+                Err(self.explain_refusal(name, error))
             }
-            if let BatchOutcome::Committed =
-                self.send(genid, |batch| batch.delete_table(TableFamily::Inet, name))?
-            {
-                return Ok(Deletion::Deleted);
-            }
-            back_off(attempt);
         }
-        Err(NftError::GenerationChanged {
-            attempts: MAX_ATTEMPTS,
-        })
+    }
+
+    /// A permission error on table `inet NAME` explained when the table is owned by
+    /// another process (`flags owner`): the kernel refuses everyone else, root included.
+    pub fn explain_refusal(&mut self, name: &str, error: NftError) -> NftError {
+        if !matches!(error, NftError::PermissionDenied { .. }) {
+            return error;
+        }
+        match self.table_info(name) {
+            Ok(Some(info)) if info.flags & TABLE_F_OWNER != 0 => NftError::OwnedByAnother {
+                table: format!("inet {name}"),
+                owner: info.owner,
+            },
+            _ => error,
+        }
     }
 
     /// Builds a batch planned on `genid` with `build` and sends it. `Stale` means another

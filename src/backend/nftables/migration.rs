@@ -94,7 +94,7 @@ pub fn migrate_from_iptables_nft(
         if v4.chains.is_empty() && v6.chains.is_empty() {
             return Ok(false);
         }
-        let ours_exists = connection.read_table(TABLE_NAME)?.table.is_some();
+        let ours_exists = connection.table_info(TABLE_NAME)?.is_some();
         let outcome = connection.send(genid, |batch| {
             for (family, found) in [(TableFamily::Ipv4, &v4), (TableFamily::Ipv6, &v6)] {
                 // Jumps and chain contents first: a chain still referenced or not empty

@@ -15,7 +15,7 @@ use super::{
 use crate::error::{Error, Result};
 use crate::nftables::model::{Expr, Rule};
 use crate::nftables::{
-    Change, Deletion, NftConnection, NftError, TABLE_NAME, Table, describe_drift, render,
+    Change, Deletion, NftConnection, NftError, Snapshot, TABLE_NAME, Table, describe_drift, render,
     render_table,
 };
 use crate::ruleset::{
@@ -98,8 +98,18 @@ impl Backend for NftablesBackend {
     }
 
     fn read(&self, desired: &Desired, _: &TimeBudget) -> Result<Installed> {
-        let table = Self::read_table(&mut Self::connect()?)?;
-        Ok(Self::installed(desired, table.as_ref()))
+        match Self::connect()?.read_table(TABLE_NAME) {
+            Ok(snapshot) => Ok(Self::installed(desired, snapshot.table.as_ref())),
+            // The table is there, holding what meshinit never writes: drift names it.
+            Err(NftError::Unmodelled(_)) => {
+                let mut installed = Self::installed(desired, None);
+                for (_, view) in &mut installed.families {
+                    *view = unreadable_view();
+                }
+                Ok(installed)
+            }
+            Err(e) => Err(kernel_error(e)),
+        }
     }
 
     fn converge(&self, desired: &Desired, _: &TimeBudget, dry_run: bool) -> Result<ConvergeReport> {
@@ -162,8 +172,27 @@ impl Backend for NftablesBackend {
         desired: &Desired,
         _: &TimeBudget,
     ) -> Result<Vec<(Family, Drift)>> {
-        let table = Self::read_table(&mut Self::connect()?)?;
         let planned = Self::planned(desired);
+        let table = match Self::connect()?.read_table(TABLE_NAME) {
+            Ok(snapshot) => snapshot.table,
+            // Something in our table meshinit never writes: drift, named, which apply
+            // replaces (never "nothing there").
+            Err(NftError::Unmodelled(what)) => {
+                let line = format!("content of table inet {TABLE_NAME} not in the plan: {what}");
+                return Ok(installed
+                    .families
+                    .iter()
+                    .map(|(family, _)| {
+                        let drift = Drift {
+                            unexpected: vec![line.clone()],
+                            ..Drift::default()
+                        };
+                        (*family, drift)
+                    })
+                    .collect());
+            }
+            Err(e) => return Err(kernel_error(e)),
+        };
         Ok(installed
             .families
             .iter()
@@ -198,8 +227,23 @@ impl Backend for NftablesBackend {
     }
 
     fn holds_ours(&self, _: &TimeBudget) -> Option<Installed> {
-        let table = Self::read_table(&mut Self::connect().ok()?).ok()??;
-        let view = model_view(&table);
+        // Without nf_tables nothing can be there.
+        let mut connection = Self::connect().ok()?;
+        // Whether the table exists is one request; its content is not needed to remove it
+        // (and a read can fail on content meshinit does not model, or under a busy writer,
+        // which must never pass for "nothing of ours").
+        let view = match connection.table_info(TABLE_NAME) {
+            Ok(None) => return None,
+            Ok(Some(_)) => match connection.read_table(TABLE_NAME) {
+                Ok(Snapshot {
+                    table: Some(table), ..
+                }) => model_view(&table),
+                _ => unreadable_view(),
+            },
+            // Unknown: say it may hold ours, so that removing it is tried and any error
+            // is reported.
+            Err(_) => unreadable_view(),
+        };
         Some(Installed {
             backend: BackendKind::Nftables,
             families: Family::BOTH.iter().map(|f| (*f, view.clone())).collect(),
@@ -311,6 +355,15 @@ fn model_view(table: &Table) -> InstalledTable {
     view
 }
 
+/// What stands for a table that exists but could not be read: not clean, so callers remove
+/// it or report it.
+fn unreadable_view() -> InstalledTable {
+    InstalledTable {
+        chains: vec![EGRESS_CHAIN.to_owned()],
+        ..InstalledTable::default()
+    }
+}
+
 /// An nf_tables error as the library's error.
 fn kernel_error(e: NftError) -> Error {
     match e {
@@ -320,8 +373,10 @@ fn kernel_error(e: NftError) -> Error {
         },
         NftError::PermissionDenied { .. } => Error::Privileges(e.to_string()),
         NftError::GenerationChanged { .. } => Error::Busy(e.to_string()),
-        NftError::Refused { .. } | NftError::MalformedReply(_) | NftError::Socket { .. } => {
-            Error::Kernel(e.to_string())
-        }
+        NftError::Refused { .. }
+        | NftError::MalformedReply(_)
+        | NftError::Unmodelled(_)
+        | NftError::OwnedByAnother { .. }
+        | NftError::Socket { .. } => Error::Kernel(e.to_string()),
     }
 }
