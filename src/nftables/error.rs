@@ -18,9 +18,19 @@ pub enum NftError {
     #[error("the kernel refused {message}: {source}")]
     Refused { message: String, source: io::Error },
 
-    /// Another writer changed the ruleset between our read and our commit, every time.
-    #[error("the nf_tables ruleset kept changing under us; gave up after {attempts} attempts")]
-    GenerationChanged { attempts: u32 },
+    /// Another writer changed the ruleset between our read and our commit, every time
+    /// until the time allowed (`--lock-timeout`) was spent.
+    #[error(
+        "another program kept changing the nf_tables ruleset of this namespace (a busy \
+         firewall daemon or kube-proxy?): every one of {attempts} attempts over {:.1} s was \
+         overtaken by its commits, so nothing was changed; run again, or give more time with \
+         --lock-timeout",
+        waited.as_secs_f64()
+    )]
+    GenerationChanged {
+        attempts: u32,
+        waited: std::time::Duration,
+    },
 
     /// The table holds something meshinit does not model (and so never wrote): a set of
     /// another key type, a named object, an element comment.

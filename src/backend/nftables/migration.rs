@@ -9,9 +9,6 @@ use crate::nftables::model::{Expr, ImmediateData, Verdict};
 use crate::nftables::{BatchOutcome, NftConnection, NftError, TABLE_NAME, Table, TableFamily};
 use crate::ruleset::is_own_chain;
 
-/// At most this many fresh reads when another writer keeps changing the ruleset.
-const ATTEMPTS: u32 = 5;
-
 /// What of ours iptables-nft holds in one family's `nat` table, by handle.
 #[derive(Debug, Default)]
 struct Leftovers {
@@ -70,10 +67,15 @@ pub fn iptables_nft_holds_ours() -> bool {
         .into_iter()
         .any(|family| {
             // An interrupted dump (the ruleset changed under it) is read again.
-            (0..ATTEMPTS)
-                .find_map(|_| connection.dump_chains(family, Some("nat")).transpose())
-                .and_then(Result::ok)
-                .is_some_and(|chains| chains.iter().any(|c| is_own_chain(&c.name)))
+            let mut retry = connection.retry();
+            while retry.another() {
+                match connection.dump_chains(family, Some("nat")) {
+                    Ok(Some(chains)) => return chains.iter().any(|c| is_own_chain(&c.name)),
+                    Ok(None) => continue,
+                    Err(_) => return false,
+                }
+            }
+            false
         })
 }
 
@@ -83,7 +85,9 @@ pub fn migrate_from_iptables_nft(
     connection: &mut NftConnection,
     table: &Table,
 ) -> Result<bool, NftError> {
-    for attempt in 1..=ATTEMPTS {
+    let mut retry = connection.retry();
+    while retry.another() {
+        let attempt = retry.attempt();
         let genid = connection.generation()?;
         let (Some(v4), Some(v6)) = (
             leftovers(connection, TableFamily::Ipv4)?,
@@ -126,5 +130,5 @@ pub fn migrate_from_iptables_nft(
             ),
         }
     }
-    Err(NftError::GenerationChanged { attempts: ATTEMPTS })
+    Err(retry.exhausted())
 }

@@ -37,8 +37,12 @@ const CHAINS: [(&str, &str, &str); 2] = [
 ];
 
 impl NftablesBackend {
-    fn connect() -> Result<NftConnection> {
-        NftConnection::open().map_err(kernel_error)
+    /// A connection whose retries against other writers last as long as the run may wait
+    /// (`--lock-timeout`).
+    fn connect(budget: &TimeBudget) -> Result<NftConnection> {
+        let mut connection = NftConnection::open().map_err(kernel_error)?;
+        connection.retry_until(budget.lock_deadline());
+        Ok(connection)
     }
 
     fn read_table(connection: &mut NftConnection) -> Result<Option<Table>> {
@@ -90,15 +94,15 @@ impl Backend for NftablesBackend {
         Ok(())
     }
 
-    fn ready(&self, _: &TimeBudget) -> Result<()> {
-        Self::connect()?
+    fn ready(&self, budget: &TimeBudget) -> Result<()> {
+        Self::connect(budget)?
             .generation()
             .map(drop)
             .map_err(kernel_error)
     }
 
-    fn read(&self, desired: &Desired, _: &TimeBudget) -> Result<Installed> {
-        match Self::connect()?.read_table(TABLE_NAME) {
+    fn read(&self, desired: &Desired, budget: &TimeBudget) -> Result<Installed> {
+        match Self::connect(budget)?.read_table(TABLE_NAME) {
             Ok(snapshot) => Ok(Self::installed(desired, snapshot.table.as_ref())),
             // The table is there, holding what meshinit never writes: drift names it.
             Err(NftError::Unmodelled(_)) => {
@@ -112,8 +116,13 @@ impl Backend for NftablesBackend {
         }
     }
 
-    fn converge(&self, desired: &Desired, _: &TimeBudget, dry_run: bool) -> Result<ConvergeReport> {
-        let mut connection = Self::connect()?;
+    fn converge(
+        &self,
+        desired: &Desired,
+        budget: &TimeBudget,
+        dry_run: bool,
+    ) -> Result<ConvergeReport> {
+        let mut connection = Self::connect(budget)?;
         let planned = Self::planned(desired);
         let mut replaced = Vec::new();
         let changed = match (&planned, dry_run) {
@@ -170,10 +179,10 @@ impl Backend for NftablesBackend {
         &self,
         installed: &Installed,
         desired: &Desired,
-        _: &TimeBudget,
+        budget: &TimeBudget,
     ) -> Result<Vec<(Family, Drift)>> {
         let planned = Self::planned(desired);
-        let table = match Self::connect()?.read_table(TABLE_NAME) {
+        let table = match Self::connect(budget)?.read_table(TABLE_NAME) {
             Ok(snapshot) => snapshot.table,
             // Something in our table meshinit never writes: drift, named, which apply
             // replaces (never "nothing there").
@@ -226,9 +235,9 @@ impl Backend for NftablesBackend {
         part_drift(installed, desired)
     }
 
-    fn holds_ours(&self, _: &TimeBudget) -> Option<Installed> {
+    fn holds_ours(&self, budget: &TimeBudget) -> Option<Installed> {
         // Without nf_tables nothing can be there.
-        let mut connection = Self::connect().ok()?;
+        let mut connection = Self::connect(budget).ok()?;
         // Whether the table exists is one request; its content is not needed to remove it
         // (and a read can fail on content meshinit does not model, or under a busy writer,
         // which must never pass for "nothing of ours").
@@ -251,8 +260,8 @@ impl Backend for NftablesBackend {
         })
     }
 
-    fn remove_rules(&self, _: &TimeBudget) -> Result<()> {
-        let deletion = Self::connect()?
+    fn remove_rules(&self, budget: &TimeBudget) -> Result<()> {
+        let deletion = Self::connect(budget)?
             .delete_table(TABLE_NAME)
             .map_err(kernel_error)?;
         info!(?deletion, "table inet {TABLE_NAME} removed");
