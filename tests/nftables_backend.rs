@@ -490,3 +490,53 @@ fn a_table_owned_by_another_process_is_named_and_exit_1() {
     owner.wait().unwrap();
     assert_exit(&meshinit(&ns, &with_native(&["apply", ECS_CONFIG])), 0);
 }
+
+#[test]
+fn port_sets_are_interval_sets_that_join_adjacent_ports_and_hold_32768_separate_ones() {
+    if !require_root() {
+        return;
+    }
+    let ns = TestNetns::new("nativeports");
+    // Adjacent ports join into one range, as the README says sets do.
+    let adjacent = [
+        "apply",
+        "--ignored-uid",
+        "1337",
+        "--proxy-egress-port",
+        "15001",
+        "--egress-ignored-ports",
+        "8000,8001,8002,9000,9001,7000",
+    ];
+    assert_exit(&meshinit(&ns, &with_native(&adjacent)), 0);
+    let table = native_table(&ns);
+    assert!(
+        table.contains("flags interval")
+            && table.contains("8000-8002")
+            && table.contains("9000-9001"),
+        "{table}"
+    );
+
+    // 32,768 separate ports (every odd one), from a file: more than one argument holds.
+    let odd_ports: Vec<String> = (0..32_768u32).map(|i| (2 * i + 1).to_string()).collect();
+    let config = serde_json::json!({
+        "type": "APPMESH",
+        "containerName": "envoy",
+        "properties": [
+            {"name": "IgnoredUID", "value": "1337"},
+            {"name": "ProxyEgressPort", "value": "15001"},
+            {"name": "EgressIgnoredPorts", "value": odd_ports.join(",")},
+        ],
+    });
+    let path = std::env::temp_dir().join(format!("meshinit-odd-ports-{}.json", std::process::id()));
+    std::fs::write(&path, config.to_string()).unwrap();
+    let path_text = path.to_str().unwrap();
+    assert_exit(&meshinit(&ns, &with_native(&["apply", path_text])), 0);
+    assert_exit(&meshinit(&ns, &with_native(&["status", path_text])), 0);
+    let table = native_table(&ns);
+    assert!(
+        table.contains("flags interval") && table.contains("65535"),
+        "{}",
+        &table[..table.len().min(400)]
+    );
+    std::fs::remove_file(&path).unwrap();
+}

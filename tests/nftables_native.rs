@@ -866,6 +866,35 @@ fn commit_timings_for_the_seed_and_long_ignore_lists() {
         let best = (0..3).map(|_| timed_commit(&table)).min().unwrap();
         report += &format!("{count} ignored /32s + one /16 (interval set): {best:?}\n");
     }
+    // The layout choice, measured: every other port, and 100,000 scattered addresses,
+    // each as a hash set and as an interval set.
+    let every_other_port: Vec<KeyRange> =
+        (1..=32_768u128).map(|p| KeyRange::single(p * 2)).collect();
+    let scattered: Vec<KeyRange> = (0..100_000u128)
+        .map(|i| KeyRange::single(0x0a00_0000 + i * 7))
+        .collect();
+    for (what, key, members) in [
+        (
+            "32768 separate ports",
+            KeyType::InetService,
+            &every_other_port,
+        ),
+        (
+            "100000 separate IPv4 addresses",
+            KeyType::Ipv4Addr,
+            &scattered,
+        ),
+    ] {
+        for interval in [false, true] {
+            let set = Set::with_layout("s", key, interval, members.iter().copied());
+            let table = Table::new(TABLE_NAME, vec![set], Vec::new());
+            report += &format!(
+                "{what}, {} set: {:?}\n",
+                if interval { "interval" } else { "hash" },
+                timed_commit(&table)
+            );
+        }
+    }
     let peak = std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
