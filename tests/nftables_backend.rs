@@ -540,3 +540,45 @@ fn port_sets_are_interval_sets_that_join_adjacent_ports_and_hold_32768_separate_
     );
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn every_apply_sweeps_stray_ipsets_of_ours_whatever_the_backend() {
+    if !require_root() {
+        return;
+    }
+    let ns = TestNetns::new("straysets");
+    let stray = |ns: &TestNetns| {
+        // What a kill -9 during a move from iptables can leave: a set of ours no rule uses.
+        ns.run_checked(
+            "ipset",
+            &["create", "APPMESH_IGNORED_NET4_0badcafe", "hash:net"],
+        );
+        ns.run_checked(
+            "ipset",
+            &["add", "APPMESH_IGNORED_NET4_0badcafe", "10.1.0.0/16"],
+        );
+    };
+    ns.run_checked("ipset", &["create", "APPMESH_FOREIGN", "hash:ip"]);
+    for backend in ["nftables", "iptables-nft", "iptables-legacy", "nftables"] {
+        stray(&ns);
+        let apply = meshinit(&ns, &["apply", ECS_CONFIG, "--backend", backend]);
+        assert_exit(&apply, 0);
+        assert_eq!(
+            ipset_names(&ns),
+            ["APPMESH_FOREIGN"],
+            "{backend}: the stray set of ours went, someone else's stays: {}",
+            stderr(&apply)
+        );
+        // Also when the rules were already in place (nothing else to change).
+        stray(&ns);
+        assert_exit(
+            &meshinit(&ns, &["apply", ECS_CONFIG, "--backend", backend]),
+            0,
+        );
+        assert_eq!(
+            ipset_names(&ns),
+            ["APPMESH_FOREIGN"],
+            "{backend}, unchanged rules"
+        );
+    }
+}
