@@ -572,21 +572,59 @@ impl NftConnection {
     /// table of ours is ours by name, whatever it holds), so neither content meshinit does
     /// not model nor another writer's commits can stop it. `WasAbsent` when there was none.
     pub fn delete_table(&mut self, name: &str) -> Result<Deletion, NftError> {
-        let first_seq = self.socket.next_seq();
-        let mut batch = Batch::unguarded(first_seq);
-        batch.delete_table(TableFamily::Inet, name);
-        let batch = batch.finish();
-        self.socket
-            .skip_seqs(batch.end_seq.wrapping_sub(first_seq) + 1);
-        match self.socket.send_batch(&batch)? {
+        match self.send_unguarded(|batch| batch.delete_table(TableFamily::Inet, name))? {
             Ok(()) => Ok(Deletion::Deleted),
-            Err(refusal) if refusal.errno == libc::ENOENT => Ok(Deletion::WasAbsent),
-            Err(refusal) => {
-                let error =
-                    NftError::from_errno(&batch.describe(refusal.seq), refusal.errno, false);
+            Err((_, libc::ENOENT)) => Ok(Deletion::WasAbsent),
+            Err((what, errno)) => {
+                let error = NftError::from_errno(&what, errno, false);
                 Err(self.explain_refusal(name, error))
             }
         }
+    }
+
+    /// Creates table `inet NAME` with `flags owner`, empty, failing if it exists: the
+    /// kernel ties it to this connection's socket and removes it when the socket closes
+    /// (however the process ends), and lets nobody else change it meanwhile. Only a process
+    /// with CAP_NET_ADMIN over the namespace can create it. `Ok(Err(errno))` when the
+    /// kernel refused: EEXIST (a table of that name without the flag), EPERM (owned by
+    /// another socket, or no privilege), EOPNOTSUPP (a kernel without owner tables).
+    pub fn create_owned_table(&mut self, name: &str) -> Result<Result<(), i32>, NftError> {
+        use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+        use netlink_packet_netfilter::nftables::{TableFlags, TableMessage};
+        let message = NfTablesMessage::NewTable(TableMessage {
+            attributes: vec![
+                TableAttribute::Name(name.to_owned()),
+                TableAttribute::Flags(TableFlags::Owner),
+            ],
+        });
+        Ok(self
+            .send_unguarded(|batch| {
+                batch.push(
+                    TableFamily::Inet,
+                    NLM_F_CREATE | NLM_F_EXCL,
+                    message,
+                    format!("add table inet {name} {{ flags owner; }}"),
+                )
+            })?
+            .map_err(|(_, errno)| errno))
+    }
+
+    /// Sends a batch applied whatever the generation; a refusal as (the refused message's
+    /// description, errno).
+    fn send_unguarded(
+        &mut self,
+        build: impl FnOnce(&mut Batch),
+    ) -> Result<Result<(), (String, i32)>, NftError> {
+        let first_seq = self.socket.next_seq();
+        let mut batch = Batch::unguarded(first_seq);
+        build(&mut batch);
+        let batch = batch.finish();
+        self.socket
+            .skip_seqs(batch.end_seq.wrapping_sub(first_seq) + 1);
+        Ok(self
+            .socket
+            .send_batch(&batch)?
+            .map_err(|refusal| (batch.describe(refusal.seq), refusal.errno)))
     }
 
     /// A permission error on table `inet NAME` explained when the table is owned by
