@@ -260,6 +260,28 @@ fn ipv6_off_leaves_ipv6_traffic_alone() {
         &scene.connect_from_app("[2001:db8:ff::7]:80", APP_USER),
         &scene.remote_80,
     );
+    // status does not call the family it was told to leave alone "in sync".
+    for backend in ["nftables", "iptables-nft"] {
+        let args = ["status", ECS_CONFIG, "--ipv6", "off", "--backend", backend];
+        if backend != "nftables" {
+            assert_exit(
+                &meshinit(
+                    app,
+                    &["apply", ECS_CONFIG, "--ipv6", "off", "--backend", backend],
+                ),
+                0,
+            );
+        }
+        let status = meshinit(app, &args);
+        assert_exit(&status, 0);
+        assert_eq!(
+            stdout(&status),
+            format!(
+                "IPv4 ({backend}): in sync\n\
+                 IPv6 ({backend}): off (not redirected: IPv6 is off in the configuration)\n"
+            )
+        );
+    }
 }
 
 /// Runs meshinit as a CNI plugin with no iptables program on PATH.
