@@ -604,3 +604,42 @@ fn every_apply_sweeps_stray_ipsets_of_ours_whatever_the_backend() {
         );
     }
 }
+
+#[test]
+fn auto_keeps_a_deliberate_move_to_nftables_beside_someone_elses_legacy_rules() {
+    if !require_root() {
+        return;
+    }
+    let scene = Scene::new();
+    let app = &scene.net.app;
+    // Another program keeps legacy NAT rules here.
+    app.iptables(
+        "iptables-legacy",
+        "-t nat -A OUTPUT -p udp --dport 5353 -j RETURN",
+    );
+    assert_exit(&meshinit(app, &with_native(&["apply", ECS_CONFIG])), 0);
+    // The next plain apply (and CNI's auto) keeps the native table the user chose.
+    let again = meshinit(app, &["apply", ECS_CONFIG]);
+    assert_exit(&again, 0);
+    assert!(
+        stderr(&again).contains("table inet meshinit already holds"),
+        "{}",
+        stderr(&again)
+    );
+    assert!(native_table(app).contains("redirect to :15001"));
+    let legacy = legacy_nat_state(app);
+    assert!(!legacy.contains("APPMESH"), "{legacy}");
+    assert!(
+        legacy.contains("--dport 5353 -j RETURN"),
+        "theirs stays: {legacy}"
+    );
+    assert_exit(&meshinit(app, &["status", ECS_CONFIG]), 0);
+    scene.assert_configured_traffic();
+    // Moving back is explicit.
+    assert_exit(
+        &meshinit(app, &["apply", ECS_CONFIG, "--backend", "iptables-legacy"]),
+        0,
+    );
+    assert_eq!(native_table(app), "");
+    assert!(legacy_nat_state(app).contains("APPMESH_EGRESS"));
+}

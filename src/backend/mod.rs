@@ -251,6 +251,16 @@ pub fn select(choice: BackendChoice, budget: &TimeBudget) -> Result<Selection> {
 }
 
 fn auto_select(budget: &TimeBudget) -> Result<Selection> {
+    // meshinit's own table is kept first: it is there because a run chose the native
+    // backend (by default, or `--backend nftables` on purpose), and another program's
+    // legacy rules beside it are no reason to undo that choice. Moving is `--backend`.
+    if nftables::native_table_exists() {
+        return Ok(Selection {
+            backend: by_kind(BackendKind::Nftables),
+            reason: "table inet meshinit already holds meshinit's rules in this namespace".into(),
+            fallback: None,
+        });
+    }
     // Legacy tables exist only where something created them; a backend holding rules is
     // kept, so that its rules are converged in place rather than duplicated.
     if iptables::legacy_holds_rules(budget) {

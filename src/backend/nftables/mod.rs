@@ -7,6 +7,14 @@ mod migration;
 
 pub use migration::iptables_nft_holds_ours;
 
+/// Whether table `inet meshinit` exists here (one request over netlink, no program; its
+/// content is not read). `false` when nf_tables cannot be asked.
+pub fn native_table_exists() -> bool {
+    NftConnection::open()
+        .and_then(|mut connection| connection.table_info(TABLE_NAME))
+        .is_ok_and(|info| info.is_some())
+}
+
 use tracing::info;
 
 use super::{
