@@ -23,7 +23,7 @@ use super::{
 use crate::error::{Error, Result};
 use crate::nftables::model::{Expr, Rule};
 use crate::nftables::{
-    Change, Deletion, NftConnection, NftError, Snapshot, TABLE_NAME, Table, describe_drift, render,
+    Change, Deletion, NftConnection, NftError, TABLE_NAME, Table, describe_drift, render,
     render_table,
 };
 use crate::ruleset::{
@@ -249,17 +249,14 @@ impl Backend for NftablesBackend {
         // Whether the table exists is one request; its content is not needed to remove it
         // (and a read can fail on content meshinit does not model, or under a busy writer,
         // which must never pass for "nothing of ours").
+        // What it holds is not read either: that the table is there is all the callers
+        // need (clean and moving away delete it by name; status names it), and reading a
+        // table of a million elements back takes seconds.
         let view = match connection.table_info(TABLE_NAME) {
             Ok(None) => return None,
-            Ok(Some(_)) => match connection.read_table(TABLE_NAME) {
-                Ok(Snapshot {
-                    table: Some(table), ..
-                }) => model_view(&table),
-                _ => unreadable_view(),
-            },
-            // Unknown: say it may hold ours, so that removing it is tried and any error
-            // is reported.
-            Err(_) => unreadable_view(),
+            // There, or unknown: say it may hold ours, so that removing it is tried and any
+            // error is reported.
+            Ok(Some(_)) | Err(_) => unreadable_view(),
         };
         Some(Installed {
             backend: BackendKind::Nftables,
@@ -372,8 +369,8 @@ fn model_view(table: &Table) -> InstalledTable {
     view
 }
 
-/// What stands for a table that exists but could not be read: not clean, so callers remove
-/// it or report it.
+/// What stands for a table that exists but was not (or could not be) read: not clean, so
+/// callers remove it or report it.
 fn unreadable_view() -> InstalledTable {
     InstalledTable {
         chains: vec![EGRESS_CHAIN.to_owned()],
