@@ -97,7 +97,7 @@ fn remove_from_other_backends(
             if let Err(e) = other.remove_sets(budget) {
                 warn!(backend = %other.kind(), error = %e, "sets of ours left behind");
             }
-        } else if other.holds_ours(budget).is_some() {
+        } else if other.holds_ours(budget)?.is_some() {
             other.remove_rules(budget)?;
             warn!(
                 backend = %chosen,
@@ -155,7 +155,7 @@ pub fn status(config: &ProxyConfig, choice: BackendChoice, budget: &TimeBudget) 
         .into_iter()
         .filter(|b| b.kind() != installed.backend)
     {
-        let Some(held) = other.holds_ours(budget) else {
+        let Some(held) = other.holds_ours(budget)? else {
             continue;
         };
         for (family, table) in &held.families {

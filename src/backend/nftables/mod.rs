@@ -243,26 +243,26 @@ impl Backend for NftablesBackend {
         part_drift(installed, desired)
     }
 
-    fn holds_ours(&self, budget: &TimeBudget) -> Option<Installed> {
+    fn holds_ours(&self, budget: &TimeBudget) -> Result<Option<Installed>> {
         // Without nf_tables nothing can be there.
-        let mut connection = Self::connect(budget).ok()?;
+        let Ok(mut connection) = Self::connect(budget) else {
+            return Ok(None);
+        };
         // Whether the table exists is one request; its content is not needed to remove it
         // (and a read can fail on content meshinit does not model, or under a busy writer,
         // which must never pass for "nothing of ours").
         // What it holds is not read either: that the table is there is all the callers
         // need (clean and moving away delete it by name; status names it), and reading a
         // table of a million elements back takes seconds.
-        let view = match connection.table_info(TABLE_NAME) {
-            Ok(None) => return None,
-            // There, or unknown: say it may hold ours, so that removing it is tried and any
-            // error is reported.
-            Ok(Some(_)) | Err(_) => unreadable_view(),
+        let view = match connection.table_info(TABLE_NAME).map_err(kernel_error)? {
+            None => return Ok(None),
+            Some(_) => unreadable_view(),
         };
-        Some(Installed {
+        Ok(Some(Installed {
             backend: BackendKind::Nftables,
             families: Family::BOTH.iter().map(|f| (*f, view.clone())).collect(),
             skipped: Vec::new(),
-        })
+        }))
     }
 
     fn remove_rules(&self, budget: &TimeBudget) -> Result<()> {
