@@ -1125,3 +1125,48 @@ fn applies_and_status_succeed_under_a_foreign_writer_committing_1000_times_a_sec
     assert_eq!(succeeded, runs, "{failures:#?}");
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+#[test]
+fn clean_removes_the_table_under_a_foreign_writer() {
+    if !require_root() {
+        return;
+    }
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let ns = TestNetns::new("nft-busyclean");
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = Arc::clone(&stop);
+        ns.run_inside(move || std::thread::spawn(move || foreign_writer(5000, &stop)))
+    };
+    let ips: String = (0..9_000u32)
+        .map(|i| format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256))
+        .collect::<Vec<_>>()
+        .join(",");
+    let apply = [
+        "apply",
+        "--backend",
+        "nftables",
+        "--ignored-uid",
+        "1337",
+        "--proxy-egress-port",
+        "15001",
+        "--egress-ignored-ips",
+        &ips,
+    ];
+    let mut left = Vec::new();
+    for round in 0..20 {
+        assert_exit(&meshinit(&ns, &apply), 0);
+        let clean = meshinit(&ns, &["clean"]);
+        assert_exit(&clean, 0);
+        if ns
+            .run_checked("nft", &["list", "tables"])
+            .contains("inet meshinit\n")
+        {
+            left.push(round);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    assert!(left.is_empty(), "clean left the table in rounds {left:?}");
+}
