@@ -6,6 +6,7 @@ use serde::Serialize;
 use super::args::{ConfigArgs, TargetArgs};
 use super::target::{self, IPTABLES_CAPS};
 use crate::backend::{BackendKind, TimeBudget};
+use crate::config::Ipv6Mode;
 use crate::converge;
 use crate::error::Result;
 use crate::ruleset::{Drift, Family};
@@ -34,6 +35,8 @@ struct StatusReport {
 #[derive(Debug, Serialize)]
 struct FamilyStatus {
     family: Family,
+    /// False for IPv6 with `--ipv6 off`: checked only for the absence of redirection.
+    redirected: bool,
     installed: bool,
     #[serde(flatten)]
     drift: Drift,
@@ -51,6 +54,7 @@ impl StatusArgs {
         target::enter(&self.target, &IPTABLES_CAPS, "status")?;
         let budget = TimeBudget::starting_now(self.target.lock_timeout);
         let status = converge::status(&config, self.target.backend, &budget)?;
+        let ipv6_off = config.ipv6 == Ipv6Mode::Off;
         let report = StatusReport {
             in_sync: status.in_sync(),
             backend: status.backend,
@@ -59,6 +63,7 @@ impl StatusArgs {
                 .into_iter()
                 .map(|f| FamilyStatus {
                     family: f.family,
+                    redirected: !(ipv6_off && f.family == Family::Ipv6),
                     installed: f.installed,
                     drift: f.drift,
                 })
@@ -84,6 +89,9 @@ impl StatusArgs {
 fn print_human(report: &StatusReport) {
     for f in &report.families {
         let state = match (f.installed, f.drift.is_empty()) {
+            // Told to leave IPv6 alone: nothing of ours redirects it, which is all there is
+            // to check; "in sync" would suggest its traffic goes to the proxy.
+            (_, true) if !f.redirected => "off (not redirected: IPv6 is off in the configuration)",
             (_, true) => "in sync",
             (false, false) => "absent",
             (true, false) => "drifted",
