@@ -208,6 +208,15 @@ fn describe(observation: &Observation, judging: &Judging, probe_context: bool) -
                 ""
             }
         ),
+        Observation::Untranslated => "its conntrack entry shows the destination untouched by \
+             NAT (its SYN left with a hop limit of 1, so it died at the first router)"
+            .to_owned(),
+        Observation::Untracked => "conntrack holds no entry for it although its SYN crossed \
+             the nat hook, and NAT always makes one, so no rule rewrote it"
+            .to_owned(),
+        Observation::TranslatedElsewhere(to) => {
+            format!("NAT sent it to {to}, off this namespace, not to a proxy port")
+        }
         Observation::ConnectError(e) => format!("connect failed: {e}"),
         Observation::NotRun(e) => format!("not made: {e}"),
     }

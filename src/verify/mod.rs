@@ -165,8 +165,15 @@ pub fn verify(
     // The whole run stays within the timeout whatever the set-up above cost.
     let deadline = (Instant::now() + window).min(started + options.timeout);
     debug!(probes = plan.probes.len(), ?window, "probing");
-    let observations = probe::run_all(&plan.probes, &tokens, deadline);
+    let (observations, evidence) = probe::run_all(&plan.probes, &tokens, deadline);
     drop(listeners);
+    let left_behind = evidence.forget();
+    if left_behind > 0 {
+        plan.notes.push(format!(
+            "{left_behind} conntrack entries of verify's probes could not be deleted; they expire \
+             on their own"
+        ));
+    }
 
     let checks = plan.into_checks(config, &scope, &observations, window);
     let outcome = report::outcome_of(&checks.checks);
