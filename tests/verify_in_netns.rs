@@ -239,6 +239,71 @@ fn assert_no_probe_conntrack_entries(ns: &TestNetns, run: &Run) {
     assert!(left.is_empty(), "probe conntrack entries left: {left:#?}");
 }
 
+/// Verify's sink (its veth pair and policy rules) is gone after a run.
+#[track_caller]
+fn assert_no_verify_interfaces_or_rules(ns: &TestNetns) {
+    let links = ns.run_checked("ip", &["-o", "link"]);
+    assert!(!links.contains("mshi-vfy"), "{links}");
+    for family in ["-4", "-6"] {
+        let rules = ns.run_checked("ip", &[family, "rule"]);
+        assert!(!rules.contains("fwmark"), "{rules}");
+    }
+}
+
+/// Packets the peer namespace received for `destination` port 80 (a counting rule).
+fn count_syns_to(ns: &TestNetns, program: &str, destination: &str) -> u64 {
+    let listing = ns.iptables(program, "-L INPUT -v -x -n");
+    listing
+        .lines()
+        .find(|line| line.contains(destination.split('/').next().unwrap_or(destination)))
+        .and_then(|line| line.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no counting rule for {destination}:\n{listing}"))
+}
+
+/// The metadata and credentials endpoints exist on the peer, one hop away, with a listener
+/// and a counting rule: verify proves they are not redirected, and not one packet of its
+/// probes reaches them.
+#[test]
+fn verify_probes_never_reach_an_ignored_destination() {
+    if !require_root() {
+        return;
+    }
+    let net = NetnsPair::new();
+    let endpoints = [
+        ("iptables-nft", "169.254.169.254", "169.254.169.254:80"),
+        ("iptables-nft", "169.254.170.2", "169.254.170.2:80"),
+        ("ip6tables-nft", "fd00:ec2::254", "[fd00:ec2::254]:80"),
+    ];
+    for (program, address, _) in endpoints {
+        net.peer.add_address(address.parse().unwrap());
+        net.peer
+            .iptables(program, &format!("-A INPUT -d {address} -p tcp --dport 80"));
+    }
+    let listener = net.peer.listen(80);
+    apply(&net.app);
+    let run = verify(&net.app);
+    run.assert_exit(0);
+    for (program, address, destination) in endpoints {
+        let family = if program.starts_with("ip6") {
+            "ipv6"
+        } else {
+            "ipv4"
+        };
+        assert_status(
+            run.check("ignored-destination", family, Some(destination)),
+            "pass",
+            &["was not redirected"],
+        );
+        assert_eq!(
+            count_syns_to(&net.peer, program, address),
+            0,
+            "a probe reached {address}"
+        );
+    }
+    assert!(listener.accepted().is_empty());
+    assert_no_verify_interfaces_or_rules(&net.app);
+}
+
 #[test]
 fn verify_passes_after_apply_over_ipv4_and_ipv6() {
     if !require_root() {
@@ -251,10 +316,6 @@ fn verify_passes_after_apply_over_ipv4_and_ipv6() {
 
 fn verify_passes_after_apply(backend: &str) {
     let net = NetnsPair::new();
-    // The metadata endpoint exists on the peer, so "not redirected" there means a direct
-    // connection that really reached the peer.
-    net.peer.add_address("169.254.169.254".parse().unwrap());
-    let metadata = net.peer.listen(80);
     meshinit_netns(&net.app, &with_backend(&with_config(&["apply"]), backend)).assert_exit(0);
     assert_only_backend_holds_ours(&net.app, backend, 15001);
     let verify = with_backend(&with_config(&["verify", "--json"]), backend);
@@ -314,8 +375,8 @@ fn verify_passes_after_apply(backend: &str) {
     for check in run.report["checks"].as_array().unwrap() {
         assert_ne!(check["observed"], "no-answer", "waited for: {check:#}");
     }
-    drop(metadata);
     assert_no_probe_conntrack_entries(&net.app, &run);
+    assert_no_verify_interfaces_or_rules(&net.app);
     for destination in ["169.254.170.2:80", "10.9.0.1:80", "203.0.113.9:80"] {
         assert_status(
             run.check("ignored-destination", "ipv4", Some(destination)),

@@ -13,9 +13,11 @@
 mod judging;
 mod probe;
 mod report;
+mod rtnl;
 mod rule_inspection;
 mod scope;
 mod selection;
+mod sink;
 #[cfg(test)]
 mod test_fixture;
 
@@ -165,7 +167,21 @@ pub fn verify(
     // The whole run stays within the timeout whatever the set-up above cost.
     let deadline = (Instant::now() + window).min(started + options.timeout);
     debug!(probes = plan.probes.len(), ?window, "probing");
-    let (observations, evidence) = probe::run_all(&plan.probes, &tokens, deadline);
+    // Probes that must not be redirected go into a sink inside the namespace, so none
+    // reaches a metadata or credentials endpoint (nor any other ignored destination).
+    let sink = match sink::Sink::install(&probed) {
+        Ok(sink) => Some(sink),
+        Err(e) => {
+            plan.notes.push(format!(
+                "probes that are not redirected were sent with a hop limit of 1 only (the \
+                 first router drops them, but a destination on this link would see their SYN): \
+                 verify could not set up its sink ({e})"
+            ));
+            None
+        }
+    };
+    let (observations, evidence) = probe::run_all(&plan.probes, &tokens, deadline, sink.is_some());
+    drop(sink);
     drop(listeners);
     let left_behind = evidence.forget();
     if left_behind > 0 {

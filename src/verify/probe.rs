@@ -21,7 +21,8 @@ use nix::sys::socket::{
 };
 use serde::Serialize;
 
-use super::selection::{Identity, Probe};
+use super::selection::{Expectation, Identity, Probe};
+use super::sink::PROBE_MARK;
 use crate::conntrack::{Conntrack, TcpTuple};
 use crate::ruleset::Family;
 
@@ -308,6 +309,7 @@ pub fn run_all(
     probes: &[Probe],
     tokens: &Tokens,
     deadline: Instant,
+    sink: bool,
 ) -> (Vec<Observation>, ConntrackEvidence) {
     let sockets = sockets_as_identities(probes);
     let mut conntrack = Conntrack::open().map_err(|e| format!("cannot open ctnetlink: {e}"));
@@ -315,6 +317,15 @@ pub fn run_all(
     let mut decided: Vec<Option<Observation>> = Vec::new();
     let mut pending: Vec<(usize, TcpStream)> = Vec::new();
     for (index, (probe, socket)) in probes.iter().zip(sockets).enumerate() {
+        // Only a probe that must not be redirected is sent into the sink: a redirected one
+        // has to reach verify's listener over loopback to show its SO_ORIGINAL_DST.
+        let into_sink = sink && probe.expectation == Expectation::NotRedirected;
+        let socket = socket.and_then(|socket| {
+            if into_sink {
+                send_into_sink(&socket, probe.destination)?;
+            }
+            Ok(socket)
+        });
         match start_probe(
             probe.destination,
             socket,
@@ -462,6 +473,31 @@ fn start_probe(
         Ok(None) => Started::Decided(Observation::Untracked),
         Err(_) => Started::Pending(stream),
     }
+}
+
+/// Marks `socket` for the sink's routing table, and binds it to the source address the
+/// main table would choose, so the connection's tuple is the one an application's would be.
+fn send_into_sink(socket: &OwnedFd, destination: SocketAddr) -> Result<(), String> {
+    nix::sys::socket::setsockopt(socket, sockopt::Mark, &PROBE_MARK)
+        .map_err(|e| format!("cannot mark the probe socket: {e}"))?;
+    if let Some(source) = source_for(destination) {
+        let local = SockaddrStorage::from(SocketAddr::new(source, 0));
+        bind(socket.as_raw_fd(), &local)
+            .map_err(|e| format!("cannot bind the probe socket to {source}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The source address the routing table picks for `destination` (a connected UDP socket
+/// sends nothing).
+fn source_for(destination: SocketAddr) -> Option<IpAddr> {
+    let unspecified: IpAddr = match destination {
+        SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let socket = UdpSocket::bind((unspecified, 0)).ok()?;
+    socket.connect(destination).ok()?;
+    socket.local_addr().ok().map(|a| a.ip())
 }
 
 /// Creates one socket per probe, each on a thread that has taken on the probe's identity
