@@ -246,8 +246,77 @@ fn assert_no_verify_interfaces_or_rules(ns: &TestNetns) {
     assert!(!links.contains("mshi-vfy"), "{links}");
     for family in ["-4", "-6"] {
         let rules = ns.run_checked("ip", &[family, "rule"]);
-        assert!(!rules.contains("fwmark"), "{rules}");
+        assert!(
+            !rules.contains("fwmark") && !rules.contains("198.18.77") && !rules.contains("6d73"),
+            "{rules}"
+        );
+        let routes = ns.run_checked("ip", &[family, "route", "show", "table", "all"]);
+        assert!(
+            !routes.contains("mshi-vfy") && !routes.contains("1297303625"),
+            "{routes}"
+        );
+        let addresses = ns.run_checked("ip", &[family, "address"]);
+        assert!(
+            !addresses.contains("198.18.77") && !addresses.contains("2001:db8:6d73"),
+            "{addresses}"
+        );
     }
+}
+
+/// Conntrack entries that only verify's probes make: from the inbound stand-in client, or
+/// to the documentation addresses egress probes go to.
+fn verify_conntrack_entries(ns: &TestNetns) -> Vec<meshinit::conntrack::Entry> {
+    let entries = ns.run_inside(|| {
+        let mut conntrack = meshinit::conntrack::Conntrack::open().expect("ctnetlink");
+        let mut entries = conntrack.dump(false).expect("dump ipv4");
+        entries.extend(conntrack.dump(true).expect("dump ipv6"));
+        entries
+    });
+    entries
+        .into_iter()
+        .filter(|e| {
+            let source = e.original.source.ip().to_string();
+            let destination = e.original.destination.ip().to_string();
+            source == "198.18.77.2"
+                || source == "2001:db8:6d73::2"
+                || destination == "192.0.2.1"
+                || destination == "2001:db8::1"
+        })
+        .collect()
+}
+
+/// verify killed with SIGKILL at random points (mid-set-up, mid-probe, mid-clean-up)
+/// leaves nothing the next run does not sweep: no interface, address, route or rule of its
+/// sink, and no conntrack entry of its probes (those to ignored destinations, which look
+/// like real traffic, expire on their own).
+#[test]
+fn verify_killed_at_random_points_leaves_nothing_after_the_next_run() {
+    if !require_root() {
+        return;
+    }
+    let net = NetnsPair::new();
+    apply(&net.app);
+    let args = with_config(&["verify", "--json"]);
+    for _ in 0..12 {
+        let mut child = net
+            .app
+            .command(MESHINIT)
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("cannot run meshinit");
+        // The point of the test is a random moment, not a condition to wait for.
+        let delay = u64::from(getrandom::u32().expect("getrandom") % 40_000);
+        std::thread::sleep(Duration::from_micros(delay));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let run = verify(&net.app);
+    run.assert_exit(0);
+    assert_no_verify_interfaces_or_rules(&net.app);
+    let left = verify_conntrack_entries(&net.app);
+    assert!(left.is_empty(), "left behind: {left:#?}");
 }
 
 /// Packets the peer namespace received for `destination` port 80 (a counting rule).
@@ -354,13 +423,31 @@ fn verify_passes_after_apply(backend: &str) {
                 "{port} not probed: {ports:?}"
             );
         }
-        let ingress = run.check("ingress-rules", family, None);
-        assert_eq!(ingress["evidence"], "rules");
+        // Inbound is proven with a packet through PREROUTING, not read back from the rules.
+        assert!(
+            run.checks("ingress-rules", family).is_empty(),
+            "{}",
+            run.stdout
+        );
+        let inner = if family == "ipv4" {
+            "198.18.77.1"
+        } else {
+            "[2001:db8:6d73::1]"
+        };
+        let ingress = run.check("ingress-redirect", family, None);
+        assert_eq!(ingress["evidence"], "connection");
+        assert_eq!(ingress["destination"], format!("{inner}:9080"));
         assert_status(
             ingress,
             "pass",
-            &["PREROUTING jumps into it", "do not traverse PREROUTING"],
+            &[
+                "entering through PREROUTING",
+                "redirected to ProxyIngressPort 15000",
+            ],
         );
+        let other = run.check("ingress-other-port", family, None);
+        assert_eq!(other["destination"], format!("{inner}:8080"));
+        assert_status(other, "pass", &["was not redirected"]);
     }
     // Decided from the probe's conntrack entry the moment its SYN crossed the nat hook,
     // not from waiting for an answer that never comes.
@@ -412,10 +499,14 @@ fn verify_fails_when_no_rules_are_installed_and_stays_within_its_timeout() {
         ],
     );
     assert_status(
-        run.check("ingress-rules", "ipv4", None),
+        run.check("ingress-redirect", "ipv4", None),
         "fail",
-        &["holds no APPMESH_INGRESS chain", "AppPorts 9080"],
+        &[
+            "to 198.18.77.1:9080 entering through PREROUTING was not redirected",
+            "holds no APPMESH_INGRESS chain",
+        ],
     );
+    assert_no_verify_interfaces_or_rules(&net.app);
     assert_eq!(
         run.check("family", "ipv6", None)["status"],
         "not_applicable"
@@ -469,10 +560,11 @@ fn verify_fails_the_native_ingress_rules_without_their_redirect() {
     run.assert_exit(VERIFY_FAILED);
     for family in ["ipv4", "ipv6"] {
         assert_status(
-            run.check("ingress-rules", family, None),
+            run.check("ingress-redirect", family, None),
             "fail",
-            &["chain prerouting"],
+            &["was not redirected", "AppPort 9080", "chain prerouting"],
         );
+        assert_status(run.check("ingress-other-port", family, None), "pass", &[]);
     }
 }
 

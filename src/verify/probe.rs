@@ -396,6 +396,16 @@ pub struct ConntrackEvidence {
 }
 
 impl ConntrackEvidence {
+    /// The ctnetlink socket, when it could be opened.
+    pub fn conntrack(&mut self) -> Option<&mut Conntrack> {
+        self.conntrack.as_mut()
+    }
+
+    /// Adds an entry to delete.
+    pub fn remember(&mut self, tuple: TcpTuple) {
+        self.tuples.push(tuple);
+    }
+
     /// Deletes the probes' conntrack entries (after the listeners have closed their side).
     /// Returns how many were left that could not be deleted.
     pub fn forget(mut self) -> usize {

@@ -28,6 +28,14 @@ const TEST_NET_V6: [Ipv6Addr; 3] = [
     Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1),
     Ipv6Addr::new(0x3fff, 0, 0, 0, 0, 0, 0, 1),
 ];
+/// Whether `ip` is one of the documentation addresses verify sends egress probes to.
+pub fn is_test_destination(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => TEST_NET_V4.contains(&v4),
+        IpAddr::V6(v6) => TEST_NET_V6.contains(&v6),
+    }
+}
+
 /// Ports tried, in order, for a connection that the rules should redirect.
 const ORDINARY_PORT_CANDIDATES: [u16; 5] = [80, 443, 8080, 8443, 9000];
 /// Where the search for an ordinary (not ignored) user or group starts: a typical
@@ -52,8 +60,13 @@ pub enum CheckKind {
     IgnoredPort,
     /// Egress-ignored destinations are not redirected.
     IgnoredDestination,
-    /// The ingress rules are installed as rendered (rule inspection, not traffic).
+    /// The ingress rules are installed as rendered (rule inspection, not traffic): only
+    /// where an inbound packet could not be sent.
     IngressRules,
+    /// An inbound SYN to an AppPort, through PREROUTING, is redirected to ProxyIngressPort.
+    IngressRedirect,
+    /// An inbound SYN to a port that is not an AppPort is left alone.
+    IngressOtherPort,
 }
 
 impl CheckKind {
@@ -67,6 +80,8 @@ impl CheckKind {
             CheckKind::IgnoredPort => "ignored-port",
             CheckKind::IgnoredDestination => "ignored-destination",
             CheckKind::IngressRules => "ingress-rules",
+            CheckKind::IngressRedirect => "ingress-redirect",
+            CheckKind::IngressOtherPort => "ingress-other-port",
         }
     }
 }

@@ -10,7 +10,9 @@
 //! killed with SIGKILL leaves nothing that outlives the next verify.
 
 use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
@@ -32,10 +34,29 @@ const RULE_PRIORITY: u32 = 19_795;
 /// The veth pair's ends: the one routes lead into, and its peer.
 pub const SINK_IFACE: &str = "mshi-vfy0";
 pub const SINK_PEER: &str = "mshi-vfy1";
+/// The inner end's MAC (locally administered), so inbound frames can be addressed to it.
+pub const INNER_MAC: [u8; 6] = [0x02, 0x6d, 0x73, 0x68, 0x69, 0x30];
+/// Addresses of the inner end that inbound probes are sent to (benchmarking and
+/// documentation ranges, RFC 2544 and RFC 3849, never a real pod's peer), and the stand-in
+/// client they come from; replies to the client are routed back into the pair.
+pub const INNER_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 77, 1);
+pub const INBOUND_CLIENT_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 77, 2);
+pub const INNER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x6d73, 0, 0, 0, 0, 1);
+pub const INBOUND_CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x6d73, 0, 0, 0, 0, 2);
+
+/// Where inbound probes go, once the sink is installed.
+#[derive(Debug, Clone, Copy)]
+pub struct SinkAddresses {
+    pub inner_v4: Ipv4Addr,
+    pub inner_v6: Ipv6Addr,
+    /// The outer end, where inbound frames are written.
+    pub outer_index: u32,
+}
 
 /// The installed sink; removed when dropped.
 pub struct Sink {
     rtnl: Rtnl,
+    pub addresses: SinkAddresses,
 }
 
 impl Sink {
@@ -44,8 +65,17 @@ impl Sink {
     pub fn install(families: &[Family]) -> io::Result<Sink> {
         let mut rtnl = Rtnl::open()?;
         sweep(&mut rtnl)?;
-        let mut sink = Sink { rtnl };
+        let mut sink = Sink {
+            rtnl,
+            addresses: SinkAddresses {
+                inner_v4: INNER_V4,
+                inner_v6: INNER_V6,
+                outer_index: 0,
+            },
+        };
+        // Dropping `sink` on an error sweeps whatever part was made.
         sink.build(families)?;
+        sink.addresses.outer_index = interface_index(SINK_PEER)?;
         Ok(sink)
     }
 
@@ -57,6 +87,8 @@ impl Sink {
             .push(LinkAttribute::IfName(SINK_PEER.into()));
         link.attributes
             .push(LinkAttribute::IfName(SINK_IFACE.into()));
+        link.attributes
+            .push(LinkAttribute::Address(INNER_MAC.to_vec()));
         link.attributes.push(LinkAttribute::LinkInfo(vec![
             LinkInfo::Kind(InfoKind::Veth),
             LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
@@ -72,9 +104,13 @@ impl Sink {
         }
         for family in families {
             self.rtnl
+                .create(RouteNetlinkMessage::NewAddress(address(*family, index)))?;
+            self.rtnl
                 .create(RouteNetlinkMessage::NewRoute(route(*family, index)))?;
             self.rtnl
                 .create(RouteNetlinkMessage::NewRule(rule(*family)))?;
+            self.rtnl
+                .create(RouteNetlinkMessage::NewRule(client_rule(*family)))?;
         }
         Ok(())
     }
@@ -90,6 +126,7 @@ impl Drop for Sink {
 fn sweep(rtnl: &mut Rtnl) -> io::Result<()> {
     for family in Family::BOTH {
         while rtnl.delete(RouteNetlinkMessage::DelRule(rule(family)))? {}
+        while rtnl.delete(RouteNetlinkMessage::DelRule(client_rule(family)))? {}
     }
     let mut link = LinkMessage::default();
     link.attributes
@@ -116,6 +153,40 @@ fn rule(family: Family) -> RuleMessage {
         RuleAttribute::Table(TABLE),
     ];
     rule
+}
+
+/// Replies to the inbound stand-in client go into the pair too.
+fn client_rule(family: Family) -> RuleMessage {
+    let mut rule = RuleMessage::default();
+    rule.header.family = address_family(family);
+    rule.header.action = RuleAction::ToTable;
+    let (client, len): (IpAddr, u8) = match family {
+        Family::Ipv4 => (INBOUND_CLIENT_V4.into(), 32),
+        Family::Ipv6 => (INBOUND_CLIENT_V6.into(), 128),
+    };
+    rule.header.dst_len = len;
+    rule.attributes = vec![
+        RuleAttribute::Priority(RULE_PRIORITY),
+        RuleAttribute::Destination(client),
+        RuleAttribute::Table(TABLE),
+    ];
+    rule
+}
+
+fn address(family: Family, index: u32) -> AddressMessage {
+    let mut message = AddressMessage::default();
+    message.header.family = address_family(family);
+    message.header.index = index;
+    let (ip, len): (IpAddr, u8) = match family {
+        Family::Ipv4 => (INNER_V4.into(), 32),
+        Family::Ipv6 => (INNER_V6.into(), 128),
+    };
+    message.header.prefix_len = len;
+    if family == Family::Ipv6 {
+        message.header.flags = AddressHeaderFlags::Nodad;
+    }
+    message.attributes = vec![AddressAttribute::Local(ip), AddressAttribute::Address(ip)];
+    message
 }
 
 fn route(family: Family, index: u32) -> RouteMessage {
