@@ -101,6 +101,10 @@ pub fn run(
     conntrack: &mut Conntrack,
 ) -> Vec<(InboundObservation, TcpTuple)> {
     let base = source_port_base();
+    let send = |tuple: TcpTuple| match &addresses.packets {
+        Some(socket) => send_syn(socket, addresses.outer_index, tuple),
+        None => Err(io::Error::other("no packet socket")),
+    };
     let mut answerers = Vec::new();
     let mut results: Vec<(Option<InboundObservation>, TcpTuple)> = Vec::new();
     for (i, probe) in probes.iter().enumerate() {
@@ -111,7 +115,7 @@ pub fn run(
         // at the probed port (the redirect target has verify's or the proxy's listener); if
         // that is taken, whoever holds it answers. They stay open until every entry is read.
         answerers.push(std::net::TcpListener::bind(tuple.destination));
-        let sent = send_syn(addresses.outer_index, tuple)
+        let sent = send(tuple)
             .err()
             .map(|e| InboundObservation::NotSent(format!("cannot send the inbound SYN: {e}")));
         results.push((sent, tuple));
@@ -127,7 +131,7 @@ pub fn run(
             next_resend = Instant::now() + RESEND_EVERY;
             for (observation, tuple) in &results {
                 if observation.is_none() {
-                    let _ = send_syn(addresses.outer_index, *tuple);
+                    let _ = send(*tuple);
                 }
             }
         }
@@ -271,23 +275,21 @@ fn source_port_base() -> u16 {
     49_152 + u16::try_from(random % 8_192).unwrap_or(0)
 }
 
-/// Writes one TCP SYN for `tuple` on interface `index` (AF_PACKET, the kernel adds the
-/// Ethernet header addressed to the inner end's MAC).
-fn send_syn(index: u32, tuple: TcpTuple) -> io::Result<()> {
-    let (ethertype, packet) = syn_packet(tuple);
+/// A packet socket that only sends (protocol 0: it receives nothing).
+pub fn packet_socket() -> io::Result<std::os::fd::OwnedFd> {
     // SAFETY: socket(2) with constant arguments; the fd is owned right away.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            i32::from(ethertype.to_be()),
-        )
-    };
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: fd was just created and is owned only here.
-    let socket = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// Writes one TCP SYN for `tuple` on interface `index` (the kernel adds the Ethernet
+/// header addressed to the inner end's MAC).
+fn send_syn(socket: &std::os::fd::OwnedFd, index: u32, tuple: TcpTuple) -> io::Result<()> {
+    let (ethertype, packet) = syn_packet(tuple);
     // SAFETY: sockaddr_ll is plain data; zeroed is a valid value.
     let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     address.sll_family = libc::AF_PACKET as u16;
@@ -298,7 +300,7 @@ fn send_syn(index: u32, tuple: TcpTuple) -> io::Result<()> {
     // SAFETY: a valid fd, a buffer of the length passed, an address of the size passed.
     let sent = unsafe {
         libc::sendto(
-            std::os::fd::AsRawFd::as_raw_fd(&socket),
+            std::os::fd::AsRawFd::as_raw_fd(socket),
             packet.as_ptr().cast(),
             packet.len(),
             0,

@@ -175,11 +175,16 @@ pub fn verify(
     // The whole run stays within the timeout whatever the set-up above cost.
     let deadline = (Instant::now() + window).min(started + options.timeout);
     debug!(probes = plan.probes.len(), ?window, "probing");
-    sweep_stale_conntrack_entries();
     // Probes that must not be redirected go into a sink inside the namespace, so none
     // reaches a metadata or credentials endpoint (nor any other ignored destination).
     let sink = match sink::Sink::install(&probed) {
-        Ok(sink) => Some(sink),
+        Ok((sink, found_leftovers)) => {
+            // A run killed before removing its sink may have left probe entries too.
+            if found_leftovers {
+                sweep_stale_conntrack_entries();
+            }
+            Some(sink)
+        }
         Err(e) => {
             plan.notes.push(format!(
                 "probes that are not redirected were sent with a hop limit of 1 only (the \
@@ -192,9 +197,10 @@ pub fn verify(
     let (observations, mut evidence) =
         probe::run_all(&plan.probes, &tokens, deadline, sink.is_some());
     let inbound = prove_inbound(config, &plan, sink.as_ref(), &mut evidence);
-    drop(sink);
+    // The sink goes last: while it exists, it marks a run that may have left entries.
     drop(listeners);
     let left_behind = evidence.forget();
+    drop(sink);
     if left_behind > 0 {
         plan.notes.push(format!(
             "{left_behind} conntrack entries of verify's probes could not be deleted; they expire \
@@ -218,7 +224,8 @@ pub fn verify(
     })
 }
 
-/// Deletes conntrack entries an earlier, killed run left: those of its inbound probes (from
+/// Deletes conntrack entries an earlier, killed run left (a dump walks the whole conntrack
+/// table, so this only runs when a leftover sink says there was such a run): those of its inbound probes (from
 /// the stand-in client) and of its egress probes to the documentation addresses (no real
 /// traffic goes there). Probes to ignored destinations cannot be told from real traffic,
 /// so theirs are left to expire.
@@ -274,7 +281,7 @@ fn prove_inbound(
             ));
             continue;
         };
-        let addresses = sink.addresses;
+        let addresses = &sink.addresses;
         let Some(conntrack) = evidence.conntrack() else {
             results.push((
                 family,
@@ -282,7 +289,7 @@ fn prove_inbound(
             ));
             continue;
         };
-        let seen = inbound::run(&probes, &addresses, conntrack);
+        let seen = inbound::run(&probes, addresses, conntrack);
         let mut family_results = Vec::new();
         for (probe, (observation, tuple)) in probes.into_iter().zip(seen) {
             evidence.remember(tuple);

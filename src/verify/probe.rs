@@ -97,6 +97,8 @@ pub type BindResults = Vec<(ListenerSpec, std::io::Result<()>)>;
 #[derive(Debug)]
 pub struct Listeners {
     stop: Arc<AtomicBool>,
+    /// Shared with the serving thread, so stopping can wake it (shutdown) at once.
+    sockets: Arc<Vec<(TcpListener, ListenerRole)>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -115,14 +117,16 @@ impl Listeners {
             }
         }
         let stop = Arc::new(AtomicBool::new(false));
+        let bound = Arc::new(bound);
         let thread = if bound.is_empty() {
             None
         } else {
             let tokens = tokens.clone();
             let thread_stop = Arc::clone(&stop);
+            let thread_sockets = Arc::clone(&bound);
             let spawned = std::thread::Builder::new()
                 .name("verify-listener".into())
-                .spawn(move || serve_until_stopped(&bound, &tokens, &thread_stop));
+                .spawn(move || serve_until_stopped(&thread_sockets, &tokens, &thread_stop));
             match spawned {
                 Ok(handle) => Some(handle),
                 Err(e) => {
@@ -138,17 +142,36 @@ impl Listeners {
                             (spec, r)
                         })
                         .collect();
-                    return (Listeners { stop, thread: None }, results);
+                    return (
+                        Listeners {
+                            stop,
+                            sockets: bound,
+                            thread: None,
+                        },
+                        results,
+                    );
                 }
             }
         };
-        (Listeners { stop, thread }, results)
+        (
+            Listeners {
+                stop,
+                sockets: bound,
+                thread,
+            },
+            results,
+        )
     }
 }
 
 impl Drop for Listeners {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        // A shut-down listening socket wakes the serving thread's poll at once.
+        for (socket, _) in self.sockets.iter() {
+            let _ =
+                nix::sys::socket::shutdown(socket.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

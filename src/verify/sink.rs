@@ -45,12 +45,16 @@ pub const INNER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x6d73, 0, 0, 0, 0, 
 pub const INBOUND_CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x6d73, 0, 0, 0, 0, 2);
 
 /// Where inbound probes go, once the sink is installed.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct SinkAddresses {
     pub inner_v4: Ipv4Addr,
     pub inner_v6: Ipv6Addr,
     /// The outer end, where inbound frames are written.
     pub outer_index: u32,
+    /// The one packet socket inbound frames are written with (closing a packet socket
+    /// waits for an RCU grace period, so there is one per run, closed beside the pair's
+    /// removal).
+    pub packets: Option<std::os::fd::OwnedFd>,
 }
 
 /// The installed sink; removed when dropped.
@@ -62,21 +66,24 @@ pub struct Sink {
 impl Sink {
     /// Sweeps what a killed run may have left, then installs the pair, the table's routes
     /// and the rules for `families`. On failure nothing of it is left.
-    pub fn install(families: &[Family]) -> io::Result<Sink> {
+    /// Also says whether an earlier run's sink was there (it was killed before removing it).
+    pub fn install(families: &[Family]) -> io::Result<(Sink, bool)> {
         let mut rtnl = Rtnl::open()?;
-        sweep(&mut rtnl)?;
+        let found_leftovers = sweep(&mut rtnl)?;
         let mut sink = Sink {
             rtnl,
             addresses: SinkAddresses {
                 inner_v4: INNER_V4,
                 inner_v6: INNER_V6,
                 outer_index: 0,
+                packets: None,
             },
         };
         // Dropping `sink` on an error sweeps whatever part was made.
         sink.build(families)?;
         sink.addresses.outer_index = interface_index(SINK_PEER)?;
-        Ok(sink)
+        sink.addresses.packets = super::inbound::packet_socket().ok();
+        Ok((sink, found_leftovers))
     }
 
     fn build(&mut self, families: &[Family]) -> io::Result<()> {
@@ -118,21 +125,34 @@ impl Sink {
 
 impl Drop for Sink {
     fn drop(&mut self) {
-        let _ = sweep(&mut self.rtnl);
+        // Both wait for a grace period; side by side they share it.
+        let packets = self.addresses.packets.take();
+        std::thread::scope(|scope| {
+            if let Some(packets) = packets {
+                let _ = std::thread::Builder::new().spawn_scoped(scope, move || drop(packets));
+            }
+            let _ = sweep(&mut self.rtnl);
+        });
     }
 }
 
-/// Removes the rules (both families) and the pair (its routes go with it).
-fn sweep(rtnl: &mut Rtnl) -> io::Result<()> {
+/// Removes the rules (both families) and the pair (its routes go with it); says whether
+/// anything was there.
+fn sweep(rtnl: &mut Rtnl) -> io::Result<bool> {
+    let mut found = false;
     for family in Family::BOTH {
-        while rtnl.delete(RouteNetlinkMessage::DelRule(rule(family)))? {}
-        while rtnl.delete(RouteNetlinkMessage::DelRule(client_rule(family)))? {}
+        while rtnl.delete(RouteNetlinkMessage::DelRule(rule(family)))? {
+            found = true;
+        }
+        while rtnl.delete(RouteNetlinkMessage::DelRule(client_rule(family)))? {
+            found = true;
+        }
     }
     let mut link = LinkMessage::default();
     link.attributes
         .push(LinkAttribute::IfName(SINK_IFACE.into()));
-    rtnl.delete(RouteNetlinkMessage::DelLink(link))?;
-    Ok(())
+    found |= rtnl.delete(RouteNetlinkMessage::DelLink(link))?;
+    Ok(found)
 }
 
 fn address_family(family: Family) -> AddressFamily {
