@@ -190,6 +190,25 @@ fn install_rendered_except(
     }
 }
 
+/// Installs by hand what `render` prints for the configuration, each line passed through
+/// `transform` (`None` drops it): one rule removed or altered.
+fn install_rendered_with(ns: &TestNetns, transform: impl Fn(&str) -> Option<String>) {
+    for (family, restore) in [
+        ("ipv4", "iptables-nft-restore"),
+        ("ipv6", "ip6tables-nft-restore"),
+    ] {
+        let rendered = meshinit_inside(ns, &with_config(&["render", "--family", family]));
+        rendered.assert_exit(0);
+        let kept: String = rendered
+            .stdout
+            .lines()
+            .filter_map(&transform)
+            .map(|line| format!("{line}\n"))
+            .collect();
+        ns.run_checked_with_stdin(restore, &["--noflush"], &kept);
+    }
+}
+
 /// The report has checks, each of the `failing` (family, check) pairs is among them, and
 /// those failed while every other check passed.
 #[track_caller]
@@ -842,4 +861,113 @@ fn apply_verify_could_not_run_while_the_egress_port_is_taken() {
         "{}",
         run.stdout
     );
+}
+
+/// One rule removed or altered, and what verify must then fail on.
+struct Flip {
+    rule: &'static str,
+    transform: fn(&str) -> Option<String>,
+    /// (check, destination port or address) that must fail, in both families where the
+    /// destination exists; every other check must pass.
+    failing: &'static [(&'static str, &'static str)],
+    reason: &'static str,
+}
+
+/// Every check flips: for each kind of rule, the ruleset with that one rule removed or
+/// altered fails verify on exactly the checks about it, naming it.
+#[test]
+fn every_check_flips_when_its_rule_is_removed_or_altered() {
+    if !require_root() {
+        return;
+    }
+    let flips = [
+        Flip {
+            rule: "IgnoredUID (the proxy's own traffic)",
+            transform: |l| (!l.contains("--uid-owner")).then(|| l.to_owned()),
+            failing: &[("ignored-uid", "")],
+            reason: "IgnoredUID rule is missing or does not match uid 1337",
+        },
+        Flip {
+            rule: "IgnoredGID",
+            transform: |l| (!l.contains("--gid-owner")).then(|| l.to_owned()),
+            failing: &[("ignored-gid", "")],
+            reason: "IgnoredGID rule is missing or does not match gid 1338",
+        },
+        Flip {
+            rule: "an ignored port",
+            transform: |l| Some(l.replace("--dports 5432,", "--dports ")),
+            failing: &[("ignored-port", ":5432")],
+            reason: "port 5432 is egress-ignored",
+        },
+        Flip {
+            rule: "the ends of an ignored port range",
+            transform: |l| Some(l.replace("8000:8010", "8001:8009")),
+            failing: &[("ignored-port", ":8000"), ("ignored-port", ":8010")],
+            reason: "is egress-ignored but its traffic goes to the proxy",
+        },
+        Flip {
+            rule: "an ignored network",
+            transform: |l| (!l.contains("-d 10.9.0.0/16")).then(|| l.to_owned()),
+            failing: &[("ignored-destination", "10.9.0.1:80")],
+            reason: "10.9.0.1 is egress-ignored",
+        },
+        Flip {
+            rule: "an ignored address",
+            transform: |l| (!l.contains("-d 203.0.113.9/32")).then(|| l.to_owned()),
+            failing: &[("ignored-destination", "203.0.113.9:80")],
+            reason: "203.0.113.9 is egress-ignored",
+        },
+        Flip {
+            rule: "an AppPort's inbound redirect",
+            transform: |l| {
+                Some(l.replace("--dports 9080 -j REDIRECT", "--dports 9081 -j REDIRECT"))
+            },
+            failing: &[("ingress-redirect", ":9080")],
+            reason: "inbound connections to AppPort 9080 would reach the application directly",
+        },
+        Flip {
+            rule: "a port that is not an AppPort, redirected inbound",
+            transform: |l| {
+                Some(l.replace(
+                    "--dports 9080 -j REDIRECT",
+                    "--dports 9080,8080 -j REDIRECT",
+                ))
+            },
+            failing: &[("ingress-other-port", ":8080")],
+            reason: "port 8080 is not an AppPort, but its inbound traffic is sent to the proxy",
+        },
+    ];
+    for flip in &flips {
+        let net = NetnsPair::new();
+        install_rendered_with(&net.app, flip.transform);
+        let run = verify(&net.app);
+        assert_eq!(run.code, VERIFY_FAILED, "{}: {}", flip.rule, run.stdout);
+        let checks = run.report["checks"].as_array().unwrap();
+        for check in checks {
+            let destination = check["destination"].as_str().unwrap_or("");
+            let expected_to_fail = flip.failing.iter().any(|(kind, at)| {
+                check["check"] == *kind && (at.is_empty() || destination.ends_with(at))
+            });
+            let expected = if expected_to_fail { "fail" } else { "pass" };
+            if check["status"] == "not_applicable" && !expected_to_fail {
+                continue;
+            }
+            assert_eq!(check["status"], expected, "{}: {check:#}", flip.rule);
+            if expected_to_fail {
+                let reason = check["reason"].as_str().unwrap_or("");
+                assert!(reason.contains(flip.reason), "{}: {check:#}", flip.rule);
+            }
+        }
+        for (kind, at) in flip.failing {
+            assert!(
+                checks.iter().any(|c| c["check"] == *kind
+                    && c["status"] == "fail"
+                    && c["destination"].as_str().unwrap_or("").ends_with(at)),
+                "{}: no failing {kind} {at} in {}",
+                flip.rule,
+                run.stdout
+            );
+        }
+        assert_no_verify_interfaces_or_rules(&net.app);
+    }
 }
