@@ -25,8 +25,9 @@ pub const STANDARD_KEYS: [&str; 9] = [
     "prevResult",
 ];
 
-/// Keys a runtime injects; read by the CNI mode (`runtimeConfig`, `capabilities`).
-const RUNTIME_KEYS: [&str; 2] = ["runtimeConfig", "capabilities"];
+/// Keys a runtime injects; read by the CNI mode (`runtimeConfig`, `capabilities`), and
+/// `verify` (ADD and CHECK prove the rules with verify's probes), which the CNI mode reads.
+const RUNTIME_KEYS: [&str; 3] = ["runtimeConfig", "capabilities", "verify"];
 
 /// Keys the runtime reserves (`cni.dev/valid-attachments` on GC, future ones): never ours,
 /// never an error.
