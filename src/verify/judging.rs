@@ -208,8 +208,12 @@ fn describe(observation: &Observation, judging: &Judging, probe_context: bool) -
                 ""
             }
         ),
-        Observation::Untranslated => "its conntrack entry shows the destination untouched by \
-             NAT (its SYN left with a hop limit of 1, so it died at the first router)"
+        Observation::Untranslated { sunk: true } => "its conntrack entry shows the destination \
+             untouched by NAT (the SYN itself went into verify's sink and never left the \
+             namespace)"
+            .to_owned(),
+        Observation::Untranslated { sunk: false } => "its conntrack entry shows the destination \
+             untouched by NAT (the SYN left with a hop limit of 1: the first router drops it)"
             .to_owned(),
         Observation::Untracked => "conntrack holds no entry for it although its SYN crossed \
              the nat hook, and NAT always makes one, so no rule rewrote it"

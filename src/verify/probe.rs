@@ -281,7 +281,9 @@ pub enum Observation {
     /// No connection before the deadline (only where conntrack could not be read).
     NoAnswer,
     /// Its conntrack entry shows the destination untouched: no NAT rule rewrote it.
-    Untranslated,
+    /// `sunk`: its SYN went into verify's sink inside the namespace (else it went out with
+    /// a hop limit of 1).
+    Untranslated { sunk: bool },
     /// Conntrack holds no entry for it after its SYN crossed the hooks: NAT, which always
     /// creates one, did not touch it.
     Untracked,
@@ -309,7 +311,7 @@ impl Observation {
             Observation::Refused => "refused",
             Observation::Unreachable(_) => "unreachable",
             Observation::NoAnswer => "no-answer",
-            Observation::Untranslated => "not-translated",
+            Observation::Untranslated { .. } => "not-translated",
             Observation::Untracked => "not-tracked",
             Observation::TranslatedElsewhere(_) => "translated-elsewhere",
             Observation::ConnectError(_) => "connect-error",
@@ -354,6 +356,7 @@ pub fn run_all(
             socket,
             conntrack.as_mut().ok(),
             &mut tuples,
+            into_sink,
         ) {
             Started::Decided(observation) => decided.push(Some(observation)),
             Started::Pending(stream) => {
@@ -454,6 +457,7 @@ fn start_probe(
     socket: Result<OwnedFd, String>,
     conntrack: Option<&mut Conntrack>,
     tuples: &mut Vec<TcpTuple>,
+    sunk: bool,
 ) -> Started {
     let socket = match socket {
         Ok(socket) => socket,
@@ -500,7 +504,7 @@ fn start_probe(
             Some(to) if stays_local(to) => Started::Pending(stream),
             Some(to) => Started::Decided(Observation::TranslatedElsewhere(to)),
             None if stays_local(destination) => Started::Pending(stream),
-            None => Started::Decided(Observation::Untranslated),
+            None => Started::Decided(Observation::Untranslated { sunk }),
         },
         Ok(None) if stays_local(destination) => Started::Pending(stream),
         Ok(None) => Started::Decided(Observation::Untracked),
