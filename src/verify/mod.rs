@@ -458,8 +458,8 @@ impl ProbePlan {
         let (ports, total_ports) = selection::sampled_ignored_ports(config);
         if total_ports > ports.len() {
             self.notes.push(format!(
-                "{family}: probed {} of {total_ports} ignored ports (22, then each configured port \
-                 or range end, in order)",
+                "{family}: probed {} of {total_ports} ignored ports (22, then configured ports \
+                 and range ends spread evenly over the list, its first and last included)",
                 ports.len()
             ));
         }
@@ -467,7 +467,8 @@ impl ProbePlan {
         if total > destinations.len() {
             self.notes.push(format!(
                 "{family}: probed {} of {total} ignored destinations (the metadata endpoints, then \
-                 one address of each configured network, in order)",
+                 one address of configured networks spread evenly over the list, its first and \
+                 last included)",
                 destinations.len()
             ));
         }
