@@ -61,7 +61,7 @@ median_ms() { sort -n | awk '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2]
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 verdict() { awk -v v="$1" -v t="$3" -v op="$2" 'BEGIN { ok = (op == "<=") ? v <= t : v >= t; print ok ? "met" : "NOT met" }'; }
 outcome() { # binary config
-    unshare -n sh -c "$POD; $1 apply $2 >/dev/null 2>&1; $1 verify $2 2>/dev/null | tail -n 1"
+    unshare -n sh -c "$POD; $1 apply $2 >/dev/null 2>&1; $1 verify $2 2>/dev/null | grep -E '^[0-9]+ passed'"
 }
 
 for case in seed large; do
