@@ -177,14 +177,13 @@ pub fn verify(
     debug!(probes = plan.probes.len(), ?window, "probing");
     // Probes that must not be redirected go into a sink inside the namespace, so none
     // reaches a metadata or credentials endpoint (nor any other ignored destination).
+    // A run killed before removing its sink may have left probe entries too; they go
+    // first, while its sink still marks it (a kill here leaves the mark for the next run).
+    if sink::left_by_a_killed_run() {
+        sweep_stale_conntrack_entries();
+    }
     let sink = match sink::Sink::install(&probed) {
-        Ok((sink, found_leftovers)) => {
-            // A run killed before removing its sink may have left probe entries too.
-            if found_leftovers {
-                sweep_stale_conntrack_entries();
-            }
-            Some(sink)
-        }
+        Ok(sink) => Some(sink),
         Err(e) => {
             plan.notes.push(format!(
                 "probes that are not redirected were sent with a hop limit of 1 only (the \

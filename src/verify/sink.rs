@@ -66,10 +66,9 @@ pub struct Sink {
 impl Sink {
     /// Sweeps what a killed run may have left, then installs the pair, the table's routes
     /// and the rules for `families`. On failure nothing of it is left.
-    /// Also says whether an earlier run's sink was there (it was killed before removing it).
-    pub fn install(families: &[Family]) -> io::Result<(Sink, bool)> {
+    pub fn install(families: &[Family]) -> io::Result<Sink> {
         let mut rtnl = Rtnl::open()?;
-        let found_leftovers = sweep(&mut rtnl)?;
+        sweep(&mut rtnl)?;
         let mut sink = Sink {
             rtnl,
             addresses: SinkAddresses {
@@ -83,7 +82,7 @@ impl Sink {
         sink.build(families)?;
         sink.addresses.outer_index = interface_index(SINK_PEER)?;
         sink.addresses.packets = super::inbound::packet_socket().ok();
-        Ok((sink, found_leftovers))
+        Ok(sink)
     }
 
     fn build(&mut self, families: &[Family]) -> io::Result<()> {
@@ -123,6 +122,12 @@ impl Sink {
     }
 }
 
+/// Whether an earlier run's pair is still here: it is made before any probe and removed
+/// after every probe's conntrack entry, so it marks a run killed in between.
+pub fn left_by_a_killed_run() -> bool {
+    interface_index(SINK_IFACE).is_ok()
+}
+
 impl Drop for Sink {
     fn drop(&mut self) {
         // Both wait for a grace period; side by side they share it.
@@ -136,23 +141,17 @@ impl Drop for Sink {
     }
 }
 
-/// Removes the rules (both families) and the pair (its routes go with it); says whether
-/// anything was there.
-fn sweep(rtnl: &mut Rtnl) -> io::Result<bool> {
-    let mut found = false;
+/// Removes the rules (both families) and the pair (its routes go with it).
+fn sweep(rtnl: &mut Rtnl) -> io::Result<()> {
     for family in Family::BOTH {
-        while rtnl.delete(RouteNetlinkMessage::DelRule(rule(family)))? {
-            found = true;
-        }
-        while rtnl.delete(RouteNetlinkMessage::DelRule(client_rule(family)))? {
-            found = true;
-        }
+        while rtnl.delete(RouteNetlinkMessage::DelRule(rule(family)))? {}
+        while rtnl.delete(RouteNetlinkMessage::DelRule(client_rule(family)))? {}
     }
     let mut link = LinkMessage::default();
     link.attributes
         .push(LinkAttribute::IfName(SINK_IFACE.into()));
-    found |= rtnl.delete(RouteNetlinkMessage::DelLink(link))?;
-    Ok(found)
+    rtnl.delete(RouteNetlinkMessage::DelLink(link))?;
+    Ok(())
 }
 
 fn address_family(family: Family) -> AddressFamily {
