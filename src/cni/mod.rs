@@ -22,7 +22,7 @@
 //!
 //! `"verify": true` in the network configuration makes ADD, once the rules are in place,
 //! and CHECK, once they match, prove them with verify's probes in the pod's namespace (as
-//! `meshinit verify`, about 20 ms); anything but a pass fails the verb with code 104 or 105.
+//! `meshinit verify`, about 25 ms); anything but a pass fails the verb with code 104 or 105.
 //!
 //! # Per-pod settings
 //!
