@@ -971,3 +971,54 @@ fn every_check_flips_when_its_rule_is_removed_or_altered() {
         assert_no_verify_interfaces_or_rules(&net.app);
     }
 }
+
+/// Each AppPort is proven inbound on its own: with AppPorts 9080 and 9443-9445, a redirect
+/// that lost the range's last port fails verify on exactly that port, both families.
+#[test]
+fn each_app_port_is_proven_inbound() {
+    if !require_root() {
+        return;
+    }
+    let config: Vec<&str> = CONFIG
+        .iter()
+        .map(|a| if *a == "9080" { "9080,9443-9445" } else { a })
+        .collect();
+    let net = NetnsPair::new();
+    for (family, restore) in [
+        ("ipv4", "iptables-nft-restore"),
+        ("ipv6", "ip6tables-nft-restore"),
+    ] {
+        let mut args = vec!["render", "--family", family];
+        args.extend(&config);
+        let rendered = meshinit_inside(&net.app, &args);
+        rendered.assert_exit(0);
+        assert!(rendered.stdout.contains("9443:9445"), "{}", rendered.stdout);
+        let altered = rendered.stdout.replace("9443:9445", "9443:9444");
+        net.app
+            .run_checked_with_stdin(restore, &["--noflush"], &altered);
+    }
+    let mut args = vec!["verify", "--json"];
+    args.extend(&config);
+    let run = meshinit_netns(&net.app, &args);
+    run.assert_exit(VERIFY_FAILED);
+    for family in ["ipv4", "ipv6"] {
+        let inbound = run.checks("ingress-redirect", family);
+        let ports: Vec<&str> = inbound
+            .iter()
+            .filter_map(|c| c["destination"].as_str())
+            .collect();
+        assert_eq!(inbound.len(), 3, "9080, 9443 and 9445: {ports:?}");
+        for check in inbound {
+            let destination = check["destination"].as_str().unwrap_or("");
+            if destination.ends_with(":9445") {
+                assert_status(
+                    check,
+                    "fail",
+                    &["AppPort 9445", "bypassing ProxyIngressPort"],
+                );
+            } else {
+                assert_status(check, "pass", &["redirected to ProxyIngressPort 15000"]);
+            }
+        }
+    }
+}
