@@ -15,6 +15,8 @@
 #      Measured when the binary has that backend; otherwise only its references are.
 #   5. one CNI ADD into a fresh namespace, meshinit vs AWS's aws-appmesh (from
 #      MESHINIT_PEERS_DIR, else ../shared/peers), same stdin, same rounds, with the ratio.
+#   6. verify (issue 19): `verify` and `apply --verify` of the seed and of 10,000 ignored IPs
+#      with 100 port ranges, against the build before issue 19 (scripts/bench/verify.sh).
 # It prints markdown tables of medians and ratios and writes them to BENCHMARKS.md with a
 # description of the machine. It reports; it asserts no timing.
 #
@@ -569,6 +571,24 @@ else
     log "5. skipped: no aws-appmesh at $AWS_APPMESH (set MESHINIT_PEERS_DIR)"
 fi
 
+# --- 6. Verify (issue 19) ------------------------------------------------------------------
+# Against the build before issue 19 (BENCH_VERIFY_BASELINE: a meshinit binary, or a git
+# revision to build; default 24ba6f6), in the same run.
+log "6. verify and apply --verify, this build vs the baseline"
+baseline=${BENCH_VERIFY_BASELINE:-24ba6f6}
+if [ -x "$baseline" ]; then
+    BASELINE_BIN=$baseline
+else
+    mkdir -p "$WORK/baseline/src"
+    git -C "$REPO" archive "$baseline" | tar -x -C "$WORK/baseline/src"
+    (cd "$WORK/baseline/src" && cargo build --release --target-dir "$WORK/baseline/target" >&2)
+    BASELINE_BIN=$WORK/baseline/target/release/meshinit
+fi
+VERIFY_RUNS=20
+[ "$QUICK" = 1 ] && VERIFY_RUNS=5
+"$REPO/scripts/bench/verify.sh" "$MESHINIT" "$BASELINE_BIN" "$VERIFY_RUNS" >"$WORK/verify.md" \
+    || die "verify benchmark failed (section 6)"
+
 # --- Report ------------------------------------------------------------------------------
 ms() { awk -v s="$1" 'BEGIN { printf "%.1f ms", s * 1000 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
@@ -707,6 +727,7 @@ cat <<EOF
 | child processes, App Mesh per-rule way | $CHILDREN_PERRULE |
 EOF
 report_native
+cat "$WORK/verify.md"
 }
 
 # Section 4: the native nf_tables backend against its issue-12 targets.

@@ -8,6 +8,7 @@ pub mod backend;
 pub mod cni;
 pub mod commands;
 pub mod config;
+pub mod conntrack;
 pub mod converge;
 pub mod error;
 pub mod netns;
