@@ -10,6 +10,7 @@ pub mod commands;
 pub mod config;
 pub mod converge;
 pub mod error;
+pub mod explain;
 pub mod netns;
 pub mod netns_lock;
 pub mod nftables;

@@ -4,6 +4,7 @@ pub mod apply;
 pub mod args;
 pub mod clean;
 pub mod cni;
+pub mod explain;
 pub mod render;
 pub mod status;
 mod target;
@@ -60,6 +61,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Prove with real connections that redirection works as configured.
     Verify(verify::VerifyArgs),
+    /// Say which rule decides a connection and why, from the plan (no privileges needed).
+    Explain(explain::ExplainArgs),
     /// Run as a CNI plugin (also selected automatically when CNI_COMMAND is set); `cni
     /// install` / `cni uninstall` edit a node's CNI configuration list.
     Cni(cni::CniArgs),
@@ -74,6 +77,7 @@ impl Command {
             Command::Clean(args) => args.exec(),
             Command::Status(args) => args.exec(),
             Command::Verify(args) => args.exec(),
+            Command::Explain(args) => args.exec(),
             Command::Cni(args) => args.exec(),
         }
     }
