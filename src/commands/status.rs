@@ -4,6 +4,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::args::{ConfigArgs, TargetArgs};
+use super::status_show;
 use super::target::{self, IPTABLES_CAPS};
 use crate::backend::{BackendKind, TimeBudget};
 use crate::converge;
@@ -21,6 +22,12 @@ pub struct StatusArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+
+    /// Also print the installed rules of ours in the backend's own syntax (nft for the
+    /// native table, iptables-save lines otherwise) and the drift as lines removed (-) and
+    /// added (+); the text form reads back with `nft -f` / `iptables-restore`.
+    #[arg(long)]
+    pub show: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -29,6 +36,9 @@ struct StatusReport {
     backend: BackendKind,
     families: Vec<FamilyStatus>,
     skipped: Vec<SkippedFamily>,
+    /// `--show` with the native backend: the table both families share, in nft syntax.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rules: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -37,6 +47,12 @@ struct FamilyStatus {
     installed: bool,
     #[serde(flatten)]
     drift: Drift,
+    /// `--show`: the drift as `- installed` / `+ planned` lines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    diff: Option<Vec<String>>,
+    /// `--show` with an iptables backend: this family's rules of ours, iptables-save lines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rules: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -51,18 +67,37 @@ impl StatusArgs {
         target::enter(&self.target, &IPTABLES_CAPS, "status")?;
         let budget = TimeBudget::starting_now(self.target.lock_timeout);
         let status = converge::status(&config, self.target.backend, &budget)?;
+        let native = status.backend == BackendKind::Nftables;
+        let shown = |family: Family| -> Result<Option<String>> {
+            if !self.show || native {
+                return Ok(None);
+            }
+            status_show::iptables_rules(status.backend, family, &budget).map(Some)
+        };
+        let mut families = Vec::new();
+        for f in &status.families {
+            families.push(FamilyStatus {
+                family: f.family,
+                installed: f.installed,
+                drift: f.drift.clone(),
+                diff: self.show.then(|| status_show::diff_lines(&f.drift)),
+                rules: shown(f.family)?,
+            });
+        }
+        let rules = if self.show && native {
+            Some(status_show::native_rules(&budget)?.unwrap_or_else(|| {
+                "# nft is not installed: the native table cannot be printed in nft syntax \
+                 (status compares it all the same)\n"
+                    .to_owned()
+            }))
+        } else {
+            None
+        };
         let report = StatusReport {
             in_sync: status.in_sync(),
             backend: status.backend,
-            families: status
-                .families
-                .into_iter()
-                .map(|f| FamilyStatus {
-                    family: f.family,
-                    installed: f.installed,
-                    drift: f.drift,
-                })
-                .collect(),
+            rules,
+            families,
             skipped: status
                 .skipped
                 .into_iter()
@@ -82,18 +117,36 @@ impl StatusArgs {
 }
 
 fn print_human(report: &StatusReport) {
+    // With --show, everything but the rules is a `#` comment, so the output reads back.
+    let note = if report.rules.is_some() || report.families.iter().any(|f| f.rules.is_some()) {
+        "# "
+    } else {
+        ""
+    };
     for f in &report.families {
         let state = match (f.installed, f.drift.is_empty()) {
             (_, true) => "in sync",
             (false, false) => "absent",
             (true, false) => "drifted",
         };
-        println!("{} ({}): {state}", f.family, report.backend);
+        println!("{note}{} ({}): {state}", f.family, report.backend);
         for line in f.drift.lines() {
-            println!("  {line}");
+            println!("{note}  {line}");
+        }
+        if let Some(diff) = f.diff.as_ref().filter(|d| !d.is_empty()) {
+            println!("{note}difference from the plan (- installed, + planned):");
+            for line in diff {
+                println!("{note}{line}");
+            }
+        }
+        if let Some(rules) = &f.rules {
+            print!("{rules}");
         }
     }
     for s in &report.skipped {
-        println!("{}: not checked ({})", s.family, s.reason);
+        println!("{note}{}: not checked ({})", s.family, s.reason);
+    }
+    if let Some(rules) = &report.rules {
+        print!("{rules}");
     }
 }
