@@ -146,3 +146,60 @@ fn status_show_prints_the_backends_own_rules_and_drift_as_lines_that_read_back()
         reads_back(&ns, backend, &shown);
     }
 }
+
+#[test]
+fn explain_live_says_whether_the_installed_rules_are_the_plan_it_answers_from() {
+    if !require_root() {
+        return;
+    }
+    for backend in ["nftables", "iptables-nft", "iptables-legacy"] {
+        let ns = TestNetns::new("live");
+        let apply = meshinit(&ns, &["apply", CONFIG, "--backend", backend]);
+        assert!(
+            apply.status.success(),
+            "{}",
+            String::from_utf8_lossy(&apply.stderr)
+        );
+        let ask = |extra: &[&str]| {
+            let mut args = vec![
+                "explain",
+                CONFIG,
+                "--backend",
+                backend,
+                "--live",
+                "--direction",
+                "out",
+                "--to",
+                "1.2.3.4:80",
+                "--uid",
+                "5",
+            ];
+            args.extend(extra);
+            let out = meshinit(&ns, &args);
+            (out.status.code(), String::from_utf8(out.stdout).unwrap())
+        };
+        let (code, text) = ask(&[]);
+        assert_eq!(code, Some(0), "{backend}: {text}");
+        assert!(
+            text.contains("the planned IPv4 rules, so the kernel decides as above"),
+            "{text}"
+        );
+        let (code, text) = ask(&["--proxy-egress-port", "15002"]);
+        assert_eq!(code, Some(1), "{backend}: {text}");
+        assert!(
+            text.contains("differs from the planned IPv4 rules"),
+            "{text}"
+        );
+        if backend != "nftables" {
+            assert!(
+                text.contains("  missing -A APPMESH_EGRESS -p tcp -j REDIRECT --to-ports 15002"),
+                "{text}"
+            );
+        }
+        let (code, text) = ask(&["--json"]);
+        assert_eq!(code, Some(0));
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["live"]["in_sync"], true);
+        assert_eq!(v["port"], 15001);
+    }
+}

@@ -5,9 +5,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use clap::Args;
 
-use super::args::ConfigArgs;
+use super::args::{ConfigArgs, TargetArgs};
+use super::target::{self, IPTABLES_CAPS};
+use crate::backend::TimeBudget;
 use crate::backend::iptables::IptablesBackend;
 use crate::backend::{Backend, BackendKind};
+use crate::converge;
 use crate::error::{ConfigError, Error, Result};
 use crate::explain::{Connection, Direction, Protocol, Provenance, explain};
 use crate::ruleset::{Family, plan};
@@ -16,7 +19,9 @@ use crate::ruleset::{Family, plan};
 #[command(after_help = "Examples:\n  \
     meshinit explain task.json --direction out --to 10.0.0.5:443 --uid 1000 --gid 1000\n  \
     meshinit explain --from-env --direction in --port 9080\n\
-    Exit codes: 0 explained; 2 invalid configuration or connection.")]
+    Exit codes: 0 explained (--live: and the installed rules are the plan); 1 --live: the \
+    installed rules differ from the plan; 2 invalid configuration or connection; 3 and 4 as \
+    for status.")]
 pub struct ExplainArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
@@ -56,9 +61,28 @@ pub struct ExplainArgs {
     #[arg(long)]
     pub local: bool,
 
+    /// Also read the namespace's installed rules (as `status` does; needs its privileges)
+    /// and say whether they are the plan the answer comes from, and where they differ.
+    #[arg(long)]
+    pub live: bool,
+
+    #[command(flatten)]
+    pub target: TargetArgs,
+
     /// Print the explanation as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// What `--live` found in the namespace.
+#[derive(Debug, serde::Serialize)]
+struct Live {
+    backend: BackendKind,
+    /// The installed rules of the connection's family equal the plan: the kernel decides
+    /// as explained.
+    in_sync: bool,
+    /// Where they differ (the backend's lines; empty when in sync).
+    differences: Vec<String>,
 }
 
 impl ExplainArgs {
@@ -73,15 +97,54 @@ impl ExplainArgs {
         let provenance = Provenance::new(&settings, document);
         let planned = (!ruleset.chains.is_empty()).then_some(&ruleset);
         let explanation = explain(&config, planned, &provenance, &connection);
+        let live = if self.live {
+            target::enter(&self.target, &IPTABLES_CAPS, "explain --live")?;
+            let budget = TimeBudget::starting_now(self.target.lock_timeout);
+            let status = converge::status(&config, self.target.backend, &budget)?;
+            let drift = status.families.iter().find(|f| f.family == family);
+            let differences = drift.map(|f| f.drift.lines()).unwrap_or_default();
+            Some(Live {
+                backend: status.backend,
+                in_sync: drift.is_some() && differences.is_empty(),
+                differences,
+            })
+        } else {
+            None
+        };
         if self.json {
+            let mut value = serde_json::to_value(&explanation).expect("explanation serialises");
+            if let Some(live) = &live {
+                value["live"] = serde_json::to_value(live).expect("live serialises");
+            }
             println!(
                 "{}",
-                serde_json::to_string_pretty(&explanation).expect("explanation serialises")
+                serde_json::to_string_pretty(&value).expect("explanation serialises")
             );
         } else {
             print!("{}", explanation.to_text());
+            if let Some(live) = &live {
+                if live.in_sync {
+                    println!(
+                        "installed ({}): the planned {family} rules, so the kernel decides as above",
+                        live.backend
+                    );
+                } else {
+                    println!(
+                        "installed ({}): differs from the planned {family} rules, so the kernel \
+                         may decide otherwise:",
+                        live.backend
+                    );
+                    for line in &live.differences {
+                        println!("  {line}");
+                    }
+                }
+            }
         }
-        Ok(0)
+        // As `status`: 1 when the installed rules are not the plan the answer came from.
+        Ok(match live {
+            Some(live) if !live.in_sync => 1,
+            _ => 0,
+        })
     }
 
     /// The connection asked about, or every problem with how it was given.
