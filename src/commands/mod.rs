@@ -7,6 +7,7 @@ pub mod cni;
 pub mod explain;
 pub mod render;
 pub mod status;
+mod status_counters;
 mod status_show;
 mod target;
 pub mod verify;

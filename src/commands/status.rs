@@ -4,11 +4,14 @@ use clap::Args;
 use serde::Serialize;
 
 use super::args::{ConfigArgs, TargetArgs};
-use super::status_show;
 use super::target::{self, IPTABLES_CAPS};
+use super::{status_counters, status_show};
+use crate::backend::Backend;
+use crate::backend::iptables::IptablesBackend;
 use crate::backend::{BackendKind, TimeBudget};
 use crate::converge;
 use crate::error::Result;
+use crate::ruleset::plan;
 use crate::ruleset::{Drift, Family};
 
 #[derive(Debug, Args)]
@@ -28,6 +31,11 @@ pub struct StatusArgs {
     /// added (+); the text form reads back with `nft -f` / `iptables-restore`.
     #[arg(long)]
     pub show: bool,
+
+    /// Also print, per family and rule, how many connections each rule has decided since
+    /// it was written (NAT rules see each connection's first packet only).
+    #[arg(long)]
+    pub counters: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -39,6 +47,9 @@ struct StatusReport {
     /// `--show` with the native backend: the table both families share, in nft syntax.
     #[serde(skip_serializing_if = "Option::is_none")]
     rules: Option<String>,
+    /// `--counters`: every planned rule with its counters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    counters: Option<Vec<status_counters::RuleCount>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -93,7 +104,18 @@ impl StatusArgs {
         } else {
             None
         };
+        let counters = if self.counters {
+            let mut all = Vec::new();
+            for f in &status.families {
+                let ruleset = plan(&config, f.family, backend_plan_options(status.backend));
+                all.extend(status_counters::counts(status.backend, &ruleset, &budget)?);
+            }
+            Some(all)
+        } else {
+            None
+        };
         let report = StatusReport {
+            counters,
             in_sync: status.in_sync(),
             backend: status.backend,
             rules,
@@ -148,5 +170,23 @@ fn print_human(report: &StatusReport) {
     }
     if let Some(rules) = &report.rules {
         print!("{rules}");
+    }
+    if let Some(counters) = &report.counters {
+        let mut family = None;
+        for count in counters {
+            if family != Some(count.family) {
+                family = Some(count.family);
+                println!("{note}{} rules since written (connections):", count.family);
+            }
+            println!("{note}  {}", count.line());
+        }
+    }
+}
+
+/// The plan options of `kind`, so the counted rules are the ones it installed.
+fn backend_plan_options(kind: BackendKind) -> crate::ruleset::PlanOptions {
+    match kind {
+        BackendKind::Nftables => crate::backend::nftables::NftablesBackend.plan_options(),
+        other => IptablesBackend::new(other).plan_options(),
     }
 }

@@ -1,0 +1,198 @@
+//! `status --counters`: how many connections each planned rule has decided since it was
+//! written, in the user's terms. NAT rules see only the first packet of a connection, so a
+//! rule's packet count is its connection count.
+
+use serde::Serialize;
+
+use crate::backend::BackendKind;
+use crate::backend::iptables::{IptablesTools, render};
+use crate::backend::program::{self, TimeBudget};
+use crate::error::{Error, Result};
+use crate::ruleset::{
+    EGRESS_CHAIN, Family, INGRESS_CHAIN, Match, Rule, Ruleset, SetMembers, Verdict,
+};
+
+/// One planned rule and its counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuleCount {
+    pub family: Family,
+    pub chain: String,
+    /// The rule in the backend's syntax.
+    pub rule: String,
+    /// What the rule is, in the user's terms ("ignored ports 5432").
+    pub description: String,
+    /// Connections (first packets) it matched; `None` when the rule is not installed.
+    pub connections: Option<u64>,
+    /// Bytes of those first packets.
+    pub bytes: Option<u64>,
+}
+
+impl RuleCount {
+    /// "ignored ports 5432: 120 connections".
+    pub fn line(&self) -> String {
+        match self.connections {
+            Some(1) => format!("{}: 1 connection", self.description),
+            Some(n) => format!("{}: {n} connections", self.description),
+            None => format!("{}: not installed", self.description),
+        }
+    }
+}
+
+/// What `rule` does, in the user's terms.
+pub fn describe(rule: &Rule, ruleset: &Ruleset) -> String {
+    let ports = |ports: &[crate::config::PortRange]| {
+        ports
+            .iter()
+            .map(|p| {
+                if p.first == p.last {
+                    p.first.to_string()
+                } else {
+                    format!("{}-{}", p.first, p.last)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let set = |name: &str| ruleset.sets.iter().find(|s| s.name == name);
+    if let Verdict::Jump(target) = &rule.verdict {
+        return match target.as_str() {
+            EGRESS_CHAIN => "outbound TCP to other hosts, entering the egress rules".to_owned(),
+            INGRESS_CHAIN => "inbound TCP from elsewhere, entering the ingress rules".to_owned(),
+            other => format!("entering {other}"),
+        };
+    }
+    let key = rule.matches.iter().find(|m| !matches!(m, Match::Tcp));
+    let what = match key {
+        Some(Match::OwnerUid(uid)) => format!("proxy's uid {uid} (IgnoredUID)"),
+        Some(Match::OwnerGid(gid)) => format!("proxy's gid {gid} (IgnoredGID)"),
+        Some(Match::DestinationPorts(list)) if rule.chain == INGRESS_CHAIN => {
+            format!("app ports {}", ports(list))
+        }
+        Some(Match::DestinationPorts(list)) => format!("ignored ports {}", ports(list)),
+        Some(Match::DestinationNetwork(net)) => format!("ignored destination {net}"),
+        Some(Match::DestinationInSet(name)) => match set(name).map(|s| &s.members) {
+            Some(SetMembers::Ports(list)) => format!("ignored ports (set of {})", list.len()),
+            Some(SetMembers::Networks(nets)) => {
+                format!("ignored destinations (set of {} networks)", nets.len())
+            }
+            None => format!("set {name}"),
+        },
+        _ if rule.chain == EGRESS_CHAIN => "other outbound TCP".to_owned(),
+        _ => "inbound TCP".to_owned(),
+    };
+    match rule.verdict {
+        Verdict::Redirect(port) => format!("{what}, redirected to {port}"),
+        _ => format!("{what}, not redirected"),
+    }
+}
+
+/// The counters of `ruleset`'s rules (the jumps first, then our chains' rules) as an
+/// iptables backend holds them.
+pub fn iptables_counts(
+    kind: BackendKind,
+    ruleset: &Ruleset,
+    budget: &TimeBudget,
+) -> Result<Vec<RuleCount>> {
+    let tools = IptablesTools::find(kind, ruleset.family)?;
+    let output = program::run(&tools.save, &["-c", "-t", "nat"], None, budget)?;
+    let saved = String::from_utf8(output.stdout)
+        .map_err(|_| Error::Other(format!("{} printed non-UTF-8 output", tools.save.display())))?;
+    Ok(match_counters(ruleset, &counted_lines(&saved)))
+}
+
+/// The counters of `ruleset`'s rules in `kind`.
+pub fn counts(kind: BackendKind, ruleset: &Ruleset, budget: &TimeBudget) -> Result<Vec<RuleCount>> {
+    match kind {
+        BackendKind::Nftables => Err(Error::Other(
+            "--counters is not implemented for the native backend yet".to_owned(),
+        )),
+        _ => iptables_counts(kind, ruleset, budget),
+    }
+}
+
+/// `[packets:bytes] -A ...` lines of `iptables-save -c`, as (line, packets, bytes).
+pub fn counted_lines(saved: &str) -> Vec<(String, u64, u64)> {
+    saved
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix('[')?;
+            let (counts, rule) = rest.split_once("] ")?;
+            let (packets, bytes) = counts.split_once(':')?;
+            Some((rule.to_owned(), packets.parse().ok()?, bytes.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Each planned rule with the counters of the installed line that spells it (each
+/// installed line counted once).
+fn match_counters(ruleset: &Ruleset, installed: &[(String, u64, u64)]) -> Vec<RuleCount> {
+    let mut used = vec![false; installed.len()];
+    ruleset
+        .jumps
+        .iter()
+        .chain(&ruleset.rules)
+        .map(|rule| {
+            let text = render::line(rule);
+            let found = installed
+                .iter()
+                .enumerate()
+                .find(|(i, (line, ..))| !used[*i] && *line == text);
+            let (connections, bytes) = match found {
+                Some((i, (_, packets, bytes))) => {
+                    used[i] = true;
+                    (Some(*packets), Some(*bytes))
+                }
+                None => (None, None),
+            };
+            RuleCount {
+                family: ruleset.family,
+                chain: rule.chain.clone(),
+                rule: text,
+                description: describe(rule, ruleset),
+                connections,
+                bytes,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ProxyConfig, RawSettings, validate};
+    use crate::ruleset::{PlanOptions, plan};
+
+    fn config() -> ProxyConfig {
+        let raw = RawSettings {
+            ignored_uid: RawSettings::scalar("IgnoredUID", "1337"),
+            proxy_egress_port: RawSettings::scalar("ProxyEgressPort", "15001"),
+            egress_ignored_ports: RawSettings::list("EgressIgnoredPorts", "5432"),
+            ..Default::default()
+        };
+        validate(&raw).unwrap().0
+    }
+
+    #[test]
+    fn counters_are_read_per_planned_rule_in_user_terms() {
+        let ruleset = plan(&config(), Family::Ipv4, PlanOptions::default());
+        let saved = "*nat\n:OUTPUT ACCEPT [7:420]\n:APPMESH_EGRESS - [0:0]\n\
+            [5:300] -A OUTPUT -p tcp -m addrtype ! --dst-type LOCAL -j APPMESH_EGRESS\n\
+            [1:60] -A APPMESH_EGRESS -m owner --uid-owner 1337 -j RETURN\n\
+            [120:7200] -A APPMESH_EGRESS -p tcp -m multiport --dports 5432,22 -j RETURN\n\
+            [4:240] -A APPMESH_EGRESS -p tcp -j REDIRECT --to-ports 15001\nCOMMIT\n";
+        let counts = match_counters(&ruleset, &counted_lines(saved));
+        let lines: Vec<String> = counts.iter().map(RuleCount::line).collect();
+        assert_eq!(
+            lines,
+            [
+                "outbound TCP to other hosts, entering the egress rules: 5 connections",
+                "proxy's uid 1337 (IgnoredUID), not redirected: 1 connection",
+                "ignored ports 5432,22, not redirected: 120 connections",
+                "ignored destination 169.254.170.2/32, not redirected: not installed",
+                "ignored destination 169.254.169.254/32, not redirected: not installed",
+                "ignored destination 169.254.170.23/32, not redirected: not installed",
+                "other outbound TCP, redirected to 15001: 4 connections",
+            ]
+        );
+    }
+}
