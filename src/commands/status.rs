@@ -106,9 +106,13 @@ impl StatusArgs {
         };
         let counters = if self.counters {
             let mut all = Vec::new();
-            for f in &status.families {
-                let ruleset = plan(&config, f.family, backend_plan_options(status.backend));
-                all.extend(status_counters::counts(status.backend, &ruleset, &budget)?);
+            if native {
+                all = status_counters::native_counts(&budget)?;
+            } else {
+                for f in &status.families {
+                    let ruleset = plan(&config, f.family, backend_plan_options(status.backend));
+                    all.extend(status_counters::counts(status.backend, &ruleset, &budget)?);
+                }
             }
             Some(all)
         } else {
@@ -172,13 +176,27 @@ fn print_human(report: &StatusReport) {
         print!("{rules}");
     }
     if let Some(counters) = &report.counters {
+        let native = report.backend == BackendKind::Nftables;
+        if native {
+            println!(
+                "{note}rules of table inet meshinit since written (connections; both families \
+                 unless marked):"
+            );
+        }
         let mut family = None;
         for count in counters {
-            if family != Some(count.family) {
+            if !native && family != Some(count.family) {
                 family = Some(count.family);
-                println!("{note}{} rules since written (connections):", count.family);
+                match count.family {
+                    Some(f) => println!("{note}{f} rules since written (connections):"),
+                    None => println!("{note}rules since written (connections):"),
+                }
             }
-            println!("{note}  {}", count.line());
+            let only = match (count.family, report.backend) {
+                (Some(f), BackendKind::Nftables) => format!(" ({f} only)"),
+                _ => String::new(),
+            };
+            println!("{note}  {}{only}", count.line());
         }
     }
 }

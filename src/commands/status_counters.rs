@@ -15,7 +15,9 @@ use crate::ruleset::{
 /// One planned rule and its counters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RuleCount {
-    pub family: Family,
+    /// `None`: one rule serving both families (the native table writes a rule both
+    /// families share once).
+    pub family: Option<Family>,
     pub chain: String,
     /// The rule in the backend's syntax.
     pub rule: String,
@@ -103,11 +105,110 @@ pub fn iptables_counts(
 /// The counters of `ruleset`'s rules in `kind`.
 pub fn counts(kind: BackendKind, ruleset: &Ruleset, budget: &TimeBudget) -> Result<Vec<RuleCount>> {
     match kind {
-        BackendKind::Nftables => Err(Error::Other(
-            "--counters is not implemented for the native backend yet".to_owned(),
-        )),
+        BackendKind::Nftables => unreachable!("the native table is counted once: native_counts"),
         _ => iptables_counts(kind, ruleset, budget),
     }
+}
+
+/// The counters of every rule of the native table, read with `nft list table` (the
+/// native backend needs no program; reading counters does).
+pub fn native_counts(budget: &TimeBudget) -> Result<Vec<RuleCount>> {
+    let Ok(nft) = which::which("nft") else {
+        return Err(Error::BackendNotInstalled(
+            "nft is not installed: status --counters reads the native table's counters with \
+             it (Debian/Ubuntu: apt-get install nftables)"
+                .to_owned(),
+        ));
+    };
+    let listed = match program::run(&nft, &["list", "table", "inet", "meshinit"], None, budget) {
+        Ok(output) => String::from_utf8_lossy(&output.stdout).into_owned(),
+        Err(Error::CommandFailed { stderr, .. }) if stderr.contains("No such file") => {
+            String::new()
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(native_counted_rules(&listed))
+}
+
+/// Each counted rule of an `nft list table` text, with its chain.
+pub fn native_counted_rules(listed: &str) -> Vec<RuleCount> {
+    let mut chain = String::new();
+    let mut counts = Vec::new();
+    for line in listed.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix("chain ") {
+            chain = name.trim_end_matches(" {").to_owned();
+            continue;
+        }
+        let Some((before, after)) = line.split_once("counter packets ") else {
+            continue;
+        };
+        let mut words = after.split_whitespace();
+        let packets = words.next().and_then(|w| w.parse().ok());
+        let bytes = words.nth(1).and_then(|w| w.parse().ok());
+        let action: Vec<&str> = words.collect();
+        let rule = format!("{}{}", before, action.join(" "));
+        counts.push(RuleCount {
+            family: if rule.contains("ip6 ") || rule.starts_with("meta nfproto ipv6") {
+                Some(Family::Ipv6)
+            } else if rule.contains("ip daddr") {
+                Some(Family::Ipv4)
+            } else {
+                None
+            },
+            description: describe_nft(&chain, &rule),
+            chain: chain.clone(),
+            rule,
+            connections: packets,
+            bytes,
+        });
+    }
+    counts
+}
+
+/// What a native rule (nft syntax, counter left out) does, in the user's terms.
+fn describe_nft(chain: &str, rule: &str) -> String {
+    let rule = rule.strip_prefix("meta l4proto tcp ").unwrap_or(rule);
+    let redirect = rule
+        .rsplit_once(" redirect to :")
+        .or(rule.strip_prefix("redirect to :").map(|port| ("", port)));
+    let (condition, action) = match redirect {
+        Some((condition, port)) => (condition, format!("redirected to {port}")),
+        None => (
+            rule.strip_suffix(" return").unwrap_or(rule),
+            "not redirected".to_owned(),
+        ),
+    };
+    let members = |text: &str| match text.strip_prefix('@') {
+        Some(set) => format!("(set {set})"),
+        None => text.to_owned(),
+    };
+    let what = if condition.is_empty() {
+        "other outbound TCP".to_owned()
+    } else if let Some(uid) = condition.strip_prefix("meta skuid ") {
+        format!("proxy's uid {uid} (IgnoredUID)")
+    } else if let Some(gid) = condition.strip_prefix("meta skgid ") {
+        format!("proxy's gid {gid} (IgnoredGID)")
+    } else if let Some(ports) = condition.strip_prefix("tcp dport ") {
+        if chain == "prerouting" {
+            format!("app ports {}", members(ports))
+        } else {
+            format!("ignored ports {}", members(ports))
+        }
+    } else if let Some(nets) = condition
+        .strip_prefix("ip daddr ")
+        .or(condition.strip_prefix("ip6 daddr "))
+    {
+        format!("ignored destinations {}", members(nets))
+    } else {
+        match condition {
+            "meta l4proto != tcp" => "not TCP".to_owned(),
+            "fib daddr type local" => "to a local address".to_owned(),
+            "fib saddr type local" => "from this namespace".to_owned(),
+            "meta nfproto ipv6" => "IPv6 (not programmed)".to_owned(),
+            other => other.to_owned(),
+        }
+    };
+    format!("{what}, {action}")
 }
 
 /// `[packets:bytes] -A ...` lines of `iptables-save -c`, as (line, packets, bytes).
@@ -145,7 +246,7 @@ fn match_counters(ruleset: &Ruleset, installed: &[(String, u64, u64)]) -> Vec<Ru
                 None => (None, None),
             };
             RuleCount {
-                family: ruleset.family,
+                family: Some(ruleset.family),
                 chain: rule.chain.clone(),
                 rule: text,
                 description: describe(rule, ruleset),
@@ -158,6 +259,33 @@ fn match_counters(ruleset: &Ruleset, installed: &[(String, u64, u64)]) -> Vec<Ru
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn native_rules_are_counted_and_described_from_nft_list() {
+        let listed = "table inet meshinit {\n\tchain output {\n\t\ttype nat hook output \
+            priority -100; policy accept;\n\t\tmeta skuid 1337 counter packets 4 bytes 240 \
+            return\n\t\tip6 daddr @ignored_ipv6 counter packets 0 bytes 0 return\n\t\t\
+            meta l4proto tcp counter packets 7 bytes 420 redirect to :15001\n\t}\n\t\
+            chain prerouting {\n\t\ttcp dport { 9080, 9443 } counter packets 2 bytes 120 \
+            redirect to :15000\n\t}\n}\n";
+        let lines: Vec<String> = native_counted_rules(listed)
+            .iter()
+            .map(|c| format!("{} {:?} [{}] {}", c.chain, c.family, c.rule, c.line()))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "output None [meta skuid 1337 return] proxy's uid 1337 (IgnoredUID), not \
+                 redirected: 4 connections",
+                "output Some(Ipv6) [ip6 daddr @ignored_ipv6 return] ignored destinations (set \
+                 ignored_ipv6), not redirected: 0 connections",
+                "output None [meta l4proto tcp redirect to :15001] other outbound TCP, \
+                 redirected to 15001: 7 connections",
+                "prerouting None [tcp dport { 9080, 9443 } redirect to :15000] app ports { \
+                 9080, 9443 }, redirected to 15000: 2 connections",
+            ]
+        );
+    }
+
     use super::*;
     use crate::config::{ProxyConfig, RawSettings, validate};
     use crate::ruleset::{PlanOptions, plan};

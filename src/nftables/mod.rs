@@ -20,6 +20,7 @@
 
 pub mod batch;
 pub mod connection;
+pub mod counters;
 pub mod decode;
 pub mod drift;
 pub mod encode;
