@@ -102,7 +102,15 @@ impl ExplainArgs {
             let budget = TimeBudget::starting_now(self.target.lock_timeout);
             let status = converge::status(&config, self.target.backend, &budget)?;
             let drift = status.families.iter().find(|f| f.family == family);
-            let differences = drift.map(|f| f.drift.lines()).unwrap_or_default();
+            let mut differences = drift.map(|f| f.drift.lines()).unwrap_or_default();
+            if drift.is_none() {
+                let why = status
+                    .skipped
+                    .iter()
+                    .find(|(f, _)| *f == family)
+                    .map_or("not checked", |(_, why)| why.as_str());
+                differences.push(format!("{family} is not programmed here: {why}"));
+            }
             Some(Live {
                 backend: status.backend,
                 in_sync: drift.is_some() && differences.is_empty(),
