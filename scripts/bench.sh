@@ -236,7 +236,7 @@ for n in "${LARGE_SIZES[@]}"; do
     config "$SEED_IPS,${LARGE_IPS[$n]},$EXTRA_NET" 22 >"ips${n}i.json"
 done
 # The same table written for `nft -f`: what meshinit's native backend installs for these
-# configurations (the sanity checks below make meshinit status confirm it), with the
+# configurations (a counter in every rule, as meshinit writes them) (the sanity checks below make meshinit status confirm it), with the
 # addresses meshinit always adds (169.254.170.23, fd00:ec2::23, fd00:ec2::254).
 nft_ruleset() { # IPv4 elements (comma-separated), interval (0 or 1)
     local flags=""
@@ -246,17 +246,17 @@ table inet meshinit {
   set ignored_ipv4 { type ipv4_addr;$flags elements = { $1 }; }
   set ignored_ipv6 { type ipv6_addr; elements = { fd00:ec2::23, fd00:ec2::254 }; }
   chain prerouting { type nat hook prerouting priority dstnat; policy accept;
-    fib saddr type local return
-    tcp dport 9080 redirect to :15000
+    fib saddr type local counter return
+    tcp dport 9080 counter redirect to :15000
   }
   chain output { type nat hook output priority -100; policy accept;
-    meta l4proto != tcp return
-    fib daddr type local return
-    meta skuid 1337 return
-    tcp dport 22 return
-    ip daddr @ignored_ipv4 return
-    ip6 daddr @ignored_ipv6 return
-    meta l4proto tcp redirect to :15001
+    meta l4proto != tcp counter return
+    fib daddr type local counter return
+    meta skuid 1337 counter return
+    tcp dport 22 counter return
+    ip daddr @ignored_ipv4 counter return
+    ip6 daddr @ignored_ipv6 counter return
+    meta l4proto tcp counter redirect to :15001
   }
 }
 NFT
