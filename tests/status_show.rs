@@ -113,7 +113,16 @@ fn status_show_prints_the_backends_own_rules_and_drift_as_lines_that_read_back()
                 "{backend}: {shown}"
             );
         } else {
-            assert!(shown.contains("# - rules of chain output"), "{shown}");
+            assert!(
+                shown.contains("# - chain output: meta l4proto tcp counter redirect to :15001\n")
+                    && shown.contains(
+                        "# + chain output: meta l4proto tcp counter redirect to :15002\n"
+                    ),
+                "{shown}"
+            );
+            // Only that rule differs.
+            assert_eq!(shown.matches("\n# - ").count(), 1, "{shown}");
+            assert_eq!(shown.matches("\n# + ").count(), 1, "{shown}");
         }
         reads_back(&ns, backend, &shown);
 
@@ -129,6 +138,7 @@ fn status_show_prints_the_backends_own_rules_and_drift_as_lines_that_read_back()
                     .unwrap()
                     .contains("table inet meshinit")
             );
+            assert_eq!(report["diff"].as_array().unwrap().len(), 0);
         } else {
             for family in report["families"].as_array().unwrap() {
                 assert!(family["rules"].as_str().unwrap().starts_with("*nat\n"));

@@ -47,6 +47,10 @@ struct StatusReport {
     /// `--show` with the native backend: the table both families share, in nft syntax.
     #[serde(skip_serializing_if = "Option::is_none")]
     rules: Option<String>,
+    /// `--show` with the native backend: the table as installed against the plan, as
+    /// `- installed` / `+ planned` lines in nft's words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    diff: Option<Vec<String>>,
     /// `--counters`: every planned rule with its counters.
     #[serde(skip_serializing_if = "Option::is_none")]
     counters: Option<Vec<status_counters::RuleCount>>,
@@ -91,7 +95,7 @@ impl StatusArgs {
                 family: f.family,
                 installed: f.installed,
                 drift: f.drift.clone(),
-                diff: self.show.then(|| status_show::diff_lines(&f.drift)),
+                diff: (self.show && !native).then(|| status_show::diff_lines(&f.drift)),
                 rules: shown(f.family)?,
             });
         }
@@ -118,7 +122,20 @@ impl StatusArgs {
         } else {
             None
         };
+        let native_diff = if self.show && native && !status.in_sync() {
+            let options = backend_plan_options(status.backend);
+            let ipv4 = plan(&config, Family::Ipv4, options);
+            let ipv6 = status
+                .families
+                .iter()
+                .any(|f| f.family == Family::Ipv6)
+                .then(|| plan(&config, Family::Ipv6, options));
+            Some(status_show::native_diff(&ipv4, ipv6.as_ref())?)
+        } else {
+            self.show.then(Vec::new).filter(|_| native)
+        };
         let report = StatusReport {
+            diff: native_diff,
             counters,
             in_sync: status.in_sync(),
             backend: status.backend,
@@ -171,6 +188,12 @@ fn print_human(report: &StatusReport) {
     }
     for s in &report.skipped {
         println!("{note}{}: not checked ({})", s.family, s.reason);
+    }
+    if let Some(diff) = report.diff.as_ref().filter(|d| !d.is_empty()) {
+        println!("{note}difference from the plan (- installed, + planned):");
+        for line in diff {
+            println!("{note}{line}");
+        }
     }
     if let Some(rules) = &report.rules {
         print!("{rules}");

@@ -7,7 +7,8 @@ use crate::backend::BackendKind;
 use crate::backend::iptables::IptablesTools;
 use crate::backend::program::{self, TimeBudget};
 use crate::error::Result;
-use crate::ruleset::{Drift, Family, is_own_chain};
+use crate::nftables::{NftConnection, TABLE_NAME, counters, render_table, text};
+use crate::ruleset::{Drift, Family, Ruleset, is_own_chain};
 
 /// The native backend's table.
 pub const NATIVE_TABLE: &str = "inet meshinit";
@@ -76,6 +77,24 @@ pub fn native_rules(budget: &TimeBudget) -> Result<Option<String>> {
         }
         Err(e) => Err(e),
     }
+}
+
+/// The native table as read over netlink against the planned one (`planned`: the
+/// rulesets of the families programmed here), as `- installed` / `+ planned` lines in nft's
+/// words; empty when they are equal.
+pub fn native_diff(ipv4: &Ruleset, ipv6: Option<&Ruleset>) -> Result<Vec<String>> {
+    let kernel = |e: crate::nftables::NftError| crate::error::Error::Kernel(e.to_string());
+    let installed = NftConnection::open()
+        .map_err(kernel)?
+        .read_table(TABLE_NAME)
+        .map_err(kernel)?
+        .table;
+    let planned = counters::counted(render_table(ipv4, ipv6));
+    let installed_lines = installed
+        .as_ref()
+        .map(text::table_lines)
+        .unwrap_or_default();
+    Ok(text::diff(&installed_lines, &text::table_lines(&planned)))
 }
 
 #[cfg(test)]
