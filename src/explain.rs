@@ -288,6 +288,7 @@ pub fn explain(
             no_rules_reason(config, provenance, family),
         ),
         Some(ruleset) => Walk {
+            config,
             ruleset,
             provenance,
             connection,
@@ -317,6 +318,7 @@ fn no_rules_reason(config: &ProxyConfig, provenance: &Provenance<'_>, family: Fa
 }
 
 struct Walk<'a> {
+    config: &'a ProxyConfig,
     ruleset: &'a Ruleset,
     provenance: &'a Provenance<'a>,
     connection: &'a Connection,
@@ -486,6 +488,26 @@ impl Walk<'_> {
         let key = rule.matches.iter().find(|m| !matches!(m, Match::Tcp));
         let p = self.provenance;
         match key {
+            Some(Match::OwnerUid(uid)) if self.config.ignored_uid != Some(*uid) => {
+                format!(
+                    "uid {uid} is ignored by an installed rule that the configuration does not \
+                     ask for ({} is {})",
+                    canonical(Property::IgnoredUid),
+                    self.config
+                        .ignored_uid
+                        .map_or("not set".to_owned(), |u| u.to_string())
+                )
+            }
+            Some(Match::OwnerGid(gid)) if self.config.ignored_gid != Some(*gid) => {
+                format!(
+                    "gid {gid} is ignored by an installed rule that the configuration does not \
+                     ask for ({} is {})",
+                    canonical(Property::IgnoredGid),
+                    self.config
+                        .ignored_gid
+                        .map_or("not set".to_owned(), |g| g.to_string())
+                )
+            }
             Some(Match::OwnerUid(uid)) => format!(
                 "uid {uid} is {} {uid}{}: the proxy's own traffic is never redirected",
                 canonical(Property::IgnoredUid),
@@ -512,11 +534,17 @@ impl Walk<'_> {
                         canonical(Property::EgressIgnoredIps),
                         p.from(Property::EgressIgnoredIps)
                     ),
-                    None => format!(
-                        "{ip} is always ignored (built in: {}; sending it through the proxy \
-                         breaks credentials)",
-                        built_in_destination(ip).unwrap_or("a metadata endpoint")
-                    ),
+                    None => match built_in_destination(ip) {
+                        Some(what) => format!(
+                            "{ip} is always ignored (built in: {what}; sending it through the \
+                             proxy breaks credentials)"
+                        ),
+                        None => format!(
+                            "{ip} is ignored by an installed rule that the configuration does \
+                             not ask for (it is not in {})",
+                            canonical(Property::EgressIgnoredIps)
+                        ),
+                    },
                 }
             }
             _ => format!("it matches {rule}"),
@@ -536,7 +564,8 @@ impl Walk<'_> {
                 format!("port {port} is always ignored (built in, as in ECS: SSH keeps working)")
             }
             None => format!(
-                "port {port} is in {}",
+                "port {port} is ignored by an installed rule that the configuration does not \
+                 ask for (it is not in {})",
                 canonical(Property::EgressIgnoredPorts)
             ),
         }
@@ -604,11 +633,19 @@ impl Walk<'_> {
                 }
             }
         }
-        let mut text = format!(
-            "redirected to {port}, the {}{}",
-            canonical(Property::ProxyEgressPort),
-            p.from(Property::ProxyEgressPort)
-        );
+        let mut text = if port == self.config.proxy_egress_port {
+            format!(
+                "redirected to {port}, the {}{}",
+                canonical(Property::ProxyEgressPort),
+                p.from(Property::ProxyEgressPort)
+            )
+        } else {
+            format!(
+                "redirected to {port} by an installed rule (the configuration's {} is {})",
+                canonical(Property::ProxyEgressPort),
+                self.config.proxy_egress_port
+            )
+        };
         if !facts.is_empty() {
             let _ = write!(text, ": {}", facts.join("; "));
         }
@@ -649,6 +686,39 @@ impl Walk<'_> {
             )
         }
     }
+}
+
+/// The rules of ours an iptables backend holds, as a ruleset `explain` can walk: our
+/// chains' rules and the jumps into them, in table order, each in its typed form, with the
+/// sets of `planned` they name (a set's name is derived from its content, so an equal name
+/// is equal content). Also the rules of ours it could not type (a shape meshinit never
+/// writes), which the walk cannot follow.
+pub fn installed_ruleset(
+    installed: &crate::ruleset::InstalledTable,
+    planned: &Ruleset,
+) -> (Ruleset, Vec<String>) {
+    let mut ruleset = Ruleset::empty(planned.family);
+    ruleset.chains = installed.own_chains().map(str::to_owned).collect();
+    let mut untyped = Vec::new();
+    for rule in &installed.rules {
+        let ours = crate::ruleset::is_own_chain(&rule.chain);
+        let enters_ours = !ours && rule.own_target().is_some();
+        if !ours && !enters_ours {
+            continue;
+        }
+        match &rule.rule {
+            Some(typed) if ours => ruleset.rules.push(typed.clone()),
+            Some(typed) => ruleset.jumps.push(typed.clone()),
+            None => untyped.push(format!("-A {} {}", rule.chain, rule.text)),
+        }
+    }
+    ruleset.sets = planned
+        .sets
+        .iter()
+        .filter(|set| installed.matched_sets().any(|name| name == set.name))
+        .cloned()
+        .collect();
+    (ruleset, untyped)
 }
 
 fn set_holds(set: &IpSet, ip: IpAddr, port: u16) -> bool {

@@ -213,3 +213,91 @@ fn explain_live_says_whether_the_installed_rules_are_the_plan_it_answers_from() 
         assert_eq!(v["port"], 15001);
     }
 }
+
+#[test]
+fn explain_live_answers_from_the_installed_iptables_rules_when_they_differ() {
+    if !require_root() {
+        return;
+    }
+    for backend in ["iptables-nft", "iptables-legacy"] {
+        let ns = TestNetns::new("live-ipt");
+        let installed = [
+            "--ignored-uid",
+            "1337",
+            "--proxy-egress-port",
+            "15001",
+            "--egress-ignored-ips",
+            "10.0.0.0/8",
+            "--backend",
+            backend,
+        ];
+        let mut apply = vec!["apply"];
+        apply.extend(installed);
+        assert!(meshinit(&ns, &apply).status.success());
+        // Asked with a configuration that no longer ignores 10.0.0.0/8 (nor uses 15001).
+        let out = meshinit(
+            &ns,
+            &[
+                "explain",
+                "--ignored-uid",
+                "1337",
+                "--proxy-egress-port",
+                "15002",
+                "--backend",
+                backend,
+                "--live",
+                "--direction",
+                "out",
+                "--to",
+                "10.0.0.5:80",
+                "--uid",
+                "5",
+                "--json",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(1));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["action"], "redirected", "{v}");
+        assert_eq!(v["port"], 15002);
+        let live = &v["live"];
+        assert_eq!(live["in_sync"], false);
+        assert_eq!(live["installed"]["action"], "not_redirected", "{v}");
+        assert_eq!(
+            live["installed"]["decided_by"]["rule"],
+            "-A APPMESH_EGRESS -d 10.0.0.0/8 -p tcp -j RETURN"
+        );
+        assert!(
+            live["installed"]["reason"].as_str().unwrap().contains(
+                "10.0.0.5 is ignored by an installed rule that the configuration does not ask for"
+            ),
+            "{v}"
+        );
+        let out = meshinit(
+            &ns,
+            &[
+                "explain",
+                "--ignored-uid",
+                "1337",
+                "--proxy-egress-port",
+                "15002",
+                "--backend",
+                backend,
+                "--live",
+                "--direction",
+                "out",
+                "--to",
+                "11.0.0.5:80",
+                "--uid",
+                "5",
+            ],
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            text.contains(
+                "with the installed rules: redirected to 15001 by an installed rule (the \
+                 configuration's ProxyEgressPort is 15002)"
+            ),
+            "{text}"
+        );
+    }
+}

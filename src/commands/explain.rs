@@ -9,10 +9,11 @@ use super::args::{ConfigArgs, TargetArgs};
 use super::target::{self, IPTABLES_CAPS};
 use crate::backend::TimeBudget;
 use crate::backend::iptables::IptablesBackend;
+use crate::backend::iptables::IptablesTools;
 use crate::backend::{Backend, BackendKind};
 use crate::converge;
 use crate::error::{ConfigError, Error, Result};
-use crate::explain::{Connection, Direction, Protocol, Provenance, explain};
+use crate::explain::{Connection, Direction, Protocol, Provenance, explain, installed_ruleset};
 use crate::ruleset::{Family, plan};
 
 #[derive(Debug, Args)]
@@ -83,6 +84,13 @@ struct Live {
     in_sync: bool,
     /// Where they differ (the backend's lines; empty when in sync).
     differences: Vec<String>,
+    /// When they differ, the answer of the installed rules themselves (iptables backends:
+    /// their rules read back into the model and walked the same way).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    installed: Option<crate::explain::Explanation>,
+    /// Rules of ours the walk could not follow (shapes meshinit never writes).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    not_followed: Vec<String>,
 }
 
 impl ExplainArgs {
@@ -111,10 +119,21 @@ impl ExplainArgs {
                     .map_or("not checked", |(_, why)| why.as_str());
                 differences.push(format!("{family} is not programmed here: {why}"));
             }
+            let in_sync = drift.is_some() && differences.is_empty();
+            let (mut installed, mut not_followed) = (None, Vec::new());
+            if !in_sync && drift.is_some() && status.backend != BackendKind::Nftables {
+                let saved = IptablesTools::find(status.backend, family)?.save_nat(&budget)?;
+                let table = crate::backend::iptables::parse::installed_table(&saved);
+                let (walked, untyped) = installed_ruleset(&table, &ruleset);
+                installed = Some(explain(&config, Some(&walked), &provenance, &connection));
+                not_followed = untyped;
+            }
             Some(Live {
                 backend: status.backend,
-                in_sync: drift.is_some() && differences.is_empty(),
+                in_sync,
                 differences,
+                installed,
+                not_followed,
             })
         } else {
             None
@@ -144,6 +163,23 @@ impl ExplainArgs {
                     );
                     for line in &live.differences {
                         println!("  {line}");
+                    }
+                    if let Some(answer) = &live.installed {
+                        println!("with the installed rules: {}", answer.reason);
+                        if let Some(d) = &answer.decided_by {
+                            let how = if d.matched {
+                                "matches"
+                            } else {
+                                "does not match"
+                            };
+                            println!(
+                                "installed rule: {} ({how}; rule {} of {})",
+                                d.rule, d.position, d.chain
+                            );
+                        }
+                    }
+                    for line in &live.not_followed {
+                        println!("  not followed (a rule shape meshinit does not write): {line}");
                     }
                 }
             }
