@@ -11,6 +11,7 @@ pub mod config;
 pub mod conntrack;
 pub mod converge;
 pub mod error;
+pub mod explain;
 pub mod netns;
 pub mod netns_lock;
 pub mod nftables;

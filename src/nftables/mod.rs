@@ -20,6 +20,7 @@
 
 pub mod batch;
 pub mod connection;
+pub mod counters;
 pub mod decode;
 pub mod drift;
 pub mod encode;
@@ -27,6 +28,7 @@ pub mod error;
 pub mod model;
 pub mod render;
 mod socket;
+pub mod text;
 
 pub use batch::{Batch, TableFamily};
 pub use connection::{BatchOutcome, Change, CommitReport, Deletion, NftConnection, Snapshot};

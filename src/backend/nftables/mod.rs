@@ -23,7 +23,7 @@ use super::{
 use crate::error::{Error, Result};
 use crate::nftables::model::{Expr, Rule};
 use crate::nftables::{
-    Change, Deletion, NftConnection, NftError, TABLE_NAME, Table, describe_drift, render,
+    Change, Deletion, NftConnection, NftError, TABLE_NAME, Table, counters, describe_drift, render,
     render_table,
 };
 use crate::ruleset::{
@@ -67,7 +67,11 @@ impl NftablesBackend {
             return None;
         }
         let ipv4 = desired.ruleset(Family::Ipv4)?;
-        Some(render_table(ipv4, desired.ruleset(Family::Ipv6)))
+        // Every rule counts what it decides (`status --counters`); counts are never drift.
+        Some(counters::counted(render_table(
+            ipv4,
+            desired.ruleset(Family::Ipv6),
+        )))
     }
 
     fn installed(desired: &Desired, table: Option<&Table>) -> Installed {
@@ -287,8 +291,8 @@ fn part_drift(installed: &InstalledTable, desired: &Ruleset) -> Drift {
     // Lines name the model's chains, as the iptables backends' do, for what filters them by
     // chain (verify).
     let part = desired.chains.join(", ");
-    let wanted = render_table(desired, None);
-    let guard = render::ipv6_passes_rule();
+    let wanted = counters::counted(render_table(desired, None));
+    let guard = counters::counted_rule(render::ipv6_passes_rule());
     for chain in &wanted.chains {
         let Some((_, own_chain, _)) = CHAINS.iter().find(|(name, ..)| *name == chain.name) else {
             continue;
