@@ -54,8 +54,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 cargo fmt --all -- --check
-cargo clippy --all-targets --quiet -- -D warnings
+cargo clippy --all-targets --workspace --quiet -- -D warnings
 # The static binary the FROM scratch image test runs (tests/podman_deploy.rs); built here,
 # not inside a test, where cargo's build lock is held.
 scripts/build-static.sh >/dev/null
-cargo test "$@"
+cargo test --workspace "$@"

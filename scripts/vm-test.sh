@@ -205,7 +205,7 @@ build_root_disk() {
 build_job_disk() {
   local json exes=() exe job=$vm/run/job
   log "building the test executables (cargo test --no-run)"
-  json=$(cargo test --no-run --message-format=json --quiet) || die "cargo test --no-run failed"
+  json=$(cargo test --workspace --no-run --message-format=json --quiet) || die "cargo test --no-run failed"
   while read -r exe; do exes+=("${exe#"$project/"}"); done < <(
     grep '"reason":"compiler-artifact"' <<<"$json" | grep '"profile":{[^}]*"test":true' |
       sed -n 's/.*"executable":"\([^"]*\)".*/\1/p')

@@ -14,7 +14,6 @@ pub mod error;
 pub mod explain;
 pub mod netns;
 pub mod netns_lock;
-pub mod nftables;
 pub mod privileges;
 pub mod ruleset;
 pub mod verify;

@@ -25,8 +25,8 @@ use tracing::{debug, info};
 
 use crate::backend::TimeBudget;
 use crate::error::{Error, Result};
-use crate::nftables::NftConnection;
-use crate::nftables::model::TABLE_F_OWNER;
+use nftables_netlink::NftConnection;
+use nftables_netlink::model::TABLE_F_OWNER;
 
 /// The abstract socket name (without the leading NUL).
 const LOCK_NAME: &[u8] = b"meshinit/netns-lock";

@@ -10,16 +10,16 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use meshinit::backend::nftables::{ActiveFamilies, TABLE_NAME, plan_table, render_table};
 use meshinit::config::{
     IgnoredDestinations, IngressConfig, Ipv6Mode, PortList, PortRange, ProxyConfig,
     sources::env::parse_env, validate,
 };
-use meshinit::nftables::model::{KeyRange, KeyType, Set};
-use meshinit::nftables::{
-    ActiveFamilies, BatchOutcome, Change, CommitReport, Deletion, NftConnection, NftError,
-    TABLE_NAME, Table, TableFamily, plan_table, render_table,
-};
 use meshinit::ruleset::{Family, Match, PlanOptions, plan};
+use nftables_netlink::model::{KeyRange, KeyType, Set};
+use nftables_netlink::{
+    BatchOutcome, Change, CommitReport, Deletion, NftConnection, NftError, Table, TableFamily,
+};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use serde_json::Value;
@@ -504,9 +504,13 @@ fn a_batch_planned_on_a_stale_generation_is_refused_and_commit_retries() {
         );
         assert!(n >= 5, "at least 5 attempts whatever the deadline: {n}");
         assert!(
-            error.to_string().contains("another program kept changing")
-                && error.to_string().contains("--lock-timeout"),
+            error.to_string().contains("another program kept changing"),
             "{error}"
+        );
+        let said = meshinit::backend::nftables::kernel_error(error).to_string();
+        assert!(
+            said.contains("another program kept changing") && said.contains("--lock-timeout"),
+            "{said}"
         );
     });
     assert_eq!(
@@ -584,9 +588,9 @@ fn iptables_nft_rules_are_listed_with_handles_and_deleted_in_our_batch() {
             .find(|r| {
                 r.chain == "OUTPUT"
                     && r.rule.exprs.iter().any(|e| {
-                        matches!(e, meshinit::nftables::model::Expr::Immediate {
-                            data: meshinit::nftables::model::ImmediateData::Verdict(
-                                meshinit::nftables::model::Verdict::Jump(target)),
+                        matches!(e, nftables_netlink::model::Expr::Immediate {
+                            data: nftables_netlink::model::ImmediateData::Verdict(
+                                nftables_netlink::model::Verdict::Jump(target)),
                             ..
                         } if target == "APPMESH_EGRESS")
                     })
@@ -933,7 +937,7 @@ fn drift_and_foreign_content_in_our_table_are_seen_and_replaced() {
     assert_ne!(drifted.chain("output"), table.chain("output"));
     assert_eq!(
         drifted.chain("output").unwrap().rules[0].exprs,
-        vec![meshinit::nftables::model::Expr::Counter]
+        vec![nftables_netlink::model::Expr::Counter]
     );
     assert_ne!(drifted.set("ignored_ports"), table.set("ignored_ports"));
     assert_eq!(commit_in(&ns, &table).change, Change::Replaced);

@@ -51,7 +51,7 @@ run_suite() {
   # cannot load these itself, and the suite runs every test on the legacy backend too.
   modprobe -a ip_tables iptable_nat ip6_tables ip6table_nat 2>/dev/null || true
   if [ -z "$prebuilt" ]; then
-    if cargo test; then pass "cargo test"; else fail "cargo test"; fi
+    if cargo test --workspace; then pass "cargo test"; else fail "cargo test"; fi
     return
   fi
   local exe start status

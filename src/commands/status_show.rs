@@ -5,10 +5,11 @@
 
 use crate::backend::BackendKind;
 use crate::backend::iptables::IptablesTools;
+use crate::backend::nftables::{TABLE_NAME, counters, render_table};
 use crate::backend::program::{self, TimeBudget};
 use crate::error::Result;
-use crate::nftables::{NftConnection, TABLE_NAME, counters, render_table, text};
 use crate::ruleset::{Drift, Family, Ruleset, is_own_chain};
+use nftables_netlink::{NftConnection, text};
 
 /// The native backend's table.
 pub const NATIVE_TABLE: &str = "inet meshinit";
@@ -83,7 +84,7 @@ pub fn native_rules(budget: &TimeBudget) -> Result<Option<String>> {
 /// rulesets of the families programmed here), as `- installed` / `+ planned` lines in nft's
 /// words; empty when they are equal.
 pub fn native_diff(ipv4: &Ruleset, ipv6: Option<&Ruleset>) -> Result<Vec<String>> {
-    let kernel = |e: crate::nftables::NftError| crate::error::Error::Kernel(e.to_string());
+    let kernel = |e: nftables_netlink::NftError| crate::error::Error::Kernel(e.to_string());
     let installed = NftConnection::open()
         .map_err(kernel)?
         .read_table(TABLE_NAME)

@@ -5,9 +5,10 @@
 
 use tracing::{info, warn};
 
-use crate::nftables::model::{Expr, ImmediateData, Verdict};
-use crate::nftables::{BatchOutcome, NftConnection, NftError, TABLE_NAME, Table, TableFamily};
+use super::TABLE_NAME;
 use crate::ruleset::is_own_chain;
+use nftables_netlink::model::{Expr, ImmediateData, Verdict};
+use nftables_netlink::{BatchOutcome, NftConnection, NftError, Table, TableFamily};
 
 /// What of ours iptables-nft holds in one family's `nat` table, by handle.
 #[derive(Debug, Default)]

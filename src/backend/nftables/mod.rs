@@ -1,11 +1,18 @@
 //! The native backend: meshinit's rules as one `inet meshinit` nf_tables table, written and
-//! read over netlink by [`crate::nftables`] with no program and no C library. Both families
+//! read over netlink by [`nftables_netlink`] with no program and no C library. Both families
 //! live in the one table, so IPv4 and IPv6 change in one transaction; sets of any length
 //! replace ipsets and the 15-port limit.
 
+pub mod counters;
+pub mod drift;
 mod migration;
+pub mod render;
+#[cfg(test)]
+mod text_tests;
 
+pub use drift::describe_drift;
 pub use migration::iptables_nft_holds_ours;
+pub use render::{ActiveFamilies, TABLE_NAME, plan_table, render_table};
 
 /// Whether table `inet meshinit` exists here (one request over netlink, no program; its
 /// content is not read). `false` when nf_tables cannot be asked.
@@ -21,15 +28,12 @@ use super::{
     Backend, BackendKind, ConvergeReport, Desired, FamilyChange, FamilyPlan, Installed, TimeBudget,
 };
 use crate::error::{Error, Result};
-use crate::nftables::model::{Expr, Rule};
-use crate::nftables::{
-    Change, Deletion, NftConnection, NftError, TABLE_NAME, Table, counters, describe_drift, render,
-    render_table,
-};
 use crate::ruleset::{
     Drift, EGRESS_CHAIN, Family, INGRESS_CHAIN, InstalledRule, InstalledTable, OUTPUT_CHAIN,
     PREROUTING_CHAIN, PlanOptions, Ruleset,
 };
+use nftables_netlink::model::{Expr, Rule};
+use nftables_netlink::{Change, Deletion, NftConnection, NftError, Table};
 
 #[derive(Debug, Clone, Copy)]
 pub struct NftablesBackend;
@@ -383,14 +387,16 @@ fn unreadable_view() -> InstalledTable {
 }
 
 /// An nf_tables error as the library's error.
-fn kernel_error(e: NftError) -> Error {
+pub fn kernel_error(e: NftError) -> Error {
     match e {
         NftError::Unavailable { .. } => Error::BackendUnusable {
             backend: BackendKind::Nftables,
             reason: e.to_string(),
         },
         NftError::PermissionDenied { .. } => Error::Privileges(e.to_string()),
-        NftError::GenerationChanged { .. } => Error::Busy(e.to_string()),
+        NftError::GenerationChanged { .. } => Error::Busy(format!(
+            "{e}; run again, or give more time with --lock-timeout"
+        )),
         NftError::Refused { .. }
         | NftError::MalformedReply(_)
         | NftError::Unmodelled(_)

@@ -19,12 +19,11 @@ pub enum NftError {
     Refused { message: String, source: io::Error },
 
     /// Another writer changed the ruleset between our read and our commit, every time
-    /// until the time allowed (`--lock-timeout`) was spent.
+    /// until the connection's deadline was spent.
     #[error(
         "another program kept changing the nf_tables ruleset of this namespace (a busy \
          firewall daemon or kube-proxy?): every one of {attempts} attempts over {:.1} s was \
-         overtaken by its commits, so nothing was changed; run again, or give more time with \
-         --lock-timeout",
+         overtaken by its commits, so nothing was changed",
         waited.as_secs_f64()
     )]
     GenerationChanged {
@@ -32,9 +31,9 @@ pub enum NftError {
         waited: std::time::Duration,
     },
 
-    /// The table holds something meshinit does not model (and so never wrote): a set of
-    /// another key type, a named object, an element comment.
-    #[error("the table holds what meshinit does not model: {0}")]
+    /// The table holds something [`crate::model`] does not model (and so a table built
+    /// from it never holds): a set of another key type, a named object, an element comment.
+    #[error("the table holds what is not modelled: {0}")]
     Unmodelled(String),
 
     /// The table was created with `flags owner` by another process: the kernel lets only
@@ -97,7 +96,7 @@ fn owned_message(table: &str, owner: Option<u32>) -> String {
     };
     format!(
         "table {table} is owned by {who} (created with `flags owner`): the kernel lets only \
-         that process change or delete it, whatever meshinit's privileges; stop that \
+         that process change or delete it, whatever our privileges; stop that \
          process (the table goes with it) and run again"
     )
 }

@@ -22,7 +22,7 @@ impl Register {
     pub const R1: Register = Register(1);
 }
 
-/// Keys of the `meta` expression that meshinit uses; others are kept by number.
+/// Keys of the `meta` expression that are modelled; others are kept by number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetaKey {
     /// The socket owner's UID (4 bytes, host order).
@@ -229,7 +229,7 @@ pub enum Expr {
     },
     /// A packet/byte counter; its values are not part of the model.
     Counter,
-    /// An expression meshinit does not model (e.g. iptables-nft's `match`), kept as its
+    /// An expression not modelled (e.g. iptables-nft's `match`), kept as its
     /// name and raw attribute bytes.
     Other {
         name: String,

@@ -188,7 +188,7 @@ fn expression(element: &ListAttribute<ExpressionAttribute>) -> Result<Expr, NftE
             }
             match (key, dreg) {
                 (Some(key), Some(dreg)) => Expr::Meta { key, dreg },
-                // A meta *set* (sreg) is not something meshinit writes: keep it opaque.
+                // A meta *set* (sreg) is not modelled: keep it opaque.
                 _ => opaque(name, data),
             }
         }
@@ -402,7 +402,7 @@ pub fn set(message: &SetMessage) -> Result<DumpedSet, NftError> {
     }
     let name = name.ok_or_else(|| malformed("set without a name"))?;
     let unmodelled = |why: String| NftError::Unmodelled(format!("set {name}: {why}"));
-    let key = key.ok_or_else(|| unmodelled("a key type meshinit does not write".into()))?;
+    let key = key.ok_or_else(|| unmodelled("a key type not modelled".into()))?;
     if key_len != Some(key.byte_len() as u32) {
         return Err(unmodelled(format!("key length {key_len:?}")));
     }
@@ -442,7 +442,7 @@ impl SetElementCollector {
             SET_ELEM_INTERVAL_END as INTERVAL_END, SET_ELEM_KEY as ELEM_KEY,
             SET_ELEM_LIST_ELEMENTS as LIST_ELEMENTS,
         };
-        /// `NFTA_SET_ELEM_*` attributes meshinit never sends.
+        /// `NFTA_SET_ELEM_*` attributes this crate never sends.
         const ELEM_DATA: u16 = 2;
         const ELEM_TIMEOUT: u16 = 4;
         const ELEM_USERDATA: u16 = 6;
@@ -489,7 +489,7 @@ impl SetElementCollector {
                             end = u32::from_be_bytes(flags) & INTERVAL_END != 0;
                         }
                         // A comment (user data), an expression (a counter), a timeout...:
-                        // nothing meshinit writes, so the set is not what the plan says.
+                        // nothing modelled, so the set is not what the plan says.
                         ELEM_KEY_END | ELEM_USERDATA | ELEM_EXPR | ELEM_EXPRESSIONS
                         | ELEM_TIMEOUT | ELEM_DATA | ELEM_OBJREF => {
                             return Err(NftError::Unmodelled(format!(
@@ -549,7 +549,7 @@ impl SetElementCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nftables::encode::new_set_elements;
+    use crate::encode::new_set_elements;
     use netlink_packet_core::Emitable;
     use proptest::prelude::*;
 

@@ -4,7 +4,7 @@
 //! never make a table drift. Applied to the rendered table, after `render`, so the pure
 //! rendering stays what `nft` would write for the rules themselves.
 
-use super::model::{Expr, Rule, Table};
+use nftables_netlink::model::{Expr, Rule, Table};
 
 /// `rule` with a counter before its action (`... counter return`, `... counter redirect to
 /// :15001`), where `nft` puts the `counter` statement; unchanged if it already counts.
@@ -35,12 +35,12 @@ pub fn counted(mut table: Table) -> Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nftables::model::Verdict;
+    use nftables_netlink::model::Verdict;
 
     #[test]
     fn the_counter_goes_before_the_action_once() {
         let rule = Rule::new(
-            [Expr::meta(crate::nftables::model::MetaKey::SkUid)]
+            [Expr::meta(nftables_netlink::model::MetaKey::SkUid)]
                 .into_iter()
                 .chain(Expr::redirect_to_port(15001))
                 .collect(),

@@ -1,8 +1,8 @@
 //! What differs between the installed table and the desired one, in words for `status`
 //! and CNI CHECK, as each family sees it.
 
-use super::model::{KeyType, Set, Table};
 use crate::ruleset::{Drift, Family};
+use nftables_netlink::model::{KeyType, Set, Table};
 
 /// How `family` sees the difference between the installed table and `desired` (empty when
 /// they are equal). The table, its chains and the port set serve both families, so their
@@ -109,8 +109,9 @@ fn set_drift(found: &Set, wanted: &Set) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::render::TABLE_NAME;
     use super::*;
-    use crate::nftables::model::{Chain, KeyRange, KeyType, TABLE_NAME};
+    use nftables_netlink::model::{Chain, KeyRange, KeyType};
 
     #[test]
     fn equal_tables_have_no_drift_and_differences_are_named_per_family() {

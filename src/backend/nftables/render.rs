@@ -14,16 +14,26 @@
 //! `nft`'s conventions are kept so `nft list` reads it back as it would write it: a match
 //! on the transport header or a port redirect carries its `meta l4proto tcp` dependency.
 
-use super::model::{
-    BaseChain, Chain, ChainType, CmpOp, Expr, Hook, IPPROTO_TCP, MetaKey, NFPROTO_IPV4,
-    NFPROTO_IPV6, PayloadBase, Policy, RTN_LOCAL, Register, Rule, Set, TABLE_NAME, Table, Verdict,
-    fib_flags,
-};
 use crate::config::ProxyConfig;
 use crate::ruleset::{
     self, EGRESS_CHAIN, Family, INGRESS_CHAIN, IpSet, Match, Networks, OUTPUT_CHAIN,
     PREROUTING_CHAIN, Ruleset, SetMembers,
 };
+use nftables_netlink::model::KeyRange;
+use nftables_netlink::model::{
+    BaseChain, Chain, ChainType, CmpOp, Expr, Hook, IPPROTO_TCP, MetaKey, NFPROTO_IPV4,
+    NFPROTO_IPV6, PayloadBase, Policy, RTN_LOCAL, Register, Rule, Set, Table, Verdict, fib_flags,
+};
+
+/// The table meshinit owns, in the `inet` family (IPv4 and IPv6 in one transaction).
+pub const TABLE_NAME: &str = "meshinit";
+
+/// A port range as an `inet_service` key range (sets of ports, `Set::ports`).
+impl From<crate::config::PortRange> for KeyRange {
+    fn from(ports: crate::config::PortRange) -> KeyRange {
+        KeyRange::from_ports(ports.first, ports.last)
+    }
+}
 
 pub const PREROUTING_BASE_CHAIN: &str = "prerouting";
 pub const OUTPUT_BASE_CHAIN: &str = "output";
@@ -490,7 +500,7 @@ pub fn plan_table(config: &ProxyConfig, families: ActiveFamilies) -> Table {
 mod tests {
     use super::*;
     use crate::config::{IgnoredDestinations, IngressConfig, Ipv6Mode, PortList, PortRange};
-    use crate::nftables::model::{KeyRange, KeyType, Register};
+    use nftables_netlink::model::{KeyRange, KeyType, Register};
 
     fn seed() -> ProxyConfig {
         ProxyConfig {
@@ -530,7 +540,7 @@ mod tests {
                 Expr::cmp(CmpOp::Eq, [0x23, 0x78]),
                 Expr::Immediate {
                     dreg: Register::R1,
-                    data: crate::nftables::model::ImmediateData::Value(vec![0x3a, 0x98]),
+                    data: nftables_netlink::model::ImmediateData::Value(vec![0x3a, 0x98]),
                 },
                 Expr::Redir {
                     reg_proto_min: Some(Register::R1),
@@ -561,7 +571,7 @@ mod tests {
         let table = plan_table(&config, ActiveFamilies::Both);
         let v4 = table.set(IGNORED_IPV4_SET).unwrap();
         assert!(v4.interval);
-        assert!(v4.elements().contains(&crate::nftables::model::KeyRange {
+        assert!(v4.elements().contains(&nftables_netlink::model::KeyRange {
             first: 0x0a00_0000,
             last: 0x0a00_0001
         }));

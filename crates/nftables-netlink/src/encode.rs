@@ -349,7 +349,7 @@ fn verdict_attributes(verdict: &Verdict) -> Vec<VerdictAttribute> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nftables::model::KeyRange;
+    use crate::model::KeyRange;
 
     fn keys(set: &Set) -> Vec<(u128, bool)> {
         element_keys(set).map(|k| (k.key, k.interval_end)).collect()

@@ -9,9 +9,6 @@ mod set;
 pub use expr::*;
 pub use set::*;
 
-/// The table meshinit owns, in the `inet` family (IPv4 and IPv6 in one transaction).
-pub const TABLE_NAME: &str = "meshinit";
-
 /// `NFT_TABLE_F_DORMANT`: the table's chains are unhooked, so none of its rules run.
 pub const TABLE_F_DORMANT: u32 = 1;
 /// `NFT_TABLE_F_OWNER`: only the netlink socket that created the table may change it.
@@ -23,7 +20,7 @@ pub const TABLE_F_OWNER: u32 = 2;
 pub struct Table {
     pub name: String,
     /// `NFTA_TABLE_FLAGS` (dormant, owner, ...): state like the rules, since a dormant
-    /// table's rules are all off. meshinit's own tables have none.
+    /// table's rules are all off. tables built from the model have none unless set.
     pub flags: u32,
     pub sets: Vec<Set>,
     pub chains: Vec<Chain>,

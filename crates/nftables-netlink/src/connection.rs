@@ -346,7 +346,7 @@ impl NftConnection {
     }
 
     /// Fails with [`NftError::Unmodelled`] when table `inet NAME` holds stateful objects
-    /// (named counters, quotas, limits...): meshinit writes none, so any is not ours, and
+    /// (named counters, quotas, limits...): this crate writes none, so any is not ours, and
     /// a read that skipped them would call the table what the plan says.
     fn refuse_objects(&mut self, name: &str) -> Result<(), NftError> {
         const NFTA_OBJ_TABLE: u16 = 1;
@@ -515,7 +515,7 @@ impl NftConnection {
                     // want, so replace it.
                     Err(NftError::MalformedReply(why) | NftError::Unmodelled(why)) => {
                         tracing::warn!(
-                            "table inet {} holds what meshinit does not model ({why}); replacing it",
+                            "table inet {} holds what is not modelled ({why}); replacing it",
                             desired.name
                         );
                         None
@@ -569,7 +569,7 @@ impl NftConnection {
     }
 
     /// Deletes table `inet NAME` with everything in it: one message, planned on no read (a
-    /// table of ours is ours by name, whatever it holds), so neither content meshinit does
+    /// table of ours is ours by name, whatever it holds), so neither content this crate does
     /// not model nor another writer's commits can stop it. `WasAbsent` when there was none.
     pub fn delete_table(&mut self, name: &str) -> Result<Deletion, NftError> {
         match self.send_unguarded(|batch| batch.delete_table(TableFamily::Inet, name))? {
