@@ -133,7 +133,7 @@ pub enum Error {
     /// The kernel refused a backend on first use (e.g. no nf_tables).
     #[error("environment not usable: {backend} cannot be used here: {reason}")]
     BackendUnusable {
-        backend: crate::backend::BackendKind,
+        backend: crate::backend_kind::BackendKind,
         reason: String,
     },
 

@@ -5,6 +5,7 @@
 //! `privileges`, `verify`, `cni`) talks to the kernel.
 
 pub mod backend;
+pub mod backend_kind;
 pub mod cni;
 pub mod commands;
 pub mod config;

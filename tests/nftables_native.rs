@@ -507,7 +507,7 @@ fn a_batch_planned_on_a_stale_generation_is_refused_and_commit_retries() {
             error.to_string().contains("another program kept changing"),
             "{error}"
         );
-        let said = meshinit::backend::nftables::kernel_error(error).to_string();
+        let said = meshinit::backend::netfilter::kernel_error(error).to_string();
         assert!(
             said.contains("another program kept changing") && said.contains("--lock-timeout"),
             "{said}"

@@ -3,6 +3,7 @@
 //! every command (apply, clean, status, verify, the CNI verbs) goes through it.
 
 pub mod iptables;
+pub mod netfilter;
 pub mod nftables;
 pub mod program;
 
@@ -11,53 +12,12 @@ use std::fmt;
 use serde::Serialize;
 use tracing::info;
 
+pub use crate::backend_kind::{BackendChoice, BackendKind};
 pub use program::TimeBudget;
 
 use crate::config::{Ipv6Mode, ProxyConfig};
 use crate::error::{Error, Result};
 use crate::ruleset::{Drift, Family, InstalledTable, PlanOptions, Ruleset};
-
-/// The backends meshinit can program.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum BackendKind {
-    /// iptables over the legacy x_tables interface.
-    #[serde(rename = "legacy")]
-    IptablesLegacy,
-    /// iptables over nf_tables (`iptables-nft`).
-    #[serde(rename = "nft")]
-    IptablesNft,
-    /// nf_tables over netlink, by meshinit itself: one `inet meshinit` table.
-    #[serde(rename = "nftables")]
-    Nftables,
-}
-
-impl fmt::Display for BackendKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            BackendKind::IptablesLegacy => "iptables-legacy",
-            BackendKind::IptablesNft => "iptables-nft",
-            BackendKind::Nftables => "nftables",
-        })
-    }
-}
-
-/// What the user asked for with `--backend`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum BackendChoice {
-    /// iptables-legacy where it holds rules, iptables-nft where it holds our chains; else
-    /// the native nftables backend when the kernel has nf_tables, else iptables.
-    Auto,
-    /// iptables over the legacy x_tables interface.
-    #[value(name = "iptables-legacy", alias = "legacy")]
-    IptablesLegacy,
-    /// iptables over nf_tables.
-    #[value(name = "iptables-nft", alias = "nft")]
-    IptablesNft,
-    /// nf_tables over netlink, without any program: one `inet meshinit` table holding both
-    /// families, changed in one transaction.
-    #[value(name = "nftables", alias = "native")]
-    Nftables,
-}
 
 /// What to do with each family, decided once from the configuration and the namespace, and
 /// passed down: program a ruleset (the empty one removes ours), or leave the family alone.
@@ -274,7 +234,7 @@ fn auto_select(budget: &TimeBudget) -> Result<Selection> {
     let iptables_nft = by_kind(BackendKind::IptablesNft);
     // Found over netlink, running no program. Without iptables-nft installed, the native
     // backend takes its rules over in its first transaction instead.
-    if nftables::iptables_nft_holds_ours()? && iptables_nft.installed().is_ok() {
+    if netfilter::iptables_nft_holds_ours()? && iptables_nft.installed().is_ok() {
         info!(
             "iptables-nft holds meshinit's chains here: keeping it; `--backend nftables` \
              moves them to table inet meshinit in one transaction"

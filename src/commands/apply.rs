@@ -29,7 +29,7 @@ pub struct ApplyArgs {
     pub verify: bool,
 
     #[command(flatten)]
-    pub verify_options: verify::VerifyOptions,
+    pub verify_options: super::verify::VerifyFlags,
 }
 
 impl ApplyArgs {
@@ -69,7 +69,11 @@ impl ApplyArgs {
         if self.verify {
             // Verify reads the tables again, from the backend apply used: it checks what was
             // committed, not what was sent.
-            let outcome = verify::run(&config, applied.backend.as_ref(), &self.verify_options)?;
+            let outcome = verify::run(
+                &config,
+                applied.backend.as_ref(),
+                &self.verify_options.options(),
+            )?;
             return Ok(outcome.exit_code());
         }
         Ok(0)

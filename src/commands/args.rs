@@ -184,3 +184,36 @@ pub struct TargetArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     pub lock_timeout: Duration,
 }
+
+/// `--backend`'s spellings: the choice itself is a plain enum of the backend layer, so clap
+/// stays at the edge.
+impl clap::ValueEnum for BackendChoice {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[
+            BackendChoice::Auto,
+            BackendChoice::IptablesLegacy,
+            BackendChoice::IptablesNft,
+            BackendChoice::Nftables,
+        ]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        use clap::builder::PossibleValue;
+        Some(match self {
+            BackendChoice::Auto => PossibleValue::new("auto").help(
+                "iptables-legacy where it holds rules, iptables-nft where it holds our chains; \
+                 else the native nftables backend when the kernel has nf_tables, else iptables",
+            ),
+            BackendChoice::IptablesLegacy => PossibleValue::new("iptables-legacy")
+                .alias("legacy")
+                .help("iptables over the legacy x_tables interface"),
+            BackendChoice::IptablesNft => PossibleValue::new("iptables-nft")
+                .alias("nft")
+                .help("iptables over nf_tables"),
+            BackendChoice::Nftables => PossibleValue::new("nftables").alias("native").help(
+                "nf_tables over netlink, without any program: one `inet meshinit` table holding \
+                 both families, changed in one transaction",
+            ),
+        })
+    }
+}

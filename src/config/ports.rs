@@ -1,5 +1,6 @@
-//! Port lists: single ports and ranges, with duplicates collapsed and rendering into
-//! `multiport` lists of at most 15 slots each (a range takes two slots).
+//! Port lists: single ports and ranges, with duplicates collapsed. How many fit in one
+//! iptables `multiport` match is the planner's concern (`ruleset::plan`), by the slots
+//! each entry takes.
 
 use std::fmt;
 
@@ -91,35 +92,6 @@ impl PortList {
     pub fn contains(&self, port: u16) -> bool {
         self.0.iter().any(|range| range.contains(port))
     }
-
-    /// Splits the list into `multiport --dports` arguments of at most 15 slots each; never
-    /// truncates (the AWS plugin kept only the first 15 ports).
-    pub fn multiport_chunks(&self) -> Vec<String> {
-        let mut chunks = Vec::new();
-        let mut current: Vec<String> = Vec::new();
-        let mut slots = 0;
-        for range in &self.0 {
-            if slots + range.multiport_slots() > MULTIPORT_SLOTS {
-                chunks.push(current.join(","));
-                current.clear();
-                slots = 0;
-            }
-            slots += range.multiport_slots();
-            current.push(range.to_string());
-        }
-        if !current.is_empty() {
-            chunks.push(current.join(","));
-        }
-        chunks
-    }
-
-    /// The number of individual ports covered.
-    pub fn port_count(&self) -> usize {
-        self.0
-            .iter()
-            .map(|r| usize::from(r.last - r.first) + 1)
-            .sum()
-    }
 }
 
 /// Parses one port number (1-65535); `verbatim` is the whole property value for the message.
@@ -175,42 +147,23 @@ mod tests {
         PortList::from_ranges(items.iter().map(|i| parse_port_range("P", "v", i).unwrap()))
     }
 
-    #[test]
-    fn sixteen_ports_split_into_two_multiport_rules() {
-        let ports: Vec<String> = (5000..5016).map(|p| p.to_string()).collect();
-        let refs: Vec<&str> = ports.iter().map(String::as_str).collect();
-        let chunks = list(&refs).multiport_chunks();
-        assert_eq!(chunks.len(), 2);
-        assert_eq!(chunks[0].split(',').count(), 15);
-        assert_eq!(chunks[1], "5015");
-    }
-
-    #[test]
-    fn ranges_take_two_slots() {
-        let items: Vec<String> = (0..8)
-            .map(|i| format!("{}-{}", 1000 + i * 10, 1005 + i * 10))
-            .collect();
-        let refs: Vec<&str> = items.iter().map(String::as_str).collect();
-        let chunks = list(&refs).multiport_chunks();
-        // 8 ranges = 16 slots: 7 ranges (14 slots) fit in the first rule.
-        assert_eq!(chunks.len(), 2);
-        assert_eq!(chunks[0].split(',').count(), 7);
-        assert_eq!(chunks[1], "1070:1075");
+    fn written(list: &PortList) -> String {
+        let items: Vec<String> = list.ranges().iter().map(ToString::to_string).collect();
+        items.join(",")
     }
 
     #[test]
     fn duplicates_and_covered_entries_collapse_in_order() {
         let l = list(&["8080", "22", "8080", "9000-9010", "9005", "9000:9020"]);
-        assert_eq!(l.multiport_chunks(), vec!["8080,22,9000:9020"]);
-        assert_eq!(l.port_count(), 23);
+        assert_eq!(written(&l), "8080,22,9000:9020");
     }
 
     #[test]
     fn overlaps_merge_where_their_first_member_stood_and_adjacent_entries_stay() {
         let l = list(&["443", "1005-1020", "80", "1000-1010", "1021", "1015"]);
-        assert_eq!(l.multiport_chunks(), vec!["443,1000:1020,80,1021"]);
+        assert_eq!(written(&l), "443,1000:1020,80,1021");
         let all = list(&["1-65535", "65535", "1"]);
-        assert_eq!(all.multiport_chunks(), vec!["1:65535"]);
+        assert_eq!(written(&all), "1:65535");
     }
 
     #[test]

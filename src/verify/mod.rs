@@ -25,7 +25,6 @@ mod test_fixture;
 use std::time::{Duration, Instant};
 
 use caps::Capability;
-use clap::Args;
 use serde::Serialize;
 use tracing::{debug, info};
 
@@ -48,25 +47,13 @@ pub const MIN_TIMEOUT: Duration = Duration::from_millis(200);
 /// in well under a millisecond, so a longer wait only delays the verdict on the rest.
 const MAX_PROBE_WINDOW: Duration = Duration::from_secs(1);
 
-#[derive(Debug, Clone, Args)]
+/// How to verify: the time allowed and the report's form.
+#[derive(Debug, Clone)]
 pub struct VerifyOptions {
-    /// Upper bound for the whole verification (at least 200ms). Each probe connection gets
-    /// half of it, at most 1s; all run at once.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_timeout)]
+    /// Upper bound for the whole verification (at least [`MIN_TIMEOUT`]).
     pub timeout: Duration,
-
     /// Print the checks as JSON.
-    #[arg(long)]
     pub json: bool,
-}
-
-/// `--timeout`: a humantime duration of at least [`MIN_TIMEOUT`].
-fn parse_timeout(text: &str) -> std::result::Result<Duration, String> {
-    let timeout = humantime::parse_duration(text).map_err(|e| e.to_string())?;
-    if timeout < MIN_TIMEOUT {
-        return Err("too short: verify needs at least 200ms (default 5s)".into());
-    }
-    Ok(timeout)
 }
 
 /// The verdict of a verification.

@@ -120,7 +120,7 @@ impl Backend for IptablesBackend {
         // The kernel is asked first (iptables-nft's tables over netlink, legacy's table
         // names in /proc), so the common answer, nothing of ours, costs no program and no
         // search of PATH.
-        if self.kind == BackendKind::IptablesNft && !super::nftables::iptables_nft_holds_ours()? {
+        if self.kind == BackendKind::IptablesNft && !super::netfilter::iptables_nft_holds_ours()? {
             return Ok(None);
         }
         let mut desired = Self::everything_of_ours_removed();

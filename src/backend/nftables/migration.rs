@@ -58,40 +58,6 @@ fn leftovers(
     }))
 }
 
-/// Whether iptables-nft holds chains of ours in the `ip nat` or `ip6 nat` table, read over
-/// netlink (no program runs); `false` when there is no nf_tables to hold any. A read that
-/// fails is an error, never "none".
-pub fn iptables_nft_holds_ours() -> crate::error::Result<bool> {
-    let Ok(mut connection) = NftConnection::open() else {
-        return Ok(false);
-    };
-    for family in [TableFamily::Ipv4, TableFamily::Ipv6] {
-        // An interrupted dump (the ruleset changed under it) is read again.
-        let mut retry = connection.retry();
-        let chains = loop {
-            if !retry.another() {
-                return Err(super::kernel_error(retry.exhausted()));
-            }
-            match connection.dump_chains(family, Some("nat")) {
-                Ok(Some(chains)) => break chains,
-                Ok(None) => continue,
-                // No nat table of that family (nothing there), or no such family here.
-                Err(NftError::Refused { source, .. })
-                    if source.raw_os_error() == Some(libc::ENOENT) =>
-                {
-                    break Vec::new();
-                }
-                Err(NftError::Unavailable { .. }) => break Vec::new(),
-                Err(e) => return Err(super::kernel_error(e)),
-            }
-        };
-        if chains.iter().any(|c| is_own_chain(&c.name)) {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
 /// Replaces iptables-nft's rules of ours with `table` in one transaction, when iptables-nft
 /// holds any; `Ok(false)` when it holds none (the caller then commits as usual).
 pub fn migrate_from_iptables_nft(

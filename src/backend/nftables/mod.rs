@@ -11,7 +11,6 @@ pub mod render;
 mod text_tests;
 
 pub use drift::describe_drift;
-pub use migration::iptables_nft_holds_ours;
 pub use render::{ActiveFamilies, TABLE_NAME, plan_table, render_table};
 
 /// Whether table `inet meshinit` exists here (one request over netlink, no program; its
@@ -24,10 +23,11 @@ pub fn native_table_exists() -> bool {
 
 use tracing::info;
 
+use super::netfilter::kernel_error;
 use super::{
     Backend, BackendKind, ConvergeReport, Desired, FamilyChange, FamilyPlan, Installed, TimeBudget,
 };
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ruleset::{
     Drift, EGRESS_CHAIN, Family, INGRESS_CHAIN, InstalledRule, InstalledTable, OUTPUT_CHAIN,
     PREROUTING_CHAIN, PlanOptions, Ruleset,
@@ -383,24 +383,5 @@ fn unreadable_view() -> InstalledTable {
     InstalledTable {
         chains: vec![EGRESS_CHAIN.to_owned()],
         ..InstalledTable::default()
-    }
-}
-
-/// An nf_tables error as the library's error.
-pub fn kernel_error(e: NftError) -> Error {
-    match e {
-        NftError::Unavailable { .. } => Error::BackendUnusable {
-            backend: BackendKind::Nftables,
-            reason: e.to_string(),
-        },
-        NftError::PermissionDenied { .. } => Error::Privileges(e.to_string()),
-        NftError::GenerationChanged { .. } => Error::Busy(format!(
-            "{e}; run again, or give more time with --lock-timeout"
-        )),
-        NftError::Refused { .. }
-        | NftError::MalformedReply(_)
-        | NftError::Unmodelled(_)
-        | NftError::OwnedByAnother { .. }
-        | NftError::Socket { .. } => Error::Kernel(e.to_string()),
     }
 }
