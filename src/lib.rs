@@ -13,6 +13,7 @@ pub mod conntrack;
 pub mod converge;
 pub mod error;
 pub mod explain;
+pub mod namespace_entry;
 pub mod netns;
 pub mod netns_lock;
 pub mod privileges;

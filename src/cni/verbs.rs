@@ -17,8 +17,8 @@ use crate::backend::{self, BackendChoice, BackendKind, TimeBudget};
 use crate::config::{ProxyConfig, validate};
 use crate::converge::{self, clean};
 use crate::error::{Error, Result};
-use crate::netns_lock::NamespaceLock;
-use crate::{netns, privileges};
+use crate::namespace_entry::{self, EnterError, Entered, Target, Turn};
+use crate::privileges;
 
 /// How long to wait for locks held by others (another meshinit in the same namespace, the
 /// legacy xtables lock), as `apply`'s default `--lock-timeout`.
@@ -79,8 +79,12 @@ fn add(invocation: &Invocation, config: &NetworkConfig) -> Result<Value, CniErro
     let netns = required_netns(invocation)?;
     let budget = TimeBudget::starting_now(LOCK_WAIT);
     let wants_proof = wants_verify(config)?;
-    enter_container_keeping(netns, "ADD", &verify_capabilities(&proxy, wants_proof))?;
-    let _lock = NamespaceLock::acquire(&budget)?;
+    let _entered = enter_container(
+        netns,
+        "ADD",
+        &verify_capabilities(&proxy, wants_proof),
+        Turn::Exclusive(&budget),
+    )?;
     let applied = converge::apply(&proxy, BackendChoice::Auto, &budget, false)?;
     if wants_proof {
         prove(&proxy, applied.backend.as_ref(), "ADD")?;
@@ -118,15 +122,14 @@ fn del(invocation: &Invocation, config: &NetworkConfig) -> Result<(), CniError> 
         return Ok(());
     }
     let budget = TimeBudget::starting_now(LOCK_WAIT);
-    match enter_container(netns, "DEL") {
-        Ok(()) => {}
+    let _entered = match enter_container(netns, "DEL", &[], Turn::Exclusive(&budget)) {
+        Ok(entered) => entered,
         Err(EnterError::NotAContainer(why)) => {
             warn!("DEL: {why}; ADD never installs rules there, so there is nothing to remove");
             return Ok(());
         }
         Err(EnterError::Failed(e)) => return Err(e.into()),
-    }
-    let _lock = NamespaceLock::acquire(&budget)?;
+    };
     clean(BackendChoice::Auto, &budget)?;
     info!(
         container = invocation.container_id.as_deref().unwrap_or_default(),
@@ -159,7 +162,12 @@ fn check(invocation: &Invocation, config: &NetworkConfig) -> Result<(), CniError
     }
     let proxy = proxy_config(invocation, config, &pod)?;
     let netns = required_netns(invocation)?;
-    enter_container_keeping(netns, "CHECK", &verify_capabilities(&proxy, wants_proof))?;
+    enter_container(
+        netns,
+        "CHECK",
+        &verify_capabilities(&proxy, wants_proof),
+        Turn::Shared,
+    )?;
     let budget = TimeBudget::starting_now(LOCK_WAIT);
     let status = converge::status(&proxy, BackendChoice::Auto, &budget)?;
     let differences: Vec<String> = status
@@ -362,19 +370,6 @@ fn required_netns(invocation: &Invocation) -> Result<&Path, CniError> {
     })
 }
 
-/// Why the container's namespace could not be entered.
-enum EnterError {
-    /// `CNI_NETNS` is the machine's namespace or the one the runtime runs plugins in.
-    NotAContainer(String),
-    Failed(Error),
-}
-
-impl From<Error> for EnterError {
-    fn from(e: Error) -> Self {
-        EnterError::Failed(e)
-    }
-}
-
 impl From<EnterError> for CniError {
     fn from(e: EnterError) -> Self {
         match e {
@@ -384,44 +379,21 @@ impl From<EnterError> for CniError {
     }
 }
 
-/// Moves this (only) thread into `netns`, refuses namespaces that are not a container's,
-/// and keeps only the capabilities iptables needs.
-fn enter_container(netns: &Path, verb: &str) -> Result<(), EnterError> {
-    enter_container_keeping(netns, verb, &[])
-}
-
-/// [`enter_container`], also keeping `extra` capabilities (verify's, when it is asked for).
-fn enter_container_keeping(
+/// Moves this (only) thread into `netns` through the one seam ([`namespace_entry::enter`]),
+/// refusing namespaces that are not a container's, keeping only the capabilities iptables
+/// needs and `extra` (verify's, when it is asked for), and taking the lock for `turn`.
+fn enter_container(
     netns: &Path,
     verb: &str,
     extra: &[Capability],
-) -> Result<(), EnterError> {
-    privileges::require(&[Capability::CAP_SYS_ADMIN], "entering CNI_NETNS")?;
-    let runtime_namespace = netns::current_inode()?;
-    netns::enter(netns)?;
-    let here = netns::current_inode()?;
-    if netns::is_initial_namespace(here) {
-        return Err(EnterError::NotAContainer(format!(
-            "CNI_NETNS {} is the machine's own network namespace, not a container's",
-            netns.display()
-        )));
-    }
-    if here == runtime_namespace {
-        return Err(EnterError::NotAContainer(format!(
-            "CNI_NETNS {} is the namespace the runtime runs meshinit in, not a container's",
-            netns.display()
-        )));
-    }
-    // The library's own guard too, so CNI mode can never be the one path that skips it.
-    netns::guard_against_host(false)?;
+    turn: Turn<'_>,
+) -> Result<Entered, EnterError> {
     let keep: Vec<Capability> = privileges::IPTABLES_CAPS
         .iter()
         .chain(extra)
         .copied()
         .collect();
-    privileges::require(&keep, verb)?;
-    privileges::drop_all_except(&keep)?;
-    Ok(())
+    namespace_entry::enter(Target::Container(netns), &keep, verb, turn)
 }
 
 /// Whether `path` still is a network namespace file. A runtime that deleted the namespace

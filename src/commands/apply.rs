@@ -4,11 +4,10 @@ use clap::Args;
 use tracing::{info, warn};
 
 use super::args::{ConfigArgs, TargetArgs};
-use super::target::{self, IPTABLES_CAPS};
+use super::target::{self, IPTABLES_CAPS, Turn};
 use crate::backend::{BackendKind, ConvergeReport, TimeBudget};
 use crate::converge;
 use crate::error::Result;
-use crate::netns_lock::NamespaceLock;
 use crate::{netns, verify};
 
 #[derive(Debug, Args)]
@@ -40,7 +39,13 @@ impl ApplyArgs {
         if self.verify {
             keep.extend(verify::needed_capabilities(&config));
         }
-        target::enter(&self.target, &keep, "apply")?;
+        // A dry run changes nothing, so it needs no turn.
+        let turn = if self.dry_run {
+            Turn::Shared
+        } else {
+            Turn::Exclusive(&budget)
+        };
+        let _entered = target::enter(&self.target, &keep, "apply", turn)?;
         if netns::loopback_is_down() == Some(true) {
             warn!(
                 "loopback is down in this network namespace: REDIRECT delivers connections to \
@@ -48,12 +53,6 @@ impl ApplyArgs {
                  (ip link set lo up, or the CNI loopback plugin)"
             );
         }
-        // A dry run changes nothing, so it needs no turn.
-        let _lock = if self.dry_run {
-            None
-        } else {
-            Some(NamespaceLock::acquire(&budget)?)
-        };
         let applied = converge::apply(&config, self.target.backend, &budget, self.dry_run)?;
         let report = &applied.report;
         if self.dry_run {

@@ -3,11 +3,10 @@
 use clap::Args;
 
 use super::args::TargetArgs;
-use super::target::{self, IPTABLES_CAPS};
+use super::target::{self, IPTABLES_CAPS, Turn};
 use crate::backend::TimeBudget;
 use crate::converge::clean;
 use crate::error::Result;
-use crate::netns_lock::NamespaceLock;
 
 #[derive(Debug, Args)]
 pub struct CleanArgs {
@@ -18,8 +17,12 @@ pub struct CleanArgs {
 impl CleanArgs {
     pub fn exec(self) -> Result<i32> {
         let budget = TimeBudget::starting_now(self.target.lock_timeout);
-        target::enter(&self.target, &IPTABLES_CAPS, "clean")?;
-        let _lock = NamespaceLock::acquire(&budget)?;
+        let _entered = target::enter(
+            &self.target,
+            &IPTABLES_CAPS,
+            "clean",
+            Turn::Exclusive(&budget),
+        )?;
         clean(self.target.backend, &budget)?;
         Ok(0)
     }

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use clap::Args;
 
 use super::args::{ConfigArgs, TargetArgs};
-use super::target::{self, IPTABLES_CAPS};
+use super::target::{self, IPTABLES_CAPS, Turn};
 use crate::backend::TimeBudget;
 use crate::backend::iptables::IptablesBackend;
 use crate::backend::iptables::IptablesTools;
@@ -106,7 +106,7 @@ impl ExplainArgs {
         let planned = (!ruleset.chains.is_empty()).then_some(&ruleset);
         let explanation = explain(&config, planned, &provenance, &connection);
         let live = if self.live {
-            target::enter(&self.target, &IPTABLES_CAPS, "explain --live")?;
+            target::enter(&self.target, &IPTABLES_CAPS, "explain --live", Turn::Shared)?;
             let budget = TimeBudget::starting_now(self.target.lock_timeout);
             let status = converge::status(&config, self.target.backend, &budget)?;
             let drift = status.families.iter().find(|f| f.family == family);

@@ -4,7 +4,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::args::{ConfigArgs, TargetArgs};
-use super::target::{self, IPTABLES_CAPS};
+use super::target::{self, IPTABLES_CAPS, Turn};
 use super::{status_counters, status_show};
 use crate::backend::Backend;
 use crate::backend::iptables::IptablesBackend;
@@ -82,7 +82,7 @@ struct SkippedFamily {
 impl StatusArgs {
     pub fn exec(self) -> Result<i32> {
         let config = self.config.load()?;
-        target::enter(&self.target, &IPTABLES_CAPS, "status")?;
+        target::enter(&self.target, &IPTABLES_CAPS, "status", Turn::Shared)?;
         let budget = TimeBudget::starting_now(self.target.lock_timeout);
         let status = converge::status(&config, self.target.backend, &budget)?;
         let ipv6_off = config.ipv6 == Ipv6Mode::Off;

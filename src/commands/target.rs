@@ -1,21 +1,27 @@
-//! Getting into position before touching any rule: enter the namespace, refuse the
-//! machine's own, check and then shed privileges.
+//! The command line's way into position: its `--netns` and `--allow-host-netns` as a
+//! [`Target::Cli`] for the one seam every command and CNI verb goes through
+//! ([`crate::namespace_entry`]).
 
 use caps::Capability;
 
 use super::args::TargetArgs;
 use crate::error::Result;
-use crate::{netns, privileges};
+use crate::namespace_entry::{self, Entered, Target};
 
+pub use crate::namespace_entry::Turn;
 pub use crate::privileges::IPTABLES_CAPS;
 
-/// Enters the target namespace and reduces privileges to `keep`.
-pub fn enter(target: &TargetArgs, keep: &[Capability], purpose: &str) -> Result<()> {
-    if let Some(path) = &target.netns {
-        privileges::require(&[Capability::CAP_SYS_ADMIN], "entering --netns")?;
-        netns::enter(path)?;
-    }
-    netns::guard_against_host(target.allow_host_netns)?;
-    privileges::require(keep, purpose)?;
-    privileges::drop_all_except(keep)
+/// Enters the target namespace, reduces privileges to `keep`, and takes the namespace's
+/// lock for an exclusive `turn`.
+pub fn enter(
+    target: &TargetArgs,
+    keep: &[Capability],
+    purpose: &str,
+    turn: Turn,
+) -> Result<Entered> {
+    let target = Target::Cli {
+        netns: target.netns.as_deref(),
+        allow_host: target.allow_host_netns,
+    };
+    namespace_entry::entered(namespace_entry::enter(target, keep, purpose, turn))
 }

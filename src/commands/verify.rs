@@ -5,7 +5,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::args::{ConfigArgs, TargetArgs};
-use super::target::{self, IPTABLES_CAPS};
+use super::target::{self, IPTABLES_CAPS, Turn};
 use crate::backend::{self, TimeBudget};
 use crate::error::Result;
 use crate::verify;
@@ -29,7 +29,7 @@ impl VerifyArgs {
         // capabilities; the probes need to take on other users' IDs.
         let mut keep = IPTABLES_CAPS.to_vec();
         keep.extend(verify::needed_capabilities(&config));
-        target::enter(&self.target, &keep, "verify")?;
+        target::enter(&self.target, &keep, "verify", Turn::Shared)?;
         let budget = TimeBudget::starting_now(self.target.lock_timeout);
         let selection = backend::select(self.target.backend, &budget)?;
         Ok(verify::run(&config, selection.backend.as_ref(), &self.options.options())?.exit_code())

@@ -18,8 +18,14 @@ pub fn clean(choice: BackendChoice, budget: &TimeBudget) -> Result<()> {
             vec![chosen]
         }
     };
+    clean_backends(&backends, budget)
+}
+
+/// [`clean`] of `backends`: the rules of each that holds (or may hold) ours, then the sets
+/// of each installed one; the first error is returned after all were tried.
+pub(super) fn clean_backends(backends: &[Box<dyn Backend>], budget: &TimeBudget) -> Result<()> {
     let mut first_error = None;
-    for b in &backends {
+    for b in backends {
         match b.holds_ours(budget) {
             Ok(Some(_)) => {}
             Ok(None) => continue,

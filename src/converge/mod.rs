@@ -136,7 +136,19 @@ impl Status {
 /// other backend are drift too (they are active).
 pub fn status(config: &ProxyConfig, choice: BackendChoice, budget: &TimeBudget) -> Result<Status> {
     let families = decide(config.ipv6)?;
-    let mut selection = backend::select(choice, budget)?;
+    let selection = backend::select(choice, budget)?;
+    status_with(config, &families, selection, &backend::all(), budget)
+}
+
+/// [`status`] with the decisions made: the drift of `selection`'s backend, and rules of
+/// ours any of `others` holds as unexpected lines of their family.
+fn status_with(
+    config: &ProxyConfig,
+    families: &FamilyChoice,
+    mut selection: Selection,
+    others: &[Box<dyn Backend>],
+    budget: &TimeBudget,
+) -> Result<Status> {
     let (installed, drifts) = selection.run(|b| {
         let desired = families.desired(Some(config), b.plan_options());
         let installed = b.read(&desired, budget)?;
@@ -151,10 +163,7 @@ pub fn status(config: &ProxyConfig, choice: BackendChoice, budget: &TimeBudget) 
             drift,
         })
         .collect();
-    for other in backend::all()
-        .into_iter()
-        .filter(|b| b.kind() != installed.backend)
-    {
+    for other in others.iter().filter(|b| b.kind() != installed.backend) {
         let Some(held) = other.holds_ours(budget)? else {
             continue;
         };

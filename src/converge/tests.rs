@@ -102,22 +102,29 @@ impl Backend for Fake {
         }
     }
     fn drift(&self, _: &Installed, _: &Desired, _: &TimeBudget) -> Result<Vec<(Family, Drift)>> {
-        Ok(Vec::new())
+        Ok(vec![(Family::Ipv4, Drift::default())])
     }
+    /// What it holds is one rule of ours, unexpected against the empty ruleset.
     fn describe_drift(&self, _: &Ruleset, _: &InstalledTable) -> Drift {
-        Drift::default()
+        Drift {
+            unexpected: vec![format!("a rule of ours in {}", self.kind)],
+            ..Drift::default()
+        }
     }
     fn holds_ours(&self, _: &TimeBudget) -> Result<Option<Installed>> {
         self.note("holds_ours");
         Ok(self.holds_ours.then(|| Installed {
             backend: self.kind,
-            families: Vec::new(),
+            families: vec![(Family::Ipv4, InstalledTable::default())],
             skipped: Vec::new(),
         }))
     }
     fn remove_rules(&self, _: &TimeBudget) -> Result<()> {
         self.note("remove_rules");
-        Ok(())
+        match self.outcome {
+            Outcome::KernelRefuses => Err(Error::Kernel("the kernel refused".into())),
+            _ => Ok(()),
+        }
     }
     fn remove_sets(&self, _: &TimeBudget) -> Result<()> {
         self.note("remove_sets");
@@ -273,4 +280,107 @@ fn families_are_decided_once_with_their_reasons() {
     let err = decide_for(Ipv6Mode::On, absent()).unwrap_err();
     assert_eq!(err.exit_code(), crate::error::exit_code::ENVIRONMENT);
     assert!(err.to_string().contains("IPv6 is required"), "{err}");
+}
+
+/// Fakes of `(kind, outcome, holds ours)`, all logging into the returned log.
+fn fakes(backends: &[(BackendKind, Outcome, bool)]) -> (Vec<Box<dyn Backend>>, Log) {
+    let log: Log = Arc::new(Mutex::new(Vec::new()));
+    let boxed = backends
+        .iter()
+        .map(|(kind, outcome, holds)| Fake::boxed(*kind, *outcome, *holds, &log))
+        .collect();
+    (boxed, log)
+}
+
+/// Runs `status_with` with the chosen fake (holding nothing) and `others`.
+fn status_fakes(chosen: BackendKind, others: &[(BackendKind, bool)]) -> (Status, Vec<String>) {
+    let (others, log) = fakes(
+        &others
+            .iter()
+            .map(|(kind, holds)| (*kind, Outcome::Converges, *holds))
+            .collect::<Vec<_>>(),
+    );
+    let selection = Selection {
+        backend: Fake::boxed(chosen, Outcome::Converges, false, &log),
+        reason: "test".into(),
+        fallback: None,
+    };
+    let families = decide_for(Ipv6Mode::Auto, None).unwrap();
+    let status = status_with(&config(), &families, selection, &others, &budget()).unwrap();
+    let calls = log.lock().unwrap().clone();
+    (status, calls)
+}
+
+#[test]
+fn status_reads_the_chosen_backend_and_asks_every_other_one() {
+    let (status, calls) = status_fakes(NFT, &[(NATIVE, false), (NFT, true), (LEGACY, false)]);
+    assert!(status.in_sync(), "{status:?}");
+    assert_eq!(status.backend, NFT);
+    assert!(!status.families[0].installed);
+    // The chosen backend is not asked again as an "other" one.
+    assert_eq!(
+        calls,
+        [
+            "iptables-nft read",
+            "nftables holds_ours",
+            "iptables-legacy holds_ours"
+        ]
+    );
+}
+
+#[test]
+fn status_counts_rules_of_ours_in_another_backend_as_active_drift() {
+    let (status, _) = status_fakes(NATIVE, &[(LEGACY, true)]);
+    assert!(!status.in_sync());
+    let ipv4 = &status.families[0];
+    assert_eq!(ipv4.family, Family::Ipv4);
+    assert!(ipv4.installed);
+    assert_eq!(
+        ipv4.drift.unexpected,
+        ["a rule of ours in iptables-legacy   (in iptables-legacy, also active)"]
+    );
+}
+
+#[test]
+fn clean_removes_rules_only_where_ours_are_then_every_backends_sets() {
+    let (backends, log) = fakes(&[
+        (NATIVE, Outcome::Converges, false),
+        (NFT, Outcome::Converges, true),
+        (LEGACY, Outcome::Converges, true),
+    ]);
+    clean::clean_backends(&backends, &budget()).unwrap();
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            "nftables holds_ours",
+            "iptables-nft holds_ours",
+            "iptables-nft remove_rules",
+            "iptables-legacy holds_ours",
+            "iptables-legacy remove_rules",
+            "nftables remove_sets",
+            "iptables-nft remove_sets",
+            "iptables-legacy remove_sets",
+        ]
+    );
+}
+
+#[test]
+fn clean_goes_on_past_a_backend_that_fails_and_returns_its_error() {
+    let (backends, log) = fakes(&[
+        (NFT, Outcome::KernelRefuses, true),
+        (LEGACY, Outcome::Converges, true),
+    ]);
+    let err = clean::clean_backends(&backends, &budget()).unwrap_err();
+    assert!(matches!(err, Error::Kernel(_)), "{err}");
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            "iptables-nft holds_ours",
+            "iptables-nft remove_rules",
+            "iptables-legacy holds_ours",
+            "iptables-legacy remove_rules",
+            "iptables-nft remove_sets",
+            "iptables-legacy remove_sets",
+        ]
+    );
 }
