@@ -174,7 +174,8 @@ pub fn all() -> Vec<Box<dyn Backend>> {
     ]
 }
 
-fn by_kind(kind: BackendKind) -> Box<dyn Backend> {
+/// The backend of `kind` (commands that print or count what a given backend installs).
+pub fn by_kind(kind: BackendKind) -> Box<dyn Backend> {
     match kind {
         BackendKind::IptablesNft | BackendKind::IptablesLegacy => {
             Box::new(iptables::IptablesBackend::new(kind))

@@ -7,10 +7,9 @@ use clap::Args;
 
 use super::args::{ConfigArgs, TargetArgs};
 use super::target::{self, IPTABLES_CAPS, Turn};
+use crate::backend::BackendKind;
 use crate::backend::TimeBudget;
-use crate::backend::iptables::IptablesBackend;
 use crate::backend::iptables::IptablesTools;
-use crate::backend::{Backend, BackendKind};
 use crate::converge;
 use crate::error::{ConfigError, Error, Result};
 use crate::explain::{Connection, Direction, Protocol, Provenance, explain, installed_ruleset};
@@ -100,7 +99,7 @@ impl ExplainArgs {
         let (config, settings, document) = self.config.load_with_settings()?;
         let family = connection.family();
         // The rules `render` prints; the native table is rendered from the same plan.
-        let options = IptablesBackend::new(BackendKind::IptablesNft).plan_options();
+        let options = crate::backend::by_kind(BackendKind::IptablesNft).plan_options();
         let ruleset = plan(&config, family, options);
         let provenance = Provenance::new(&settings, document);
         let planned = (!ruleset.chains.is_empty()).then_some(&ruleset);

@@ -6,8 +6,6 @@ use serde::Serialize;
 use super::args::{ConfigArgs, TargetArgs};
 use super::target::{self, IPTABLES_CAPS, Turn};
 use super::{status_counters, status_show};
-use crate::backend::Backend;
-use crate::backend::iptables::IptablesBackend;
 use crate::backend::{BackendKind, TimeBudget};
 use crate::config::Ipv6Mode;
 use crate::converge;
@@ -234,8 +232,5 @@ fn print_human(report: &StatusReport) {
 
 /// The plan options of `kind`, so the counted rules are the ones it installed.
 fn backend_plan_options(kind: BackendKind) -> crate::ruleset::PlanOptions {
-    match kind {
-        BackendKind::Nftables => crate::backend::nftables::NftablesBackend.plan_options(),
-        other => IptablesBackend::new(other).plan_options(),
-    }
+    crate::backend::by_kind(kind).plan_options()
 }
