@@ -275,6 +275,29 @@ struct Config {
     as_ecs_json: bool,
     /// Run from the machine's namespace with `--netns` rather than inside with `ip netns exec`.
     with_netns_flag: bool,
+    /// The settings beyond App Mesh's (flags only: ECS has no names for them).
+    mesh: Mesh,
+}
+
+/// The mesh settings of a case, as the README describes them.
+#[derive(Debug, Clone, Default)]
+struct Mesh {
+    /// `--egress-included-ips`: only these outbound destinations are captured (a family
+    /// without entries: none of it); the exclusions still win.
+    included_ips: Option<Vec<IgnoredNet>>,
+    /// `--app-ports '*'` with these `--ingress-ignored-ports` (the ingress's app ports
+    /// are then unused): every inbound port but these and the proxy's is captured.
+    all_app_ports: Option<Vec<PortEntry>>,
+    /// `--ignored-interfaces`: traffic in or out through these is never captured.
+    ignored_interfaces: Vec<&'static str>,
+}
+
+impl Mesh {
+    fn is_off(&self) -> bool {
+        self.included_ips.is_none()
+            && self.all_app_ports.is_none()
+            && self.ignored_interfaces.is_empty()
+    }
 }
 
 impl Config {
@@ -301,7 +324,15 @@ impl Config {
         ));
         if let Some((port, app_ports)) = &self.ingress {
             props.push(("ProxyIngressPort", "--proxy-ingress-port", port.to_string()));
-            props.push(("AppPorts", "--app-ports", join_ports(app_ports)));
+            match &self.mesh.all_app_ports {
+                None => props.push(("AppPorts", "--app-ports", join_ports(app_ports))),
+                Some(never) => {
+                    props.push(("AppPorts", "--app-ports", "*".into()));
+                    if !never.is_empty() {
+                        props.push(("", "--ingress-ignored-ports", join_ports(never)));
+                    }
+                }
+            }
         }
         if !self.ignored_ports.is_empty() {
             props.push((
@@ -313,6 +344,17 @@ impl Config {
         if !self.ignored_ips.is_empty() {
             let ips: Vec<String> = self.ignored_ips.iter().map(IgnoredNet::text).collect();
             props.push(("EgressIgnoredIPs", "--egress-ignored-ips", ips.join(",")));
+        }
+        if let Some(included) = &self.mesh.included_ips {
+            let ips: Vec<String> = included.iter().map(IgnoredNet::text).collect();
+            props.push(("", "--egress-included-ips", ips.join(",")));
+        }
+        if !self.mesh.ignored_interfaces.is_empty() {
+            props.push((
+                "",
+                "--ignored-interfaces",
+                self.mesh.ignored_interfaces.join(","),
+            ));
         }
         props
     }
@@ -439,6 +481,7 @@ fn generate_config(rng: &mut Rng) -> Config {
     };
     let ignored_ports = generate_port_entries(rng, port_count);
     let ignored_ips = generate_ip_list(rng);
+    let mesh = generate_mesh(rng, ingress.is_some());
     Config {
         ignored_uid,
         ignored_gid,
@@ -446,8 +489,43 @@ fn generate_config(rng: &mut Rng) -> Config {
         ingress,
         ignored_ports,
         ignored_ips,
-        as_ecs_json: rng.chance(50),
+        as_ecs_json: mesh.is_off() && rng.chance(50),
         with_netns_flag: rng.chance(30),
+        mesh,
+    }
+}
+
+/// The settings beyond App Mesh's, each in about a third of the cases.
+fn generate_mesh(rng: &mut Rng, has_ingress: bool) -> Mesh {
+    let included_ips = rng.chance(35).then(|| {
+        let mut nets = Vec::new();
+        for family in [Family::V4, Family::V6] {
+            // Sometimes none of a family: then none of it is captured.
+            for _ in 0..rng.between(0, 3) {
+                let net = generate_net(rng, family, &nets);
+                nets.push(net);
+            }
+        }
+        if nets.is_empty() {
+            nets.push(generate_net(rng, Family::V4, &[]));
+        }
+        nets
+    });
+    let all_app_ports = (has_ingress && rng.chance(35)).then(|| {
+        let count = rng.between(0, 6);
+        generate_port_entries(rng, count)
+    });
+    let ignored_interfaces = match rng.below(6) {
+        // The app's only way out: nothing through it is captured, either way.
+        0 => vec![APP_IFACE],
+        // An interface the namespace does not have: no effect.
+        1 => vec!["tun9"],
+        _ => Vec::new(),
+    };
+    Mesh {
+        included_ips,
+        all_app_ports,
+        ignored_interfaces,
     }
 }
 
@@ -756,10 +834,18 @@ fn expected_egress(config: Option<&Config>, who: Identity, dest: SocketAddr) -> 
     let Some(config) = config else {
         return Expected::Remote;
     };
+    let (family, bits) = ip_bits(dest.ip());
+    let not_included = config
+        .mesh
+        .included_ips
+        .as_ref()
+        .is_some_and(|nets| !nets.iter().any(|n| n.contains(family, bits)));
     let exempt = config.ignored_uid == Some(who.uid)
         || config.ignored_gid == Some(who.gid)
         || port_ignored(config, dest.port())
-        || address_ignored(config, dest.ip());
+        || address_ignored(config, dest.ip())
+        || not_included
+        || config.mesh.ignored_interfaces.contains(&APP_IFACE);
     if exempt {
         Expected::Remote
     } else {
@@ -769,6 +855,25 @@ fn expected_egress(config: Option<&Config>, who: Identity, dest: SocketAddr) -> 
 
 /// Inbound TCP from the peer to the app's address.
 fn expected_ingress(config: Option<&Config>, dest: SocketAddr) -> Expected {
+    if let Some(config) = config
+        && config.mesh.ignored_interfaces.contains(&APP_IFACE)
+    {
+        return Expected::AppListener(dest.port());
+    }
+    if let Some(config) = config
+        && let (Some((ingress_port, _)), Some(never)) =
+            (&config.ingress, &config.mesh.all_app_ports)
+    {
+        let port = dest.port();
+        let never_captured = never.iter().any(|e| e.contains(port))
+            || port == *ingress_port
+            || port == config.egress_port;
+        return if never_captured {
+            Expected::AppListener(port)
+        } else {
+            Expected::IngressProxy
+        };
+    }
     match config.and_then(|c| c.ingress.as_ref()) {
         Some((_, app_ports)) if app_ports.iter().any(|e| e.contains(dest.port())) => {
             Expected::IngressProxy
@@ -932,8 +1037,26 @@ fn plan_probes(rng: &mut Rng, config: &Config, earlier: Option<&Config>) -> Prob
     }
 
     // Inbound, from the peer: AppPorts edges, or any port without ingress.
-    let inbound_ports: Vec<(u16, String)> = match &config.ingress {
-        Some((_, app_ports)) => {
+    let inbound_ports: Vec<(u16, String)> = match (&config.ingress, &config.mesh.all_app_ports) {
+        (Some(_), Some(never)) => {
+            let mut candidates = vec![
+                (
+                    rng.port_between(1, 65535),
+                    "AppPorts * any port".to_string(),
+                ),
+                (rng.pick(&EDGE_PORTS), "AppPorts * edge port".to_string()),
+            ];
+            for e in never {
+                for (p, edge) in port_edges(*e) {
+                    candidates.push((p, format!("IngressIgnoredPorts {} {edge}", e.text())));
+                }
+            }
+            rng.shuffle(&mut candidates[2..]);
+            candidates.retain(|(p, _)| free(*p));
+            candidates.truncate(5);
+            candidates
+        }
+        (Some((_, app_ports)), None) => {
             let mut candidates = Vec::new();
             for _ in 0..2 {
                 let e = app_ports[rng.below(app_ports.len() as u64) as usize];
@@ -946,7 +1069,7 @@ fn plan_probes(rng: &mut Rng, config: &Config, earlier: Option<&Config>) -> Prob
             candidates.truncate(3);
             candidates
         }
-        None => vec![(local_port, "no ingress".into())],
+        (None, _) => vec![(local_port, "no ingress".into())],
     };
     for (p, why) in inbound_ports {
         if !app_listener_ports.contains(&p) {
@@ -994,14 +1117,16 @@ fn plan_probes(rng: &mut Rng, config: &Config, earlier: Option<&Config>) -> Prob
         }
     }
     let mut net_sources = Vec::new();
-    for (source, count, label) in [
-        (Some(config), 2, "EgressIgnoredIPs"),
-        (earlier, 1, "earlier"),
+    let included = |c: &Config| c.mesh.included_ips.clone().unwrap_or_default();
+    for (source, count, label, list) in [
+        (Some(config), 2, "EgressIgnoredIPs", None),
+        (earlier, 1, "earlier", None),
+        (Some(config), 2, "EgressIncludedIPs", Some(included(config))),
     ] {
         let Some(source) = source else { continue };
+        let list = list.unwrap_or_else(|| source.ignored_ips.clone());
         for family in [Family::V4, Family::V6] {
-            let nets: Vec<IgnoredNet> = source
-                .ignored_ips
+            let nets: Vec<IgnoredNet> = list
                 .iter()
                 .filter(|n| n.family == family)
                 .copied()
@@ -1562,6 +1687,7 @@ fn model_follows_the_documented_rules() {
         ],
         as_ecs_json: false,
         with_netns_flag: false,
+        mesh: Mesh::default(),
     };
     let user = Identity {
         uid: 1000,

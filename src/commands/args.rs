@@ -73,6 +73,25 @@ pub struct SettingFlags {
     /// EgressIgnoredPorts (netconf egressIgnoredPorts): comma-separated ports or ranges reached directly. 22 is always added.
     #[arg(long, value_name = "PORTS")]
     pub egress_ignored_ports: Option<String>,
+
+    /// netconf egressIncludedIPs: capture only outbound connections to these addresses/CIDRs
+    /// (per family; 0.0.0.0/0 or ::/0 for a whole family); the ignored lists still win.
+    #[arg(long, value_name = "IPS")]
+    pub egress_included_ips: Option<String>,
+
+    /// netconf ingressIgnoredPorts: with --app-ports '*', inbound ports never captured (the
+    /// proxy's own ports are always added).
+    #[arg(long, value_name = "PORTS")]
+    pub ingress_ignored_ports: Option<String>,
+
+    /// netconf ignoredInterfaces: interfaces whose traffic, in or out, is never captured.
+    #[arg(long, value_name = "NAMES")]
+    pub ignored_interfaces: Option<String>,
+
+    /// netconf dropInvalid: drop inbound packets conntrack marks INVALID (out-of-window
+    /// segments that would otherwise reach the app un-rewritten and reset the connection).
+    #[arg(long, value_name = "true|false", num_args = 0..=1, default_missing_value = "true")]
+    pub drop_invalid: Option<String>,
 }
 
 impl ConfigArgs {
@@ -104,6 +123,13 @@ impl ConfigArgs {
                 &self.settings.egress_ignored_ports,
             ),
             ipv6: scalar("--ipv6", &self.ipv6),
+            egress_included_ips: list("--egress-included-ips", &self.settings.egress_included_ips),
+            ingress_ignored_ports: list(
+                "--ingress-ignored-ports",
+                &self.settings.ingress_ignored_ports,
+            ),
+            ignored_interfaces: list("--ignored-interfaces", &self.settings.ignored_interfaces),
+            drop_invalid: scalar("--drop-invalid", &self.settings.drop_invalid),
             vocabulary: None,
         }
         .spelled_in(Vocabulary::Flags)

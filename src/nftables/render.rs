@@ -311,7 +311,23 @@ fn condition_exprs(
         },
         Match::DestinationIsLocal(local) => addr_type(fib_flags::DADDR, *local),
         Match::SourceIsLocal(local) => addr_type(fib_flags::SADDR, *local),
+        Match::InInterface(name) => interface_name(META_IIFNAME, name),
+        Match::OutInterface(name) => interface_name(META_OIFNAME, name),
     }
+}
+
+/// `meta iifname` / `meta oifname` (`NFT_META_IIFNAME`, `NFT_META_OIFNAME`).
+const META_IIFNAME: u32 = 6;
+const META_OIFNAME: u32 = 7;
+
+/// An exact interface name, compared as nft writes it: padded with NULs to `IFNAMSIZ`.
+fn interface_name(key: u32, name: &str) -> Vec<Expr> {
+    let mut padded = name.as_bytes().to_vec();
+    padded.resize(16, 0);
+    vec![
+        Expr::meta(MetaKey::Other(key)),
+        Expr::cmp(CmpOp::Eq, padded),
+    ]
 }
 
 /// The expressions matching when `condition` does not hold, for the conditions a single
@@ -332,7 +348,11 @@ fn negated(condition: &Match) -> Option<Vec<Expr>> {
             Expr::meta(MetaKey::SkGid),
             Expr::cmp(CmpOp::Neq, gid.to_ne_bytes()),
         ],
-        Match::DestinationPorts(_) | Match::DestinationNetwork(_) | Match::DestinationInSet(_) => {
+        Match::DestinationPorts(_)
+        | Match::DestinationNetwork(_)
+        | Match::DestinationInSet(_)
+        | Match::InInterface(_)
+        | Match::OutInterface(_) => {
             return None;
         }
     })
@@ -507,6 +527,7 @@ mod tests {
                     .map(|ip| ip.parse::<std::net::IpAddr>().unwrap().into()),
             ),
             ipv6: Ipv6Mode::Auto,
+            mesh: Default::default(),
         }
     }
 

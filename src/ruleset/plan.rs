@@ -41,14 +41,38 @@ pub fn plan(config: &ProxyConfig, family: Family, options: PlanOptions) -> Rules
         return ruleset;
     }
 
+    let mesh = &config.mesh;
     if let Some(ingress) = &config.ingress {
         ruleset.chains.push(INGRESS_CHAIN.to_owned());
-        for ports in port_lists(ingress.app_ports.ranges(), options) {
+        for name in &mesh.ignored_interfaces {
             ruleset.rules.push(Rule::new(
                 INGRESS_CHAIN,
-                vec![Match::Tcp, Match::DestinationPorts(ports)],
+                vec![Match::InInterface(name.clone())],
+                Verdict::Return,
+            ));
+        }
+        if mesh.ingress_all_ports {
+            // Every port: the few never captured leave first, then one rule takes the rest.
+            for ports in port_lists(mesh.ingress_ignored_ports.ranges(), options) {
+                ruleset.rules.push(Rule::new(
+                    INGRESS_CHAIN,
+                    vec![Match::Tcp, Match::DestinationPorts(ports)],
+                    Verdict::Return,
+                ));
+            }
+            ruleset.rules.push(Rule::new(
+                INGRESS_CHAIN,
+                vec![Match::Tcp],
                 Verdict::Redirect(ingress.proxy_port),
             ));
+        } else {
+            for ports in port_lists(ingress.app_ports.ranges(), options) {
+                ruleset.rules.push(Rule::new(
+                    INGRESS_CHAIN,
+                    vec![Match::Tcp, Match::DestinationPorts(ports)],
+                    Verdict::Redirect(ingress.proxy_port),
+                ));
+            }
         }
         // Only connections from elsewhere: the proxy's own connections to the app are local.
         ruleset.jumps.push(Rule::new(
@@ -69,6 +93,11 @@ pub fn plan(config: &ProxyConfig, family: Family, options: PlanOptions) -> Rules
         ruleset
             .rules
             .push(egress_return(vec![Match::OwnerGid(gid)]));
+    }
+    for name in &mesh.ignored_interfaces {
+        ruleset
+            .rules
+            .push(egress_return(vec![Match::OutInterface(name.clone())]));
     }
 
     let ports = config.egress_ignored_ports.ranges();
@@ -127,11 +156,33 @@ pub fn plan(config: &ProxyConfig, family: Family, options: PlanOptions) -> Rules
         }
     }
 
-    ruleset.rules.push(Rule::new(
-        EGRESS_CHAIN,
-        vec![Match::Tcp],
-        Verdict::Redirect(config.proxy_egress_port),
-    ));
+    match &mesh.egress_included {
+        None => ruleset.rules.push(Rule::new(
+            EGRESS_CHAIN,
+            vec![Match::Tcp],
+            Verdict::Redirect(config.proxy_egress_port),
+        )),
+        // Only the listed destinations reach the redirect; the exclusions above still win.
+        Some(included) => {
+            let listed: Vec<IpNet> = match family {
+                Family::Ipv4 => without_covered(&included.ipv4, IpNet::V4),
+                Family::Ipv6 => without_covered(&included.ipv6, IpNet::V6),
+            };
+            for net in listed {
+                // A whole family is no address test at all (iptables-save drops `-d ::/0`).
+                let matches = if net.prefix_len() == 0 {
+                    vec![Match::Tcp]
+                } else {
+                    vec![Match::DestinationNetwork(net), Match::Tcp]
+                };
+                ruleset.rules.push(Rule::new(
+                    EGRESS_CHAIN,
+                    matches,
+                    Verdict::Redirect(config.proxy_egress_port),
+                ));
+            }
+        }
+    }
     // Connections to this namespace's own addresses (loopback included) stay local.
     ruleset.jumps.push(Rule::new(
         OUTPUT_CHAIN,
@@ -139,6 +190,20 @@ pub fn plan(config: &ProxyConfig, family: Family, options: PlanOptions) -> Rules
         Verdict::Jump(EGRESS_CHAIN.to_owned()),
     ));
     ruleset
+}
+
+/// The networks in order without those another one covers.
+fn without_covered<N: Copy + PartialEq>(nets: &[N], to_net: fn(N) -> IpNet) -> Vec<IpNet> {
+    let all: Vec<IpNet> = nets.iter().map(|n| to_net(*n)).collect();
+    all.iter()
+        .enumerate()
+        .filter(|(i, net)| {
+            !all.iter()
+                .enumerate()
+                .any(|(j, other)| j != *i && other != *net && other.contains(*net))
+        })
+        .map(|(_, net)| *net)
+        .collect()
 }
 
 fn new_set(family: Family, members: SetMembers) -> IpSet {

@@ -28,6 +28,10 @@ pub enum Match {
     DestinationIsLocal(bool),
     /// The source address is (`true`) or is not (`false`) one of this host's own.
     SourceIsLocal(bool),
+    /// The packet came in through this interface (exact name).
+    InInterface(String),
+    /// The packet goes out through this interface (exact name).
+    OutInterface(String),
 }
 
 /// What a rule does with a packet it matches.
@@ -84,6 +88,8 @@ impl fmt::Display for Rule {
                 Match::DestinationInSet(set) => write!(f, " dst@{set}")?,
                 Match::DestinationIsLocal(local) => write!(f, " daddr-local={local}")?,
                 Match::SourceIsLocal(local) => write!(f, " saddr-local={local}")?,
+                Match::InInterface(name) => write!(f, " iif={name}")?,
+                Match::OutInterface(name) => write!(f, " oif={name}")?,
             }
         }
         match &self.verdict {

@@ -71,6 +71,8 @@ fn typed(chain: &str, spec: &str) -> Option<Rule> {
             "-d" => matches.push(Match::DestinationNetwork(
                 rest.next()?.parse::<IpNet>().ok()?,
             )),
+            "-i" => matches.push(Match::InInterface(rest.next()?.to_owned())),
+            "-o" => matches.push(Match::OutInterface(rest.next()?.to_owned())),
             "-p" => {
                 (rest.next()? == "tcp").then_some(())?;
                 matches.push(Match::Tcp);
