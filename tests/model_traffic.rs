@@ -290,6 +290,10 @@ struct Mesh {
     all_app_ports: Option<Vec<PortEntry>>,
     /// `--ignored-interfaces`: traffic in or out through these is never captured.
     ignored_interfaces: Vec<&'static str>,
+    /// `--drop-invalid`: no connection here is INVALID, so routing is unchanged; the rules
+    /// must still apply, show in sync, move over and clean up with the rest
+    /// (tests/mesh_invalid_drop.rs sends the packets it drops).
+    drop_invalid: bool,
 }
 
 impl Mesh {
@@ -297,6 +301,7 @@ impl Mesh {
         self.included_ips.is_none()
             && self.all_app_ports.is_none()
             && self.ignored_interfaces.is_empty()
+            && !self.drop_invalid
     }
 }
 
@@ -355,6 +360,9 @@ impl Config {
                 "--ignored-interfaces",
                 self.mesh.ignored_interfaces.join(","),
             ));
+        }
+        if self.mesh.drop_invalid {
+            props.push(("", "--drop-invalid", "true".into()));
         }
         props
     }
@@ -526,6 +534,7 @@ fn generate_mesh(rng: &mut Rng, has_ingress: bool) -> Mesh {
         included_ips,
         all_app_ports,
         ignored_interfaces,
+        drop_invalid: rng.chance(35),
     }
 }
 
@@ -1341,7 +1350,7 @@ fn our_leftovers(app: &TestNetns, backends: &[&str]) -> Vec<String> {
             match output {
                 Ok(o) if o.status.success() => {
                     for line in String::from_utf8_lossy(&o.stdout).lines() {
-                        if line.contains("APPMESH") {
+                        if line.contains("APPMESH") || line.contains("MESHINIT") {
                             found.push(format!("{program}: {line}"));
                         }
                     }

@@ -117,7 +117,67 @@ pub fn render_table(ipv4: &Ruleset, ipv6: Option<&Ruleset>) -> Table {
             rules,
         });
     }
+    if ipv4.drop_invalid || ipv6.is_some_and(|r| r.drop_invalid) {
+        chains.push(invalid_drop_chain(ipv6.is_none()));
+    }
     Table::new(TABLE_NAME, sets.sets, chains)
+}
+
+pub const INVALID_BASE_CHAIN: &str = "drop_invalid";
+/// nft's `mangle` priority: before dstnat, as the iptables backends' mangle PREROUTING.
+pub const MANGLE_PRIORITY: i32 = -150;
+
+/// `ct state invalid drop` in a filter chain on prerouting: packets conntrack marks INVALID
+/// never pass nat, so without it they reach the app un-rewritten (see
+/// `crate::config::mesh`).
+fn invalid_drop_chain(ipv6_passes: bool) -> Chain {
+    let mut rules = Vec::new();
+    if ipv6_passes {
+        rules.push(ipv6_passes_rule());
+    }
+    let mut exprs = ct_state();
+    exprs.push(Expr::Bitwise {
+        sreg: Register::R1,
+        dreg: Register::R1,
+        len: 4,
+        mask: CT_STATE_INVALID_BIT.to_ne_bytes().to_vec(),
+        xor: vec![0; 4],
+    });
+    exprs.push(Expr::cmp(CmpOp::Neq, [0u8; 4]));
+    exprs.push(Expr::verdict(Verdict::Drop));
+    rules.push(Rule::new(exprs));
+    Chain {
+        name: INVALID_BASE_CHAIN.to_owned(),
+        base: Some(BaseChain {
+            chain_type: ChainType::Filter,
+            hook: Hook::Prerouting,
+            priority: MANGLE_PRIORITY,
+            policy: Policy::Accept,
+        }),
+        rules,
+    }
+}
+
+/// `NF_CT_STATE_INVALID_BIT`.
+const CT_STATE_INVALID_BIT: u32 = 1;
+
+/// `ct state` into register 1. The model has no `ct` expression, so it is written as the
+/// kernel dumps it (NFTA_CT_DREG, NFTA_CT_KEY = NFT_CT_STATE, both big-endian), which is
+/// also how it reads back.
+fn ct_state() -> Vec<Expr> {
+    const NFTA_CT_DREG: u16 = 1;
+    const NFTA_CT_KEY: u16 = 2;
+    const NFT_CT_STATE: u32 = 0;
+    let mut data = Vec::new();
+    for (kind, value) in [(NFTA_CT_DREG, 1u32), (NFTA_CT_KEY, NFT_CT_STATE)] {
+        data.extend_from_slice(&8u16.to_ne_bytes());
+        data.extend_from_slice(&kind.to_ne_bytes());
+        data.extend_from_slice(&value.to_be_bytes());
+    }
+    vec![Expr::Other {
+        name: "ct".to_owned(),
+        data,
+    }]
 }
 
 /// `meta nfproto ipv6 return`: the first rule of each chain when IPv6 is not programmed.

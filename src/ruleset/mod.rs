@@ -163,6 +163,9 @@ pub struct Ruleset {
     /// The rules in built-in chains that enter ours.
     pub jumps: Vec<Rule>,
     pub sets: Vec<IpSet>,
+    /// Inbound packets conntrack marks INVALID are dropped before routing (outside the nat
+    /// table, which never sees them: see `crate::config::mesh`).
+    pub drop_invalid: bool,
 }
 
 impl Ruleset {
@@ -174,6 +177,7 @@ impl Ruleset {
             rules: Vec::new(),
             jumps: Vec::new(),
             sets: Vec::new(),
+            drop_invalid: false,
         }
     }
 }

@@ -42,6 +42,7 @@ pub fn plan(config: &ProxyConfig, family: Family, options: PlanOptions) -> Rules
     }
 
     let mesh = &config.mesh;
+    ruleset.drop_invalid = mesh.drop_invalid;
     if let Some(ingress) = &config.ingress {
         ruleset.chains.push(INGRESS_CHAIN.to_owned());
         for name in &mesh.ignored_interfaces {

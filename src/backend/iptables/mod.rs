@@ -4,6 +4,7 @@
 //! need it.
 
 mod converge;
+pub mod invalid_drop;
 pub mod ipset;
 pub mod parse;
 mod read;
@@ -85,7 +86,21 @@ impl Backend for IptablesBackend {
         budget: &TimeBudget,
         dry_run: bool,
     ) -> Result<ConvergeReport> {
-        converge::converge(self.kind, desired, budget, dry_run)
+        let report = converge::converge(self.kind, desired, budget, dry_run)?;
+        // After the nat rules: a packet dropped for being INVALID never needed them.
+        for ruleset in desired.rulesets() {
+            if report.skipped.iter().any(|(f, _)| *f == ruleset.family) {
+                continue;
+            }
+            invalid_drop::converge(
+                self.kind,
+                ruleset.family,
+                ruleset.drop_invalid,
+                budget,
+                dry_run,
+            )?;
+        }
+        Ok(report)
     }
 
     fn drift(
@@ -107,6 +122,7 @@ impl Backend for IptablesBackend {
                 let installed_sets = own_sets.as_ref().expect("read above");
                 sets::describe_drift(ruleset, installed_sets, &mut drift);
             }
+            invalid_drop::drift(self.kind, *family, ruleset.drop_invalid, budget, &mut drift)?;
             out.push((*family, drift));
         }
         Ok(out)
@@ -151,6 +167,12 @@ impl Backend for IptablesBackend {
         let (installed, tools) = read::read(self.kind, &desired, budget)?;
         let changes = converge::converge_rules(&installed, &tools, &desired, budget, false)?;
         let changed = changes.iter().filter(|c| c.payload.is_some()).count();
+        for family in Family::BOTH {
+            if netns::ipv6_unavailable().is_some() && family == Family::Ipv6 {
+                continue;
+            }
+            invalid_drop::converge(self.kind, family, false, budget, false)?;
+        }
         info!(backend = %self.kind, families_changed = changed, "rules removed");
         // Sets only these rules used can go now; sets another backend still uses stay (the
         // kernel refuses), quietly: that backend's own turn removes them.

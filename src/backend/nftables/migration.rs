@@ -77,6 +77,26 @@ pub fn iptables_nft_holds_ours() -> bool {
         })
 }
 
+/// Whether iptables-nft's `mangle` table of `family` holds meshinit's INVALID-drop chain,
+/// read over netlink (no program runs).
+pub fn iptables_nft_mangle_holds_ours(family: crate::ruleset::Family) -> bool {
+    let Ok(mut connection) = NftConnection::open() else {
+        return false;
+    };
+    let family = match family {
+        crate::ruleset::Family::Ipv4 => TableFamily::Ipv4,
+        crate::ruleset::Family::Ipv6 => TableFamily::Ipv6,
+    };
+    (0..ATTEMPTS)
+        .find_map(|_| connection.dump_chains(family, Some("mangle")).transpose())
+        .and_then(Result::ok)
+        .is_some_and(|chains| {
+            chains
+                .iter()
+                .any(|c| c.name == crate::backend::iptables::invalid_drop::INVALID_CHAIN)
+        })
+}
+
 /// Replaces iptables-nft's rules of ours with `table` in one transaction, when iptables-nft
 /// holds any; `Ok(false)` when it holds none (the caller then commits as usual).
 pub fn migrate_from_iptables_nft(
