@@ -64,6 +64,26 @@ pub struct IncludedDestinations {
     pub ipv6: Vec<Ipv6Net>,
 }
 
+impl IncludedDestinations {
+    pub fn contains(&self, addr: std::net::IpAddr) -> bool {
+        match addr {
+            std::net::IpAddr::V4(a) => self.ipv4.iter().any(|n| n.contains(&a)),
+            std::net::IpAddr::V6(a) => self.ipv6.iter().any(|n| n.contains(&a)),
+        }
+    }
+
+    /// The networks of one family.
+    pub fn networks(
+        &self,
+        family: crate::ruleset::Family,
+    ) -> Box<dyn Iterator<Item = ipnet::IpNet> + '_> {
+        match family {
+            crate::ruleset::Family::Ipv4 => Box::new(self.ipv4.iter().map(|n| (*n).into())),
+            crate::ruleset::Family::Ipv6 => Box::new(self.ipv6.iter().map(|n| (*n).into())),
+        }
+    }
+}
+
 /// The validated mesh options. `Default` is everything off.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MeshOptions {

@@ -129,7 +129,17 @@ pub fn inspect_ingress(
         .iter()
         .map(ToString::to_string)
         .collect();
-    let ports = ports.join(",");
+    let mut ports = ports.join(",");
+    if config.mesh.ingress_all_ports {
+        let never: Vec<String> = config
+            .mesh
+            .ingress_ignored_ports
+            .ranges()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        ports = format!("* (every port but {})", never.join(","));
+    }
     let has_chain = installed.table.chains.iter().any(|c| c == INGRESS_CHAIN);
     let has_jump = installed
         .table
