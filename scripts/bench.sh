@@ -15,6 +15,9 @@
 #      Measured when the binary has that backend; otherwise only its references are.
 #   5. one CNI ADD into a fresh namespace, meshinit vs AWS's aws-appmesh (from
 #      MESHINIT_PEERS_DIR, else ../shared/peers), same stdin, same rounds, with the ratio.
+#   6. the settings beyond App Mesh (issue 20) all on (include list, AppPorts *, an ignored
+#      interface, INVALID drop) against the seed: apply latency and new-connection rate, on
+#      the iptables path and the native backend.
 # It prints markdown tables of medians and ratios and writes them to BENCHMARKS.md with a
 # description of the machine. It reports; it asserts no timing.
 #
@@ -272,6 +275,16 @@ for n in "${LARGE_SIZES[@]}"; do
 done
 unset LARGE_IPS
 
+# Issue 20: the seed's values with every mesh setting on (a CNI network config: ECS has no
+# names for them). The include list holds the rate tool's destination, so it is redirected.
+cat >all-features.json <<JSON
+{"cniVersion": "0.3.0", "name": "appmesh", "type": "aws-appmesh", "ignoredUID": "1337",
+ "proxyIngressPort": "15000", "proxyEgressPort": "15001", "appPorts": ["*"],
+ "egressIgnoredIPs": ["$SEED_IPS"], "egressIgnoredPorts": ["22"],
+ "egressIncludedIPs": ["192.0.2.0/24", "10.0.0.0/8", "::/0"], "ingressIgnoredPorts": ["9901"],
+ "ignoredInterfaces": ["tun0"], "dropInvalid": true}
+JSON
+
 cd "$REPO"
 
 # --- Sanity: every contender installs what meshinit calls in sync --------------------------
@@ -426,6 +439,13 @@ if [ "$NATIVE" = 1 ]; then
     RATE_SETUP[n10000i]="$MESHINIT_STATIC apply $NATIVE_BACKEND $W/ips10000i.json 2>/dev/null"
     RATE_CASES+=(n0 n10000 n10000i)
 fi
+# Issue 20: every mesh setting on.
+RATE_SETUP[mall]="$MESHINIT apply $IPT_BACKEND $W/all-features.json 2>/dev/null"
+RATE_CASES+=(mall)
+if [ "$NATIVE" = 1 ]; then
+    RATE_SETUP[nall]="$MESHINIT_STATIC apply $NATIVE_BACKEND $W/all-features.json 2>/dev/null"
+    RATE_CASES+=(nall)
+fi
 : >"$WORK/rates"
 for round in $(seq "$BENCH_RATE_ROUNDS"); do
     for c in "${RATE_CASES[@]}"; do
@@ -534,6 +554,20 @@ JSON
 else
     log "5. skipped: no aws-appmesh at $AWS_APPMESH (set MESHINIT_PEERS_DIR)"
 fi
+
+# --- 6. Mesh settings all on (issue 20): apply latency --------------------------------------
+log "6. apply latency, every mesh setting on vs the seed ($BENCH_RUNS runs each)"
+mesh_cmds=(
+    -n mesh-seed-ipt "unshare -n $M apply $IPT_BACKEND $SEED"
+    -n mesh-all-ipt "unshare -n $M apply $IPT_BACKEND $W/all-features.json"
+)
+if [ "$NATIVE" = 1 ]; then
+    mesh_cmds+=(
+        -n mesh-seed-native "unshare -n $MS apply $NATIVE_BACKEND $SEED"
+        -n mesh-all-native "unshare -n $MS apply $NATIVE_BACKEND $W/all-features.json"
+    )
+fi
+hyperfine_rounds "$WORK/mesh.csv" "$BENCH_RUNS" 2 "${mesh_cmds[@]}" || die "hyperfine failed (section 6)"
 
 # --- Report ------------------------------------------------------------------------------
 ms() { awk -v s="$1" 'BEGIN { printf "%.1f ms", s * 1000 }'; }
@@ -853,8 +887,28 @@ rounds; "pod namespace only" runs \`true\` as the plugin. meshinit is the static
 EOF
 }
 
+mesh_report() {
+    local X=$WORK/mesh.csv
+    cat <<EOF
+
+### Every mesh setting on (issue 20) against the seed
+
+Include list, AppPorts \`*\`, an ignored interface and the INVALID drop (\`all-features.json\`,
+a CNI network config). DNS capture is not implemented yet, so it has no row.
+
+| backend | apply, seed | apply, all on | ratio | new connections, seed | all on | ratio |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: |
+| iptables path | $(ms "$(median "$X" mesh-seed-ipt)") | $(ms "$(median "$X" mesh-all-ipt)") | $(ratio "$(median "$X" mesh-all-ipt)" "$(median "$X" mesh-seed-ipt)")x | $(rate_fmt "$(rate_median m0)") | $(rate_fmt "$(rate_median mall)") | $(ratio "$(rate_median mall)" "$(rate_median m0)")x |
+EOF
+    if [ "$NATIVE" = 1 ]; then
+        cat <<EOF
+| native nf_tables | $(ms "$(median "$X" mesh-seed-native)") | $(ms "$(median "$X" mesh-all-native)") | $(ratio "$(median "$X" mesh-all-native)" "$(median "$X" mesh-seed-native)")x | $(rate_fmt "$(rate_median n0)") | $(rate_fmt "$(rate_median nall)") | $(ratio "$(rate_median nall)" "$(rate_median n0)")x |
+EOF
+    fi
+}
+
 case $OUTPUT in /*) ;; *) OUTPUT=$REPO/$OUTPUT ;; esac
-{ report; cni_report; } | tee "$OUTPUT"
+{ report; cni_report; mesh_report; } | tee "$OUTPUT"
 log "written to $OUTPUT"
 
 netns_after=$(ip netns list 2>/dev/null || true)
