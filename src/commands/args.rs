@@ -92,6 +92,16 @@ pub struct SettingFlags {
     /// segments that would otherwise reach the app un-rewritten and reset the connection).
     #[arg(long, value_name = "true|false", num_args = 0..=1, default_missing_value = "true")]
     pub drop_invalid: Option<String>,
+
+    /// netconf proxyDNSPort: capture the app's DNS queries (UDP and TCP port 53) to this
+    /// port of the proxy; the proxy's own queries (IgnoredUID/GID) go out as they are.
+    #[arg(long, value_name = "PORT")]
+    pub proxy_dns_port: Option<String>,
+
+    /// netconf dnsCapture: which queries: all (to any resolver, the default) or resolv.conf
+    /// (to the resolvers of /etc/resolv.conf as apply reads it).
+    #[arg(long, value_name = "all|resolv.conf")]
+    pub dns_capture: Option<String>,
 }
 
 impl ConfigArgs {
@@ -130,6 +140,8 @@ impl ConfigArgs {
             ),
             ignored_interfaces: list("--ignored-interfaces", &self.settings.ignored_interfaces),
             drop_invalid: scalar("--drop-invalid", &self.settings.drop_invalid),
+            proxy_dns_port: scalar("--proxy-dns-port", &self.settings.proxy_dns_port),
+            dns_capture: scalar("--dns-capture", &self.settings.dns_capture),
             vocabulary: None,
         }
         .spelled_in(Vocabulary::Flags)
@@ -159,7 +171,8 @@ impl ConfigArgs {
                  config), --from-env, or flags such as --ignored-uid and --proxy-egress-port",
             )]));
         }
-        let (config, warnings) = validate(&settings).map_err(Error::Config)?;
+        let (mut config, warnings) = validate(&settings).map_err(Error::Config)?;
+        resolve_dns_scope(&mut config)?;
         for warning in warnings {
             warn!("{warning}");
         }
@@ -201,4 +214,34 @@ pub struct TargetArgs {
     /// How long to wait for the legacy xtables lock held by another process.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     pub lock_timeout: Duration,
+}
+
+/// Where `dnsCapture: resolv.conf` reads the resolvers: this process's view of the file,
+/// which is the namespace's for the init container and for `ip netns exec`.
+const RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// Fills in the resolvers of `dnsCapture: resolv.conf`, so that the planner gets them as
+/// data. No nameserver at all is an error: capturing nothing is not what was asked.
+pub fn resolve_dns_scope(config: &mut ProxyConfig) -> Result<()> {
+    use crate::config::mesh::{DnsScope, resolv_conf_nameservers};
+    let Some(dns) = config.mesh.dns.as_mut() else {
+        return Ok(());
+    };
+    if dns.scope != DnsScope::ResolvConf {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(RESOLV_CONF).unwrap_or_default();
+    dns.resolvers = resolv_conf_nameservers(&text);
+    if dns.resolvers.is_empty() {
+        return Err(Error::Config(vec![ConfigError::new(
+            "dnsCapture",
+            Some("resolv.conf"),
+            format!(
+                "{RESOLV_CONF} names no nameserver here, so no query would be captured; use \
+                 all, or run where the app's resolv.conf is"
+            ),
+        )]));
+    }
+    info!(resolvers = ?dns.resolvers, "DNS capture limited to the resolvers of {RESOLV_CONF}");
+    Ok(())
 }

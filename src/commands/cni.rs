@@ -138,6 +138,8 @@ impl InstallArgs {
             ),
             ("ignoredInterfaces", list(&self.settings.ignored_interfaces)),
             ("dropInvalid", text(&self.settings.drop_invalid)),
+            ("proxyDNSPort", text(&self.settings.proxy_dns_port)),
+            ("dnsCapture", text(&self.settings.dns_capture)),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v)))

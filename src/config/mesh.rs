@@ -20,37 +20,80 @@ pub const MAX_INTERFACE_NAME: usize = 15;
 /// Names per vocabulary (rows: ECS, CNI, environment, flags; columns in the order of the
 /// mesh [`Property`](super::settings::Property) variants). ECS's `proxyConfiguration`
 /// accepts only App Mesh's properties, so its row names the flags.
-pub const MESH_NAMES: [[&str; 4]; 4] = [
+pub const MESH_NAMES: [[&str; 6]; 4] = [
     [
         "--egress-included-ips",
         "--ingress-ignored-ports",
         "--ignored-interfaces",
         "--drop-invalid",
+        "--proxy-dns-port",
+        "--dns-capture",
     ],
     [
         "egressIncludedIPs",
         "ingressIgnoredPorts",
         "ignoredInterfaces",
         "dropInvalid",
+        "proxyDNSPort",
+        "dnsCapture",
     ],
     [
         "MESHINIT_EGRESS_INCLUDED_IPS",
         "MESHINIT_INGRESS_IGNORED_PORTS",
         "MESHINIT_IGNORED_INTERFACES",
         "MESHINIT_DROP_INVALID",
+        "MESHINIT_PROXY_DNS_PORT",
+        "MESHINIT_DNS_CAPTURE",
     ],
     [
         "--egress-included-ips",
         "--ingress-ignored-ports",
         "--ignored-interfaces",
         "--drop-invalid",
+        "--proxy-dns-port",
+        "--dns-capture",
     ],
 ];
 
 /// The CNI keys of these settings (also the pod annotations' suffixes).
-pub const CNI_KEYS: [&str; 4] = MESH_NAMES[1];
+pub const CNI_KEYS: [&str; 6] = MESH_NAMES[1];
 /// The environment variables of these settings.
-pub const ENV_NAMES: [&str; 4] = MESH_NAMES[2];
+pub const ENV_NAMES: [&str; 6] = MESH_NAMES[2];
+
+/// The DNS port the app's queries go to.
+pub const DNS_PORT: u16 = 53;
+
+/// Which of the app's DNS queries go to the proxy's DNS listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsScope {
+    /// Queries to any resolver.
+    All,
+    /// Queries to the resolvers of the namespace's `/etc/resolv.conf`, read at apply time.
+    ResolvConf,
+}
+
+/// DNS capture: UDP and TCP port 53 to the proxy's DNS listener, except the proxy's own
+/// queries (its UID/GID leave the egress chain first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsCapture {
+    pub proxy_port: u16,
+    pub scope: DnsScope,
+    /// With [`DnsScope::ResolvConf`]: the resolvers, filled in by the shell that reads the
+    /// file (the planner takes them as data). Empty with [`DnsScope::All`].
+    pub resolvers: Vec<std::net::IpAddr>,
+}
+
+/// The `nameserver` addresses of a resolv.conf text (zone indexes dropped).
+pub fn resolv_conf_nameservers(text: &str) -> Vec<std::net::IpAddr> {
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split_ascii_whitespace();
+            (words.next()? == "nameserver").then_some(())?;
+            let address = words.next()?;
+            address.split('%').next()?.parse().ok()
+        })
+        .collect()
+}
 
 /// `AppPorts` meaning every inbound port.
 pub const ALL_PORTS: &str = "*";
@@ -97,6 +140,8 @@ pub struct MeshOptions {
     pub ignored_interfaces: Vec<String>,
     /// Inbound packets conntrack marks INVALID are dropped before they reach the app.
     pub drop_invalid: bool,
+    /// The app's DNS queries go to the proxy's DNS listener.
+    pub dns: Option<DnsCapture>,
 }
 
 impl MeshOptions {

@@ -75,6 +75,8 @@ pub enum Property {
     IngressIgnoredPorts,
     IgnoredInterfaces,
     DropInvalid,
+    ProxyDnsPort,
+    DnsCapture,
 }
 
 /// How a kind of source spells the properties, so that a message about a property the user
@@ -165,6 +167,8 @@ pub struct RawSettings {
     pub ingress_ignored_ports: Option<Setting<ListValue>>,
     pub ignored_interfaces: Option<Setting<ListValue>>,
     pub drop_invalid: Option<Setting<String>>,
+    pub proxy_dns_port: Option<Setting<String>>,
+    pub dns_capture: Option<Setting<String>>,
 }
 
 impl RawSettings {
@@ -184,6 +188,8 @@ impl RawSettings {
             ingress_ignored_ports: higher.ingress_ignored_ports.or(self.ingress_ignored_ports),
             ignored_interfaces: higher.ignored_interfaces.or(self.ignored_interfaces),
             drop_invalid: higher.drop_invalid.or(self.drop_invalid),
+            proxy_dns_port: higher.proxy_dns_port.or(self.proxy_dns_port),
+            dns_capture: higher.dns_capture.or(self.dns_capture),
         }
     }
 
@@ -213,6 +219,8 @@ impl RawSettings {
             }
             Property::IgnoredInterfaces => self.ignored_interfaces.as_ref().map(|s| &s.property),
             Property::DropInvalid => self.drop_invalid.as_ref().map(|s| &s.property),
+            Property::ProxyDnsPort => self.proxy_dns_port.as_ref().map(|s| &s.property),
+            Property::DnsCapture => self.dns_capture.as_ref().map(|s| &s.property),
         };
         given.cloned().unwrap_or_else(|| {
             self.vocabulary

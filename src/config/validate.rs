@@ -4,7 +4,9 @@
 use super::addresses::{
     ALWAYS_IGNORED_IPS, IgnoredDestinations, parse_ignored_ip, whole_families_covered,
 };
-use super::mesh::{ALL_PORTS, IncludedDestinations, MeshOptions, interface_name_problem};
+use super::mesh::{
+    ALL_PORTS, DnsCapture, DnsScope, IncludedDestinations, MeshOptions, interface_name_problem,
+};
 use super::ports::{PortList, PortRange, parse_port, parse_port_range};
 use super::settings::{Property, RawSettings, Setting, trim_value};
 use super::{ALWAYS_IGNORED_PORT, IngressConfig, Ipv6Mode, ProxyConfig};
@@ -228,6 +230,8 @@ pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<Con
         });
     }
 
+    mesh.dns = dns_capture(raw, egress_port, ingress.as_ref(), &mut errors);
+
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -311,6 +315,58 @@ fn interfaces(raw: &RawSettings, errors: &mut Vec<ConfigError>) -> Vec<String> {
     }
     errors.extend(list_error(&setting.property, &setting.value.verbatim, bad));
     names
+}
+
+/// DNS capture, when a proxy DNS port is given.
+fn dns_capture(
+    raw: &RawSettings,
+    egress_port: Option<u16>,
+    ingress: Option<&IngressConfig>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<DnsCapture> {
+    let scope = match &raw.dns_capture {
+        None => DnsScope::All,
+        Some(s) => match trim_value(&s.value).to_ascii_lowercase().as_str() {
+            "all" => DnsScope::All,
+            "resolv.conf" | "resolv-conf" => DnsScope::ResolvConf,
+            _ => {
+                errors.push(ConfigError::new(
+                    &s.property,
+                    Some(&s.value),
+                    "is not a DNS capture scope: use all (every resolver) or resolv.conf (the \
+                     resolvers of the namespace's /etc/resolv.conf)",
+                ));
+                DnsScope::All
+            }
+        },
+    };
+    let Some(setting) = &raw.proxy_dns_port else {
+        if let Some(s) = &raw.dns_capture {
+            errors.push(ConfigError::new(
+                &s.property,
+                Some(&s.value),
+                format!(
+                    "needs {}: the port of the proxy's DNS listener (e.g. 15053)",
+                    raw.name_of(Property::ProxyDnsPort)
+                ),
+            ));
+        }
+        return None;
+    };
+    let port = single_port(setting, errors)?;
+    let proxy_ports = [egress_port, ingress.map(|i| i.proxy_port)];
+    if proxy_ports.contains(&Some(port)) {
+        errors.push(ConfigError::new(
+            &setting.property,
+            Some(&setting.value),
+            "is one of the proxy's TCP listener ports: DNS needs a listener of its own",
+        ));
+    }
+    Some(DnsCapture {
+        proxy_port: port,
+        scope,
+        resolvers: Vec::new(),
+    })
 }
 
 /// An on/off setting.

@@ -277,6 +277,10 @@ fn condition_exprs(
             Expr::meta(MetaKey::L4Proto),
             Expr::cmp(CmpOp::Eq, [IPPROTO_TCP]),
         ],
+        Match::Udp => vec![
+            Expr::meta(MetaKey::L4Proto),
+            Expr::cmp(CmpOp::Eq, [IPPROTO_UDP]),
+        ],
         Match::OwnerUid(uid) => vec![
             Expr::meta(MetaKey::SkUid),
             Expr::cmp(CmpOp::Eq, uid.to_ne_bytes()),
@@ -376,6 +380,8 @@ fn condition_exprs(
     }
 }
 
+const IPPROTO_UDP: u8 = 17;
+
 /// `meta iifname` / `meta oifname` (`NFT_META_IIFNAME`, `NFT_META_OIFNAME`).
 const META_IIFNAME: u32 = 6;
 const META_OIFNAME: u32 = 7;
@@ -408,7 +414,8 @@ fn negated(condition: &Match) -> Option<Vec<Expr>> {
             Expr::meta(MetaKey::SkGid),
             Expr::cmp(CmpOp::Neq, gid.to_ne_bytes()),
         ],
-        Match::DestinationPorts(_)
+        Match::Udp
+        | Match::DestinationPorts(_)
         | Match::DestinationNetwork(_)
         | Match::DestinationInSet(_)
         | Match::InInterface(_)

@@ -8,6 +8,7 @@ use super::{
     EGRESS_CHAIN, Family, INGRESS_CHAIN, IpSet, Match, Networks, OUTPUT_CHAIN, PREROUTING_CHAIN,
     Rule, Ruleset, SetMembers, Verdict, sets,
 };
+use crate::config::mesh::{DNS_PORT, DnsScope};
 use crate::config::{Ipv6Mode, PortRange, ProxyConfig};
 
 /// What the backend can express, and thresholds above which a list is matched through a set.
@@ -100,6 +101,34 @@ pub fn plan(config: &ProxyConfig, family: Family, options: PlanOptions) -> Rules
             .rules
             .push(egress_return(vec![Match::OutInterface(name.clone())]));
     }
+    // DNS after the proxy's own traffic has left, before the exclusions: a resolver
+    // among the ignored destinations is still captured when DNS capture is asked for.
+    if let Some(dns) = &mesh.dns {
+        let resolvers: Vec<Option<IpNet>> = match dns.scope {
+            DnsScope::All => vec![None],
+            DnsScope::ResolvConf => dns
+                .resolvers
+                .iter()
+                .filter(|a| a.is_ipv4() == (family == Family::Ipv4))
+                .map(|a| Some(IpNet::from(*a)))
+                .collect(),
+        };
+        for protocol in [Match::Udp, Match::Tcp] {
+            for resolver in &resolvers {
+                let mut matches: Vec<Match> = resolver
+                    .iter()
+                    .map(|n| Match::DestinationNetwork(*n))
+                    .collect();
+                matches.push(protocol.clone());
+                matches.push(Match::DestinationPorts(vec![PortRange::single(DNS_PORT)]));
+                ruleset.rules.push(Rule::new(
+                    EGRESS_CHAIN,
+                    matches,
+                    Verdict::Redirect(dns.proxy_port),
+                ));
+            }
+        }
+    }
 
     let ports = config.egress_ignored_ports.ranges();
     let port_rules = port_lists(ports, options);
@@ -184,10 +213,15 @@ pub fn plan(config: &ProxyConfig, family: Family, options: PlanOptions) -> Rules
             }
         }
     }
-    // Connections to this namespace's own addresses (loopback included) stay local.
+    // Connections to this namespace's own addresses (loopback included) stay local. With
+    // DNS capture, UDP enters too (every other rule of the chain matches TCP only).
+    let mut jump = vec![Match::Tcp, Match::DestinationIsLocal(false)];
+    if mesh.dns.is_some() {
+        jump.remove(0);
+    }
     ruleset.jumps.push(Rule::new(
         OUTPUT_CHAIN,
-        vec![Match::Tcp, Match::DestinationIsLocal(false)],
+        jump,
         Verdict::Jump(EGRESS_CHAIN.to_owned()),
     ));
     ruleset

@@ -13,6 +13,8 @@ use crate::config::PortRange;
 pub enum Match {
     /// The transport protocol is TCP.
     Tcp,
+    /// The transport protocol is UDP.
+    Udp,
     /// The socket belongs to this user (locally generated packets only).
     OwnerUid(u32),
     /// The socket belongs to this group.
@@ -78,6 +80,7 @@ impl fmt::Display for Rule {
         for m in &self.matches {
             match m {
                 Match::Tcp => write!(f, " tcp")?,
+                Match::Udp => write!(f, " udp")?,
                 Match::OwnerUid(uid) => write!(f, " uid={uid}")?,
                 Match::OwnerGid(gid) => write!(f, " gid={gid}")?,
                 Match::DestinationPorts(ports) => {

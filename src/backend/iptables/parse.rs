@@ -73,10 +73,11 @@ fn typed(chain: &str, spec: &str) -> Option<Rule> {
             )),
             "-i" => matches.push(Match::InInterface(rest.next()?.to_owned())),
             "-o" => matches.push(Match::OutInterface(rest.next()?.to_owned())),
-            "-p" => {
-                (rest.next()? == "tcp").then_some(())?;
-                matches.push(Match::Tcp);
-            }
+            "-p" => match rest.next()? {
+                "tcp" => matches.push(Match::Tcp),
+                "udp" => matches.push(Match::Udp),
+                _ => return None,
+            },
             "-m" => match rest.next()? {
                 "owner" => match (rest.next()?, rest.next()?.parse().ok()?) {
                     ("--uid-owner", uid) => matches.push(Match::OwnerUid(uid)),

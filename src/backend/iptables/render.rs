@@ -24,9 +24,13 @@ pub fn spec(rule: &Rule) -> String {
     if rule.matches.contains(&Match::Tcp) {
         words.push("-p tcp".into());
     }
+    if rule.matches.contains(&Match::Udp) {
+        words.push("-p udp".into());
+    }
     for m in &rule.matches {
         match m {
             Match::Tcp
+            | Match::Udp
             | Match::DestinationNetwork(_)
             | Match::InInterface(_)
             | Match::OutInterface(_) => {}

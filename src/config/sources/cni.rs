@@ -143,6 +143,10 @@ pub fn assign(settings: &mut RawSettings, key: &str, value: &Value) -> Result<()
         "ignoredInterfaces" => {
             settings.ignored_interfaces = Some(Setting::new(key, list(key, value)?))
         }
+        "proxyDNSPort" => {
+            settings.proxy_dns_port = RawSettings::scalar(key, &scalar_text(key, value)?)
+        }
+        "dnsCapture" => settings.dns_capture = RawSettings::scalar(key, &scalar_text(key, value)?),
         "dropInvalid" => {
             let text = match value {
                 Value::Bool(on) => on.to_string(),

@@ -72,6 +72,8 @@ pub fn parse_env(
                 settings.ignored_interfaces = RawSettings::list(name, value)
             }
             "MESHINIT_DROP_INVALID" => settings.drop_invalid = RawSettings::scalar(name, value),
+            "MESHINIT_PROXY_DNS_PORT" => settings.proxy_dns_port = RawSettings::scalar(name, value),
+            "MESHINIT_DNS_CAPTURE" => settings.dns_capture = RawSettings::scalar(name, value),
             _ => {}
         }
     }
