@@ -22,8 +22,17 @@ const TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Answers (from `ip`) every UDP datagram and TCP connection on `port` with `answer` (followed by the
 /// query, so a reply is tied to its question), for the life of the test process.
-fn serve(ns: &TestNetns, ip: Ipv4Addr, port: u16, answer: &'static str) {
+fn serve(ns: &TestNetns, ip: Ipv4Addr, port: u16, answer: &'static str, owner: Option<u32>) {
     let (udp, tcp) = ns.run_inside(|| {
+        // The proxy's sockets belong to its user: the conntrack-zone rules know its answers
+        // by their owner.
+        if let Some(id) = owner {
+            // SAFETY: raw syscalls changing only this short-lived thread's credentials.
+            unsafe {
+                assert_eq!(libc::syscall(libc::SYS_setresgid, id, id, id), 0);
+                assert_eq!(libc::syscall(libc::SYS_setresuid, id, id, id), 0);
+            }
+        }
         let any = SocketAddr::from((ip, port));
         (
             UdpSocket::bind(any).unwrap(),
@@ -111,11 +120,17 @@ fn check(backend: &str) {
     let net = NetnsPair::new();
     net.peer.add_address(IpAddr::V4(OTHER_RESOLVER));
     // Bound to each address, so each answers from the address asked.
-    serve(&net.peer, PEER_V4, 53, "upstream");
-    serve(&net.peer, OTHER_RESOLVER, 53, "upstream");
+    serve(&net.peer, PEER_V4, 53, "upstream", None);
+    serve(&net.peer, OTHER_RESOLVER, 53, "upstream", None);
     // On loopback, as Istio's and Kuma's DNS listeners: a redirected query arrives at
     // 127.0.0.1, and a reply from there is what conntrack turns back into the resolver's.
-    serve(&net.app, Ipv4Addr::LOCALHOST, PROXY_DNS_PORT, "proxy");
+    serve(
+        &net.app,
+        Ipv4Addr::LOCALHOST,
+        PROXY_DNS_PORT,
+        "proxy",
+        Some(PROXY_UID),
+    );
     let resolver = IpAddr::V4(PEER_V4);
     let other = IpAddr::V4(OTHER_RESOLVER);
     expect(answers(&net.app, APP_UID, resolver), "upstream", "no rules");

@@ -26,6 +26,7 @@ pub mod encode;
 pub mod error;
 pub mod model;
 pub mod render;
+mod render_zones;
 mod socket;
 
 pub use batch::{Batch, TableFamily};

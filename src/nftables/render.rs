@@ -120,6 +120,7 @@ pub fn render_table(ipv4: &Ruleset, ipv6: Option<&Ruleset>) -> Table {
     if ipv4.drop_invalid || ipv6.is_some_and(|r| r.drop_invalid) {
         chains.push(invalid_drop_chain(ipv6.is_none()));
     }
+    chains.extend(super::render_zones::zone_chains(ipv4, ipv6));
     Table::new(TABLE_NAME, sets.sets, chains)
 }
 
@@ -433,7 +434,7 @@ fn addr_type(flags: u32, local: bool) -> Vec<Expr> {
     ]
 }
 
-fn family_check(nfproto: u8) -> Vec<Expr> {
+pub(super) fn family_check(nfproto: u8) -> Vec<Expr> {
     vec![
         Expr::meta(MetaKey::NfProto),
         Expr::cmp(CmpOp::Eq, [nfproto]),

@@ -7,6 +7,7 @@ mod installed;
 mod plan;
 mod rule;
 pub mod sets;
+pub mod zones;
 
 use std::fmt;
 
@@ -166,6 +167,8 @@ pub struct Ruleset {
     /// Inbound packets conntrack marks INVALID are dropped before routing (outside the nat
     /// table, which never sees them: see `crate::config::mesh`).
     pub drop_invalid: bool,
+    /// Conntrack zone rules for DNS capture (see [`zones`]), outside the nat table.
+    pub dns_zones: Vec<zones::ZoneRule>,
 }
 
 impl Ruleset {
@@ -178,6 +181,7 @@ impl Ruleset {
             jumps: Vec::new(),
             sets: Vec::new(),
             drop_invalid: false,
+            dns_zones: Vec::new(),
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use ipnet::IpNet;
 
+use super::zones::{ZoneOwner, plan_zones};
 use super::{
     EGRESS_CHAIN, Family, INGRESS_CHAIN, IpSet, Match, Networks, OUTPUT_CHAIN, PREROUTING_CHAIN,
     Rule, Ruleset, SetMembers, Verdict, sets,
@@ -104,6 +105,13 @@ pub fn plan(config: &ProxyConfig, family: Family, options: PlanOptions) -> Rules
     // DNS after the proxy's own traffic has left, before the exclusions: a resolver
     // among the ignored destinations is still captured when DNS capture is asked for.
     if let Some(dns) = &mesh.dns {
+        let owners: Vec<ZoneOwner> = config
+            .ignored_uid
+            .map(ZoneOwner::Uid)
+            .into_iter()
+            .chain(config.ignored_gid.map(ZoneOwner::Gid))
+            .collect();
+        ruleset.dns_zones = plan_zones(dns, &owners, family);
         let resolvers: Vec<Option<IpNet>> = match dns.scope {
             DnsScope::All => vec![None],
             DnsScope::ResolvConf => dns

@@ -4,6 +4,7 @@
 //! need it.
 
 mod converge;
+pub mod dns_zones;
 pub mod invalid_drop;
 pub mod ipset;
 pub mod parse;
@@ -11,6 +12,7 @@ mod read;
 pub mod reconcile;
 pub mod render;
 mod sets;
+mod side_chains;
 mod tools;
 mod transaction;
 mod words;
@@ -92,13 +94,9 @@ impl Backend for IptablesBackend {
             if report.skipped.iter().any(|(f, _)| *f == ruleset.family) {
                 continue;
             }
-            invalid_drop::converge(
-                self.kind,
-                ruleset.family,
-                ruleset.drop_invalid,
-                budget,
-                dry_run,
-            )?;
+            for (chain, want) in side_chains(ruleset) {
+                chain.converge(self.kind, ruleset.family, &want, budget, dry_run)?;
+            }
         }
         Ok(report)
     }
@@ -122,7 +120,9 @@ impl Backend for IptablesBackend {
                 let installed_sets = own_sets.as_ref().expect("read above");
                 sets::describe_drift(ruleset, installed_sets, &mut drift);
             }
-            invalid_drop::drift(self.kind, *family, ruleset.drop_invalid, budget, &mut drift)?;
+            for (chain, want) in side_chains(ruleset) {
+                chain.drift(self.kind, *family, &want, budget, &mut drift)?;
+            }
             out.push((*family, drift));
         }
         Ok(out)
@@ -171,7 +171,9 @@ impl Backend for IptablesBackend {
             if netns::ipv6_unavailable().is_some() && family == Family::Ipv6 {
                 continue;
             }
-            invalid_drop::converge(self.kind, family, false, budget, false)?;
+            for (chain, want) in side_chains(&Ruleset::empty(family)) {
+                chain.converge(self.kind, family, &want, budget, false)?;
+            }
         }
         info!(backend = %self.kind, families_changed = changed, "rules removed");
         // Sets only these rules used can go now; sets another backend still uses stay (the
@@ -187,6 +189,25 @@ impl Backend for IptablesBackend {
         }
         Ok(())
     }
+}
+
+/// Our chains outside nat and the rules `ruleset` wants in each (none: the chain goes).
+fn side_chains(ruleset: &Ruleset) -> [(side_chains::SideChain, Vec<String>); 3] {
+    use crate::ruleset::zones::ZoneHook;
+    [
+        (
+            invalid_drop::INVALID_DROP,
+            invalid_drop::rules(ruleset.drop_invalid),
+        ),
+        (
+            dns_zones::DNS_ZONES_OUT,
+            dns_zones::specs(&ruleset.dns_zones, ZoneHook::Output),
+        ),
+        (
+            dns_zones::DNS_ZONES_PRE,
+            dns_zones::specs(&ruleset.dns_zones, ZoneHook::Prerouting),
+        ),
+    ]
 }
 
 /// The kernel's list of legacy x_tables tables that exist in this namespace. Reading it,

@@ -77,9 +77,13 @@ pub fn iptables_nft_holds_ours() -> bool {
         })
 }
 
-/// Whether iptables-nft's `mangle` table of `family` holds meshinit's INVALID-drop chain,
+/// Whether iptables-nft's table `table` of `family` holds the chain `chain` of ours,
 /// read over netlink (no program runs).
-pub fn iptables_nft_mangle_holds_ours(family: crate::ruleset::Family) -> bool {
+pub fn iptables_nft_table_holds_chain(
+    family: crate::ruleset::Family,
+    table: &str,
+    chain: &str,
+) -> bool {
     let Ok(mut connection) = NftConnection::open() else {
         return false;
     };
@@ -88,13 +92,9 @@ pub fn iptables_nft_mangle_holds_ours(family: crate::ruleset::Family) -> bool {
         crate::ruleset::Family::Ipv6 => TableFamily::Ipv6,
     };
     (0..ATTEMPTS)
-        .find_map(|_| connection.dump_chains(family, Some("mangle")).transpose())
+        .find_map(|_| connection.dump_chains(family, Some(table)).transpose())
         .and_then(Result::ok)
-        .is_some_and(|chains| {
-            chains
-                .iter()
-                .any(|c| c.name == crate::backend::iptables::invalid_drop::INVALID_CHAIN)
-        })
+        .is_some_and(|chains| chains.iter().any(|c| c.name == chain))
 }
 
 /// Replaces iptables-nft's rules of ours with `table` in one transaction, when iptables-nft

@@ -5,7 +5,7 @@
 
 mod migration;
 
-pub use migration::{iptables_nft_holds_ours, iptables_nft_mangle_holds_ours};
+pub use migration::{iptables_nft_holds_ours, iptables_nft_table_holds_chain};
 
 use tracing::info;
 
