@@ -105,6 +105,9 @@ MESHINIT_STATIC=$TARGET_DIR/$STATIC_TARGET/release/meshinit
 rate_tool_built=$(cargo bench --bench connection_rate --no-run --message-format=json \
     | sed -n 's/.*"executable":"\([^"]*connection_rate[^"]*\)".*/\1/p' | tail -n 1)
 [ -x "$rate_tool_built" ] || die "cannot find the connection_rate bench executable"
+dns_tool_built=$(cargo bench --bench dns_rate --no-run --message-format=json \
+    | sed -n 's/.*"executable":"\([^"]*dns_rate[^"]*\)".*/\1/p' | tail -n 1)
+[ -x "$dns_tool_built" ] || die "cannot find the dns_rate bench executable"
 
 LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
 WORK=$(mktemp -d /tmp/meshinit-bench.XXXXXX)
@@ -123,6 +126,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 cp "$rate_tool_built" "$WORK/connection_rate"
+cp "$dns_tool_built" "$WORK/dns_rate"
 RATE_TOOL=$WORK/connection_rate
 SEED=examples/taskdef-fargate.json
 # The binary as the tables show it: ./target/release/meshinit unless CARGO_TARGET_DIR is set.
@@ -569,6 +573,31 @@ if [ "$NATIVE" = 1 ]; then
 fi
 hyperfine_rounds "$WORK/mesh.csv" "$BENCH_RUNS" 2 "${mesh_cmds[@]}" || die "hyperfine failed (section 6)"
 
+# DNS queries per second: through the capture (redirect + conntrack zones) against the same
+# responder asked directly, one query at a time from a fresh socket, in the same rounds.
+log "6b. DNS queries per second, captured vs direct ($BENCH_RATE_ROUNDS rounds of ${BENCH_RATE_SECONDS}s)"
+DNS_FLAGS="--ignored-uid 1337 --proxy-egress-port 15001 --proxy-dns-port 15053"
+declare -A DNS_SETUP=(
+    [dns-direct]="true"
+    [dns-ipt]="$MESHINIT apply $IPT_BACKEND $DNS_FLAGS 2>/dev/null"
+)
+DNS_CASES=(dns-direct dns-ipt)
+if [ "$NATIVE" = 1 ]; then
+    DNS_SETUP[dns-native]="$MESHINIT_STATIC apply $NATIVE_BACKEND $DNS_FLAGS 2>/dev/null"
+    DNS_CASES+=(dns-native)
+fi
+for round in $(seq "$BENCH_RATE_ROUNDS"); do
+    for c in "${DNS_CASES[@]}"; do
+        query=192.0.2.1:53
+        [ "$c" = dns-direct ] && query=127.0.0.1:15053
+        out=$(unshare -n sh -c "$NETSETUP; ${DNS_SETUP[$c]}; exec $WORK/dns_rate --listen-port 15053 --proxy-uid 1337 --query $query --seconds $BENCH_RATE_SECONDS") \
+            || die "DNS rate, case $c, failed"
+        rate=${out#rate=}; rate=${rate%% *}
+        echo "$c $rate 0" >>"$WORK/rates"
+        printf '  round %s %-10s %s\n' "$round" "$c" "$out" >&2
+    done
+done
+
 # --- Report ------------------------------------------------------------------------------
 ms() { awk -v s="$1" 'BEGIN { printf "%.1f ms", s * 1000 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
@@ -894,7 +923,9 @@ mesh_report() {
 ### Every mesh setting on (issue 20) against the seed
 
 Include list, AppPorts \`*\`, an ignored interface and the INVALID drop (\`all-features.json\`,
-a CNI network config). DNS capture is not implemented yet, so it has no row.
+a CNI network config). DNS: queries per second, one at a time from a fresh socket, through
+the capture (redirect and conntrack zones, \`--proxy-dns-port 15053\`) against the same responder
+asked directly: iptables path $(rate_fmt "$(rate_median dns-ipt)") ($(ratio "$(rate_median dns-ipt)" "$(rate_median dns-direct)")x of direct $(rate_fmt "$(rate_median dns-direct)"))$( [ "$NATIVE" = 1 ] && printf ', native %s (%sx)' "$(rate_fmt "$(rate_median dns-native)")" "$(ratio "$(rate_median dns-native)" "$(rate_median dns-direct)")").
 
 | backend | apply, seed | apply, all on | ratio | new connections, seed | all on | ratio |
 | --- | ---: | ---: | ---: | ---: | ---: | ---: |
