@@ -191,6 +191,8 @@ enum Slot {
     Probed(usize),
     /// The ingress rule inspection of a family, made once the probes are done.
     Ingress(Family),
+    /// The mesh settings' rule inspection of a family.
+    Mesh(Family),
 }
 
 /// The checks in report order, and the probes to make.
@@ -296,6 +298,9 @@ impl ProbePlan {
                 });
             }
             self.slots.push(Slot::Ingress(family));
+            if !config.mesh.is_off() {
+                self.slots.push(Slot::Mesh(family));
+            }
             return;
         }
 
@@ -356,6 +361,9 @@ impl ProbePlan {
             ));
         }
         self.slots.push(Slot::Ingress(family));
+        if !config.mesh.is_off() {
+            self.slots.push(Slot::Mesh(family));
+        }
     }
 
     /// Judges every observation and fills in the report, in planned order. A family whose
@@ -399,6 +407,9 @@ impl ProbePlan {
                     family,
                     scope.table(family).as_result(),
                 ),
+                Slot::Mesh(family) => {
+                    rule_inspection::inspect_mesh(config, family, scope.table(family).as_result())
+                }
                 Slot::Probed(index) => {
                     let (Some(probe), Some(observation)) =
                         (self.probes.get(index), observations.get(index))

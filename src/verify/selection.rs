@@ -54,6 +54,8 @@ pub enum CheckKind {
     IgnoredDestination,
     /// The ingress rules are installed as rendered (rule inspection, not traffic).
     IngressRules,
+    /// The rules of the settings beyond App Mesh are installed as rendered (rule inspection).
+    MeshRules,
 }
 
 impl CheckKind {
@@ -67,6 +69,7 @@ impl CheckKind {
             CheckKind::IgnoredPort => "ignored-port",
             CheckKind::IgnoredDestination => "ignored-destination",
             CheckKind::IngressRules => "ingress-rules",
+            CheckKind::MeshRules => "mesh-rules",
         }
     }
 }
