@@ -290,6 +290,9 @@ struct Mesh {
     all_app_ports: Option<Vec<PortEntry>>,
     /// `--ignored-interfaces`: traffic in or out through these is never captured.
     ignored_interfaces: Vec<&'static str>,
+    /// `--proxy-dns-port`: TCP (and UDP, tests/mesh_dns.rs) port 53 goes to this port, unless
+    /// the proxy's own or out through an ignored interface; before the exclusions.
+    dns_port: Option<u16>,
     /// `--drop-invalid`: no connection here is INVALID, so routing is unchanged; the rules
     /// must still apply, show in sync, move over and clean up with the rest
     /// (tests/mesh_invalid_drop.rs sends the packets it drops).
@@ -302,6 +305,7 @@ impl Mesh {
             && self.all_app_ports.is_none()
             && self.ignored_interfaces.is_empty()
             && !self.drop_invalid
+            && self.dns_port.is_none()
     }
 }
 
@@ -363,6 +367,9 @@ impl Config {
         }
         if self.mesh.drop_invalid {
             props.push(("", "--drop-invalid", "true".into()));
+        }
+        if let Some(port) = self.mesh.dns_port {
+            props.push(("", "--proxy-dns-port", port.to_string()));
         }
         props
     }
@@ -489,7 +496,8 @@ fn generate_config(rng: &mut Rng) -> Config {
     };
     let ignored_ports = generate_port_entries(rng, port_count);
     let ignored_ips = generate_ip_list(rng);
-    let mesh = generate_mesh(rng, ingress.is_some());
+    let proxy_ports = [Some(egress_port), ingress.as_ref().map(|(p, _)| *p)];
+    let mesh = generate_mesh(rng, ingress.is_some(), &proxy_ports);
     Config {
         ignored_uid,
         ignored_gid,
@@ -504,7 +512,7 @@ fn generate_config(rng: &mut Rng) -> Config {
 }
 
 /// The settings beyond App Mesh's, each in about a third of the cases.
-fn generate_mesh(rng: &mut Rng, has_ingress: bool) -> Mesh {
+fn generate_mesh(rng: &mut Rng, has_ingress: bool, proxy_ports: &[Option<u16>]) -> Mesh {
     let included_ips = rng.chance(35).then(|| {
         let mut nets = Vec::new();
         for family in [Family::V4, Family::V6] {
@@ -535,6 +543,18 @@ fn generate_mesh(rng: &mut Rng, has_ingress: bool) -> Mesh {
         all_app_ports,
         ignored_interfaces,
         drop_invalid: rng.chance(35),
+        dns_port: rng.chance(35).then(|| {
+            (0..)
+                .map(|i| {
+                    if i == 0 {
+                        15053
+                    } else {
+                        rng.port_between(1024, 65535)
+                    }
+                })
+                .find(|p| !proxy_ports.contains(&Some(*p)) && *p != SINK_PORT)
+                .unwrap()
+        }),
     }
 }
 
@@ -810,6 +830,8 @@ struct Identity {
 enum Expected {
     /// Redirected to ProxyEgressPort in the app namespace, original destination intact.
     EgressProxy,
+    /// Redirected to the proxy's DNS port in the app namespace, original destination intact.
+    DnsProxy,
     /// Redirected to ProxyIngressPort in the app namespace, original destination intact.
     IngressProxy,
     /// Left the app namespace unchanged and reached the peer.
@@ -849,6 +871,12 @@ fn expected_egress(config: Option<&Config>, who: Identity, dest: SocketAddr) -> 
         .included_ips
         .as_ref()
         .is_some_and(|nets| !nets.iter().any(|n| n.contains(family, bits)));
+    let proxy_or_interface = config.ignored_uid == Some(who.uid)
+        || config.ignored_gid == Some(who.gid)
+        || config.mesh.ignored_interfaces.contains(&APP_IFACE);
+    if !proxy_or_interface && config.mesh.dns_port.is_some() && dest.port() == 53 {
+        return Expected::DnsProxy;
+    }
     let exempt = config.ignored_uid == Some(who.uid)
         || config.ignored_gid == Some(who.gid)
         || port_ignored(config, dest.port())
@@ -876,7 +904,8 @@ fn expected_ingress(config: Option<&Config>, dest: SocketAddr) -> Expected {
         let port = dest.port();
         let never_captured = never.iter().any(|e| e.contains(port))
             || port == *ingress_port
-            || port == config.egress_port;
+            || port == config.egress_port
+            || Some(port) == config.mesh.dns_port;
         return if never_captured {
             Expected::AppListener(port)
         } else {
@@ -1011,6 +1040,19 @@ fn plan_probes(rng: &mut Rng, config: &Config, earlier: Option<&Config>) -> Prob
             core.push(app(who, d6, port, "ordinary destination".into()));
         }
     }
+    // DNS over TCP: captured for the app even to an ignored destination, not for the proxy.
+    if config.mesh.dns_port.is_some() {
+        let (family, bits) = rng.pick(&always_ignored());
+        core.push(app(ordinary, d4, 53, "DNS".into()));
+        core.push(app(ordinary, d6, 53, "DNS".into()));
+        core.push(app(
+            ordinary,
+            ip_from_bits(family, bits),
+            53,
+            "DNS to an ignored destination".into(),
+        ));
+        core.push(app(ignored_uid, d4, 53, "DNS from the proxy".into()));
+    }
     let (family, bits) = rng.pick(&always_ignored());
     core.push(app(
         ordinary,
@@ -1023,6 +1065,7 @@ fn plan_probes(rng: &mut Rng, config: &Config, earlier: Option<&Config>) -> Prob
     let proxy_ports = [
         Some(config.egress_port),
         config.ingress.as_ref().map(|(p, _)| *p),
+        config.mesh.dns_port,
     ];
     let free = |p: u16| !proxy_ports.contains(&Some(p)) && p != 0;
     let local_port = (0..)
@@ -1424,6 +1467,9 @@ struct AppListeners {
 
 fn start_listeners(app: &TestNetns, config: &Config, plan: &ProbePlan) -> AppListeners {
     let mut proxies = vec![app.listen(config.egress_port)];
+    if let Some(port) = config.mesh.dns_port {
+        proxies.push(app.listen(port));
+    }
     if let Some((port, _)) = &config.ingress {
         proxies.push(app.listen(*port));
     }
@@ -1457,6 +1503,12 @@ fn mismatches(scene: &Scene, config: Option<&Config>, probes: &[Probe]) -> Vec<S
             Ok(landing) => match expected {
                 Expected::EgressProxy => {
                     let port = config.map(|c| c.egress_port);
+                    landing.netns == app_ns
+                        && Some(landing.listener_port) == port
+                        && landing.original_dst == Some(dest)
+                }
+                Expected::DnsProxy => {
+                    let port = config.and_then(|c| c.mesh.dns_port);
                     landing.netns == app_ns
                         && Some(landing.listener_port) == port
                         && landing.original_dst == Some(dest)
@@ -1748,6 +1800,7 @@ fn generated_configs_are_valid_reproducible_and_reach_the_edges() {
         .map(|i| Rng(BASE_SEED.wrapping_add(i)).next())
         .collect();
     let (mut long_ports, mut long_v4, mut long_v6, mut partial_overlaps) = (0, 0, 0, 0);
+    let mut mesh_features = [0usize; 5];
     for seed in seeds {
         let config = generate_config(&mut Rng(seed));
         assert_eq!(
@@ -1792,6 +1845,19 @@ fn generated_configs_are_valid_reproducible_and_reach_the_edges() {
                 "{probe:?}"
             );
         }
+        let m = &config.mesh;
+        for (i, on) in [
+            m.included_ips.is_some(),
+            m.all_app_ports.is_some(),
+            m.ignored_interfaces.contains(&APP_IFACE),
+            m.drop_invalid,
+            m.dns_port.is_some(),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            mesh_features[i] += usize::from(on);
+        }
         long_ports += usize::from(config.ignored_ports.len() > 60);
         let v4 = config
             .ignored_ips
@@ -1813,6 +1879,11 @@ fn generated_configs_are_valid_reproducible_and_reach_the_edges() {
         ("long IPv4 lists", long_v4),
         ("long IPv6 lists", long_v6),
         ("partially overlapping port ranges", partial_overlaps),
+        ("include lists", mesh_features[0]),
+        ("AppPorts *", mesh_features[1]),
+        ("the app's interface ignored", mesh_features[2]),
+        ("the INVALID drop", mesh_features[3]),
+        ("DNS capture", mesh_features[4]),
     ] {
         assert!(count >= 30, "only {count} of 300 configs have {what}");
     }

@@ -125,8 +125,13 @@ pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<Con
         .unwrap_or_default();
     if all_ports && let Some(ingress) = &mut ingress {
         let mut never = ingress_ignored;
-        // The proxy's own listeners are never captured, so nothing loops.
-        for port in [Some(ingress.proxy_port), egress_port]
+        // The proxy's own listeners (its DNS one too) are never captured, so nothing loops.
+        // A bad DNS port is reported with the DNS settings below.
+        let dns_port = raw
+            .proxy_dns_port
+            .as_ref()
+            .and_then(|s| parse_port(&s.property, &s.value, trim_value(&s.value)).ok());
+        for port in [Some(ingress.proxy_port), egress_port, dns_port]
             .into_iter()
             .flatten()
         {
