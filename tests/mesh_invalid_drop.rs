@@ -79,6 +79,44 @@ fn out_of_window_segment(from: SocketAddrV4, to: SocketAddrV4, seq: u32) -> Vec<
     ip
 }
 
+/// The sequence number `stream` sends next, read in TCP repair mode (root only) and left
+/// again at once.
+fn next_send_sequence(stream: &TcpStream) -> u32 {
+    let fd = stream.as_raw_fd();
+    let set = |option: libc::c_int, value: libc::c_int| {
+        // SAFETY: a setsockopt of one int on a live socket.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_TCP,
+                option,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    };
+    set(libc::TCP_REPAIR, 1);
+    /// `TCP_SEND_QUEUE` of linux/tcp.h (not in the libc crate).
+    const TCP_SEND_QUEUE: libc::c_int = 2;
+    set(libc::TCP_REPAIR_QUEUE, TCP_SEND_QUEUE);
+    let mut sequence: u32 = 0;
+    let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
+    // SAFETY: a getsockopt into a u32 with its length.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_TCP,
+            libc::TCP_QUEUE_SEQ,
+            (&mut sequence as *mut u32).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    set(libc::TCP_REPAIR, 0);
+    sequence
+}
+
 fn inject(packet: &[u8], to: Ipv4Addr) {
     // SAFETY: a plain socket(2) call; the descriptor is owned right away.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
@@ -154,7 +192,14 @@ fn resets_for_injected_segments(backend: &str, drop_invalid: bool) -> u64 {
     };
 
     let before = net.app.run_inside(out_resets);
-    let segment = out_of_window_segment(from, app_addr, 0x8000_0000);
+    // A quarter of the sequence space ahead of what the client sends next: always over
+    // conntrack's upper bound (a fixed number could land behind the window, which conntrack
+    // ignores instead of marking INVALID).
+    let segment = out_of_window_segment(
+        from,
+        app_addr,
+        next_send_sequence(&client).wrapping_add(1 << 30),
+    );
     net.peer.run_inside(|| {
         for _ in 0..INJECTED {
             inject(&segment, APP_V4);
