@@ -90,14 +90,15 @@ fn wrong_answers(net: &NetnsPair, first_port: u16) -> Vec<String> {
                 let proxy = &proxy;
                 std::thread::scope(|forwards| {
                     let mut buf = [0u8; 512];
-                    // One forward per client port: without zones the proxy's own forwarded
-                    // query comes back to it, and forwarding that again would never end.
+                    // One forward per query and client port: without zones the proxy's own
+                    // forwarded query comes back to it, and forwarding that again would
+                    // never end.
                     let mut forwarded = std::collections::HashSet::new();
                     while !stop.load(Ordering::Relaxed) {
                         let Ok((n, from)) = proxy.recv_from(&mut buf) else {
                             continue;
                         };
-                        if !forwarded.insert(from) {
+                        if !forwarded.insert((from, buf[..n].to_vec())) {
                             let _ = proxy.send_to(b"proxy: its own query came back", from);
                             continue;
                         }
@@ -144,18 +145,24 @@ fn wrong_answers(net: &NetnsPair, first_port: u16) -> Vec<String> {
                         socket
                             .set_read_timeout(Some(Duration::from_secs(4)))
                             .unwrap();
-                        let query = format!("q{port}");
-                        socket.send_to(query.as_bytes(), resolver).unwrap();
-                        let mut buf = [0u8; 512];
-                        let expected = format!("proxy: upstream {query}");
-                        match socket.recv_from(&mut buf) {
-                            Ok((n, from)) => {
-                                let got = String::from_utf8_lossy(&buf[..n]).to_string();
-                                (got != expected || from != resolver)
-                                    .then(|| format!("{query}: {got:?} from {from}"))
+                        // A lost datagram is asked again, as a resolver library does; an
+                        // answer that is wrong is never retried.
+                        let mut last = String::new();
+                        for attempt in 1..=3 {
+                            let query = format!("q{port}#{attempt}");
+                            socket.send_to(query.as_bytes(), resolver).unwrap();
+                            let mut buf = [0u8; 512];
+                            let expected = format!("proxy: upstream {query}");
+                            match socket.recv_from(&mut buf) {
+                                Ok((n, from)) => {
+                                    let got = String::from_utf8_lossy(&buf[..n]).to_string();
+                                    return (got != expected || from != resolver)
+                                        .then(|| format!("{query}: {got:?} from {from}"));
+                                }
+                                Err(e) => last = format!("{query}: no answer ({e})"),
                             }
-                            Err(e) => Some(format!("{query}: no answer ({e})")),
                         }
+                        Some(last)
                     })
                 })
                 .collect();
