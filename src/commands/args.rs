@@ -28,7 +28,10 @@ pub struct ConfigArgs {
     /// Read the App Mesh Kubernetes init container variables: APPMESH_IGNORE_UID,
     /// APPMESH_IGNORE_GID, APPMESH_ENVOY_INGRESS_PORT, APPMESH_ENVOY_EGRESS_PORT,
     /// APPMESH_APP_PORTS, APPMESH_EGRESS_IGNORED_IP, APPMESH_EGRESS_IGNORED_PORTS,
-    /// APPMESH_ENABLE_IPV6 (they override CONFIG; flags override them).
+    /// APPMESH_ENABLE_IPV6, and meshinit's own MESHINIT_EGRESS_INCLUDED_IPS,
+    /// MESHINIT_INGRESS_IGNORED_PORTS, MESHINIT_IGNORED_INTERFACES, MESHINIT_DROP_INVALID,
+    /// MESHINIT_PROXY_DNS_PORT, MESHINIT_DNS_CAPTURE (they override CONFIG; flags override
+    /// them).
     #[arg(long)]
     pub from_env: bool,
 
