@@ -466,11 +466,27 @@ fn choose_test_destination(
     }
     let mut refusals = Vec::new();
     for ip in &candidates {
-        match probe::route_to(std::net::SocketAddr::new(*ip, port)) {
-            Route::Routed => return Ok(*ip),
+        let destination = std::net::SocketAddr::new(*ip, port);
+        match probe::route_to(destination) {
+            Route::Routed => match probe::source_interface(destination)
+                .filter(|i| config.mesh.ignored_interfaces.contains(i))
+            {
+                // Nothing through an ignored interface is redirected: no proof there.
+                Some(interface) => refusals.push(format!(
+                    "{ip} leaves through {interface}, an ignored interface"
+                )),
+                None => return Ok(*ip),
+            },
             Route::Local => refusals.push(format!("{ip} is an address of this namespace")),
             Route::Unroutable(e) => refusals.push(format!("no route to {ip} ({e})")),
         }
+    }
+    if refusals.iter().all(|r| r.ends_with("an ignored interface")) {
+        return Err(format!(
+            "every {family} TEST-NET destination leaves through an ignored interface ({}), \
+             where nothing is redirected by design, so redirection cannot be proven here",
+            refusals.join("; ")
+        ));
     }
     Err(format!(
         "no {family} TEST-NET destination is routed off this namespace ({}): without a route a \
