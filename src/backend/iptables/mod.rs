@@ -94,9 +94,13 @@ impl Backend for IptablesBackend {
             if report.skipped.iter().any(|(f, _)| *f == ruleset.family) {
                 continue;
             }
-            for (chain, want) in side_chains(ruleset) {
-                chain.converge(self.kind, ruleset.family, &want, budget, dry_run)?;
-            }
+            side_chains::converge_all(
+                self.kind,
+                ruleset.family,
+                &side_chains(ruleset),
+                budget,
+                dry_run,
+            )?;
         }
         Ok(report)
     }
@@ -171,9 +175,13 @@ impl Backend for IptablesBackend {
             if netns::ipv6_unavailable().is_some() && family == Family::Ipv6 {
                 continue;
             }
-            for (chain, want) in side_chains(&Ruleset::empty(family)) {
-                chain.converge(self.kind, family, &want, budget, false)?;
-            }
+            side_chains::converge_all(
+                self.kind,
+                family,
+                &side_chains(&Ruleset::empty(family)),
+                budget,
+                false,
+            )?;
         }
         info!(backend = %self.kind, families_changed = changed, "rules removed");
         // Sets only these rules used can go now; sets another backend still uses stay (the

@@ -101,31 +101,13 @@ impl SideChain {
         Ok(self.parse(&String::from_utf8_lossy(&output.stdout)))
     }
 
-    /// Brings the chain of one family to `want`; returns the payload sent, if any.
-    pub fn converge(
-        &self,
-        kind: BackendKind,
-        family: Family,
-        want: &[String],
-        budget: &TimeBudget,
-        dry_run: bool,
-    ) -> Result<Option<String>> {
-        if want.is_empty() && !self.may_hold_ours(kind, family) {
-            return Ok(None);
-        }
-        let tools = IptablesTools::find(kind, family)?;
-        let state = self.read(&tools, budget)?;
-        let Some(payload) = self.payload(want, &state) else {
-            return Ok(None);
-        };
-        if dry_run {
-            tools.test(&payload, budget)?;
-        } else {
-            tools.restore(&payload, budget)?;
-            info!(backend = %kind, %family, table = self.table, chain = self.chain,
-                rules = want.len(), "side chain converged");
-        }
-        Ok(Some(payload))
+    /// The payload lines between `*table` and `COMMIT`, when any change is needed.
+    fn body(&self, want: &[String], state: &SideState) -> Option<String> {
+        let payload = self.payload(want, state)?;
+        let body = payload
+            .strip_prefix(&format!("*{}\n", self.table))?
+            .strip_suffix("COMMIT\n")?;
+        Some(body.to_owned())
     }
 
     /// What status reports: how the chain differs from `want`.
@@ -173,4 +155,49 @@ impl SideChain {
         }
         Ok(())
     }
+}
+
+/// Brings every side chain of one family to what is wanted: each table is read once and
+/// changed in one restore transaction, and tables that cannot hold anything of ours and need
+/// nothing are not read at all. Returns the payloads sent.
+pub fn converge_all(
+    kind: BackendKind,
+    family: Family,
+    chains: &[(SideChain, Vec<String>)],
+    budget: &TimeBudget,
+    dry_run: bool,
+) -> Result<Vec<String>> {
+    let mut tables: Vec<&'static str> = Vec::new();
+    for (chain, want) in chains {
+        let needed = !want.is_empty() || chain.may_hold_ours(kind, family);
+        if needed && !tables.contains(&chain.table) {
+            tables.push(chain.table);
+        }
+    }
+    let mut sent = Vec::new();
+    if tables.is_empty() {
+        return Ok(sent);
+    }
+    let tools = IptablesTools::find(kind, family)?;
+    for table in tables {
+        let output = crate::backend::program::run(&tools.save, &["-t", table], None, budget)?;
+        let saved = String::from_utf8_lossy(&output.stdout).into_owned();
+        let body: String = chains
+            .iter()
+            .filter(|(chain, _)| chain.table == table)
+            .filter_map(|(chain, want)| chain.body(want, &chain.parse(&saved)))
+            .collect();
+        if body.is_empty() {
+            continue;
+        }
+        let payload = format!("*{table}\n{body}COMMIT\n");
+        if dry_run {
+            tools.test(&payload, budget)?;
+        } else {
+            tools.restore(&payload, budget)?;
+            info!(backend = %kind, %family, table, "side chains converged");
+        }
+        sent.push(payload);
+    }
+    Ok(sent)
 }
