@@ -18,6 +18,8 @@
 #   6. the settings beyond App Mesh (issue 20) all on (include list, AppPorts *, an ignored
 #      interface, INVALID drop) against the seed: apply latency and new-connection rate, on
 #      the iptables path and the native backend.
+#   7. verify (issue 19): `verify` and `apply --verify` of the seed and of 10,000 ignored IPs
+#      with 100 port ranges, against the build before issue 19 (scripts/bench/verify.sh).
 # It prints markdown tables of medians and ratios and writes them to BENCHMARKS.md with a
 # description of the machine. It reports; it asserts no timing.
 #
@@ -245,7 +247,7 @@ for n in "${LARGE_SIZES[@]}"; do
     config "$SEED_IPS,${LARGE_IPS[$n]},$EXTRA_NET" 22 >"ips${n}i.json"
 done
 # The same table written for `nft -f`: what meshinit's native backend installs for these
-# configurations (the sanity checks below make meshinit status confirm it), with the
+# configurations (a counter in every rule, as meshinit writes them) (the sanity checks below make meshinit status confirm it), with the
 # addresses meshinit always adds (169.254.170.23, fd00:ec2::23, fd00:ec2::254).
 nft_ruleset() { # IPv4 elements (comma-separated), interval (0 or 1)
     local flags=""
@@ -255,17 +257,17 @@ table inet meshinit {
   set ignored_ipv4 { type ipv4_addr;$flags elements = { $1 }; }
   set ignored_ipv6 { type ipv6_addr; elements = { fd00:ec2::23, fd00:ec2::254 }; }
   chain prerouting { type nat hook prerouting priority dstnat; policy accept;
-    fib saddr type local return
-    tcp dport 9080 redirect to :15000
+    fib saddr type local counter return
+    tcp dport 9080 counter redirect to :15000
   }
   chain output { type nat hook output priority -100; policy accept;
-    meta l4proto != tcp return
-    fib daddr type local return
-    meta skuid 1337 return
-    tcp dport 22 return
-    ip daddr @ignored_ipv4 return
-    ip6 daddr @ignored_ipv6 return
-    meta l4proto tcp redirect to :15001
+    meta l4proto != tcp counter return
+    fib daddr type local counter return
+    meta skuid 1337 counter return
+    tcp dport 22 counter return
+    ip daddr @ignored_ipv4 counter return
+    ip6 daddr @ignored_ipv6 counter return
+    meta l4proto tcp counter redirect to :15001
   }
 }
 NFT
@@ -416,6 +418,40 @@ for n in "${LARGE_SIZES[@]}"; do
 done
 cat "$WORK"/large*.csv >"$WORK/large.csv"
 
+# --- 4c. Native backend: 32,768 separate ports, and applies under a foreign writer --------
+if [ "$NATIVE" = 1 ]; then
+    log "4c. native apply with 32,768 separate ignored ports; applies beside a busy nf_tables writer"
+    odd_ports=$(awk 'BEGIN { for (p = 1; p <= 65535; p += 2) printf "%s%d", (p > 1 ? "," : ""), p }')
+    config "$SEED_IPS" "$odd_ports" >"$W/ports32768.json"
+    # The same ports as the kernel's hash (bitmap) layout, the set type used before.
+    { echo 'table inet meshinit {'
+      printf '  set ports { type inet_service; elements = { %s } }\n' "$odd_ports"
+      echo '}'; } >"$W/ports32768hash.nft"
+    hyperfine_rounds "$WORK/ports.csv" "$BENCH_LARGE_RUNS" 1 \
+        -n p32768 "unshare -n $MS apply $NATIVE_BACKEND $W/ports32768.json" \
+        -n p32768hash "unshare -n nft -f $W/ports32768hash.nft" || die "hyperfine failed (section 4c)"
+    # A writer committing as fast as `nft -i` takes commands (one table added and deleted per
+    # pair of lines), and BUSY_APPLIES applies of two alternating 10,000-IP configs beside it.
+    BUSY_APPLIES=${BUSY_APPLIES:-20}
+    config "$(scattered_ips 10000)" "8080" >"$W/busy1.json"
+    config "$(scattered_ips 10000)" "8081" >"$W/busy2.json"
+    # shellcheck disable=SC2016 # expanded by the inner shell
+    busy=$(unshare -n sh -c '
+        awk -v f="$1/writer.count" "BEGIN { for (i = 1; ; i++) { print \"add table ip busy\"; print \"delete table ip busy\"; if (i % 500 == 0) { print i * 2 > f; close(f) } } }" \
+            | nft -i >/dev/null 2>&1 &
+        writer=$!
+        sleep 1; c0=$(cat "$1/writer.count" 2>/dev/null || echo 0); t0=$(date +%s.%N); ok=0; : >"$1/busy.times"
+        for i in $(seq "$2"); do
+            s=$(date +%s.%N)
+            if "$3" apply --backend nftables --lock-timeout 10s "$1/busy$(( i % 2 + 1 )).json" 2>/dev/null; then ok=$((ok + 1)); fi
+            echo "$s $(date +%s.%N)" | awk "{ print \$2 - \$1 }" >>"$1/busy.times"
+        done
+        c1=$(cat "$1/writer.count"); t1=$(date +%s.%N)
+        echo "$ok $(awk -v c="$((c1 - c0))" -v a="$t0" -v b="$t1" "BEGIN { printf \"%.0f\", c / (b - a) }") $(sort -n "$1/busy.times" | awk "{ v[NR] = \$1 } END { print v[int((NR + 1) / 2)] }")"
+        kill "$writer"' sh "$W" "$BUSY_APPLIES" "$MESHINIT_STATIC") || die "section 4c: busy writer failed"
+    read -r BUSY_OK BUSY_RATE BUSY_MEDIAN <<<"$busy"
+fi
+
 # --- 2. Exclusion lists: new-connection rate ----------------------------------------------
 log "2b. new-connection rate ($BENCH_RATE_ROUNDS rounds, up to $BENCH_RATE_CONNECTIONS connections or ${BENCH_RATE_SECONDS}s each)"
 # Inside each fresh namespace: loopback up, a TEST-NET source address and a route for
@@ -441,7 +477,13 @@ if [ "$NATIVE" = 1 ]; then
     RATE_SETUP[n0]="$MESHINIT_STATIC apply $NATIVE_BACKEND $SEED 2>/dev/null"
     RATE_SETUP[n10000]="$MESHINIT_STATIC apply $NATIVE_BACKEND $W/ips10000.json 2>/dev/null"
     RATE_SETUP[n10000i]="$MESHINIT_STATIC apply $NATIVE_BACKEND $W/ips10000i.json 2>/dev/null"
-    RATE_CASES+=(n0 n10000 n10000i)
+    # The same seed table with the counters taken out of every rule: what counting costs
+    # a new connection (status --counters).
+    RATE_SETUP[n0nc]="$MESHINIT_STATIC apply $NATIVE_BACKEND $SEED 2>/dev/null; \
+nft list table inet meshinit | sed 's/ counter packets [0-9]* bytes [0-9]*//' > /tmp/meshinit-nc.\$\$; \
+nft delete table inet meshinit; nft -f /tmp/meshinit-nc.\$\$; rm -f /tmp/meshinit-nc.\$\$; \
+! nft list table inet meshinit | grep -q counter"
+    RATE_CASES+=(n0 n0nc n10000 n10000i)
 fi
 # Issue 20: every mesh setting on.
 RATE_SETUP[mall]="$MESHINIT apply $IPT_BACKEND $W/all-features.json 2>/dev/null"
@@ -598,6 +640,24 @@ for round in $(seq "$BENCH_RATE_ROUNDS"); do
     done
 done
 
+# --- 7. Verify (issue 19) ------------------------------------------------------------------
+# Against the build before issue 19 (BENCH_VERIFY_BASELINE: a meshinit binary, or a git
+# revision to build; default 24ba6f6), in the same run.
+log "7. verify and apply --verify, this build vs the baseline"
+baseline=${BENCH_VERIFY_BASELINE:-24ba6f6}
+if [ -x "$baseline" ]; then
+    BASELINE_BIN=$baseline
+else
+    mkdir -p "$WORK/baseline/src"
+    git -C "$REPO" archive "$baseline" | tar -x -C "$WORK/baseline/src"
+    (cd "$WORK/baseline/src" && cargo build --release --target-dir "$WORK/baseline/target" >&2)
+    BASELINE_BIN=$WORK/baseline/target/release/meshinit
+fi
+VERIFY_RUNS=20
+[ "$QUICK" = 1 ] && VERIFY_RUNS=5
+"$REPO/scripts/bench/verify.sh" "$MESHINIT" "$BASELINE_BIN" "$VERIFY_RUNS" >"$WORK/verify.md" \
+    || die "verify benchmark failed (section 7)"
+
 # --- Report ------------------------------------------------------------------------------
 ms() { awk -v s="$1" 'BEGIN { printf "%.1f ms", s * 1000 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
@@ -736,6 +796,7 @@ cat <<EOF
 | child processes, App Mesh per-rule way | $CHILDREN_PERRULE |
 EOF
 report_native
+cat "$WORK/verify.md"
 }
 
 # Section 4: the native nf_tables backend against its issue-12 targets.
@@ -846,7 +907,7 @@ rounds can land either side of.
 | rules | conn. rate | vs native seed | per CPU second | vs native seed | best round | vs native seed |
 | --- | ---: | ---: | ---: | ---: | ---: | ---: |
 EOF
-        for row in "n0|native, seed" "n10000|native, 10,000 /32s (${NATIVE_SET[ips10000]})" \
+        for row in "n0|native, seed" "n0nc|native, seed, counters taken out" "n10000|native, 10,000 /32s (${NATIVE_SET[ips10000]})" \
             "n10000i|native, 10,000 /32s + one /16 (${NATIVE_SET[ips10000i]})" \
             "m0|iptables path, seed (section 2)" "m10000|iptables path, 10,000 /32s (section 2)"; do
             c=${row%%|*}
@@ -860,6 +921,31 @@ EOF
 - native, 10,000 IPs: **$r10** of the seed's rate (target >= 0.95: $(verdict "$r10" '>=' 0.95)); with the interval set: $r10i ($(verdict "$r10i" '>=' 0.95)).
   Per CPU second: **$c10** ($(verdict "$c10" '>=' 0.95)); with the interval set: $c10i ($(verdict "$c10i" '>=' 0.95)).
   Best rounds: **$(ratio "$(rate_best n10000)" "$(rate_best n0)")** ($(verdict "$(ratio "$(rate_best n10000)" "$(rate_best n0)")" '>=' 0.95)); with the interval set: $(ratio "$(rate_best n10000i)" "$(rate_best n0)") ($(verdict "$(ratio "$(rate_best n10000i)" "$(rate_best n0)")" '>=' 0.95)).
+- counters: the native seed with a counter in every rule vs the same table without:
+  **$(ratio "$base" "$(rate_median n0nc)")** (per CPU second $(ratio "$cbase" "$(rate_median n0nc 3)"), best rounds $(ratio "$(rate_best n0)" "$(rate_best n0nc)")); a ratio near 1 within the run-to-run spread
+  means no measurable cost per connection. (iptables rules always count; there is nothing to compare.)
+EOF
+    fi
+    if [ "$NATIVE" = 1 ]; then
+        local P=$WORK/ports.csv
+        cat <<EOF
+
+### 32,768 separate ignored ports, and applies beside a busy writer
+
+Every odd port (1, 3, ... 65535) in \`EgressIgnoredPorts\`: the native backend's port set is an
+interval set; the reference loads the same ports with \`nft -f\` as the kernel's hash (bitmap)
+layout, the set type the native backend used before (its insertion is quadratic).
+$BENCH_LARGE_RUNS runs each.
+
+| contender | median | CPU user / system |
+| --- | ---: | ---: |
+| native: \`$MS apply $NATIVE_BACKEND ports32768.json\` (interval set) | $(ms "$(median "$P" p32768)") | $(cpu_times "$P" p32768) |
+| \`nft -f\` of the same ports as a hash set | $(ms "$(median "$P" p32768hash)") | $(cpu_times "$P" p32768hash) |
+
+Beside a writer committing to nf_tables in the same namespace as fast as \`nft -i\` takes
+commands (measured: **$(thousands "$BUSY_RATE") commits/s**), $BUSY_APPLIES native applies of two
+alternating 10,000-IP configurations with \`--lock-timeout 10s\`:
+**$BUSY_OK of $BUSY_APPLIES succeeded**, median $(ms "$BUSY_MEDIAN") each.
 EOF
     fi
     cat <<EOF

@@ -219,6 +219,12 @@ build_job_disk() {
   cp target/debug/meshinit "$job/tree$project/target/debug/meshinit"
   for exe in "${exes[@]}"; do cp "$exe" "$job/tree$project/$exe"; done
   printf 'PROJECT_DIR=%q\nTEST_EXECUTABLES=%q\n' "$project" "${exes[*]}" >"$job/job.env"
+  # The real App Mesh plugin for tests/cni_install_node.rs (CI=true fails it when missing).
+  if [ -n "${MESHINIT_PEERS_DIR:-}" ] && [ -f "$MESHINIT_PEERS_DIR/aws-appmesh" ]; then
+    mkdir -p "$job/tree$project/target/peers"
+    cp "$MESHINIT_PEERS_DIR/aws-appmesh" "$job/tree$project/target/peers/"
+    printf 'export MESHINIT_PEERS_DIR=%q\n' "$project/target/peers" >>"$job/job.env"
+  fi
   local mb=$(( $(du -sm "$job" | cut -f1) * 5 / 4 + 64 ))
   mke2fs -q -F -t ext4 -L vmjob -d "$job" "$vm/run/job.img" "${mb}M" || die "mke2fs of the job disk failed"
   rm -rf "$job"

@@ -115,6 +115,11 @@ pub enum Error {
     #[error("invalid configuration: {}", join_config_errors(.0))]
     Config(Vec<ConfigError>),
 
+    /// A command-line value that is not a configuration property is wrong (e.g. the
+    /// connection `explain` is asked about).
+    #[error("invalid usage: {}", join_config_errors(.0))]
+    Usage(Vec<ConfigError>),
+
     #[error("missing privileges: {0}")]
     Privileges(String),
 
@@ -195,7 +200,7 @@ impl Error {
 
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config(_) => exit_code::INVALID_CONFIG,
+            Error::Config(_) | Error::Usage(_) => exit_code::INVALID_CONFIG,
             Error::Privileges(_) => exit_code::MISSING_PRIVILEGES,
             Error::Environment(_)
             | Error::BackendNotInstalled(_)
@@ -214,7 +219,7 @@ impl Error {
     /// environment variables, 100+ ours (documented in the README).
     pub fn cni_code(&self) -> u32 {
         match self {
-            Error::Config(_) => 7,
+            Error::Config(_) | Error::Usage(_) => 7,
             Error::Privileges(_) => 101,
             Error::Environment(_)
             | Error::BackendNotInstalled(_)

@@ -221,3 +221,123 @@ fn an_unusable_netns_path_exits_4() {
         assert!(stderr(&output).contains(path), "{}", stderr(&output));
     }
 }
+
+/// Starts `args` in `ns` as the unprivileged user nobody, with no capability at all.
+fn unprivileged(ns: &TestNetns, args: &[&str]) -> std::process::Child {
+    ns.command("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("setpriv starts")
+}
+
+#[test]
+fn an_unprivileged_process_can_neither_block_nor_take_the_namespace_lock() {
+    if !require_root() {
+        return;
+    }
+    use std::io::{BufRead, BufReader, Write};
+    let ns = TestNetns::new("lockjam");
+    // The abstract socket earlier versions locked with alone, bound by nobody.
+    let mut squatter = unprivileged(
+        &ns,
+        &[
+            "/usr/bin/python3",
+            "-c",
+            "import socket, sys\n\
+             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n\
+             s.bind('\\0meshinit/netns-lock')\n\
+             print('bound', flush=True)\n\
+             sys.stdin.read()",
+        ],
+    );
+    let mut line = String::new();
+    BufReader::new(squatter.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(
+        line.trim(),
+        "bound",
+        "the squatter could not bind the socket"
+    );
+    for backend in ["nftables", "iptables-nft", "iptables-legacy"] {
+        let output = meshinit(
+            &ns,
+            &[
+                "apply",
+                ECS_CONFIG,
+                "--backend",
+                backend,
+                "--lock-timeout",
+                "1s",
+            ],
+        );
+        assert_exit(&output, 0);
+        assert_exit(&meshinit(&ns, &["clean", "--lock-timeout", "1s"]), 0);
+    }
+    // Nor can it take the lock table: nf_tables needs CAP_NET_ADMIN.
+    let mut fake = unprivileged(
+        &ns,
+        &["nft", "add table inet meshinit_lock { flags owner; }"],
+    );
+    drop(fake.stdin.take());
+    assert!(!fake.wait().unwrap().success());
+    drop(squatter.stdin.take());
+    squatter.wait().unwrap();
+
+    // A privileged holder of the lock table (as another meshinit) is waited for: exit 7
+    // naming it, and nothing changed.
+    let mut holder = ns
+        .command("nft")
+        .arg("-i")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut holder_stdin = holder.stdin.take().unwrap();
+    writeln!(
+        holder_stdin,
+        "add table inet meshinit_lock {{ flags owner; }}"
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !ns
+        .run_checked("nft", &["list", "tables"])
+        .contains("meshinit_lock")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nft never made the lock table"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let output = meshinit(&ns, &["apply", ECS_CONFIG, "--lock-timeout", "300ms"]);
+    assert_exit(&output, 7);
+    assert!(
+        stderr(&output).contains("meshinit_lock"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(ours_anywhere(&ns).is_empty(), "a busy run changed nothing");
+    drop(holder_stdin);
+    holder.wait().unwrap();
+    assert_exit(
+        &meshinit(&ns, &["apply", ECS_CONFIG, "--lock-timeout", "1s"]),
+        0,
+    );
+    assert!(
+        !ns.run_checked("nft", &["list", "tables"])
+            .contains("meshinit_lock"),
+        "the lock table goes with its holder"
+    );
+}

@@ -2,7 +2,7 @@
 //! - Kubernetes manifests pass `yamllint` and `kubernetes-validate --strict` (the Kubernetes
 //!   schemas, offline), and a misspelled field fails the same check;
 //! - the init container's environment and the DaemonSet's entry and arguments are accepted
-//!   by this meshinit (render; cni install and the preStop's uninstall on a scratch list);
+//!   by this meshinit (render; the DaemonSet's cni install --watch and its SIGTERM on a scratch list);
 //! - the ECS task definition renders, and its meshinit container's environment renders
 //!   exactly the same rules as its proxyConfiguration, with the container ordering and
 //!   capabilities the README promises.
@@ -196,33 +196,53 @@ fn the_manifests_meshinit_settings_are_accepted_by_meshinit() {
         .unwrap()
         .iter()
         .map(relocated)
-        .filter(|a| !a.starts_with("--watch"))
         .collect();
     assert!(install_args.starts_with(&["cni".to_owned(), "install".to_owned()]));
-    let output = run({
-        let mut c = Command::new(MESHINIT);
-        c.args(&install_args).env_remove("CNI_COMMAND");
-        c
-    });
-    assert!(output.status.success(), "{}", text(&output.stderr));
-    let installed: Value =
-        serde_json::from_str(&std::fs::read_to_string(&conflist).unwrap()).unwrap();
-    assert_eq!(installed["plugins"][2]["type"], "meshinit");
-    assert!(scratch.join("host/opt/cni/bin/meshinit").exists());
-
-    let pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
-        .as_array()
+    assert!(install_args.iter().any(|a| a.starts_with("--watch")));
+    // No preStop: an uninstall there knows no installer, so during a rolling update
+    // (the new pod starts first) it would take away the new pod's entry. The container's
+    // SIGTERM uninstalls what that pod's installer owns (tests/cni_install_node.rs).
+    assert!(
+        container["lifecycle"].is_null(),
+        "{}",
+        container["lifecycle"]
+    );
+    let rolling = &docs["DaemonSet"]["spec"]["updateStrategy"]["rollingUpdate"];
+    assert_eq!(
+        (&rolling["maxSurge"], &rolling["maxUnavailable"]),
+        (&Value::from(1), &Value::from(0)),
+        "the new pod starts before the old one stops"
+    );
+    let watcher = Command::new(MESHINIT)
+        .args(&install_args)
+        .env_remove("CNI_COMMAND")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    assert_eq!(pre_stop[0], "/meshinit", "the image's entry point path");
-    let uninstall_args: Vec<String> = pre_stop[1..].iter().map(relocated).collect();
-    let output = run({
-        let mut c = Command::new(MESHINIT);
-        c.args(&uninstall_args).env_remove("CNI_COMMAND");
-        c
-    });
+    let binary = scratch.join("host/opt/cni/bin/meshinit");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let installed = loop {
+        let list = std::fs::read_to_string(&conflist).unwrap();
+        let value: Value = serde_json::from_str(&list).unwrap();
+        if value["plugins"][2]["type"] == "meshinit" && binary.exists() {
+            break value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not installed: {list}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(installed["plugins"][2]["type"], "meshinit");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(watcher.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let output = watcher.wait_with_output().unwrap();
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert_eq!(std::fs::read_to_string(&conflist).unwrap(), original);
-    assert!(!scratch.join("host/opt/cni/bin/meshinit").exists());
+    assert!(!binary.exists());
     std::fs::remove_dir_all(&scratch).unwrap();
 }
 

@@ -469,6 +469,52 @@ fn ignored_ips_covering_a_whole_family_are_refused() {
 }
 
 #[test]
+fn ignored_ports_covering_every_port_are_refused() {
+    let render_ports = |ports: &str| {
+        let mut cmd = meshinit();
+        cmd.args([
+            "render",
+            "--ignored-uid",
+            "1337",
+            "--proxy-egress-port",
+            "15001",
+            "--egress-ignored-ports",
+            ports,
+        ]);
+        run(cmd, b"")
+    };
+    // A union of ranges and separate ports (one argument may hold at most 128 KiB).
+    let every_port_but_22 = format!(
+        "1-21,23-100,{},20001-65535",
+        (101..=20000u16)
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    for ports in [
+        "1-65535",
+        "1-30000,30001-65535",
+        "20000-65535,1-20000",
+        "1-21,23-65535",
+        every_port_but_22.as_str(),
+    ] {
+        let output = render_ports(ports);
+        assert_exit(&output, 2);
+        let err = stderr(&output);
+        assert!(
+            err.contains("--egress-ignored-ports")
+                && err.contains("covers every port")
+                && err.contains("turn egress redirection off")
+                && err.contains("IgnoredUID"),
+            "{}: {err}",
+            &ports[..ports.len().min(40)]
+        );
+    }
+    assert_exit(&render_ports("2-65535"), 0);
+    assert_exit(&render_ports("1-21,24-65535"), 0);
+}
+
+#[test]
 fn ipv4_mapped_ipv6_addresses_are_matched_as_ipv4() {
     let output = render_ips("::ffff:10.1.2.3,::ffff:192.168.0.0/112");
     assert_exit(&output, 0);

@@ -1532,6 +1532,13 @@ fn mismatches(scene: &Scene, config: Option<&Config>, probes: &[Probe]) -> Vec<S
                 }
             },
         };
+        if let (Some(config), Ok(landing)) = (config, &outcome.result) {
+            let redirected_to = (landing.netns == app_ns && landing.listener_port != dest.port())
+                .then_some(landing.listener_port);
+            if let Err(disagreement) = explain_agrees(config, probe, redirected_to) {
+                wrong.push(format!("{}: {disagreement}", probe.describe()));
+            }
+        }
         if !ok {
             let got = match &outcome.result {
                 Ok(landing) => {
@@ -1556,6 +1563,71 @@ fn mismatches(scene: &Scene, config: Option<&Config>, probes: &[Probe]) -> Vec<S
         }
     }
     wrong
+}
+
+/// Asks `meshinit explain` (from the plan, outside the namespace) about `probe` and
+/// compares its answer with where the real connection went: redirected to this port of the
+/// app namespace, or not redirected.
+fn explain_agrees(
+    config: &Config,
+    probe: &Probe,
+    redirected_to: Option<u16>,
+) -> Result<(), String> {
+    let (mut args, stdin) = config.args_and_stdin();
+    args.insert(0, "explain".into());
+    let dest = probe.dest.to_string();
+    match probe.from_app_as {
+        Some(who) => args.extend([
+            "--direction".into(),
+            "out".into(),
+            "--to".into(),
+            dest,
+            "--uid".into(),
+            who.uid.to_string(),
+            "--gid".into(),
+            who.gid.to_string(),
+        ]),
+        None => args.extend(["--direction".into(), "in".into(), "--to".into(), dest]),
+    }
+    // The namespace's own addresses are part of the question (loopback explain knows).
+    if probe.from_app_as.is_some() && is_local_to_app(probe.dest.ip()) {
+        args.push("--local".into());
+    } else {
+        // Every other probe crosses the app namespace's one interface.
+        args.extend(["--interface".into(), APP_IFACE.into()]);
+    }
+    args.push("--json".into());
+    let mut command = Command::new(MESHINIT);
+    command.args(&args).env("RUST_LOG", "error");
+    for var in ["MESHINIT_BACKEND", "MESHINIT_NETNS"] {
+        command.env_remove(var);
+    }
+    let output = run_bounded(command, stdin.as_deref())?;
+    if !output.status.success() {
+        return Err(format!(
+            "meshinit explain exited {}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .map_err(|e| format!("meshinit explain printed no JSON ({e})"))?;
+    let explained = match answer["action"].as_str() {
+        Some("redirected") => answer["port"].as_u64().map(|p| p as u16),
+        _ => None,
+    };
+    if explained == redirected_to {
+        return Ok(());
+    }
+    Err(format!(
+        "explain says {:?} ({}), but the connection was {}",
+        answer["action"].as_str().unwrap_or("?"),
+        answer["reason"].as_str().unwrap_or("?"),
+        match redirected_to {
+            Some(port) => format!("redirected to {port}"),
+            None => "not redirected".to_owned(),
+        }
+    ))
 }
 
 fn check_traffic(

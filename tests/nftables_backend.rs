@@ -260,6 +260,28 @@ fn ipv6_off_leaves_ipv6_traffic_alone() {
         &scene.connect_from_app("[2001:db8:ff::7]:80", APP_USER),
         &scene.remote_80,
     );
+    // status does not call the family it was told to leave alone "in sync".
+    for backend in ["nftables", "iptables-nft"] {
+        let args = ["status", ECS_CONFIG, "--ipv6", "off", "--backend", backend];
+        if backend != "nftables" {
+            assert_exit(
+                &meshinit(
+                    app,
+                    &["apply", ECS_CONFIG, "--ipv6", "off", "--backend", backend],
+                ),
+                0,
+            );
+        }
+        let status = meshinit(app, &args);
+        assert_exit(&status, 0);
+        assert_eq!(
+            stdout(&status),
+            format!(
+                "IPv4 ({backend}): in sync\n\
+                 IPv6 ({backend}): off (not redirected: IPv6 is off in the configuration)\n"
+            )
+        );
+    }
 }
 
 /// Runs meshinit as a CNI plugin with no iptables program on PATH.
@@ -284,4 +306,340 @@ fn cni_add_check_del_need_no_program() {
     let output = cni_without_iptables(&node, &pod, "DEL");
     assert!(output.status.success(), "DEL: {}", stderr(&output));
     assert_eq!(native_table(&pod), "");
+}
+
+#[test]
+fn a_dormant_table_is_drift_and_apply_makes_it_active_again() {
+    if !require_root() {
+        return;
+    }
+    let node = TestNetns::new("dormantnode");
+    let pod = TestNetns::new("dormantpod");
+    let output = cni_without_iptables(&node, &pod, "ADD");
+    assert!(output.status.success(), "ADD: {}", stderr(&output));
+    // Every rule of ours off, with one flag.
+    pod.run_checked("nft", &["add table inet meshinit { flags dormant; }"]);
+    assert!(native_table(&pod).contains("dormant"));
+    let check = cni_without_iptables(&node, &pod, "CHECK");
+    assert!(
+        !check.status.success() && stdout(&check).contains("dormant"),
+        "CHECK must fail on a dormant table: {}",
+        stdout(&check)
+    );
+
+    let config = [
+        "--ignored-uid",
+        "1337",
+        "--proxy-egress-port",
+        "15001",
+        "--proxy-ingress-port",
+        "15000",
+        "--app-ports",
+        "9080",
+    ];
+    let ns = TestNetns::new("dormant");
+    let apply: Vec<&str> = ["apply"].iter().chain(&config).copied().collect();
+    let status: Vec<&str> = ["status"].iter().chain(&config).copied().collect();
+    assert_exit(&meshinit(&ns, &with_native(&apply)), 0);
+    ns.run_checked("nft", &["add table inet meshinit { flags dormant; }"]);
+    let drifted = meshinit(&ns, &with_native(&status));
+    assert_exit(&drifted, 1);
+    assert!(
+        stdout(&drifted).contains("table inet meshinit is dormant"),
+        "{}",
+        stdout(&drifted)
+    );
+    assert_exit(&meshinit(&ns, &with_native(&apply)), 0);
+    let table = native_table(&ns);
+    assert!(
+        !table.contains("dormant") && table.contains("redirect to :15001"),
+        "{table}"
+    );
+    assert_exit(&meshinit(&ns, &with_native(&status)), 0);
+}
+
+/// Puts what meshinit does not model into its table: a concatenated set, an `ether_addr`
+/// set, a rule with an anonymous concatenated set.
+fn add_unmodelled_content(ns: &TestNetns) {
+    ns.run_checked(
+        "nft",
+        &["add set inet meshinit pairs { type ipv4_addr . inet_service; elements = { 10.0.0.1 . 80 }; }"],
+    );
+    ns.run_checked(
+        "nft",
+        &["add set inet meshinit macs { type ether_addr; elements = { 02:00:00:00:00:01 }; }"],
+    );
+    ns.run_checked(
+        "nft",
+        &["add rule inet meshinit output ip daddr . tcp dport { 10.0.0.2 . 443 } return"],
+    );
+}
+
+#[test]
+fn clean_del_and_moving_away_remove_a_table_they_cannot_read() {
+    if !require_root() {
+        return;
+    }
+    // clean
+    let scene = Scene::new();
+    let app = &scene.net.app;
+    assert_exit(&meshinit(app, &with_native(&["apply", ECS_CONFIG])), 0);
+    add_unmodelled_content(app);
+    let status = meshinit(app, &with_native(&["status", ECS_CONFIG]));
+    assert_exit(&status, 1);
+    assert!(
+        stdout(&status).contains("not in the plan"),
+        "{}",
+        stdout(&status)
+    );
+    assert_exit(&meshinit(app, &["clean"]), 0);
+    assert_eq!(native_table(app), "", "clean removed the table");
+    scene.assert_direct_traffic();
+
+    // CNI DEL
+    let node = TestNetns::new("unreadnode");
+    let pod = TestNetns::new("unreadpod");
+    let add = cni_without_iptables(&node, &pod, "ADD");
+    assert!(add.status.success(), "ADD: {}", stderr(&add));
+    add_unmodelled_content(&pod);
+    let del = cni_without_iptables(&node, &pod, "DEL");
+    assert!(del.status.success(), "DEL: {}", stderr(&del));
+    assert_eq!(native_table(&pod), "", "DEL removed the table");
+
+    // Moving to another backend
+    let ns = TestNetns::new("unreadmove");
+    assert_exit(&meshinit(&ns, &with_native(&["apply", ECS_CONFIG])), 0);
+    add_unmodelled_content(&ns);
+    assert_exit(
+        &meshinit(&ns, &["apply", ECS_CONFIG, "--backend", "iptables-nft"]),
+        0,
+    );
+    assert_eq!(native_table(&ns), "", "the move removed the native table");
+    assert_exit(
+        &meshinit(&ns, &["status", ECS_CONFIG, "--backend", "iptables-nft"]),
+        0,
+    );
+    // And apply replaces such a table whole.
+    assert_exit(&meshinit(&ns, &with_native(&["apply", ECS_CONFIG])), 0);
+    add_unmodelled_content(&ns);
+    assert_exit(&meshinit(&ns, &with_native(&["apply", ECS_CONFIG])), 0);
+    assert!(!native_table(&ns).contains("pairs"));
+    assert_exit(&meshinit(&ns, &with_native(&["status", ECS_CONFIG])), 0);
+}
+
+#[test]
+fn objects_and_element_comments_in_our_table_are_drift_and_apply_removes_them() {
+    if !require_root() {
+        return;
+    }
+    let ns = TestNetns::new("nativeobjects");
+    let apply = with_native(&["apply", ECS_CONFIG]);
+    let status = with_native(&["status", ECS_CONFIG]);
+    assert_exit(&meshinit(&ns, &apply), 0);
+    ns.run_checked("nft", &["add counter inet meshinit sneaky"]);
+    let drifted = meshinit(&ns, &status);
+    assert_exit(&drifted, 1);
+    assert!(stdout(&drifted).contains("sneaky"), "{}", stdout(&drifted));
+    assert_exit(&meshinit(&ns, &apply), 0);
+    assert!(!native_table(&ns).contains("sneaky"));
+    assert_exit(&meshinit(&ns, &status), 0);
+
+    ns.run_checked(
+        "nft",
+        &["delete element inet meshinit ignored_ipv4 { 169.254.170.2 }"],
+    );
+    ns.run_checked(
+        "nft",
+        &["add element inet meshinit ignored_ipv4 { 169.254.170.2 comment \"hello\" }"],
+    );
+    let drifted = meshinit(&ns, &status);
+    assert_exit(&drifted, 1);
+    assert!(
+        stdout(&drifted).contains("ignored_ipv4"),
+        "{}",
+        stdout(&drifted)
+    );
+    assert_exit(&meshinit(&ns, &apply), 0);
+    assert!(!native_table(&ns).contains("hello"));
+    assert_exit(&meshinit(&ns, &status), 0);
+}
+
+#[test]
+fn a_table_owned_by_another_process_is_named_and_exit_1() {
+    if !require_root() {
+        return;
+    }
+    use std::io::Write;
+    use std::process::Stdio;
+    let ns = TestNetns::new("nativeowned");
+    // `nft -i` keeps its netlink socket open while its stdin is: it owns the table until
+    // then.
+    let mut owner = ns
+        .command("nft")
+        .arg("-i")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nft -i starts");
+    let mut stdin = owner.stdin.take().unwrap();
+    writeln!(stdin, "add table inet meshinit {{ flags owner; }}").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !native_table(&ns).contains("owner") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nft never made the table"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let owner_pid = owner.id();
+    for args in [
+        with_native(&["apply", ECS_CONFIG]),
+        vec!["clean"],
+        with_native(&["clean"]),
+    ] {
+        let output = meshinit(&ns, &args);
+        assert_exit(&output, 1);
+        let message = stderr(&output);
+        assert!(
+            message.contains("owned by another process")
+                && message.contains(&format!("port id {owner_pid}"))
+                && !message.contains("CAP_NET_ADMIN"),
+            "{args:?}: {message}"
+        );
+    }
+    drop(stdin);
+    owner.wait().unwrap();
+    assert_exit(&meshinit(&ns, &with_native(&["apply", ECS_CONFIG])), 0);
+}
+
+#[test]
+fn port_sets_are_interval_sets_that_join_adjacent_ports_and_hold_32768_separate_ones() {
+    if !require_root() {
+        return;
+    }
+    let ns = TestNetns::new("nativeports");
+    // Adjacent ports join into one range, as the README says sets do.
+    let adjacent = [
+        "apply",
+        "--ignored-uid",
+        "1337",
+        "--proxy-egress-port",
+        "15001",
+        "--egress-ignored-ports",
+        "8000,8001,8002,9000,9001,7000",
+    ];
+    assert_exit(&meshinit(&ns, &with_native(&adjacent)), 0);
+    let table = native_table(&ns);
+    assert!(
+        table.contains("flags interval")
+            && table.contains("8000-8002")
+            && table.contains("9000-9001"),
+        "{table}"
+    );
+
+    // 32,768 separate ports (every odd one), from a file: more than one argument holds.
+    let odd_ports: Vec<String> = (0..32_768u32).map(|i| (2 * i + 1).to_string()).collect();
+    let config = serde_json::json!({
+        "type": "APPMESH",
+        "containerName": "envoy",
+        "properties": [
+            {"name": "IgnoredUID", "value": "1337"},
+            {"name": "ProxyEgressPort", "value": "15001"},
+            {"name": "EgressIgnoredPorts", "value": odd_ports.join(",")},
+        ],
+    });
+    let path = std::env::temp_dir().join(format!("meshinit-odd-ports-{}.json", std::process::id()));
+    std::fs::write(&path, config.to_string()).unwrap();
+    let path_text = path.to_str().unwrap();
+    assert_exit(&meshinit(&ns, &with_native(&["apply", path_text])), 0);
+    assert_exit(&meshinit(&ns, &with_native(&["status", path_text])), 0);
+    let table = native_table(&ns);
+    assert!(
+        table.contains("flags interval") && table.contains("65535"),
+        "{}",
+        &table[..table.len().min(400)]
+    );
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn every_apply_sweeps_stray_ipsets_of_ours_whatever_the_backend() {
+    if !require_root() {
+        return;
+    }
+    let ns = TestNetns::new("straysets");
+    let stray = |ns: &TestNetns| {
+        // What a kill -9 during a move from iptables can leave: a set of ours no rule uses.
+        ns.run_checked(
+            "ipset",
+            &["create", "APPMESH_IGNORED_NET4_0badcafe", "hash:net"],
+        );
+        ns.run_checked(
+            "ipset",
+            &["add", "APPMESH_IGNORED_NET4_0badcafe", "10.1.0.0/16"],
+        );
+    };
+    ns.run_checked("ipset", &["create", "APPMESH_FOREIGN", "hash:ip"]);
+    for backend in ["nftables", "iptables-nft", "iptables-legacy", "nftables"] {
+        stray(&ns);
+        let apply = meshinit(&ns, &["apply", ECS_CONFIG, "--backend", backend]);
+        assert_exit(&apply, 0);
+        assert_eq!(
+            ipset_names(&ns),
+            ["APPMESH_FOREIGN"],
+            "{backend}: the stray set of ours went, someone else's stays: {}",
+            stderr(&apply)
+        );
+        // Also when the rules were already in place (nothing else to change).
+        stray(&ns);
+        assert_exit(
+            &meshinit(&ns, &["apply", ECS_CONFIG, "--backend", backend]),
+            0,
+        );
+        assert_eq!(
+            ipset_names(&ns),
+            ["APPMESH_FOREIGN"],
+            "{backend}, unchanged rules"
+        );
+    }
+}
+
+#[test]
+fn auto_keeps_a_deliberate_move_to_nftables_beside_someone_elses_legacy_rules() {
+    if !require_root() {
+        return;
+    }
+    let scene = Scene::new();
+    let app = &scene.net.app;
+    // Another program keeps legacy NAT rules here.
+    app.iptables(
+        "iptables-legacy",
+        "-t nat -A OUTPUT -p udp --dport 5353 -j RETURN",
+    );
+    assert_exit(&meshinit(app, &with_native(&["apply", ECS_CONFIG])), 0);
+    // The next plain apply (and CNI's auto) keeps the native table the user chose.
+    let again = meshinit(app, &["apply", ECS_CONFIG]);
+    assert_exit(&again, 0);
+    assert!(
+        stderr(&again).contains("table inet meshinit already holds"),
+        "{}",
+        stderr(&again)
+    );
+    assert!(native_table(app).contains("redirect to :15001"));
+    let legacy = legacy_nat_state(app);
+    assert!(!legacy.contains("APPMESH"), "{legacy}");
+    assert!(
+        legacy.contains("--dport 5353 -j RETURN"),
+        "theirs stays: {legacy}"
+    );
+    assert_exit(&meshinit(app, &["status", ECS_CONFIG]), 0);
+    scene.assert_configured_traffic();
+    // Moving back is explicit.
+    assert_exit(
+        &meshinit(app, &["apply", ECS_CONFIG, "--backend", "iptables-legacy"]),
+        0,
+    );
+    assert_eq!(native_table(app), "");
+    assert!(legacy_nat_state(app).contains("APPMESH_EGRESS"));
 }

@@ -482,7 +482,8 @@ fn a_batch_planned_on_a_stale_generation_is_refused_and_commit_retries() {
                 attempts: 2
             }
         );
-        // A writer that never stops: bounded retries, then a typed error.
+        // A writer that never stops: retries until the deadline, then a typed error.
+        c.retry_until(Instant::now() + Duration::from_millis(300));
         let mut n = 0;
         let error = c
             .commit_observed(
@@ -498,7 +499,13 @@ fn a_batch_planned_on_a_stale_generation_is_refused_and_commit_retries() {
             )
             .unwrap_err();
         assert!(
-            matches!(error, NftError::GenerationChanged { attempts: 5 }),
+            matches!(error, NftError::GenerationChanged { attempts, .. } if attempts == n),
+            "{error}"
+        );
+        assert!(n >= 5, "at least 5 attempts whatever the deadline: {n}");
+        assert!(
+            error.to_string().contains("another program kept changing")
+                && error.to_string().contains("--lock-timeout"),
             "{error}"
         );
     });
@@ -860,6 +867,35 @@ fn commit_timings_for_the_seed_and_long_ignore_lists() {
         let best = (0..3).map(|_| timed_commit(&table)).min().unwrap();
         report += &format!("{count} ignored /32s + one /16 (interval set): {best:?}\n");
     }
+    // The layout choice, measured: every other port, and 100,000 scattered addresses,
+    // each as a hash set and as an interval set.
+    let every_other_port: Vec<KeyRange> =
+        (1..=32_768u128).map(|p| KeyRange::single(p * 2)).collect();
+    let scattered: Vec<KeyRange> = (0..100_000u128)
+        .map(|i| KeyRange::single(0x0a00_0000 + i * 7))
+        .collect();
+    for (what, key, members) in [
+        (
+            "32768 separate ports",
+            KeyType::InetService,
+            &every_other_port,
+        ),
+        (
+            "100000 separate IPv4 addresses",
+            KeyType::Ipv4Addr,
+            &scattered,
+        ),
+    ] {
+        for interval in [false, true] {
+            let set = Set::with_layout("s", key, interval, members.iter().copied());
+            let table = Table::new(TABLE_NAME, vec![set], Vec::new());
+            report += &format!(
+                "{what}, {} set: {:?}\n",
+                if interval { "interval" } else { "hash" },
+                timed_commit(&table)
+            );
+        }
+    }
     let peak = std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
@@ -984,4 +1020,154 @@ fn commit_racing_delete_ends_with_all_or_nothing() {
             "neither all nor nothing: {installed:?}"
         );
     }
+}
+
+/// Commits to nf_tables in the calling thread's namespace about `per_second` times a second
+/// (a table added and deleted: one generation each) until `stop`; returns how many.
+fn foreign_writer(per_second: u32, stop: &std::sync::atomic::AtomicBool) -> u32 {
+    use std::sync::atomic::Ordering;
+    let mut c = connection();
+    let table = Table::new("busy_writer", Vec::new(), Vec::new());
+    let period = Duration::from_secs(1) / per_second;
+    let mut next = Instant::now();
+    let mut commits = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let genid = c.generation().unwrap();
+        let outcome = c
+            .send(genid, |batch| {
+                batch.add_table(&table);
+                batch.delete_table(TableFamily::Inet, "busy_writer");
+            })
+            .unwrap();
+        if matches!(outcome, BatchOutcome::Committed) {
+            commits += 1;
+        }
+        next += period;
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    commits
+}
+
+#[test]
+fn applies_and_status_succeed_under_a_foreign_writer_committing_1000_times_a_second() {
+    if !require_root() {
+        return;
+    }
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let ns = TestNetns::new("nft-busy");
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = Arc::clone(&stop);
+        // A thread started by one inside the namespace is in the namespace too.
+        ns.run_inside(move || std::thread::spawn(move || foreign_writer(1000, &stop)))
+    };
+    let started = Instant::now();
+    // Long enough that reading the table back takes longer than the writer's gaps.
+    let ips: String = (0..9_000u32)
+        .map(|i| format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256))
+        .collect::<Vec<_>>()
+        .join(",");
+    let configs = [
+        [
+            "--egress-ignored-ports",
+            "8080,9090",
+            "--egress-ignored-ips",
+            &ips,
+        ],
+        [
+            "--egress-ignored-ports",
+            "8081-8089",
+            "--egress-ignored-ips",
+            &ips,
+        ],
+    ];
+    let runs = 30;
+    let mut succeeded = 0;
+    let mut failures = Vec::new();
+    for i in 0..runs {
+        let mut args = vec![
+            "apply",
+            "--backend",
+            "nftables",
+            "--ignored-uid",
+            "1337",
+            "--proxy-egress-port",
+            "15001",
+            "--lock-timeout",
+            "10s",
+        ];
+        args.extend(configs[i % 2]);
+        let output = meshinit(&ns, &args);
+        if output.status.success() {
+            succeeded += 1;
+        } else {
+            failures.push(stderr(&output));
+        }
+        args[0] = "status";
+        let status = meshinit(&ns, &args);
+        if !status.status.success() {
+            failures.push(format!("status: {}{}", stdout(&status), stderr(&status)));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let commits = writer.join().unwrap();
+    let rate = f64::from(commits) / started.elapsed().as_secs_f64();
+    println!(
+        "{succeeded} of {runs} applies (and their status) succeeded beside a writer \
+         committing {rate:.0} times a second"
+    );
+    assert!(
+        rate > 500.0,
+        "the writer was too slow to matter: {rate:.0}/s"
+    );
+    assert_eq!(succeeded, runs, "{failures:#?}");
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn clean_removes_the_table_under_a_foreign_writer() {
+    if !require_root() {
+        return;
+    }
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let ns = TestNetns::new("nft-busyclean");
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = Arc::clone(&stop);
+        ns.run_inside(move || std::thread::spawn(move || foreign_writer(5000, &stop)))
+    };
+    let ips: String = (0..9_000u32)
+        .map(|i| format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256))
+        .collect::<Vec<_>>()
+        .join(",");
+    let apply = [
+        "apply",
+        "--backend",
+        "nftables",
+        "--ignored-uid",
+        "1337",
+        "--proxy-egress-port",
+        "15001",
+        "--egress-ignored-ips",
+        &ips,
+    ];
+    let mut left = Vec::new();
+    for round in 0..20 {
+        assert_exit(&meshinit(&ns, &apply), 0);
+        let clean = meshinit(&ns, &["clean"]);
+        assert_exit(&clean, 0);
+        if ns
+            .run_checked("nft", &["list", "tables"])
+            .contains("inet meshinit\n")
+        {
+            left.push(round);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    assert!(left.is_empty(), "clean left the table in rounds {left:?}");
 }

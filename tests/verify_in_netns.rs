@@ -190,6 +190,25 @@ fn install_rendered_except(
     }
 }
 
+/// Installs by hand what `render` prints for the configuration, each line passed through
+/// `transform` (`None` drops it): one rule removed or altered.
+fn install_rendered_with(ns: &TestNetns, transform: impl Fn(&str) -> Option<String>) {
+    for (family, restore) in [
+        ("ipv4", "iptables-nft-restore"),
+        ("ipv6", "ip6tables-nft-restore"),
+    ] {
+        let rendered = meshinit_inside(ns, &with_config(&["render", "--family", family]));
+        rendered.assert_exit(0);
+        let kept: String = rendered
+            .stdout
+            .lines()
+            .filter_map(&transform)
+            .map(|line| format!("{line}\n"))
+            .collect();
+        ns.run_checked_with_stdin(restore, &["--noflush"], &kept);
+    }
+}
+
 /// The report has checks, each of the `failing` (family, check) pairs is among them, and
 /// those failed while every other check passed.
 #[track_caller]
@@ -215,6 +234,164 @@ fn all_passed_but(run: &Run, failing: &[(&str, &str)]) {
     }
 }
 
+/// No conntrack entry of a probe is left in the namespace: none whose original destination
+/// is one verify probed.
+#[track_caller]
+fn assert_no_probe_conntrack_entries(ns: &TestNetns, run: &Run) {
+    let probed: Vec<std::net::SocketAddr> = run.report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["destination"].as_str()?.parse().ok())
+        .collect();
+    assert!(!probed.is_empty());
+    let entries = ns.run_inside(|| {
+        let mut conntrack = meshinit::conntrack::Conntrack::open().expect("ctnetlink");
+        let mut entries = conntrack.dump(false).expect("dump ipv4");
+        entries.extend(conntrack.dump(true).expect("dump ipv6"));
+        entries
+    });
+    let left: Vec<_> = entries
+        .iter()
+        .filter(|e| probed.contains(&e.original.destination))
+        .collect();
+    assert!(left.is_empty(), "probe conntrack entries left: {left:#?}");
+}
+
+/// Verify's sink (its veth pair and policy rules) is gone after a run.
+#[track_caller]
+fn assert_no_verify_interfaces_or_rules(ns: &TestNetns) {
+    let links = ns.run_checked("ip", &["-o", "link"]);
+    assert!(!links.contains("mshi-vfy"), "{links}");
+    for family in ["-4", "-6"] {
+        let rules = ns.run_checked("ip", &[family, "rule"]);
+        assert!(
+            !rules.contains("fwmark") && !rules.contains("198.18.77") && !rules.contains("6d73"),
+            "{rules}"
+        );
+        let routes = ns.run_checked("ip", &[family, "route", "show", "table", "all"]);
+        assert!(
+            !routes.contains("mshi-vfy") && !routes.contains("1297303625"),
+            "{routes}"
+        );
+        let addresses = ns.run_checked("ip", &[family, "address"]);
+        assert!(
+            !addresses.contains("198.18.77") && !addresses.contains("2001:db8:6d73"),
+            "{addresses}"
+        );
+    }
+}
+
+/// Conntrack entries that only verify's probes make: from the inbound stand-in client, or
+/// to the documentation addresses egress probes go to.
+fn verify_conntrack_entries(ns: &TestNetns) -> Vec<meshinit::conntrack::Entry> {
+    let entries = ns.run_inside(|| {
+        let mut conntrack = meshinit::conntrack::Conntrack::open().expect("ctnetlink");
+        let mut entries = conntrack.dump(false).expect("dump ipv4");
+        entries.extend(conntrack.dump(true).expect("dump ipv6"));
+        entries
+    });
+    entries
+        .into_iter()
+        .filter(|e| {
+            let source = e.original.source.ip().to_string();
+            let destination = e.original.destination.ip().to_string();
+            source == "198.18.77.2"
+                || source == "2001:db8:6d73::2"
+                || destination == "192.0.2.1"
+                || destination == "2001:db8::1"
+        })
+        .collect()
+}
+
+/// verify killed with SIGKILL at random points (mid-set-up, mid-probe, mid-clean-up)
+/// leaves nothing the next run does not sweep: no interface, address, route or rule of its
+/// sink, and no conntrack entry of its probes (those to ignored destinations, which look
+/// like real traffic, expire on their own).
+#[test]
+fn verify_killed_at_random_points_leaves_nothing_after_the_next_run() {
+    if !require_root() {
+        return;
+    }
+    let net = NetnsPair::new();
+    apply(&net.app);
+    let args = with_config(&["verify", "--json"]);
+    for _ in 0..12 {
+        let mut child = net
+            .app
+            .command(MESHINIT)
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("cannot run meshinit");
+        // The point of the test is a random moment, not a condition to wait for.
+        let delay = u64::from(getrandom::u32().expect("getrandom") % 40_000);
+        std::thread::sleep(Duration::from_micros(delay));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let run = verify(&net.app);
+    run.assert_exit(0);
+    assert_no_verify_interfaces_or_rules(&net.app);
+    let left = verify_conntrack_entries(&net.app);
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
+
+/// Packets the peer namespace received for `destination` port 80 (a counting rule).
+fn count_syns_to(ns: &TestNetns, program: &str, destination: &str) -> u64 {
+    let listing = ns.iptables(program, "-L INPUT -v -x -n");
+    listing
+        .lines()
+        .find(|line| line.contains(destination.split('/').next().unwrap_or(destination)))
+        .and_then(|line| line.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no counting rule for {destination}:\n{listing}"))
+}
+
+/// The metadata and credentials endpoints exist on the peer, one hop away, with a listener
+/// and a counting rule: verify proves they are not redirected, and not one packet of its
+/// probes reaches them.
+#[test]
+fn verify_probes_never_reach_an_ignored_destination() {
+    if !require_root() {
+        return;
+    }
+    let net = NetnsPair::new();
+    let endpoints = [
+        ("iptables-nft", "169.254.169.254", "169.254.169.254:80"),
+        ("iptables-nft", "169.254.170.2", "169.254.170.2:80"),
+        ("ip6tables-nft", "fd00:ec2::254", "[fd00:ec2::254]:80"),
+    ];
+    for (program, address, _) in endpoints {
+        net.peer.add_address(address.parse().unwrap());
+        net.peer
+            .iptables(program, &format!("-A INPUT -d {address} -p tcp --dport 80"));
+    }
+    let listener = net.peer.listen(80);
+    apply(&net.app);
+    let run = verify(&net.app);
+    run.assert_exit(0);
+    for (program, address, destination) in endpoints {
+        let family = if program.starts_with("ip6") {
+            "ipv6"
+        } else {
+            "ipv4"
+        };
+        assert_status(
+            run.check("ignored-destination", family, Some(destination)),
+            "pass",
+            &["was not redirected"],
+        );
+        assert_eq!(
+            count_syns_to(&net.peer, program, address),
+            0,
+            "a probe reached {address}"
+        );
+    }
+    assert!(listener.accepted().is_empty());
+    assert_no_verify_interfaces_or_rules(&net.app);
+}
+
 #[test]
 fn verify_passes_after_apply_over_ipv4_and_ipv6() {
     if !require_root() {
@@ -227,10 +404,6 @@ fn verify_passes_after_apply_over_ipv4_and_ipv6() {
 
 fn verify_passes_after_apply(backend: &str) {
     let net = NetnsPair::new();
-    // The metadata endpoint exists on the peer, so "not redirected" there means a direct
-    // connection that really reached the peer.
-    net.peer.add_address("169.254.169.254".parse().unwrap());
-    let metadata = net.peer.listen(80);
     meshinit_netns(&net.app, &with_backend(&with_config(&["apply"]), backend)).assert_exit(0);
     assert_only_backend_holds_ours(&net.app, backend, 15001);
     let verify = with_backend(&with_config(&["verify", "--json"]), backend);
@@ -269,24 +442,47 @@ fn verify_passes_after_apply(backend: &str) {
                 "{port} not probed: {ports:?}"
             );
         }
-        let ingress = run.check("ingress-rules", family, None);
-        assert_eq!(ingress["evidence"], "rules");
+        // Inbound is proven with a packet through PREROUTING, not read back from the rules.
+        assert!(
+            run.checks("ingress-rules", family).is_empty(),
+            "{}",
+            run.stdout
+        );
+        let inner = if family == "ipv4" {
+            "198.18.77.1"
+        } else {
+            "[2001:db8:6d73::1]"
+        };
+        let ingress = run.check("ingress-redirect", family, None);
+        assert_eq!(ingress["evidence"], "connection");
+        assert_eq!(ingress["destination"], format!("{inner}:9080"));
         assert_status(
             ingress,
             "pass",
-            &["PREROUTING jumps into it", "do not traverse PREROUTING"],
+            &[
+                "entering through PREROUTING",
+                "redirected to ProxyIngressPort 15000",
+            ],
         );
+        let other = run.check("ingress-other-port", family, None);
+        assert_eq!(other["destination"], format!("{inner}:8080"));
+        assert_status(other, "pass", &["was not redirected"]);
     }
+    // Decided from the probe's conntrack entry the moment its SYN crossed the nat hook,
+    // not from waiting for an answer that never comes.
     let metadata_probe = run.check("ignored-destination", "ipv4", Some("169.254.169.254:80"));
     assert_eq!(
-        metadata_probe["observed"], "connected-elsewhere",
+        metadata_probe["observed"], "not-translated",
         "{metadata_probe:#}"
     );
-    assert_eq!(
-        metadata.accepted().len(),
-        1,
-        "the probe should have reached the real endpoint"
-    );
+    for (family, _, status) in run.statuses() {
+        assert_ne!(status, "could_not_run", "{family}: {}", run.stdout);
+    }
+    for check in run.report["checks"].as_array().unwrap() {
+        assert_ne!(check["observed"], "no-answer", "waited for: {check:#}");
+    }
+    assert_no_probe_conntrack_entries(&net.app, &run);
+    assert_no_verify_interfaces_or_rules(&net.app);
     for destination in ["169.254.170.2:80", "10.9.0.1:80", "203.0.113.9:80"] {
         assert_status(
             run.check("ignored-destination", "ipv4", Some(destination)),
@@ -322,10 +518,14 @@ fn verify_fails_when_no_rules_are_installed_and_stays_within_its_timeout() {
         ],
     );
     assert_status(
-        run.check("ingress-rules", "ipv4", None),
+        run.check("ingress-redirect", "ipv4", None),
         "fail",
-        &["holds no APPMESH_INGRESS chain", "AppPorts 9080"],
+        &[
+            "to 198.18.77.1:9080 entering through PREROUTING was not redirected",
+            "holds no APPMESH_INGRESS chain",
+        ],
     );
+    assert_no_verify_interfaces_or_rules(&net.app);
     assert_eq!(
         run.check("family", "ipv6", None)["status"],
         "not_applicable"
@@ -379,10 +579,11 @@ fn verify_fails_the_native_ingress_rules_without_their_redirect() {
     run.assert_exit(VERIFY_FAILED);
     for family in ["ipv4", "ipv6"] {
         assert_status(
-            run.check("ingress-rules", family, None),
+            run.check("ingress-redirect", family, None),
             "fail",
-            &["chain prerouting"],
+            &["was not redirected", "AppPort 9080", "chain prerouting"],
         );
+        assert_status(run.check("ingress-other-port", family, None), "pass", &[]);
     }
 }
 
@@ -660,4 +861,164 @@ fn apply_verify_could_not_run_while_the_egress_port_is_taken() {
         "{}",
         run.stdout
     );
+}
+
+/// One rule removed or altered, and what verify must then fail on.
+struct Flip {
+    rule: &'static str,
+    transform: fn(&str) -> Option<String>,
+    /// (check, destination port or address) that must fail, in both families where the
+    /// destination exists; every other check must pass.
+    failing: &'static [(&'static str, &'static str)],
+    reason: &'static str,
+}
+
+/// Every check flips: for each kind of rule, the ruleset with that one rule removed or
+/// altered fails verify on exactly the checks about it, naming it.
+#[test]
+fn every_check_flips_when_its_rule_is_removed_or_altered() {
+    if !require_root() {
+        return;
+    }
+    let flips = [
+        Flip {
+            rule: "IgnoredUID (the proxy's own traffic)",
+            transform: |l| (!l.contains("--uid-owner")).then(|| l.to_owned()),
+            failing: &[("ignored-uid", "")],
+            reason: "IgnoredUID rule is missing or does not match uid 1337",
+        },
+        Flip {
+            rule: "IgnoredGID",
+            transform: |l| (!l.contains("--gid-owner")).then(|| l.to_owned()),
+            failing: &[("ignored-gid", "")],
+            reason: "IgnoredGID rule is missing or does not match gid 1338",
+        },
+        Flip {
+            rule: "an ignored port",
+            transform: |l| Some(l.replace("--dports 5432,", "--dports ")),
+            failing: &[("ignored-port", ":5432")],
+            reason: "port 5432 is egress-ignored",
+        },
+        Flip {
+            rule: "the ends of an ignored port range",
+            transform: |l| Some(l.replace("8000:8010", "8001:8009")),
+            failing: &[("ignored-port", ":8000"), ("ignored-port", ":8010")],
+            reason: "is egress-ignored but its traffic goes to the proxy",
+        },
+        Flip {
+            rule: "an ignored network",
+            transform: |l| (!l.contains("-d 10.9.0.0/16")).then(|| l.to_owned()),
+            failing: &[("ignored-destination", "10.9.0.1:80")],
+            reason: "10.9.0.1 is egress-ignored",
+        },
+        Flip {
+            rule: "an ignored address",
+            transform: |l| (!l.contains("-d 203.0.113.9/32")).then(|| l.to_owned()),
+            failing: &[("ignored-destination", "203.0.113.9:80")],
+            reason: "203.0.113.9 is egress-ignored",
+        },
+        Flip {
+            rule: "an AppPort's inbound redirect",
+            transform: |l| {
+                Some(l.replace("--dports 9080 -j REDIRECT", "--dports 9081 -j REDIRECT"))
+            },
+            failing: &[("ingress-redirect", ":9080")],
+            reason: "inbound connections to AppPort 9080 would reach the application directly",
+        },
+        Flip {
+            rule: "a port that is not an AppPort, redirected inbound",
+            transform: |l| {
+                Some(l.replace(
+                    "--dports 9080 -j REDIRECT",
+                    "--dports 9080,8080 -j REDIRECT",
+                ))
+            },
+            failing: &[("ingress-other-port", ":8080")],
+            reason: "port 8080 is not an AppPort, but its inbound traffic is sent to the proxy",
+        },
+    ];
+    for flip in &flips {
+        let net = NetnsPair::new();
+        install_rendered_with(&net.app, flip.transform);
+        let run = verify(&net.app);
+        assert_eq!(run.code, VERIFY_FAILED, "{}: {}", flip.rule, run.stdout);
+        let checks = run.report["checks"].as_array().unwrap();
+        for check in checks {
+            let destination = check["destination"].as_str().unwrap_or("");
+            let expected_to_fail = flip.failing.iter().any(|(kind, at)| {
+                check["check"] == *kind && (at.is_empty() || destination.ends_with(at))
+            });
+            let expected = if expected_to_fail { "fail" } else { "pass" };
+            if check["status"] == "not_applicable" && !expected_to_fail {
+                continue;
+            }
+            assert_eq!(check["status"], expected, "{}: {check:#}", flip.rule);
+            if expected_to_fail {
+                let reason = check["reason"].as_str().unwrap_or("");
+                assert!(reason.contains(flip.reason), "{}: {check:#}", flip.rule);
+            }
+        }
+        for (kind, at) in flip.failing {
+            assert!(
+                checks.iter().any(|c| c["check"] == *kind
+                    && c["status"] == "fail"
+                    && c["destination"].as_str().unwrap_or("").ends_with(at)),
+                "{}: no failing {kind} {at} in {}",
+                flip.rule,
+                run.stdout
+            );
+        }
+        assert_no_verify_interfaces_or_rules(&net.app);
+    }
+}
+
+/// Each AppPort is proven inbound on its own: with AppPorts 9080 and 9443-9445, a redirect
+/// that lost the range's last port fails verify on exactly that port, both families.
+#[test]
+fn each_app_port_is_proven_inbound() {
+    if !require_root() {
+        return;
+    }
+    let config: Vec<&str> = CONFIG
+        .iter()
+        .map(|a| if *a == "9080" { "9080,9443-9445" } else { a })
+        .collect();
+    let net = NetnsPair::new();
+    for (family, restore) in [
+        ("ipv4", "iptables-nft-restore"),
+        ("ipv6", "ip6tables-nft-restore"),
+    ] {
+        let mut args = vec!["render", "--family", family];
+        args.extend(&config);
+        let rendered = meshinit_inside(&net.app, &args);
+        rendered.assert_exit(0);
+        assert!(rendered.stdout.contains("9443:9445"), "{}", rendered.stdout);
+        let altered = rendered.stdout.replace("9443:9445", "9443:9444");
+        net.app
+            .run_checked_with_stdin(restore, &["--noflush"], &altered);
+    }
+    let mut args = vec!["verify", "--json"];
+    args.extend(&config);
+    let run = meshinit_netns(&net.app, &args);
+    run.assert_exit(VERIFY_FAILED);
+    for family in ["ipv4", "ipv6"] {
+        let inbound = run.checks("ingress-redirect", family);
+        let ports: Vec<&str> = inbound
+            .iter()
+            .filter_map(|c| c["destination"].as_str())
+            .collect();
+        assert_eq!(inbound.len(), 3, "9080, 9443 and 9445: {ports:?}");
+        for check in inbound {
+            let destination = check["destination"].as_str().unwrap_or("");
+            if destination.ends_with(":9445") {
+                assert_status(
+                    check,
+                    "fail",
+                    &["AppPort 9445", "bypassing ProxyIngressPort"],
+                );
+            } else {
+                assert_status(check, "pass", &["redirected to ProxyIngressPort 15000"]);
+            }
+        }
+    }
 }

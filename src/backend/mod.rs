@@ -193,8 +193,9 @@ pub trait Backend: fmt::Debug + Send + Sync {
     fn describe_drift(&self, desired: &Ruleset, installed: &InstalledTable) -> Drift;
 
     /// Whether rules of ours are installed here, found without creating anything; `None`
-    /// when that cannot be told without side effects or the backend is unusable.
-    fn holds_ours(&self, budget: &TimeBudget) -> Option<Installed>;
+    /// when there are none, or the backend is not there to hold any (its programs or kernel
+    /// interface missing). A read that fails is an error, never "none".
+    fn holds_ours(&self, budget: &TimeBudget) -> Result<Option<Installed>>;
 
     /// Removes every rule of ours, in both families: the first step of clean.
     fn remove_rules(&self, budget: &TimeBudget) -> Result<()>;
@@ -251,6 +252,16 @@ pub fn select(choice: BackendChoice, budget: &TimeBudget) -> Result<Selection> {
 }
 
 fn auto_select(budget: &TimeBudget) -> Result<Selection> {
+    // meshinit's own table is kept first: it is there because a run chose the native
+    // backend (by default, or `--backend nftables` on purpose), and another program's
+    // legacy rules beside it are no reason to undo that choice. Moving is `--backend`.
+    if nftables::native_table_exists() {
+        return Ok(Selection {
+            backend: by_kind(BackendKind::Nftables),
+            reason: "table inet meshinit already holds meshinit's rules in this namespace".into(),
+            fallback: None,
+        });
+    }
     // Legacy tables exist only where something created them; a backend holding rules is
     // kept, so that its rules are converged in place rather than duplicated.
     if iptables::legacy_holds_rules(budget) {
@@ -263,7 +274,7 @@ fn auto_select(budget: &TimeBudget) -> Result<Selection> {
     let iptables_nft = by_kind(BackendKind::IptablesNft);
     // Found over netlink, running no program. Without iptables-nft installed, the native
     // backend takes its rules over in its first transaction instead.
-    if nftables::iptables_nft_holds_ours() && iptables_nft.installed().is_ok() {
+    if nftables::iptables_nft_holds_ours()? && iptables_nft.installed().is_ok() {
         info!(
             "iptables-nft holds meshinit's chains here: keeping it; `--backend nftables` \
              moves them to table inet meshinit in one transaction"

@@ -18,6 +18,12 @@
 //! | GC      | succeeds: nothing of meshinit's outlives a container's namespace (1.1.0+) |
 //! | VERSION | lists the supported versions |
 //!
+//! # Proof per pod
+//!
+//! `"verify": true` in the network configuration makes ADD, once the rules are in place,
+//! and CHECK, once they match, prove them with verify's probes in the pod's namespace (as
+//! `meshinit verify`, about 25 ms); anything but a pass fails the verb with code 104 or 105.
+//!
 //! # Per-pod settings
 //!
 //! Each network configuration key can be overridden per attachment, lowest to highest
@@ -61,6 +67,8 @@
 //! | 7    | invalid network configuration: a value is wrong or missing (the key is named: `proxyEgressPort`, `CNI_ARGS AppPorts`, `runtimeConfig.appPorts`); nothing was touched |
 //! | 50   | STATUS: the plugin cannot service ADD (privileges or iptables missing) |
 //! | 100  | CHECK: the installed rules differ from the configuration (details list each difference) |
+//! | 104  | ADD or CHECK with `"verify": true`: verify found redirection broken (details: verify's JSON report) |
+//! | 105  | ADD or CHECK with `"verify": true`: verify could not prove the rules (details: verify's JSON report) |
 //! | 101  | missing privileges (CAP_SYS_ADMIN to enter `CNI_NETNS`, CAP_NET_ADMIN and CAP_NET_RAW for iptables) |
 //! | 102  | environment not usable: `CNI_NETNS` cannot be entered, is the machine's own namespace or the runtime's, iptables missing, IPv6 required but absent |
 //! | 103  | `iptables-restore` or `ipset` failed (its message is quoted) |

@@ -26,6 +26,12 @@ pub mod code {
     pub const PLUGIN_NOT_AVAILABLE: u32 = 50;
     /// CHECK: the installed rules are not the ones the configuration asks for.
     pub const RULES_DIFFER: u32 = 100;
+    /// ADD or CHECK with `"verify": true`: verify found redirection broken (the report is
+    /// in the details).
+    pub const VERIFY_FAILED: u32 = 104;
+    /// ADD or CHECK with `"verify": true`: verify could not run (the report is in the
+    /// details).
+    pub const VERIFY_COULD_NOT_RUN: u32 = 105;
 }
 
 /// A failed invocation, as the runtime receives it: `{"cniVersion","code","msg","details"}`.

@@ -78,9 +78,14 @@ fn add(invocation: &Invocation, config: &NetworkConfig) -> Result<Value, CniErro
     };
     let netns = required_netns(invocation)?;
     let budget = TimeBudget::starting_now(LOCK_WAIT);
-    enter_container(netns, "ADD")?;
+    let wants_proof = wants_verify(config)?;
+    enter_container_keeping(netns, "ADD", &verify_capabilities(&proxy, wants_proof))?;
     let _lock = NamespaceLock::acquire(&budget)?;
-    let report = converge::apply(&proxy, BackendChoice::Auto, &budget, false)?.report;
+    let applied = converge::apply(&proxy, BackendChoice::Auto, &budget, false)?;
+    if wants_proof {
+        prove(&proxy, applied.backend.as_ref(), "ADD")?;
+    }
+    let report = applied.report;
     let changed = report
         .families
         .iter()
@@ -144,6 +149,7 @@ fn check(invocation: &Invocation, config: &NetworkConfig) -> Result<(), CniError
         ));
     }
     let pod = pod::plan(&config.keys, invocation.args.as_deref())?;
+    let wants_proof = wants_verify(config)?;
     if let Some(prev) = config.prev_result() {
         result::convert(prev, config.cni_version)?;
     }
@@ -153,7 +159,7 @@ fn check(invocation: &Invocation, config: &NetworkConfig) -> Result<(), CniError
     }
     let proxy = proxy_config(invocation, config, &pod)?;
     let netns = required_netns(invocation)?;
-    enter_container(netns, "CHECK")?;
+    enter_container_keeping(netns, "CHECK", &verify_capabilities(&proxy, wants_proof))?;
     let budget = TimeBudget::starting_now(LOCK_WAIT);
     let status = converge::status(&proxy, BackendChoice::Auto, &budget)?;
     let differences: Vec<String> = status
@@ -167,6 +173,10 @@ fn check(invocation: &Invocation, config: &NetworkConfig) -> Result<(), CniError
         })
         .collect();
     if differences.is_empty() {
+        if wants_proof {
+            let selection = backend::select(BackendChoice::Auto, &budget)?;
+            prove(&proxy, selection.backend.as_ref(), "CHECK")?;
+        }
         info!(backend = %status.backend, "CHECK: rules as configured");
         return Ok(());
     }
@@ -179,6 +189,68 @@ fn check(invocation: &Invocation, config: &NetworkConfig) -> Result<(), CniError
             if differences.len() == 1 { "" } else { "s" }
         ),
         differences.join("\n"),
+    ))
+}
+
+/// The entry's `verify` key: `true` makes ADD and CHECK prove the rules with verify's
+/// probes before answering.
+fn wants_verify(config: &NetworkConfig) -> Result<bool, CniError> {
+    match config.keys.get("verify") {
+        None | Some(Value::Bool(false)) => Ok(false),
+        Some(Value::Bool(true)) => Ok(true),
+        Some(other) => Err(CniError::new(
+            code::INVALID_NETWORK_CONFIG,
+            format!("invalid network configuration: verify: {other} is not true or false"),
+            "verify: true makes ADD and CHECK prove the rules with real probes; false or absent \
+             does not",
+        )),
+    }
+}
+
+/// The capabilities verify needs beyond iptables', when it is asked for.
+fn verify_capabilities(proxy: &ProxyConfig, wanted: bool) -> Vec<Capability> {
+    if wanted {
+        crate::verify::needed_capabilities(proxy)
+    } else {
+        Vec::new()
+    }
+}
+
+/// Runs verify in the container's namespace (entered already); anything but a pass is an
+/// error whose details are verify's JSON report.
+fn prove(proxy: &ProxyConfig, backend: &dyn backend::Backend, verb: &str) -> Result<(), CniError> {
+    let options = crate::verify::VerifyOptions {
+        timeout: Duration::from_secs(5),
+        json: true,
+    };
+    let report = crate::verify::verify(proxy, backend, &options)?;
+    let (code, what) = match report.outcome {
+        crate::verify::Outcome::Passed => {
+            info!("{verb}: verify proved the rules");
+            return Ok(());
+        }
+        crate::verify::Outcome::Failed => (code::VERIFY_FAILED, "redirection is broken"),
+        crate::verify::Outcome::CouldNotRun => (
+            code::VERIFY_COULD_NOT_RUN,
+            "verify could not prove the rules",
+        ),
+    };
+    let failing: Vec<String> = report
+        .checks
+        .iter()
+        .filter(|c| {
+            matches!(
+                c.status,
+                crate::verify::Status::Fail | crate::verify::Status::CouldNotRun
+            )
+        })
+        .take(3)
+        .map(|c| format!("{} {}", c.family, c.check.name()))
+        .collect();
+    Err(CniError::new(
+        code,
+        format!("{verb}: {what} ({})", failing.join(", ")),
+        report.to_json(),
     ))
 }
 
@@ -334,6 +406,15 @@ impl From<EnterError> for CniError {
 /// Moves this (only) thread into `netns`, refuses namespaces that are not a container's,
 /// and keeps only the capabilities iptables needs.
 fn enter_container(netns: &Path, verb: &str) -> Result<(), EnterError> {
+    enter_container_keeping(netns, verb, &[])
+}
+
+/// [`enter_container`], also keeping `extra` capabilities (verify's, when it is asked for).
+fn enter_container_keeping(
+    netns: &Path,
+    verb: &str,
+    extra: &[Capability],
+) -> Result<(), EnterError> {
     privileges::require(&[Capability::CAP_SYS_ADMIN], "entering CNI_NETNS")?;
     let runtime_namespace = netns::current_inode()?;
     netns::enter(netns)?;
@@ -352,8 +433,13 @@ fn enter_container(netns: &Path, verb: &str) -> Result<(), EnterError> {
     }
     // The library's own guard too, so CNI mode can never be the one path that skips it.
     netns::guard_against_host(false)?;
-    privileges::require(&privileges::IPTABLES_CAPS, verb)?;
-    privileges::drop_all_except(&privileges::IPTABLES_CAPS)?;
+    let keep: Vec<Capability> = privileges::IPTABLES_CAPS
+        .iter()
+        .chain(extra)
+        .copied()
+        .collect();
+    privileges::require(&keep, verb)?;
+    privileges::drop_all_except(&keep)?;
     Ok(())
 }
 

@@ -153,9 +153,17 @@ impl ConfigArgs {
     /// Reads, merges and validates the configuration. Nothing touches the kernel before this
     /// succeeds, so bad input changes nothing.
     pub fn load(&self) -> Result<ProxyConfig> {
+        Ok(self.load_with_settings()?.0)
+    }
+
+    /// [`load`](Self::load), also returning the merged settings (each value naming its
+    /// source) and the document read, if any: what `explain` cites.
+    pub fn load_with_settings(&self) -> Result<(ProxyConfig, RawSettings, Option<String>)> {
         let mut settings = RawSettings::default();
+        let mut document_origin = None;
         if let Some(path) = self.path() {
             let (origin, text) = read_document(path)?;
+            document_origin = Some(origin.clone());
             let (kind, from_file) =
                 document::parse_document(&origin, &text).map_err(Error::Config)?;
             info!(source = %origin, kind = kind.describe(), "configuration read");
@@ -179,7 +187,7 @@ impl ConfigArgs {
         for warning in warnings {
             warn!("{warning}");
         }
-        Ok(config)
+        Ok((config, settings, document_origin))
     }
 }
 

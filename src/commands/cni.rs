@@ -11,7 +11,7 @@ use serde_json::Value;
 use tracing::{debug, info, warn};
 
 use super::args::SettingFlags;
-use crate::cni::install::{self, Change, DEFAULT_PLUGIN_TYPE, PluginEntry};
+use crate::cni::install::{self, Change, Installer, Outcome, PluginEntry};
 use crate::error::{Error, Result};
 
 /// The running executable: what `cni install` copies into the bin directory.
@@ -99,6 +99,12 @@ pub struct InstallArgs {
     /// or unreadable; on SIGTERM or SIGINT, uninstall and exit. What a DaemonSet runs.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub watch: Option<Duration>,
+
+    /// Take the place of a binary or entry of the same type that meshinit did not install
+    /// (the App Mesh plugin's aws-appmesh); it is kept and put back byte for byte by
+    /// uninstall. Without it, such a binary or entry is left alone and install fails.
+    #[arg(long)]
+    pub replace: bool,
 }
 
 impl InstallArgs {
@@ -175,21 +181,39 @@ impl InstallArgs {
 
     pub fn exec(self) -> Result<i32> {
         let entry = self.entry()?;
+        let installer = Installer::new();
         match self.watch {
-            None => install_once(&self.placement, &entry, false).map(|()| 0),
-            Some(interval) => watch(&self.placement, &entry, interval),
+            None => {
+                let outcome = install_once(&self.placement, &entry, &installer, self.replace)?;
+                report_install(&self.placement, &entry, &outcome, false);
+                Ok(0)
+            }
+            Some(interval) => watch(&self.placement, &entry, &installer, self.replace, interval),
         }
     }
 }
 
-/// Installs once and reports each file's fate; a watcher's unchanged ticks only at debug
-/// level, so its log shows changes, not a heartbeat.
-fn install_once(placement: &PlacementArgs, entry: &PluginEntry, watching: bool) -> Result<()> {
+fn install_once(
+    placement: &PlacementArgs,
+    entry: &PluginEntry,
+    installer: &Installer,
+    replace: bool,
+) -> Result<Outcome> {
     let bin = placement
         .bin_dir
         .as_deref()
         .map(|dir| (Path::new(SELF_EXE), dir));
-    let (list, binary) = install::install(&placement.conflist, entry, bin)?;
+    install::install(&placement.conflist, entry, bin, installer, replace)
+}
+
+/// Reports each file's fate; a watcher's unchanged ticks only at debug level, so its log
+/// shows changes, not a heartbeat.
+fn report_install(
+    placement: &PlacementArgs,
+    entry: &PluginEntry,
+    outcome: &Outcome,
+    watching: bool,
+) {
     let report = |what: String, change: Change| {
         if watching && change == Change::Unchanged {
             debug!("{what}: {}", change.describe());
@@ -197,16 +221,32 @@ fn install_once(placement: &PlacementArgs, entry: &PluginEntry, watching: bool) 
             info!("{what}: {}", change.describe());
         }
     };
-    if let (Some(change), Some(dir)) = (binary, &placement.bin_dir) {
-        report(dir.join(&entry.plugin_type).display().to_string(), change);
+    match outcome {
+        Outcome::Done { list, binary } => {
+            if let (Some(change), Some(dir)) = (binary, &placement.bin_dir) {
+                report(dir.join(&entry.plugin_type).display().to_string(), *change);
+            }
+            let what = format!(
+                "{}: {} entry",
+                placement.conflist.display(),
+                entry.plugin_type
+            );
+            report(what, *list);
+        }
+        Outcome::StoodDown {
+            installer,
+            plugin_type,
+            entry: theirs,
+        } => warn_stood_down(placement, installer, plugin_type, theirs),
     }
-    let what = format!(
-        "{}: {} entry",
-        placement.conflist.display(),
-        entry.plugin_type
+}
+
+fn warn_stood_down(placement: &PlacementArgs, installer: &str, plugin_type: &str, entry: &Value) {
+    warn!(
+        "{}: installer {installer} (newer, or the owner when this one stops) owns the \
+         {plugin_type} entry ({entry}): standing down, changing nothing",
+        placement.conflist.display()
     );
-    report(what, list);
-    Ok(())
 }
 
 static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
@@ -215,36 +255,55 @@ extern "C" fn request_stop(_: libc::c_int) {
     STOP_REQUESTED.store(true, Ordering::SeqCst);
 }
 
-/// Re-installs whenever the list or binary lost meshinit; uninstalls when told to stop, so
-/// an entry re-added while a preStop hook uninstalled is taken out again.
-fn watch(placement: &PlacementArgs, entry: &PluginEntry, interval: Duration) -> Result<i32> {
+/// Re-installs whenever the list or binary lost meshinit; uninstalls what this installer
+/// owns when told to stop. While a newer installer owns the list, stands down (logging
+/// it once) instead of writing its own settings back.
+fn watch(
+    placement: &PlacementArgs,
+    entry: &PluginEntry,
+    installer: &Installer,
+    replace: bool,
+    interval: Duration,
+) -> Result<i32> {
     for sig in [Signal::SIGTERM, Signal::SIGINT] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe { signal::signal(sig, SigHandler::Handler(request_stop)) }
             .map_err(|e| Error::Other(format!("cannot handle {sig}: {e}")))?;
     }
     info!(
-        "watching {} every {}",
+        "watching {} every {} as installer {}",
         placement.conflist.display(),
-        humantime::format_duration(interval)
+        humantime::format_duration(interval),
+        installer.id
     );
     let mut next = Instant::now();
+    let mut last_stood_down: Option<String> = None;
     while !STOP_REQUESTED.load(Ordering::SeqCst) {
         if Instant::now() >= next {
             next = Instant::now() + interval;
             // The list may not exist yet (its agent writes it when it starts) or be briefly
             // unreadable while rewritten: try again at the next tick.
-            if let Err(e) = install_once(placement, entry, true) {
-                warn!(
+            match install_once(placement, entry, installer, replace) {
+                Ok(Outcome::StoodDown {
+                    installer: owner, ..
+                }) if last_stood_down.as_ref() == Some(&owner) => {}
+                Ok(outcome) => {
+                    last_stood_down = match &outcome {
+                        Outcome::StoodDown { installer, .. } => Some(installer.clone()),
+                        Outcome::Done { .. } => None,
+                    };
+                    report_install(placement, entry, &outcome, true);
+                }
+                Err(e) => warn!(
                     "installing failed, will retry in {}: {e}",
                     humantime::format_duration(interval)
-                );
+                ),
             }
         }
         std::thread::sleep(Duration::from_millis(200).min(interval));
     }
-    info!("stopping: uninstalling");
-    uninstall(placement, &entry.plugin_type)?;
+    info!("stopping: uninstalling what this installer owns");
+    uninstall(placement, Some(&entry.plugin_type), Some(installer))?;
     Ok(0)
 }
 
@@ -256,29 +315,42 @@ pub struct UninstallArgs {
 
 impl UninstallArgs {
     pub fn exec(self) -> Result<i32> {
-        let plugin_type = self
-            .placement
-            .plugin_type
-            .clone()
-            .unwrap_or_else(|| DEFAULT_PLUGIN_TYPE.to_owned());
-        uninstall(&self.placement, &plugin_type)?;
+        uninstall(&self.placement, self.placement.plugin_type.as_deref(), None)?;
         Ok(0)
     }
 }
 
-fn uninstall(placement: &PlacementArgs, plugin_type: &str) -> Result<()> {
-    let (list, binary) = install::uninstall(
+fn uninstall(
+    placement: &PlacementArgs,
+    plugin_type: Option<&str>,
+    installer: Option<&Installer>,
+) -> Result<()> {
+    let (plugin_type, outcome) = install::uninstall(
         &placement.conflist,
         plugin_type,
         placement.bin_dir.as_deref(),
+        installer,
     )?;
-    info!(
-        "{}: {plugin_type} entry: {}",
-        placement.conflist.display(),
-        list.describe()
-    );
-    if let (Some(change), Some(dir)) = (binary, &placement.bin_dir) {
-        info!("{}: {}", dir.join(plugin_type).display(), change.describe());
+    match outcome {
+        Outcome::Done { list, binary } => {
+            info!(
+                "{}: {plugin_type} entry: {}",
+                placement.conflist.display(),
+                list.describe()
+            );
+            if let (Some(change), Some(dir)) = (binary, &placement.bin_dir) {
+                info!(
+                    "{}: {}",
+                    dir.join(&plugin_type).display(),
+                    change.describe()
+                );
+            }
+        }
+        Outcome::StoodDown {
+            installer,
+            plugin_type,
+            entry,
+        } => warn_stood_down(placement, &installer, &plugin_type, &entry),
     }
     Ok(())
 }

@@ -4,8 +4,11 @@ pub mod apply;
 pub mod args;
 pub mod clean;
 pub mod cni;
+pub mod explain;
 pub mod render;
 pub mod status;
+mod status_counters;
+mod status_show;
 mod target;
 pub mod validate;
 pub mod verify;
@@ -61,6 +64,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Prove with real connections that redirection works as configured.
     Verify(verify::VerifyArgs),
+    /// Say which rule decides a connection and why, from the plan (no privileges needed).
+    Explain(explain::ExplainArgs),
     /// Run as a CNI plugin (also selected automatically when CNI_COMMAND is set); `cni
     /// install` / `cni uninstall` edit a node's CNI configuration list.
     Cni(cni::CniArgs),
@@ -79,6 +84,7 @@ impl Command {
             Command::Clean(args) => args.exec(),
             Command::Status(args) => args.exec(),
             Command::Verify(args) => args.exec(),
+            Command::Explain(args) => args.exec(),
             Command::Cni(args) => args.exec(),
             Command::Validate(args) => args.exec(),
         }

@@ -5,9 +5,14 @@ use serde::Serialize;
 
 use super::args::{ConfigArgs, TargetArgs};
 use super::target::{self, IPTABLES_CAPS};
+use super::{status_counters, status_show};
+use crate::backend::Backend;
+use crate::backend::iptables::IptablesBackend;
 use crate::backend::{BackendKind, TimeBudget};
+use crate::config::Ipv6Mode;
 use crate::converge;
 use crate::error::Result;
+use crate::ruleset::plan;
 use crate::ruleset::{Drift, Family};
 
 #[derive(Debug, Args)]
@@ -21,6 +26,17 @@ pub struct StatusArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+
+    /// Also print the installed rules of ours in the backend's own syntax (nft for the
+    /// native table, iptables-save lines otherwise) and the drift as lines removed (-) and
+    /// added (+); the text form reads back with `nft -f` / `iptables-restore`.
+    #[arg(long)]
+    pub show: bool,
+
+    /// Also print, per family and rule, how many connections each rule has decided since
+    /// it was written (NAT rules see each connection's first packet only).
+    #[arg(long)]
+    pub counters: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -29,14 +45,32 @@ struct StatusReport {
     backend: BackendKind,
     families: Vec<FamilyStatus>,
     skipped: Vec<SkippedFamily>,
+    /// `--show` with the native backend: the table both families share, in nft syntax.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rules: Option<String>,
+    /// `--show` with the native backend: the table as installed against the plan, as
+    /// `- installed` / `+ planned` lines in nft's words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    diff: Option<Vec<String>>,
+    /// `--counters`: every planned rule with its counters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    counters: Option<Vec<status_counters::RuleCount>>,
 }
 
 #[derive(Debug, Serialize)]
 struct FamilyStatus {
     family: Family,
+    /// False for IPv6 with `--ipv6 off`: checked only for the absence of redirection.
+    redirected: bool,
     installed: bool,
     #[serde(flatten)]
     drift: Drift,
+    /// `--show`: the drift as `- installed` / `+ planned` lines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    diff: Option<Vec<String>>,
+    /// `--show` with an iptables backend: this family's rules of ours, iptables-save lines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rules: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -51,18 +85,67 @@ impl StatusArgs {
         target::enter(&self.target, &IPTABLES_CAPS, "status")?;
         let budget = TimeBudget::starting_now(self.target.lock_timeout);
         let status = converge::status(&config, self.target.backend, &budget)?;
+        let ipv6_off = config.ipv6 == Ipv6Mode::Off;
+        let native = status.backend == BackendKind::Nftables;
+        let shown = |family: Family| -> Result<Option<String>> {
+            if !self.show || native {
+                return Ok(None);
+            }
+            status_show::iptables_rules(status.backend, family, &budget).map(Some)
+        };
+        let mut families = Vec::new();
+        for f in &status.families {
+            families.push(FamilyStatus {
+                family: f.family,
+                redirected: !(ipv6_off && f.family == Family::Ipv6),
+                installed: f.installed,
+                drift: f.drift.clone(),
+                diff: (self.show && !native).then(|| status_show::diff_lines(&f.drift)),
+                rules: shown(f.family)?,
+            });
+        }
+        let rules = if self.show && native {
+            Some(status_show::native_rules(&budget)?.unwrap_or_else(|| {
+                "# nft is not installed: the native table cannot be printed in nft syntax \
+                 (status compares it all the same)\n"
+                    .to_owned()
+            }))
+        } else {
+            None
+        };
+        let counters = if self.counters {
+            let mut all = Vec::new();
+            if native {
+                all = status_counters::native_counts(&budget)?;
+            } else {
+                for f in &status.families {
+                    let ruleset = plan(&config, f.family, backend_plan_options(status.backend));
+                    all.extend(status_counters::counts(status.backend, &ruleset, &budget)?);
+                }
+            }
+            Some(all)
+        } else {
+            None
+        };
+        let native_diff = if self.show && native && !status.in_sync() {
+            let options = backend_plan_options(status.backend);
+            let ipv4 = plan(&config, Family::Ipv4, options);
+            let ipv6 = status
+                .families
+                .iter()
+                .any(|f| f.family == Family::Ipv6)
+                .then(|| plan(&config, Family::Ipv6, options));
+            Some(status_show::native_diff(&ipv4, ipv6.as_ref())?)
+        } else {
+            self.show.then(Vec::new).filter(|_| native)
+        };
         let report = StatusReport {
+            diff: native_diff,
+            counters,
             in_sync: status.in_sync(),
             backend: status.backend,
-            families: status
-                .families
-                .into_iter()
-                .map(|f| FamilyStatus {
-                    family: f.family,
-                    installed: f.installed,
-                    drift: f.drift,
-                })
-                .collect(),
+            rules,
+            families,
             skipped: status
                 .skipped
                 .into_iter()
@@ -82,18 +165,77 @@ impl StatusArgs {
 }
 
 fn print_human(report: &StatusReport) {
+    // With --show, everything but the rules is a `#` comment, so the output reads back.
+    let note = if report.rules.is_some() || report.families.iter().any(|f| f.rules.is_some()) {
+        "# "
+    } else {
+        ""
+    };
     for f in &report.families {
         let state = match (f.installed, f.drift.is_empty()) {
+            // Told to leave IPv6 alone: nothing of ours redirects it, which is all there is
+            // to check; "in sync" would suggest its traffic goes to the proxy.
+            (_, true) if !f.redirected => "off (not redirected: IPv6 is off in the configuration)",
             (_, true) => "in sync",
             (false, false) => "absent",
             (true, false) => "drifted",
         };
-        println!("{} ({}): {state}", f.family, report.backend);
+        println!("{note}{} ({}): {state}", f.family, report.backend);
         for line in f.drift.lines() {
-            println!("  {line}");
+            println!("{note}  {line}");
+        }
+        if let Some(diff) = f.diff.as_ref().filter(|d| !d.is_empty()) {
+            println!("{note}difference from the plan (- installed, + planned):");
+            for line in diff {
+                println!("{note}{line}");
+            }
+        }
+        if let Some(rules) = &f.rules {
+            print!("{rules}");
         }
     }
     for s in &report.skipped {
-        println!("{}: not checked ({})", s.family, s.reason);
+        println!("{note}{}: not checked ({})", s.family, s.reason);
+    }
+    if let Some(diff) = report.diff.as_ref().filter(|d| !d.is_empty()) {
+        println!("{note}difference from the plan (- installed, + planned):");
+        for line in diff {
+            println!("{note}{line}");
+        }
+    }
+    if let Some(rules) = &report.rules {
+        print!("{rules}");
+    }
+    if let Some(counters) = &report.counters {
+        let native = report.backend == BackendKind::Nftables;
+        if native {
+            println!(
+                "{note}rules of table inet meshinit since written (connections; both families \
+                 unless marked):"
+            );
+        }
+        let mut family = None;
+        for count in counters {
+            if !native && family != Some(count.family) {
+                family = Some(count.family);
+                match count.family {
+                    Some(f) => println!("{note}{f} rules since written (connections):"),
+                    None => println!("{note}rules since written (connections):"),
+                }
+            }
+            let only = match (count.family, report.backend) {
+                (Some(f), BackendKind::Nftables) => format!(" ({f} only)"),
+                _ => String::new(),
+            };
+            println!("{note}  {}{only}", count.line());
+        }
+    }
+}
+
+/// The plan options of `kind`, so the counted rules are the ones it installed.
+fn backend_plan_options(kind: BackendKind) -> crate::ruleset::PlanOptions {
+    match kind {
+        BackendKind::Nftables => crate::backend::nftables::NftablesBackend.plan_options(),
+        other => IptablesBackend::new(other).plan_options(),
     }
 }

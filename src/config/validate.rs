@@ -183,6 +183,19 @@ pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<Con
         .map(|s| port_list(s, &mut errors))
         .unwrap_or_default();
     egress_ignored_ports.push(PortRange::single(ALWAYS_IGNORED_PORT));
+    if let Some(setting) = &raw.egress_ignored_ports
+        && covers_every_port(egress_ignored_ports.ranges())
+    {
+        errors.push(ConfigError::new(
+            &setting.property,
+            Some(&setting.value.verbatim),
+            "covers every port (1-65535, with the always-ignored 22), which would turn egress \
+             redirection off: list only the destination ports that must bypass the proxy; to \
+             exempt a program's traffic entirely, run it as the proxy's user or group \
+             (IgnoredUID/IgnoredGID)"
+                .to_owned(),
+        ));
+    }
 
     let mut destinations = IgnoredDestinations::default();
     if let Some(setting) = &raw.egress_ignored_ips {
@@ -484,4 +497,21 @@ fn ipv6_mode(s: &Setting<String>) -> Result<Ipv6Mode, ConfigError> {
             ),
         )),
     }
+}
+
+/// Whether `ranges` together hold every port 1-65535 (one range or a union of them).
+fn covers_every_port(ranges: &[PortRange]) -> bool {
+    let mut sorted: Vec<(u32, u32)> = ranges
+        .iter()
+        .map(|r| (u32::from(r.first), u32::from(r.last)))
+        .collect();
+    sorted.sort_unstable();
+    let mut next_uncovered = 1u32;
+    for (first, last) in sorted {
+        if first > next_uncovered {
+            return false;
+        }
+        next_uncovered = next_uncovered.max(last + 1);
+    }
+    next_uncovered > 65535
 }

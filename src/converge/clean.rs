@@ -20,8 +20,13 @@ pub fn clean(choice: BackendChoice, budget: &TimeBudget) -> Result<()> {
     };
     let mut first_error = None;
     for b in &backends {
-        if b.holds_ours(budget).is_none() {
-            continue;
+        match b.holds_ours(budget) {
+            Ok(Some(_)) => {}
+            Ok(None) => continue,
+            // Unreadable is not "nothing of ours": try removing, which says what fails.
+            Err(e) => {
+                error!(backend = %b.kind(), error = %e, "could not tell whether this backend holds ours; removing anyway");
+            }
         }
         if let Err(e) = b.remove_rules(budget) {
             error!(backend = %b.kind(), error = %e, "could not clean this backend; going on");

@@ -60,7 +60,21 @@ fn apply_with(
         b.converge(&desired, budget, dry_run)
     })?;
     if !dry_run {
-        remove_from_other_backends(selection.backend.kind(), &report.replaced, others, budget)?;
+        let chosen = selection.backend.kind();
+        remove_from_other_backends(chosen, &report.replaced, &others, budget)?;
+        if chosen == BackendKind::Nftables {
+            // The native backend keeps no ipset; sets of ours a crash left behind (a kill
+            // during a move from iptables) are swept by every apply, as iptables' applies
+            // do. Those another program's rule uses stay, with a warning.
+            for other in others.iter().filter(|b| b.kind() != chosen) {
+                if other.installed().is_ok() {
+                    if let Err(e) = other.remove_sets(budget) {
+                        warn!(backend = %other.kind(), error = %e, "sets of ours left behind");
+                    }
+                    break;
+                }
+            }
+        }
     }
     Ok(Applied {
         report,
@@ -73,17 +87,17 @@ fn apply_with(
 fn remove_from_other_backends(
     chosen: BackendKind,
     replaced: &[BackendKind],
-    others: Vec<Box<dyn Backend>>,
+    others: &[Box<dyn Backend>],
     budget: &TimeBudget,
 ) -> Result<()> {
-    for other in others.into_iter().filter(|b| b.kind() != chosen) {
+    for other in others.iter().filter(|b| b.kind() != chosen) {
         if replaced.contains(&other.kind()) {
             // Its rules went in the transaction that installed ours; a set left behind is
             // untidy but harmless, so failing to remove it is a warning, not a failed apply.
             if let Err(e) = other.remove_sets(budget) {
                 warn!(backend = %other.kind(), error = %e, "sets of ours left behind");
             }
-        } else if other.holds_ours(budget).is_some() {
+        } else if other.holds_ours(budget)?.is_some() {
             other.remove_rules(budget)?;
             warn!(
                 backend = %chosen,
@@ -141,7 +155,7 @@ pub fn status(config: &ProxyConfig, choice: BackendChoice, budget: &TimeBudget) 
         .into_iter()
         .filter(|b| b.kind() != installed.backend)
     {
-        let Some(held) = other.holds_ours(budget) else {
+        let Some(held) = other.holds_ours(budget)? else {
             continue;
         };
         for (family, table) in &held.families {

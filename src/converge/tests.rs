@@ -107,13 +107,13 @@ impl Backend for Fake {
     fn describe_drift(&self, _: &Ruleset, _: &InstalledTable) -> Drift {
         Drift::default()
     }
-    fn holds_ours(&self, _: &TimeBudget) -> Option<Installed> {
+    fn holds_ours(&self, _: &TimeBudget) -> Result<Option<Installed>> {
         self.note("holds_ours");
-        self.holds_ours.then(|| Installed {
+        Ok(self.holds_ours.then(|| Installed {
             backend: self.kind,
             families: Vec::new(),
             skipped: Vec::new(),
-        })
+        }))
     }
     fn remove_rules(&self, _: &TimeBudget) -> Result<()> {
         self.note("remove_rules");

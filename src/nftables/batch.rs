@@ -87,6 +87,16 @@ pub struct Batch {
 impl Batch {
     /// Starts a batch that the kernel refuses if the ruleset generation is not `genid`.
     pub fn new(genid: u32, first_seq: u32) -> Batch {
+        Batch::begin(Some(genid), first_seq)
+    }
+
+    /// Starts a batch applied whatever the generation: for changes planned on no read
+    /// (deleting a table by name), which another writer cannot make stale.
+    pub fn unguarded(first_seq: u32) -> Batch {
+        Batch::begin(None, first_seq)
+    }
+
+    fn begin(genid: Option<u32>, first_seq: u32) -> Batch {
         let mut bytes = Vec::new();
         serialize_into(
             &mut bytes,
@@ -95,10 +105,10 @@ impl Batch {
             NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, NFNL_SUBSYS_NFTABLES),
             NetfilterMessageInner::None(ControlMessage::Other {
                 message_type: NFNL_MSG_BATCH_BEGIN,
-                attributes: vec![DefaultNla::new(
-                    NFNL_BATCH_GENID,
-                    genid.to_be_bytes().to_vec(),
-                )],
+                attributes: genid
+                    .map(|genid| DefaultNla::new(NFNL_BATCH_GENID, genid.to_be_bytes().to_vec()))
+                    .into_iter()
+                    .collect(),
             }),
         );
         Batch {

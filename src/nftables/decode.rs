@@ -401,9 +401,10 @@ pub fn set(message: &SetMessage) -> Result<DumpedSet, NftError> {
         }
     }
     let name = name.ok_or_else(|| malformed("set without a name"))?;
-    let key = key.ok_or_else(|| malformed(format!("set {name}: key type not modelled")))?;
+    let unmodelled = |why: String| NftError::Unmodelled(format!("set {name}: {why}"));
+    let key = key.ok_or_else(|| unmodelled("a key type meshinit does not write".into()))?;
     if key_len != Some(key.byte_len() as u32) {
-        return Err(malformed(format!("set {name}: key length {key_len:?}")));
+        return Err(unmodelled(format!("key length {key_len:?}")));
     }
     Ok(DumpedSet {
         table: table.ok_or_else(|| malformed("set without a table"))?,
@@ -441,6 +442,14 @@ impl SetElementCollector {
             SET_ELEM_INTERVAL_END as INTERVAL_END, SET_ELEM_KEY as ELEM_KEY,
             SET_ELEM_LIST_ELEMENTS as LIST_ELEMENTS,
         };
+        /// `NFTA_SET_ELEM_*` attributes meshinit never sends.
+        const ELEM_DATA: u16 = 2;
+        const ELEM_TIMEOUT: u16 = 4;
+        const ELEM_USERDATA: u16 = 6;
+        const ELEM_EXPR: u16 = 7;
+        const ELEM_OBJREF: u16 = 9;
+        const ELEM_KEY_END: u16 = 10;
+        const ELEM_EXPRESSIONS: u16 = 11;
         let bad = |what: &str| malformed(format!("set {}: {what}", self.set.name));
         for list in NlasIterator::new(body) {
             let list = list.map_err(|e| bad(&e.to_string()))?;
@@ -478,6 +487,17 @@ impl SetElementCollector {
                                 .try_into()
                                 .map_err(|_| bad("element flags not 4 bytes"))?;
                             end = u32::from_be_bytes(flags) & INTERVAL_END != 0;
+                        }
+                        // A comment (user data), an expression (a counter), a timeout...:
+                        // nothing meshinit writes, so the set is not what the plan says.
+                        ELEM_KEY_END | ELEM_USERDATA | ELEM_EXPR | ELEM_EXPRESSIONS
+                        | ELEM_TIMEOUT | ELEM_DATA | ELEM_OBJREF => {
+                            return Err(NftError::Unmodelled(format!(
+                                "set {}: an element with attribute {} (a comment, counter, \
+                                 timeout, mapping or concatenation)",
+                                self.set.name,
+                                attribute.kind()
+                            )));
                         }
                         _ => {}
                     }

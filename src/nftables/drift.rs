@@ -13,6 +13,19 @@ pub fn describe_drift(installed: Option<&Table>, desired: &Table, family: Family
         drift.missing.push(format!("table inet {}", desired.name));
         return drift;
     };
+    if installed.flags != desired.flags {
+        drift.unexpected.push(if installed.is_dormant() {
+            format!(
+                "table inet {} is dormant (flags {:#x}): none of its rules runs",
+                installed.name, installed.flags
+            )
+        } else {
+            format!(
+                "flags of table inet {}: {:#x}, planned {:#x}",
+                installed.name, installed.flags, desired.flags
+            )
+        });
+    }
     let concerns = |set: &Set| match set.key {
         KeyType::Ipv4Addr => family == Family::Ipv4,
         KeyType::Ipv6Addr => family == Family::Ipv6,

@@ -18,9 +18,29 @@ pub enum NftError {
     #[error("the kernel refused {message}: {source}")]
     Refused { message: String, source: io::Error },
 
-    /// Another writer changed the ruleset between our read and our commit, every time.
-    #[error("the nf_tables ruleset kept changing under us; gave up after {attempts} attempts")]
-    GenerationChanged { attempts: u32 },
+    /// Another writer changed the ruleset between our read and our commit, every time
+    /// until the time allowed (`--lock-timeout`) was spent.
+    #[error(
+        "another program kept changing the nf_tables ruleset of this namespace (a busy \
+         firewall daemon or kube-proxy?): every one of {attempts} attempts over {:.1} s was \
+         overtaken by its commits, so nothing was changed; run again, or give more time with \
+         --lock-timeout",
+        waited.as_secs_f64()
+    )]
+    GenerationChanged {
+        attempts: u32,
+        waited: std::time::Duration,
+    },
+
+    /// The table holds something meshinit does not model (and so never wrote): a set of
+    /// another key type, a named object, an element comment.
+    #[error("the table holds what meshinit does not model: {0}")]
+    Unmodelled(String),
+
+    /// The table was created with `flags owner` by another process: the kernel lets only
+    /// that process's socket change it, whatever our privileges.
+    #[error("{}", owned_message(table, *owner))]
+    OwnedByAnother { table: String, owner: Option<u32> },
 
     #[error("malformed nf_tables reply: {0}")]
     MalformedReply(String),
@@ -58,4 +78,26 @@ impl NftError {
             },
         }
     }
+}
+
+/// Who owns a table with `flags owner`: the kernel reports the owning socket's netlink port
+/// id, which for a process's first netlink socket is its pid.
+fn owned_message(table: &str, owner: Option<u32>) -> String {
+    let who = match owner {
+        Some(portid) => {
+            let command = std::fs::read_to_string(format!("/proc/{portid}/comm"))
+                .map(|c| format!(", `{}`", c.trim()))
+                .unwrap_or_default();
+            format!(
+                "another process (netlink port id {portid}: usually its pid{command}, as this \
+                 pid namespace sees it)"
+            )
+        }
+        None => "another process".to_owned(),
+    };
+    format!(
+        "table {table} is owned by {who} (created with `flags owner`): the kernel lets only \
+         that process change or delete it, whatever meshinit's privileges; stop that \
+         process (the table goes with it) and run again"
+    )
 }

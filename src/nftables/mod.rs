@@ -20,6 +20,7 @@
 
 pub mod batch;
 pub mod connection;
+pub mod counters;
 pub mod decode;
 pub mod drift;
 pub mod encode;
@@ -28,6 +29,7 @@ pub mod model;
 pub mod render;
 mod render_zones;
 mod socket;
+pub mod text;
 
 pub use batch::{Batch, TableFamily};
 pub use connection::{BatchOutcome, Change, CommitReport, Deletion, NftConnection, Snapshot};

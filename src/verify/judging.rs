@@ -208,6 +208,19 @@ fn describe(observation: &Observation, judging: &Judging, probe_context: bool) -
                 ""
             }
         ),
+        Observation::Untranslated { sunk: true } => "its conntrack entry shows the destination \
+             untouched by NAT (the SYN itself went into verify's sink and never left the \
+             namespace)"
+            .to_owned(),
+        Observation::Untranslated { sunk: false } => "its conntrack entry shows the destination \
+             untouched by NAT (the SYN left with a hop limit of 1: the first router drops it)"
+            .to_owned(),
+        Observation::Untracked => "conntrack holds no entry for it although its SYN crossed \
+             the nat hook, and NAT always makes one, so no rule rewrote it"
+            .to_owned(),
+        Observation::TranslatedElsewhere(to) => {
+            format!("NAT sent it to {to}, off this namespace, not to a proxy port")
+        }
         Observation::ConnectError(e) => format!("connect failed: {e}"),
         Observation::NotRun(e) => format!("not made: {e}"),
     }

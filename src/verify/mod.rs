@@ -10,12 +10,15 @@
 //! Modules: `scope` (which families), `checks` (what to probe, what it means), `probe`
 //! (listeners and connections), `report` (verdicts and output).
 
+mod inbound;
 mod judging;
 mod probe;
 mod report;
+mod rtnl;
 mod rule_inspection;
 mod scope;
 mod selection;
+mod sink;
 #[cfg(test)]
 mod test_fixture;
 
@@ -35,6 +38,7 @@ use self::scope::{FamilyDecision, Scope};
 use self::selection::{Planned, Probe};
 use crate::backend::{Backend, TimeBudget};
 use crate::config::ProxyConfig;
+use crate::conntrack::TcpTuple;
 use crate::error::{ConfigError, Error, Result, exit_code};
 use crate::ruleset::Family;
 
@@ -93,7 +97,13 @@ impl Outcome {
 pub fn needed_capabilities(config: &ProxyConfig) -> Vec<Capability> {
     let mut caps = vec![Capability::CAP_SETUID, Capability::CAP_SETGID];
     let ingress_port = config.ingress.as_ref().map(|i| i.proxy_port);
-    if config.proxy_egress_port < 1024 || ingress_port.is_some_and(|p| p < 1024) {
+    // Inbound probes listen on each AppPort too (a reset as the only answer would erase the
+    // evidence from conntrack).
+    let low_app_port = config
+        .ingress
+        .as_ref()
+        .is_some_and(|i| i.app_ports.ranges().iter().any(|r| r.first < 1024));
+    if config.proxy_egress_port < 1024 || ingress_port.is_some_and(|p| p < 1024) || low_app_port {
         caps.push(Capability::CAP_NET_BIND_SERVICE);
     }
     caps
@@ -165,10 +175,39 @@ pub fn verify(
     // The whole run stays within the timeout whatever the set-up above cost.
     let deadline = (Instant::now() + window).min(started + options.timeout);
     debug!(probes = plan.probes.len(), ?window, "probing");
-    let observations = probe::run_all(&plan.probes, &tokens, deadline);
+    // Probes that must not be redirected go into a sink inside the namespace, so none
+    // reaches a metadata or credentials endpoint (nor any other ignored destination).
+    // A run killed before removing its sink may have left probe entries too; they go
+    // first, while its sink still marks it (a kill here leaves the mark for the next run).
+    if sink::left_by_a_killed_run() {
+        sweep_stale_conntrack_entries();
+    }
+    let sink = match sink::Sink::install(&probed) {
+        Ok(sink) => Some(sink),
+        Err(e) => {
+            plan.notes.push(format!(
+                "probes that are not redirected were sent with a hop limit of 1 only (the \
+                 first router drops them, but a destination on this link would see their SYN): \
+                 verify could not set up its sink ({e})"
+            ));
+            None
+        }
+    };
+    let (observations, mut evidence) =
+        probe::run_all(&plan.probes, &tokens, deadline, sink.is_some());
+    let inbound = prove_inbound(config, &plan, sink.as_ref(), &mut evidence);
+    // The sink goes last: while it exists, it marks a run that may have left entries.
     drop(listeners);
+    let left_behind = evidence.forget();
+    drop(sink);
+    if left_behind > 0 {
+        plan.notes.push(format!(
+            "{left_behind} conntrack entries of verify's probes could not be deleted; they expire \
+             on their own"
+        ));
+    }
 
-    let checks = plan.into_checks(config, &scope, &observations, window);
+    let checks = plan.into_checks(config, &scope, &observations, &inbound, window);
     let outcome = report::outcome_of(&checks.checks);
     info!(?outcome, elapsed = ?started.elapsed(), "verification finished");
     Ok(Report {
@@ -182,6 +221,82 @@ pub fn verify(
         checks: checks.checks,
         notes: checks.notes,
     })
+}
+
+/// Deletes conntrack entries an earlier, killed run left (a dump walks the whole conntrack
+/// table, so this only runs when a leftover sink says there was such a run): those of its inbound probes (from
+/// the stand-in client) and of its egress probes to the documentation addresses (no real
+/// traffic goes there). Probes to ignored destinations cannot be told from real traffic,
+/// so theirs are left to expire.
+fn sweep_stale_conntrack_entries() {
+    let Ok(mut conntrack) = crate::conntrack::Conntrack::open() else {
+        return;
+    };
+    for ipv6 in [false, true] {
+        let Ok(entries) = conntrack.dump(ipv6) else {
+            continue;
+        };
+        for entry in entries {
+            let source = entry.original.source.ip();
+            let ours = source == std::net::IpAddr::from(sink::INBOUND_CLIENT_V4)
+                || source == std::net::IpAddr::from(sink::INBOUND_CLIENT_V6)
+                || selection::is_test_destination(entry.original.destination.ip());
+            if ours {
+                let _ = conntrack.delete(entry.original);
+            }
+        }
+    }
+}
+
+/// Per family, the inbound probes sent and what conntrack saw, or why none could be sent.
+type InboundResults = Vec<(Family, std::result::Result<InboundFamily, String>)>;
+type InboundFamily = Vec<(inbound::InboundProbe, TcpTuple, inbound::InboundObservation)>;
+
+/// Sends the inbound probes of every family whose ingress the plan checks.
+fn prove_inbound(
+    config: &ProxyConfig,
+    plan: &ProbePlan,
+    sink: Option<&sink::Sink>,
+    evidence: &mut probe::ConntrackEvidence,
+) -> InboundResults {
+    let families: Vec<Family> = plan
+        .slots
+        .iter()
+        .filter_map(|slot| match slot {
+            Slot::Ingress(family) => Some(*family),
+            _ => None,
+        })
+        .collect();
+    let mut results = Vec::new();
+    for family in families {
+        let probes = inbound::probes(config, family);
+        if probes.is_empty() {
+            continue;
+        }
+        let Some(sink) = sink else {
+            results.push((
+                family,
+                Err("verify could not set up its veth pair to send an inbound packet".to_owned()),
+            ));
+            continue;
+        };
+        let addresses = &sink.addresses;
+        let Some(conntrack) = evidence.conntrack() else {
+            results.push((
+                family,
+                Err("conntrack cannot be read here (ctnetlink)".to_owned()),
+            ));
+            continue;
+        };
+        let seen = inbound::run(&probes, addresses, conntrack);
+        let mut family_results = Vec::new();
+        for (probe, (observation, tuple)) in probes.into_iter().zip(seen) {
+            evidence.remember(tuple);
+            family_results.push((probe, tuple, observation));
+        }
+        results.push((family, Ok(family_results)));
+    }
+    results
 }
 
 /// One slot of the report: decided already, or waiting for a probe's observation.
@@ -347,8 +462,8 @@ impl ProbePlan {
         let (ports, total_ports) = selection::sampled_ignored_ports(config);
         if total_ports > ports.len() {
             self.notes.push(format!(
-                "{family}: probed {} of {total_ports} ignored ports (22, then each configured port \
-                 or range end, in order)",
+                "{family}: probed {} of {total_ports} ignored ports (22, then configured ports \
+                 and range ends spread evenly over the list, its first and last included)",
                 ports.len()
             ));
         }
@@ -356,7 +471,8 @@ impl ProbePlan {
         if total > destinations.len() {
             self.notes.push(format!(
                 "{family}: probed {} of {total} ignored destinations (the metadata endpoints, then \
-                 one address of each configured network, in order)",
+                 one address of configured networks spread evenly over the list, its first and \
+                 last included)",
                 destinations.len()
             ));
         }
@@ -373,6 +489,7 @@ impl ProbePlan {
         config: &ProxyConfig,
         scope: &Scope,
         observations: &[Observation],
+        inbound: &InboundResults,
         window: Duration,
     ) -> Checks {
         let hints: Vec<(Family, String)> = Family::BOTH
@@ -402,11 +519,38 @@ impl ProbePlan {
         for slot in self.slots {
             let result = match slot {
                 Slot::Decided(result) => result,
-                Slot::Ingress(family) => rule_inspection::inspect_ingress(
-                    config,
-                    family,
-                    scope.table(family).as_result(),
-                ),
+                Slot::Ingress(family) => {
+                    let rules = rule_inspection::inspect_ingress(
+                        config,
+                        family,
+                        scope.table(family).as_result(),
+                    );
+                    match inbound.iter().find(|(f, _)| *f == family) {
+                        Some((_, Ok(probes))) => {
+                            let rules_failure =
+                                (rules.status == Status::Fail).then_some(rules.reason.as_str());
+                            let proxy_port = config.ingress.as_ref().map_or(0, |i| i.proxy_port);
+                            for (probe, tuple, observation) in probes {
+                                results.push(inbound::judge(
+                                    probe,
+                                    *tuple,
+                                    observation,
+                                    proxy_port,
+                                    rules_failure,
+                                ));
+                            }
+                            continue;
+                        }
+                        Some((_, Err(why))) => CheckResult {
+                            reason: format!(
+                                "{}; an inbound packet could not be sent instead: {why}",
+                                rules.reason
+                            ),
+                            ..rules
+                        },
+                        None => rules,
+                    }
+                }
                 Slot::Mesh(family) => {
                     rule_inspection::inspect_mesh(config, family, scope.table(family).as_result())
                 }

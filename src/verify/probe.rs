@@ -7,7 +7,7 @@ use std::net::{
     IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpListener, TcpStream,
     UdpSocket,
 };
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -16,12 +16,14 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, poll};
 use nix::sys::socket::{
-    AddressFamily, Backlog, SockFlag, SockType, SockaddrIn6, bind, getsockopt, listen, socket,
-    sockopt,
+    AddressFamily, Backlog, SockFlag, SockType, SockaddrIn6, SockaddrStorage, bind, getsockopt,
+    listen, socket, sockopt,
 };
 use serde::Serialize;
 
-use super::selection::{Identity, Probe};
+use super::selection::{Expectation, Identity, Probe};
+use super::sink::PROBE_MARK;
+use crate::conntrack::{Conntrack, TcpTuple};
 use crate::ruleset::Family;
 
 /// First word of a listener's reply, versioned so a changed format fails loudly.
@@ -95,6 +97,8 @@ pub type BindResults = Vec<(ListenerSpec, std::io::Result<()>)>;
 #[derive(Debug)]
 pub struct Listeners {
     stop: Arc<AtomicBool>,
+    /// Shared with the serving thread, so stopping can wake it (shutdown) at once.
+    sockets: Arc<Vec<(TcpListener, ListenerRole)>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -113,14 +117,16 @@ impl Listeners {
             }
         }
         let stop = Arc::new(AtomicBool::new(false));
+        let bound = Arc::new(bound);
         let thread = if bound.is_empty() {
             None
         } else {
             let tokens = tokens.clone();
             let thread_stop = Arc::clone(&stop);
+            let thread_sockets = Arc::clone(&bound);
             let spawned = std::thread::Builder::new()
                 .name("verify-listener".into())
-                .spawn(move || serve_until_stopped(&bound, &tokens, &thread_stop));
+                .spawn(move || serve_until_stopped(&thread_sockets, &tokens, &thread_stop));
             match spawned {
                 Ok(handle) => Some(handle),
                 Err(e) => {
@@ -136,17 +142,36 @@ impl Listeners {
                             (spec, r)
                         })
                         .collect();
-                    return (Listeners { stop, thread: None }, results);
+                    return (
+                        Listeners {
+                            stop,
+                            sockets: bound,
+                            thread: None,
+                        },
+                        results,
+                    );
                 }
             }
         };
-        (Listeners { stop, thread }, results)
+        (
+            Listeners {
+                stop,
+                sockets: bound,
+                thread,
+            },
+            results,
+        )
     }
 }
 
 impl Drop for Listeners {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        // A shut-down listening socket wakes the serving thread's poll at once.
+        for (socket, _) in self.sockets.iter() {
+            let _ =
+                nix::sys::socket::shutdown(socket.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -253,8 +278,17 @@ pub enum Observation {
     Refused,
     /// ICMP unreachable (the packet left the namespace and a router said no).
     Unreachable(String),
-    /// No connection before the deadline.
+    /// No connection before the deadline (only where conntrack could not be read).
     NoAnswer,
+    /// Its conntrack entry shows the destination untouched: no NAT rule rewrote it.
+    /// `sunk`: its SYN went into verify's sink inside the namespace (else it went out with
+    /// a hop limit of 1).
+    Untranslated { sunk: bool },
+    /// Conntrack holds no entry for it after its SYN crossed the hooks: NAT, which always
+    /// creates one, did not touch it.
+    Untracked,
+    /// NAT sent it to this address off the namespace (not a redirect to a local port).
+    TranslatedElsewhere(SocketAddr),
     /// Any other connect error (EPERM from a local DROP/REJECT, ...).
     ConnectError(String),
     /// The probe could not be made (credentials, thread); nothing was learnt.
@@ -277,59 +311,314 @@ impl Observation {
             Observation::Refused => "refused",
             Observation::Unreachable(_) => "unreachable",
             Observation::NoAnswer => "no-answer",
+            Observation::Untranslated { .. } => "not-translated",
+            Observation::Untracked => "not-tracked",
+            Observation::TranslatedElsewhere(_) => "translated-elsewhere",
             Observation::ConnectError(_) => "connect-error",
             Observation::NotRun(_) => "not-run",
         }
     }
 }
 
-/// Runs every probe at once, each on its own short-lived thread (credentials are per
-/// thread), and returns their observations in order. Every probe ends by `deadline`.
-pub fn run_all(probes: &[Probe], tokens: &Tokens, deadline: Instant) -> Vec<Observation> {
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = probes
-            .iter()
-            .map(|probe| {
-                std::thread::Builder::new()
+/// Runs every probe and returns their observations in order, with the conntrack entries
+/// they created (delete them with [`Evidence::forget`] once the listeners are closed).
+///
+/// Each probe's socket is created on a thread that has taken on the probe's user and group
+/// (`-m owner` and `meta skuid` match the credentials a socket was created with); this
+/// thread then sends each SYN with a hop limit of 1, so a connection that is not redirected
+/// dies at the first router, and reads the connection's conntrack entry: the SYN has
+/// crossed the nat hook by the time `connect` returns, so whether NAT rewrote it is known
+/// at once. Only connections that stay in the namespace (redirected to a local port, or
+/// to loopback) are completed, to read what verify's listener saw.
+pub fn run_all(
+    probes: &[Probe],
+    tokens: &Tokens,
+    deadline: Instant,
+    sink: bool,
+) -> (Vec<Observation>, ConntrackEvidence) {
+    let sockets = sockets_as_identities(probes);
+    let mut conntrack = Conntrack::open().map_err(|e| format!("cannot open ctnetlink: {e}"));
+    let mut tuples = Vec::new();
+    let mut decided: Vec<Option<Observation>> = Vec::new();
+    let mut pending: Vec<(usize, TcpStream)> = Vec::new();
+    for (index, (probe, socket)) in probes.iter().zip(sockets).enumerate() {
+        // Only a probe that must not be redirected is sent into the sink: a redirected one
+        // has to reach verify's listener over loopback to show its SO_ORIGINAL_DST.
+        let into_sink = sink && probe.expectation == Expectation::NotRedirected;
+        let socket = socket.and_then(|socket| {
+            if into_sink {
+                send_into_sink(&socket, probe.destination)?;
+            }
+            Ok(socket)
+        });
+        match start_probe(
+            probe.destination,
+            socket,
+            conntrack.as_mut().ok(),
+            &mut tuples,
+            into_sink,
+        ) {
+            Started::Decided(observation) => decided.push(Some(observation)),
+            Started::Pending(stream) => {
+                decided.push(None);
+                pending.push((index, stream));
+            }
+        }
+    }
+    // What remains is local (a redirect, or the listener self-test) and answers at once;
+    // each gets its own thread so one silent server cannot hold up the others.
+    let finished: Vec<(usize, Observation, TcpStream)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = pending
+            .into_iter()
+            .map(|(index, stream)| {
+                let handle = std::thread::Builder::new()
                     .name("verify-probe".into())
                     .stack_size(PROBE_STACK_BYTES)
                     .spawn_scoped(scope, move || {
-                        probe_as(probe.identity, probe.destination, tokens, deadline)
-                    })
+                        let mut stream = stream;
+                        let observation = finish_connection(&mut stream, tokens, deadline);
+                        (observation, stream)
+                    });
+                (index, handle)
             })
             .collect();
         handles
             .into_iter()
-            .map(|handle| match handle {
-                Ok(handle) => handle
-                    .join()
-                    .unwrap_or_else(|_| Observation::NotRun("the probe thread panicked".into())),
-                Err(e) => Observation::NotRun(format!("cannot start a probe thread: {e}")),
+            .filter_map(|(index, handle)| match handle {
+                Ok(handle) => handle.join().ok().map(|(o, s)| (index, o, s)),
+                Err(_) => None,
             })
             .collect()
-    })
-}
-
-/// Becomes `identity` on this thread only, then connects and reads the reply.
-fn probe_as(
-    identity: Identity,
-    destination: SocketAddr,
-    tokens: &Tokens,
-    deadline: Instant,
-) -> Observation {
-    if let Err(e) = become_on_this_thread(identity) {
-        return Observation::NotRun(e);
+    });
+    let mut streams = Vec::new();
+    for (index, observation, stream) in finished {
+        if let Some(slot) = decided.get_mut(index) {
+            *slot = Some(observation);
+        }
+        streams.push(stream);
     }
-    connect_and_identify(destination, tokens, deadline)
+    // Reset rather than close politely: no FIN is left to recreate an entry once deleted.
+    for stream in &streams {
+        reset_on_close(stream);
+    }
+    drop(streams);
+    let observations = decided
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Observation::NotRun("cannot start a probe thread".into())))
+        .collect();
+    (
+        observations,
+        ConntrackEvidence {
+            conntrack: conntrack.ok(),
+            tuples,
+        },
+    )
 }
 
-/// Sets this thread's groups, GID and UID with raw syscalls: the kernel keeps credentials
-/// per thread, and only glibc's wrappers broadcast a change to every thread of the process.
-/// The socket created afterwards carries these credentials, which is what `-m owner` matches.
+/// The conntrack entries a verification created, deleted on [`forget`](Self::forget).
+pub struct ConntrackEvidence {
+    conntrack: Option<Conntrack>,
+    tuples: Vec<TcpTuple>,
+}
+
+impl ConntrackEvidence {
+    /// The ctnetlink socket, when it could be opened.
+    pub fn conntrack(&mut self) -> Option<&mut Conntrack> {
+        self.conntrack.as_mut()
+    }
+
+    /// Adds an entry to delete.
+    pub fn remember(&mut self, tuple: TcpTuple) {
+        self.tuples.push(tuple);
+    }
+
+    /// Deletes the probes' conntrack entries (after the listeners have closed their side).
+    /// Returns how many were left that could not be deleted.
+    pub fn forget(mut self) -> usize {
+        let Some(conntrack) = self.conntrack.as_mut() else {
+            return 0;
+        };
+        self.tuples
+            .iter()
+            .filter(|tuple| conntrack.delete(**tuple).is_err())
+            .count()
+    }
+}
+
+/// A probe once its SYN is sent: decided, or a local connection to finish.
+enum Started {
+    Decided(Observation),
+    Pending(TcpStream),
+}
+
+/// Sends the probe's SYN (hop limit 1) and decides what it can from the conntrack entry.
+fn start_probe(
+    destination: SocketAddr,
+    socket: Result<OwnedFd, String>,
+    conntrack: Option<&mut Conntrack>,
+    tuples: &mut Vec<TcpTuple>,
+    sunk: bool,
+) -> Started {
+    let socket = match socket {
+        Ok(socket) => socket,
+        Err(e) => return Started::Decided(Observation::NotRun(e)),
+    };
+    let hop_limit = match destination {
+        SocketAddr::V4(_) => nix::sys::socket::setsockopt(&socket, sockopt::Ipv4Ttl, &1),
+        SocketAddr::V6(_) => nix::sys::socket::setsockopt(&socket, sockopt::Ipv6Ttl, &1),
+    };
+    if let Err(e) = hop_limit {
+        return Started::Decided(Observation::NotRun(format!(
+            "cannot set the probe's hop limit to 1: {e}"
+        )));
+    }
+    let stream = TcpStream::from(socket);
+    if let Err(e) = stream.set_nonblocking(true) {
+        return Started::Decided(Observation::NotRun(format!(
+            "cannot make the probe socket nonblocking: {e}"
+        )));
+    }
+    let address = SockaddrStorage::from(destination);
+    match nix::sys::socket::connect(stream.as_raw_fd(), &address) {
+        Ok(()) | Err(Errno::EINPROGRESS) => {}
+        Err(errno) => {
+            return Started::Decided(classify_connect_error(&std::io::Error::from(errno)));
+        }
+    }
+    let stays_local = |address: SocketAddr| matches!(route_to(address), Route::Local);
+    let Some(conntrack) = conntrack else {
+        // Without ctnetlink the old way remains: wait for an answer within the window.
+        return Started::Pending(stream);
+    };
+    let source = match stream.local_addr() {
+        Ok(source) => source,
+        Err(_) => return Started::Pending(stream),
+    };
+    let tuple = TcpTuple {
+        source,
+        destination,
+    };
+    tuples.push(tuple);
+    match conntrack.get(tuple) {
+        Ok(Some(entry)) => match entry.translated_destination() {
+            Some(to) if stays_local(to) => Started::Pending(stream),
+            Some(to) => Started::Decided(Observation::TranslatedElsewhere(to)),
+            None if stays_local(destination) => Started::Pending(stream),
+            None => Started::Decided(Observation::Untranslated { sunk }),
+        },
+        Ok(None) if stays_local(destination) => Started::Pending(stream),
+        Ok(None) => Started::Decided(Observation::Untracked),
+        Err(_) => Started::Pending(stream),
+    }
+}
+
+/// Marks `socket` for the sink's routing table, and binds it to the source address the
+/// main table would choose, so the connection's tuple is the one an application's would be.
+fn send_into_sink(socket: &OwnedFd, destination: SocketAddr) -> Result<(), String> {
+    nix::sys::socket::setsockopt(socket, sockopt::Mark, &PROBE_MARK)
+        .map_err(|e| format!("cannot mark the probe socket: {e}"))?;
+    if let Some(source) = source_for(destination) {
+        let local = SockaddrStorage::from(SocketAddr::new(source, 0));
+        bind(socket.as_raw_fd(), &local)
+            .map_err(|e| format!("cannot bind the probe socket to {source}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The source address the routing table picks for `destination` (a connected UDP socket
+/// sends nothing).
+fn source_for(destination: SocketAddr) -> Option<IpAddr> {
+    let unspecified: IpAddr = match destination {
+        SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let socket = UdpSocket::bind((unspecified, 0)).ok()?;
+    socket.connect(destination).ok()?;
+    socket.local_addr().ok().map(|a| a.ip())
+}
+
+/// Creates one socket per probe, each on a thread that has taken on the probe's identity
+/// (credentials are per thread), one thread per identity.
+fn sockets_as_identities(probes: &[Probe]) -> Vec<Result<OwnedFd, String>> {
+    let mut identities: Vec<Identity> = Vec::new();
+    for probe in probes {
+        if !identities.contains(&probe.identity) {
+            identities.push(probe.identity);
+        }
+    }
+    let mut sockets: Vec<Option<Result<OwnedFd, String>>> = probes.iter().map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = identities
+            .iter()
+            .map(|identity| {
+                let wanted: Vec<(usize, SocketAddr)> = probes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.identity == *identity)
+                    .map(|(i, p)| (i, p.destination))
+                    .collect();
+                let identity = *identity;
+                let handle = std::thread::Builder::new()
+                    .name("verify-identity".into())
+                    .stack_size(PROBE_STACK_BYTES)
+                    .spawn_scoped(scope, move || {
+                        if let Err(e) = become_on_this_thread(identity) {
+                            return wanted.iter().map(|(i, _)| (*i, Err(e.clone()))).collect();
+                        }
+                        wanted
+                            .iter()
+                            .map(|(i, destination)| (*i, tcp_socket(*destination)))
+                            .collect::<Vec<_>>()
+                    });
+                (identity, handle)
+            })
+            .collect();
+        for (identity, handle) in handles {
+            let made = match handle {
+                Ok(handle) => handle.join().unwrap_or_default(),
+                Err(e) => probes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.identity == identity)
+                    .map(|(i, _)| (i, Err(format!("cannot start a probe thread: {e}"))))
+                    .collect(),
+            };
+            for (index, socket) in made {
+                if let Some(slot) = sockets.get_mut(index) {
+                    *slot = Some(socket);
+                }
+            }
+        }
+    });
+    sockets
+        .into_iter()
+        .map(|s| s.unwrap_or_else(|| Err("the probe thread ended early".into())))
+        .collect()
+}
+
+fn tcp_socket(destination: SocketAddr) -> Result<OwnedFd, String> {
+    let family = match destination {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
+        .map_err(|e| format!("cannot create a socket: {e}"))
+}
+
+/// Closing this socket sends a reset and leaves no TIME_WAIT or FIN behind.
+fn reset_on_close(stream: &TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    let _ = nix::sys::socket::setsockopt(stream, sockopt::Linger, &linger);
+}
+
+/// Becomes `identity` on this thread only.
 fn become_on_this_thread(identity: Identity) -> Result<(), String> {
     let Identity { uid, gid } = identity;
     // SAFETY: plain syscalls with integer arguments and an empty (null, length 0) group list;
-    // they change only the calling thread, which ends after this probe.
+    // they change only the calling thread, which ends after creating its sockets.
     unsafe {
         if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0 {
             return Err(format!(
@@ -358,18 +647,27 @@ fn remaining(deadline: Instant) -> Option<Duration> {
     (!left.is_zero()).then_some(left)
 }
 
-fn connect_and_identify(
-    destination: SocketAddr,
-    tokens: &Tokens,
-    deadline: Instant,
-) -> Observation {
-    let Some(left) = remaining(deadline) else {
-        return Observation::NoAnswer;
-    };
-    let mut stream = match TcpStream::connect_timeout(&destination, left) {
-        Ok(stream) => stream,
-        Err(e) => return classify_connect_error(&e),
-    };
+/// Waits (until `deadline`) for a nonblocking connect to complete, then reads the reply.
+fn finish_connection(stream: &mut TcpStream, tokens: &Tokens, deadline: Instant) -> Observation {
+    loop {
+        let Some(left) = remaining(deadline) else {
+            return Observation::NoAnswer;
+        };
+        let millis = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(stream.as_fd(), PollFlags::POLLOUT)];
+        match poll(&mut fds, millis) {
+            Ok(0) | Err(Errno::EINTR) => continue,
+            Ok(_) => break,
+            Err(e) => return Observation::ConnectError(e.to_string()),
+        }
+    }
+    match stream.take_error() {
+        Ok(None) => {}
+        Ok(Some(e)) | Err(e) => return classify_connect_error(&e),
+    }
+    if stream.set_nonblocking(false).is_err() {
+        return Observation::ConnectError("cannot make the probe socket blocking".into());
+    }
     let mut reply = Vec::new();
     let mut chunk = [0u8; 128];
     while reply.len() < MAX_REPLY_BYTES && !reply.contains(&b'\n') {

@@ -28,6 +28,14 @@ const TEST_NET_V6: [Ipv6Addr; 3] = [
     Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1),
     Ipv6Addr::new(0x3fff, 0, 0, 0, 0, 0, 0, 1),
 ];
+/// Whether `ip` is one of the documentation addresses verify sends egress probes to.
+pub fn is_test_destination(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => TEST_NET_V4.contains(&v4),
+        IpAddr::V6(v6) => TEST_NET_V6.contains(&v6),
+    }
+}
+
 /// Ports tried, in order, for a connection that the rules should redirect.
 const ORDINARY_PORT_CANDIDATES: [u16; 5] = [80, 443, 8080, 8443, 9000];
 /// Where the search for an ordinary (not ignored) user or group starts: a typical
@@ -52,8 +60,13 @@ pub enum CheckKind {
     IgnoredPort,
     /// Egress-ignored destinations are not redirected.
     IgnoredDestination,
-    /// The ingress rules are installed as rendered (rule inspection, not traffic).
+    /// The ingress rules are installed as rendered (rule inspection, not traffic): only
+    /// where an inbound packet could not be sent.
     IngressRules,
+    /// An inbound SYN to an AppPort, through PREROUTING, is redirected to ProxyIngressPort.
+    IngressRedirect,
+    /// An inbound SYN to a port that is not an AppPort is left alone.
+    IngressOtherPort,
     /// The rules of the settings beyond App Mesh are installed as rendered (rule inspection).
     MeshRules,
 }
@@ -69,6 +82,8 @@ impl CheckKind {
             CheckKind::IgnoredPort => "ignored-port",
             CheckKind::IgnoredDestination => "ignored-destination",
             CheckKind::IngressRules => "ingress-rules",
+            CheckKind::IngressRedirect => "ingress-redirect",
+            CheckKind::IngressOtherPort => "ingress-other-port",
             CheckKind::MeshRules => "mesh-rules",
         }
     }
@@ -179,24 +194,50 @@ pub fn not_included_destination(config: &ProxyConfig, family: Family) -> Option<
 }
 
 /// A sample of the egress-ignored ports: 22 first, then the configured ports (a range's
-/// first and last), at most [`MAX_IGNORED_PORT_PROBES`]; and how many there were in all.
+/// first and last), at most [`MAX_IGNORED_PORT_PROBES`] spread evenly over the list (its
+/// first and last included); and how many there were in all.
 pub fn sampled_ignored_ports(config: &ProxyConfig) -> (Vec<u16>, usize) {
-    let mut all = vec![ALWAYS_IGNORED_PORT];
-    for range in config.egress_ignored_ports.ranges() {
-        for port in [range.first, range.last] {
-            if !all.contains(&port) {
-                all.push(port);
-            }
-        }
-    }
+    let configured = config
+        .egress_ignored_ports
+        .ranges()
+        .iter()
+        .flat_map(|range| [range.first, range.last]);
+    let all = distinct(std::iter::once(ALWAYS_IGNORED_PORT).chain(configured));
     let total = all.len();
-    all.truncate(MAX_IGNORED_PORT_PROBES);
-    (all, total)
+    (spread(all, 1, MAX_IGNORED_PORT_PROBES), total)
+}
+
+/// `items` without repeats, in their first order (linear: lists run to 10,000s).
+fn distinct<T: Copy + Eq + std::hash::Hash>(items: impl IntoIterator<Item = T>) -> Vec<T> {
+    let mut seen = std::collections::HashSet::new();
+    items
+        .into_iter()
+        .filter(|item| seen.insert(*item))
+        .collect()
+}
+
+/// At most `max` of `items`: the first `keep` always, then the rest spread evenly, first and
+/// last included, so a set missing its tail is caught as well as one missing its head.
+fn spread<T: Copy>(items: Vec<T>, keep: usize, max: usize) -> Vec<T> {
+    if items.len() <= max {
+        return items;
+    }
+    let keep = keep.min(max);
+    let (head, rest) = items.split_at(keep);
+    let slots = max - keep;
+    let mut sample = head.to_vec();
+    match slots {
+        0 => {}
+        1 => sample.extend(rest.first()),
+        _ => sample.extend((0..slots).filter_map(|i| rest.get(i * (rest.len() - 1) / (slots - 1)))),
+    }
+    sample
 }
 
 /// A sample of the egress-ignored destinations of `family`: the always-ignored metadata
 /// endpoints first, then one address in each configured network, at most
-/// [`MAX_IGNORED_DESTINATION_PROBES`]; and how many networks there were in all.
+/// [`MAX_IGNORED_DESTINATION_PROBES`] spread evenly over the list (first and last
+/// included); and how many networks there were in all.
 pub fn sampled_ignored_destinations(config: &ProxyConfig, family: Family) -> (Vec<IpAddr>, usize) {
     let always: Vec<IpAddr> = ALWAYS_IGNORED_IPS
         .iter()
@@ -218,17 +259,16 @@ pub fn sampled_ignored_destinations(config: &ProxyConfig, family: Family) -> (Ve
             .map(|n| sample_address(IpNet::V6(*n)))
             .collect(),
     };
-    let mut all: Vec<IpAddr> = Vec::new();
-    // Outside an include list is as direct as an ignored destination.
+    // Outside an include list is as direct as an ignored destination; kept with the
+    // always-ignored ones.
     let outside = not_included_destination(config, family);
-    for addr in always.into_iter().chain(outside).chain(configured) {
-        if !all.contains(&addr) {
-            all.push(addr);
-        }
-    }
+    let always_count = always.len() + usize::from(outside.is_some());
+    let all = distinct(always.into_iter().chain(outside).chain(configured));
     let total = all.len();
-    all.truncate(MAX_IGNORED_DESTINATION_PROBES);
-    (all, total)
+    (
+        spread(all, always_count, MAX_IGNORED_DESTINATION_PROBES),
+        total,
+    )
 }
 
 /// The first host of a network (the address itself for a /32, /31, /128 or /127), so a
@@ -404,6 +444,17 @@ mod tests {
         assert_eq!(ports.len(), MAX_IGNORED_PORT_PROBES);
         assert_eq!(ports[0], 22);
         assert_eq!(total, 41);
+    }
+
+    #[test]
+    fn long_lists_are_sampled_evenly_with_their_first_and_last() {
+        let sample = spread((0..100).collect(), 1, 6);
+        assert_eq!(sample, vec![0, 1, 25, 50, 74, 99]);
+        let mut c = config();
+        c.egress_ignored_ports = PortList::from_ranges((2000..2040).map(PortRange::single));
+        let (ports, _) = sampled_ignored_ports(&c);
+        assert_eq!(ports.first(), Some(&22));
+        assert_eq!(ports.last(), Some(&2039));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::tools::IptablesTools;
 use super::transaction::{FamilyTransaction, commit_all};
 use crate::backend::{BackendKind, ConvergeReport, Desired, FamilyChange, Installed, TimeBudget};
 use crate::error::{Error, Result};
-use crate::ruleset::{InstalledTable, Ruleset, sets::is_own_set};
+use crate::ruleset::{InstalledTable, Ruleset};
 
 pub fn converge(
     kind: BackendKind,
@@ -39,11 +39,8 @@ pub fn converge(
             for ruleset in &expected {
                 info!(family = %ruleset.family, "rules installed in one transaction (fresh namespace)");
             }
-            let sets_destroyed = if wanted.is_empty() {
-                Vec::new()
-            } else {
-                sets::sweep(&wanted, budget, false, true)?
-            };
+            // Every apply sweeps sets of ours no rule uses (a crash can leave one behind).
+            let sets_destroyed = sets::sweep(&wanted, budget, false, true)?;
             return Ok(ConvergeReport {
                 backend: kind,
                 families: expected
@@ -74,21 +71,15 @@ pub fn converge(
     };
     let (installed, tools) = installed;
     let families = converge_rules(&installed, &tools, desired, budget, dry_run)?;
-    let references_own_sets = installed
-        .families
-        .iter()
-        .any(|(_, table)| table.matched_sets().any(is_own_set));
-    let sets_destroyed = if wanted.is_empty() && !references_own_sets {
-        Vec::new()
-    } else {
-        let keep = sets::sets_of(
-            installed
-                .families
-                .iter()
-                .filter_map(|(family, _)| desired.ruleset(*family)),
-        );
-        sets::sweep(&keep, budget, dry_run, true)?
-    };
+    // Every apply sweeps sets of ours no rule uses, whatever this run changed (a crash can
+    // leave one behind).
+    let keep = sets::sets_of(
+        installed
+            .families
+            .iter()
+            .filter_map(|(family, _)| desired.ruleset(*family)),
+    );
+    let sets_destroyed = sets::sweep(&keep, budget, dry_run, true)?;
     Ok(ConvergeReport {
         backend: kind,
         families,

@@ -19,7 +19,7 @@ mod words;
 
 pub use tools::IptablesTools;
 
-use tracing::{debug, info};
+use tracing::info;
 
 use super::program::{self, TimeBudget};
 use super::{Backend, BackendKind, ConvergeReport, Desired, FamilyPlan, Installed};
@@ -136,12 +136,12 @@ impl Backend for IptablesBackend {
         reconcile::drift(desired, installed)
     }
 
-    fn holds_ours(&self, budget: &TimeBudget) -> Option<Installed> {
+    fn holds_ours(&self, budget: &TimeBudget) -> Result<Option<Installed>> {
         // The kernel is asked first (iptables-nft's tables over netlink, legacy's table
         // names in /proc), so the common answer, nothing of ours, costs no program and no
         // search of PATH.
-        if self.kind == BackendKind::IptablesNft && !super::nftables::iptables_nft_holds_ours() {
-            return None;
+        if self.kind == BackendKind::IptablesNft && !super::nftables::iptables_nft_holds_ours()? {
+            return Ok(None);
         }
         let mut desired = Self::everything_of_ours_removed();
         if self.kind == BackendKind::IptablesLegacy {
@@ -152,18 +152,11 @@ impl Backend for IptablesBackend {
                 }
             }
         }
-        desired.rulesets().next()?;
-        if self.installed().is_err() {
-            return None;
+        if desired.rulesets().next().is_none() || self.installed().is_err() {
+            return Ok(None);
         }
-        match read::read(self.kind, &desired, budget) {
-            Ok((installed, _)) if !installed.is_clean() => Some(installed),
-            Ok(_) => None,
-            Err(e) => {
-                debug!(backend = %self.kind, error = %e, "not readable");
-                None
-            }
-        }
+        let (installed, _) = read::read(self.kind, &desired, budget)?;
+        Ok((!installed.is_clean()).then_some(installed))
     }
 
     fn remove_rules(&self, budget: &TimeBudget) -> Result<()> {

@@ -47,6 +47,10 @@ pub fn sweep(
     dry_run: bool,
     warn_in_use: bool,
 ) -> Result<Vec<String>> {
+    // Without the kernel's ipset core no set can exist: no program needs to run.
+    if !std::path::Path::new("/sys/module/ip_set").exists() {
+        return Ok(Vec::new());
+    }
     let Some(tool) = IpsetTool::find() else {
         return Ok(Vec::new());
     };

@@ -9,9 +9,6 @@ use crate::nftables::model::{Expr, ImmediateData, Verdict};
 use crate::nftables::{BatchOutcome, NftConnection, NftError, TABLE_NAME, Table, TableFamily};
 use crate::ruleset::is_own_chain;
 
-/// At most this many fresh reads when another writer keeps changing the ruleset.
-const ATTEMPTS: u32 = 5;
-
 /// What of ours iptables-nft holds in one family's `nat` table, by handle.
 #[derive(Debug, Default)]
 struct Leftovers {
@@ -61,24 +58,42 @@ fn leftovers(
 }
 
 /// Whether iptables-nft holds chains of ours in the `ip nat` or `ip6 nat` table, read over
-/// netlink (no program runs); `false` when nf_tables cannot be read at all.
-pub fn iptables_nft_holds_ours() -> bool {
+/// netlink (no program runs); `false` when there is no nf_tables to hold any. A read that
+/// fails is an error, never "none".
+pub fn iptables_nft_holds_ours() -> crate::error::Result<bool> {
     let Ok(mut connection) = NftConnection::open() else {
-        return false;
+        return Ok(false);
     };
-    [TableFamily::Ipv4, TableFamily::Ipv6]
-        .into_iter()
-        .any(|family| {
-            // An interrupted dump (the ruleset changed under it) is read again.
-            (0..ATTEMPTS)
-                .find_map(|_| connection.dump_chains(family, Some("nat")).transpose())
-                .and_then(Result::ok)
-                .is_some_and(|chains| chains.iter().any(|c| is_own_chain(&c.name)))
-        })
+    for family in [TableFamily::Ipv4, TableFamily::Ipv6] {
+        // An interrupted dump (the ruleset changed under it) is read again.
+        let mut retry = connection.retry();
+        let chains = loop {
+            if !retry.another() {
+                return Err(super::kernel_error(retry.exhausted()));
+            }
+            match connection.dump_chains(family, Some("nat")) {
+                Ok(Some(chains)) => break chains,
+                Ok(None) => continue,
+                // No nat table of that family (nothing there), or no such family here.
+                Err(NftError::Refused { source, .. })
+                    if source.raw_os_error() == Some(libc::ENOENT) =>
+                {
+                    break Vec::new();
+                }
+                Err(NftError::Unavailable { .. }) => break Vec::new(),
+                Err(e) => return Err(super::kernel_error(e)),
+            }
+        };
+        if chains.iter().any(|c| is_own_chain(&c.name)) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
-/// Whether iptables-nft's table `table` of `family` holds the chain `chain` of ours,
-/// read over netlink (no program runs).
+/// Whether iptables-nft's table `table` of `family` may hold the chain `chain` of ours, read
+/// over netlink (no program runs). Only `false` when the kernel says so: a read that fails or
+/// is interrupted every time answers `true`, so the caller reads the table with the program.
 pub fn iptables_nft_table_holds_chain(
     family: crate::ruleset::Family,
     table: &str,
@@ -91,10 +106,22 @@ pub fn iptables_nft_table_holds_chain(
         crate::ruleset::Family::Ipv4 => TableFamily::Ipv4,
         crate::ruleset::Family::Ipv6 => TableFamily::Ipv6,
     };
-    (0..ATTEMPTS)
-        .find_map(|_| connection.dump_chains(family, Some(table)).transpose())
-        .and_then(Result::ok)
-        .is_some_and(|chains| chains.iter().any(|c| c.name == chain))
+    let mut retry = connection.retry();
+    while retry.another() {
+        match connection.dump_chains(family, Some(table)) {
+            Ok(Some(chains)) => return chains.iter().any(|c| c.name == chain),
+            // Interrupted by another writer: read again.
+            Ok(None) => continue,
+            Err(NftError::Refused { source, .. })
+                if source.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                return false;
+            }
+            Err(NftError::Unavailable { .. }) => return false,
+            Err(_) => return true,
+        }
+    }
+    true
 }
 
 /// Replaces iptables-nft's rules of ours with `table` in one transaction, when iptables-nft
@@ -103,7 +130,9 @@ pub fn migrate_from_iptables_nft(
     connection: &mut NftConnection,
     table: &Table,
 ) -> Result<bool, NftError> {
-    for attempt in 1..=ATTEMPTS {
+    let mut retry = connection.retry();
+    while retry.another() {
+        let attempt = retry.attempt();
         let genid = connection.generation()?;
         let (Some(v4), Some(v6)) = (
             leftovers(connection, TableFamily::Ipv4)?,
@@ -114,7 +143,7 @@ pub fn migrate_from_iptables_nft(
         if v4.chains.is_empty() && v6.chains.is_empty() {
             return Ok(false);
         }
-        let ours_exists = connection.read_table(TABLE_NAME)?.table.is_some();
+        let ours_exists = connection.table_info(TABLE_NAME)?.is_some();
         let outcome = connection.send(genid, |batch| {
             for (family, found) in [(TableFamily::Ipv4, &v4), (TableFamily::Ipv6, &v6)] {
                 // Jumps and chain contents first: a chain still referenced or not empty
@@ -146,5 +175,5 @@ pub fn migrate_from_iptables_nft(
             ),
         }
     }
-    Err(NftError::GenerationChanged { attempts: ATTEMPTS })
+    Err(retry.exhausted())
 }

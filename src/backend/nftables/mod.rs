@@ -7,6 +7,14 @@ mod migration;
 
 pub use migration::{iptables_nft_holds_ours, iptables_nft_table_holds_chain};
 
+/// Whether table `inet meshinit` exists here (one request over netlink, no program; its
+/// content is not read). `false` when nf_tables cannot be asked.
+pub fn native_table_exists() -> bool {
+    NftConnection::open()
+        .and_then(|mut connection| connection.table_info(TABLE_NAME))
+        .is_ok_and(|info| info.is_some())
+}
+
 use tracing::info;
 
 use super::{
@@ -15,7 +23,7 @@ use super::{
 use crate::error::{Error, Result};
 use crate::nftables::model::{Expr, Rule};
 use crate::nftables::{
-    Change, Deletion, NftConnection, NftError, TABLE_NAME, Table, describe_drift, render,
+    Change, Deletion, NftConnection, NftError, TABLE_NAME, Table, counters, describe_drift, render,
     render_table,
 };
 use crate::ruleset::{
@@ -37,8 +45,12 @@ const CHAINS: [(&str, &str, &str); 2] = [
 ];
 
 impl NftablesBackend {
-    fn connect() -> Result<NftConnection> {
-        NftConnection::open().map_err(kernel_error)
+    /// A connection whose retries against other writers last as long as the run may wait
+    /// (`--lock-timeout`).
+    fn connect(budget: &TimeBudget) -> Result<NftConnection> {
+        let mut connection = NftConnection::open().map_err(kernel_error)?;
+        connection.retry_until(budget.lock_deadline());
+        Ok(connection)
     }
 
     fn read_table(connection: &mut NftConnection) -> Result<Option<Table>> {
@@ -55,7 +67,11 @@ impl NftablesBackend {
             return None;
         }
         let ipv4 = desired.ruleset(Family::Ipv4)?;
-        Some(render_table(ipv4, desired.ruleset(Family::Ipv6)))
+        // Every rule counts what it decides (`status --counters`); counts are never drift.
+        Some(counters::counted(render_table(
+            ipv4,
+            desired.ruleset(Family::Ipv6),
+        )))
     }
 
     fn installed(desired: &Desired, table: Option<&Table>) -> Installed {
@@ -90,20 +106,35 @@ impl Backend for NftablesBackend {
         Ok(())
     }
 
-    fn ready(&self, _: &TimeBudget) -> Result<()> {
-        Self::connect()?
+    fn ready(&self, budget: &TimeBudget) -> Result<()> {
+        Self::connect(budget)?
             .generation()
             .map(drop)
             .map_err(kernel_error)
     }
 
-    fn read(&self, desired: &Desired, _: &TimeBudget) -> Result<Installed> {
-        let table = Self::read_table(&mut Self::connect()?)?;
-        Ok(Self::installed(desired, table.as_ref()))
+    fn read(&self, desired: &Desired, budget: &TimeBudget) -> Result<Installed> {
+        match Self::connect(budget)?.read_table(TABLE_NAME) {
+            Ok(snapshot) => Ok(Self::installed(desired, snapshot.table.as_ref())),
+            // The table is there, holding what meshinit never writes: drift names it.
+            Err(NftError::Unmodelled(_)) => {
+                let mut installed = Self::installed(desired, None);
+                for (_, view) in &mut installed.families {
+                    *view = unreadable_view();
+                }
+                Ok(installed)
+            }
+            Err(e) => Err(kernel_error(e)),
+        }
     }
 
-    fn converge(&self, desired: &Desired, _: &TimeBudget, dry_run: bool) -> Result<ConvergeReport> {
-        let mut connection = Self::connect()?;
+    fn converge(
+        &self,
+        desired: &Desired,
+        budget: &TimeBudget,
+        dry_run: bool,
+    ) -> Result<ConvergeReport> {
+        let mut connection = Self::connect(budget)?;
         let planned = Self::planned(desired);
         let mut replaced = Vec::new();
         let changed = match (&planned, dry_run) {
@@ -160,10 +191,29 @@ impl Backend for NftablesBackend {
         &self,
         installed: &Installed,
         desired: &Desired,
-        _: &TimeBudget,
+        budget: &TimeBudget,
     ) -> Result<Vec<(Family, Drift)>> {
-        let table = Self::read_table(&mut Self::connect()?)?;
         let planned = Self::planned(desired);
+        let table = match Self::connect(budget)?.read_table(TABLE_NAME) {
+            Ok(snapshot) => snapshot.table,
+            // Something in our table meshinit never writes: drift, named, which apply
+            // replaces (never "nothing there").
+            Err(NftError::Unmodelled(what)) => {
+                let line = format!("content of table inet {TABLE_NAME} not in the plan: {what}");
+                return Ok(installed
+                    .families
+                    .iter()
+                    .map(|(family, _)| {
+                        let drift = Drift {
+                            unexpected: vec![line.clone()],
+                            ..Drift::default()
+                        };
+                        (*family, drift)
+                    })
+                    .collect());
+            }
+            Err(e) => return Err(kernel_error(e)),
+        };
         Ok(installed
             .families
             .iter()
@@ -197,18 +247,30 @@ impl Backend for NftablesBackend {
         part_drift(installed, desired)
     }
 
-    fn holds_ours(&self, _: &TimeBudget) -> Option<Installed> {
-        let table = Self::read_table(&mut Self::connect().ok()?).ok()??;
-        let view = model_view(&table);
-        Some(Installed {
+    fn holds_ours(&self, budget: &TimeBudget) -> Result<Option<Installed>> {
+        // Without nf_tables nothing can be there.
+        let Ok(mut connection) = Self::connect(budget) else {
+            return Ok(None);
+        };
+        // Whether the table exists is one request; its content is not needed to remove it
+        // (and a read can fail on content meshinit does not model, or under a busy writer,
+        // which must never pass for "nothing of ours").
+        // What it holds is not read either: that the table is there is all the callers
+        // need (clean and moving away delete it by name; status names it), and reading a
+        // table of a million elements back takes seconds.
+        let view = match connection.table_info(TABLE_NAME).map_err(kernel_error)? {
+            None => return Ok(None),
+            Some(_) => unreadable_view(),
+        };
+        Ok(Some(Installed {
             backend: BackendKind::Nftables,
             families: Family::BOTH.iter().map(|f| (*f, view.clone())).collect(),
             skipped: Vec::new(),
-        })
+        }))
     }
 
-    fn remove_rules(&self, _: &TimeBudget) -> Result<()> {
-        let deletion = Self::connect()?
+    fn remove_rules(&self, budget: &TimeBudget) -> Result<()> {
+        let deletion = Self::connect(budget)?
             .delete_table(TABLE_NAME)
             .map_err(kernel_error)?;
         info!(?deletion, "table inet {TABLE_NAME} removed");
@@ -229,8 +291,8 @@ fn part_drift(installed: &InstalledTable, desired: &Ruleset) -> Drift {
     // Lines name the model's chains, as the iptables backends' do, for what filters them by
     // chain (verify).
     let part = desired.chains.join(", ");
-    let wanted = render_table(desired, None);
-    let guard = render::ipv6_passes_rule();
+    let wanted = counters::counted(render_table(desired, None));
+    let guard = counters::counted_rule(render::ipv6_passes_rule());
     for chain in &wanted.chains {
         let Some((_, own_chain, _)) = CHAINS.iter().find(|(name, ..)| *name == chain.name) else {
             continue;
@@ -311,6 +373,15 @@ fn model_view(table: &Table) -> InstalledTable {
     view
 }
 
+/// What stands for a table that exists but was not (or could not be) read: not clean, so
+/// callers remove it or report it.
+fn unreadable_view() -> InstalledTable {
+    InstalledTable {
+        chains: vec![EGRESS_CHAIN.to_owned()],
+        ..InstalledTable::default()
+    }
+}
+
 /// An nf_tables error as the library's error.
 fn kernel_error(e: NftError) -> Error {
     match e {
@@ -320,8 +391,10 @@ fn kernel_error(e: NftError) -> Error {
         },
         NftError::PermissionDenied { .. } => Error::Privileges(e.to_string()),
         NftError::GenerationChanged { .. } => Error::Busy(e.to_string()),
-        NftError::Refused { .. } | NftError::MalformedReply(_) | NftError::Socket { .. } => {
-            Error::Kernel(e.to_string())
-        }
+        NftError::Refused { .. }
+        | NftError::MalformedReply(_)
+        | NftError::Unmodelled(_)
+        | NftError::OwnedByAnother { .. }
+        | NftError::Socket { .. } => Error::Kernel(e.to_string()),
     }
 }

@@ -108,6 +108,55 @@ impl Conflist {
         self.entries[index].get("type").and_then(Value::as_str) == Some(plugin_type)
     }
 
+    /// Whether an entry of type `plugin_type` is in the list.
+    pub fn has(&self, plugin_type: &str) -> bool {
+        (0..self.entries.len()).any(|i| self.is_ours(i, plugin_type))
+    }
+
+    /// Whether the list holds no plugin at all.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// meshinit is chained after an interface plugin: a list with no plugin other than
+    /// `plugin_type` would make it the whole chain, which sets up no interface.
+    pub fn check_chainable(&self, plugin_type: &str) -> Result<(), Vec<ConfigError>> {
+        if (0..self.entries.len()).any(|i| !self.is_ours(i, plugin_type)) {
+            return Ok(());
+        }
+        Err(vec![ConfigError::new(
+            "--conflist: plugins",
+            Some(&Value::Array(self.entries.clone()).to_string()),
+            format!(
+                "holds no plugin besides {plugin_type:?}: {}, so the list must already hold \
+                 the interface plugin (aws-cni, bridge, ptp...)",
+                super::BINARY_MARKER
+            ),
+        )])
+    }
+
+    /// The text of each entry of type `plugin_type`, as written.
+    pub fn entry_texts(&self, plugin_type: &str) -> Vec<String> {
+        (0..self.entries.len())
+            .filter(|&i| self.is_ours(i, plugin_type))
+            .map(|i| self.text[self.array.entries[i].clone()].to_owned())
+            .collect()
+    }
+
+    /// The list with `entries` (texts, as written) added at the end.
+    pub fn with_raw_entries(&self, entries: &[String]) -> String {
+        if entries.is_empty() {
+            return self.text.clone();
+        }
+        let separator = self.entry_separator();
+        let joined = entries.join(if separator.is_empty() {
+            ","
+        } else {
+            &separator
+        });
+        self.rebuild(&[], Some((&separator, joined)))
+    }
+
     /// The list with `entry` as the last plugin, replacing any entry of the same `type`.
     /// Unchanged text when it already is the last and only one, with the same contents.
     pub fn with_entry(&self, entry: &PluginEntry) -> String {
@@ -455,6 +504,16 @@ mod tests {
             "{\"cniVersion\":\"1.0.0\",\"name\":\"n\",\"plugins\":[\n]}"
         );
         serde_json::from_str::<Value>(&emptied).unwrap();
+    }
+
+    #[test]
+    fn a_list_without_another_plugin_is_not_chainable() {
+        let empty = r#"{"cniVersion":"1.0.0","name":"n","plugins":[]}"#;
+        let message = format!("{:?}", list(empty).check_chainable("meshinit").unwrap_err());
+        assert!(message.contains("interface plugin"), "{message}");
+        let only_ours = r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"meshinit"}]}"#;
+        assert!(list(only_ours).check_chainable("meshinit").is_err());
+        assert!(list(only_ours).check_chainable("aws-appmesh").is_ok());
     }
 
     #[test]

@@ -12,11 +12,19 @@ pub use set::*;
 /// The table meshinit owns, in the `inet` family (IPv4 and IPv6 in one transaction).
 pub const TABLE_NAME: &str = "meshinit";
 
-/// One `inet` table: its sets and chains, each list sorted by name (the kernel keeps no
-/// meaningful order between sets or between chains; rules inside a chain are ordered).
+/// `NFT_TABLE_F_DORMANT`: the table's chains are unhooked, so none of its rules run.
+pub const TABLE_F_DORMANT: u32 = 1;
+/// `NFT_TABLE_F_OWNER`: only the netlink socket that created the table may change it.
+pub const TABLE_F_OWNER: u32 = 2;
+
+/// One `inet` table: its flags, sets and chains, each list sorted by name (the kernel keeps
+/// no meaningful order between sets or between chains; rules inside a chain are ordered).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Table {
     pub name: String,
+    /// `NFTA_TABLE_FLAGS` (dormant, owner, ...): state like the rules, since a dormant
+    /// table's rules are all off. meshinit's own tables have none.
+    pub flags: u32,
     pub sets: Vec<Set>,
     pub chains: Vec<Chain>,
 }
@@ -27,9 +35,21 @@ impl Table {
         chains.sort_by(|a, b| a.name.cmp(&b.name));
         Table {
             name: name.to_owned(),
+            flags: 0,
             sets,
             chains,
         }
+    }
+
+    /// The same table with the flags a dump reported.
+    pub fn with_flags(mut self, flags: u32) -> Table {
+        self.flags = flags;
+        self
+    }
+
+    /// Whether the table is switched off (`flags dormant`): its rules exist but none runs.
+    pub fn is_dormant(&self) -> bool {
+        self.flags & TABLE_F_DORMANT != 0
     }
 
     pub fn set(&self, name: &str) -> Option<&Set> {

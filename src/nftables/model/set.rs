@@ -190,10 +190,17 @@ impl Set {
         )
     }
 
+    /// A port set is always an interval set, measured: for 2-byte keys the kernel picks
+    /// its bitmap set type, whose insertion walks every element already in it, so 32,768
+    /// separate ports took 4.1 s to commit as a hash set and 0.30 s as an interval set (and
+    /// adjacent ports join into ranges). Address sets stay hash sets while every member is
+    /// one address: 100,000 of them commit in 0.18 s as a hash set, 0.77 s as an interval
+    /// set, and read back in 0.27 s against 1.76 s. (`commit_timings_for_the_seed_and_long_ignore_lists`.)
     pub fn ports(name: &str, ports: &[PortRange]) -> Set {
-        Set::new(
+        Set::with_layout(
             name,
             KeyType::InetService,
+            true,
             ports.iter().map(|range| KeyRange::from_ports(*range)),
         )
     }

@@ -1,0 +1,139 @@
+//! CNI ADD and CHECK with `"verify": true` in the network configuration: the plugin proves
+//! the pod's rules with verify's probes before answering; a proof that does not pass fails
+//! the verb with verify's JSON report in the CNI error's details. Needs root.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Output, Stdio};
+
+use common::*;
+use serde_json::{Value, json};
+
+const MESHINIT: &str = env!("CARGO_BIN_EXE_meshinit");
+
+fn netconf(verify: Value) -> String {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/cni-netconf.json"
+    ))
+    .expect("the example netconf exists");
+    let mut config: Value = serde_json::from_str(&text).expect("JSON");
+    config["verify"] = verify;
+    config.to_string()
+}
+
+/// Runs meshinit as a CNI plugin from `node` for `pod`, with `stdin`.
+fn plugin(node: &TestNetns, pod: &TestNetns, command: &str, stdin: &str) -> Output {
+    let mut child = node
+        .command(MESHINIT)
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", "verify-test")
+        .env("CNI_NETNS", pod.path())
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/usr/lib/cni")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("meshinit starts");
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(stdin.as_bytes())
+        .expect("meshinit reads the netconf");
+    child.wait_with_output().expect("meshinit ends")
+}
+
+fn error_of(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
+        panic!(
+            "no JSON on stdout:\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+#[test]
+fn add_and_check_with_verify_prove_the_pods_rules() {
+    if !require_root() {
+        return;
+    }
+    let node = TestNetns::new("node");
+    let net = NetnsPair::new();
+    let add = plugin(&node, &net.app, "ADD", &netconf(json!(true)));
+    assert!(
+        add.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&add.stdout),
+        String::from_utf8_lossy(&add.stderr)
+    );
+    let log = String::from_utf8_lossy(&add.stderr);
+    assert!(log.contains("ADD: verify proved the rules"), "{log}");
+    let check = plugin(&node, &net.app, "CHECK", &netconf(json!(true)));
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    assert!(String::from_utf8_lossy(&check.stderr).contains("CHECK: verify proved the rules"));
+    // Without the key nothing is proven (and nothing is slower).
+    let plain = plugin(&node, &net.app, "CHECK", &netconf(json!(false)));
+    assert!(plain.status.success());
+    assert!(!String::from_utf8_lossy(&plain.stderr).contains("verify proved"));
+}
+
+#[test]
+fn add_with_verify_fails_with_the_report_in_the_details() {
+    if !require_root() {
+        return;
+    }
+    let node = TestNetns::new("node");
+    let net = NetnsPair::new();
+    // Something already holds ProxyEgressPort: verify cannot stand in for the proxy.
+    let _proxy = net.app.listen(15001);
+    let add = plugin(&node, &net.app, "ADD", &netconf(json!(true)));
+    assert!(!add.status.success());
+    let error = error_of(&add);
+    assert_eq!(error["code"], 105, "{error:#}");
+    assert!(
+        error["msg"]
+            .as_str()
+            .unwrap_or("")
+            .contains("verify could not prove the rules"),
+        "{error:#}"
+    );
+    let report: Value =
+        serde_json::from_str(error["details"].as_str().expect("details")).expect("a report");
+    assert_eq!(report["outcome"], "could_not_run");
+    assert!(
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["check"] == "listener" && c["status"] == "could_not_run"),
+        "{report:#}"
+    );
+    let check = plugin(&node, &net.app, "CHECK", &netconf(json!(true)));
+    assert_eq!(error_of(&check)["code"], 105);
+}
+
+#[test]
+fn a_verify_key_that_is_not_a_boolean_is_invalid_configuration() {
+    if !require_root() {
+        return;
+    }
+    let node = TestNetns::new("node");
+    let net = NetnsPair::new();
+    let add = plugin(&node, &net.app, "ADD", &netconf(json!("yes")));
+    let error = error_of(&add);
+    assert_eq!(error["code"], 7, "{error:#}");
+    assert!(error["msg"].as_str().unwrap_or("").contains("verify"));
+    assert_eq!(
+        net.app.nat_rules().matches("APPMESH").count(),
+        0,
+        "nothing is installed on bad input"
+    );
+}
