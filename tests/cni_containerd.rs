@@ -348,15 +348,16 @@ state = "{d}/state"
     }
 
     /// What the pod's namespace holds of nf_tables (empty: nothing).
+    /// The namespace's ruleset as `nft list` prints it, counters aside.
     fn ruleset_in(&self, netns: &Path) -> String {
-        checked(
+        without_counters(&checked(
             "nft list ruleset",
             Command::new("nsenter")
                 .arg(format!("--net={}", netns.display()))
                 .args(["nft", "list", "ruleset"])
                 .output()
                 .unwrap(),
-        )
+        ))
     }
 }
 

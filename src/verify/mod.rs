@@ -293,6 +293,8 @@ enum Slot {
     Probed(usize),
     /// The ingress rule inspection of a family, made once the probes are done.
     Ingress(Family),
+    /// The mesh settings' rule inspection of a family.
+    Mesh(Family),
 }
 
 /// The checks in report order, and the probes to make.
@@ -398,6 +400,9 @@ impl ProbePlan {
                 });
             }
             self.slots.push(Slot::Ingress(family));
+            if !config.mesh.is_off() {
+                self.slots.push(Slot::Mesh(family));
+            }
             return;
         }
 
@@ -459,6 +464,9 @@ impl ProbePlan {
             ));
         }
         self.slots.push(Slot::Ingress(family));
+        if !config.mesh.is_off() {
+            self.slots.push(Slot::Mesh(family));
+        }
     }
 
     /// Judges every observation and fills in the report, in planned order. A family whose
@@ -530,6 +538,9 @@ impl ProbePlan {
                         None => rules,
                     }
                 }
+                Slot::Mesh(family) => {
+                    rule_inspection::inspect_mesh(config, family, scope.table(family).as_result())
+                }
                 Slot::Probed(index) => {
                     let (Some(probe), Some(observation)) =
                         (self.probes.get(index), observations.get(index))
@@ -586,11 +597,27 @@ fn choose_test_destination(
     }
     let mut refusals = Vec::new();
     for ip in &candidates {
-        match probe::route_to(std::net::SocketAddr::new(*ip, port)) {
-            Route::Routed => return Ok(*ip),
+        let destination = std::net::SocketAddr::new(*ip, port);
+        match probe::route_to(destination) {
+            Route::Routed => match probe::source_interface(destination)
+                .filter(|i| config.mesh.ignored_interfaces.contains(i))
+            {
+                // Nothing through an ignored interface is redirected: no proof there.
+                Some(interface) => refusals.push(format!(
+                    "{ip} leaves through {interface}, an ignored interface"
+                )),
+                None => return Ok(*ip),
+            },
             Route::Local => refusals.push(format!("{ip} is an address of this namespace")),
             Route::Unroutable(e) => refusals.push(format!("no route to {ip} ({e})")),
         }
+    }
+    if refusals.iter().all(|r| r.ends_with("an ignored interface")) {
+        return Err(format!(
+            "every {family} TEST-NET destination leaves through an ignored interface ({}), \
+             where nothing is redirected by design, so redirection cannot be proven here",
+            refusals.join("; ")
+        ));
     }
     Err(format!(
         "no {family} TEST-NET destination is routed off this namespace ({}): without a route a \

@@ -7,6 +7,7 @@ pub mod counters;
 pub mod drift;
 mod migration;
 pub mod render;
+mod render_zones;
 #[cfg(test)]
 mod text_tests;
 
