@@ -9,8 +9,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::report::{CheckResult, Evidence, Status};
-use super::selection::CheckKind;
+use super::check::{CheckKind, CheckResult, Evidence, Status};
 use super::sink::{INBOUND_CLIENT_V4, INBOUND_CLIENT_V6, INNER_MAC, SinkAddresses};
 use crate::config::ProxyConfig;
 use crate::conntrack::{Conntrack, Entry, TcpTuple};
@@ -21,6 +20,10 @@ use crate::ruleset::Family;
 const ARRIVAL_BOUND: Duration = Duration::from_secs(1);
 /// How often a SYN whose entry has not appeared is sent again.
 const RESEND_EVERY: Duration = Duration::from_millis(5);
+
+/// Per family, the inbound probes sent and what conntrack saw, or why none could be sent.
+pub type InboundResults = Vec<(Family, std::result::Result<InboundFamily, String>)>;
+pub type InboundFamily = Vec<(InboundProbe, TcpTuple, InboundObservation)>;
 
 /// One inbound SYN to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,17 +276,6 @@ pub fn judge(
 fn source_port_base() -> u16 {
     let random = getrandom::u32().unwrap_or(0);
     49_152 + u16::try_from(random % 8_192).unwrap_or(0)
-}
-
-/// A packet socket that only sends (protocol 0: it receives nothing).
-pub fn packet_socket() -> io::Result<std::os::fd::OwnedFd> {
-    // SAFETY: socket(2) with constant arguments; the fd is owned right away.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd was just created and is owned only here.
-    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
 /// Writes one TCP SYN for `tuple` on interface `index` (the kernel adds the Ethernet
