@@ -79,6 +79,19 @@ pub fn require_root() -> bool {
     false
 }
 
+/// Waits until `condition` holds, looking again every few milliseconds; panics naming
+/// `what` once `bound` has passed (a condition that never comes is a failure, not a hang).
+pub fn wait_until(what: &str, bound: std::time::Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + bound;
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {bound:?} waiting until {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// The seed of generated test cases. With `CI=true` it is fixed, so CI runs the same cases
 /// every time and a red CI means a change broke something; elsewhere each run explores new
 /// cases (a failure prints its seed to replay). `PROPTEST_RNG_SEED=N` picks one either way.
