@@ -32,6 +32,7 @@ mod cli;
 mod client;
 mod fake_tools;
 mod listener;
+pub mod native_golden;
 mod netns;
 mod peers;
 /// The traffic fixture of the `apply_*` tests, imported as `common::scene::*` and kept out
