@@ -5,7 +5,7 @@
 use clap::{Args, ValueEnum};
 
 use super::args::ConfigArgs;
-use crate::backend::iptables::{IptablesBackend, ipset};
+use crate::backend::iptables::ipset;
 use crate::backend::{self, BackendChoice, BackendKind, Desired, FamilyPlan};
 use crate::config::Ipv6Mode;
 use crate::error::{ConfigError, Error, Result};
@@ -88,7 +88,7 @@ impl RenderArgs {
         let renderer = backend::all()
             .into_iter()
             .find(|b| b.kind() == kind)
-            .unwrap_or_else(|| Box::new(IptablesBackend::new(BackendKind::IptablesNft)));
+            .ok_or_else(|| Error::Other(format!("no {kind} backend in this build")))?;
         let desired = Desired {
             config: Some(config.clone()),
             families: families
