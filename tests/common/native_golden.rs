@@ -3,10 +3,22 @@
 //! loads it with `nft -f` and compares the result with `apply --backend nftables`.
 
 /// The `render --backend nftables` arguments of each native golden file.
-pub const NATIVE_GOLDEN: [(&str, &[&str]); 4] = [
+pub const NATIVE_GOLDEN: [(&str, &[&str]); 5] = [
     ("taskdef-fargate.nft", &["examples/taskdef-fargate.json"]),
     ("taskdef-ec2.nft", &["examples/taskdef-ec2.json"]),
     ("cni-netconf.nft", &["examples/cni-netconf.json"]),
+    // IPv6 off: one family, IPv6 passing through untouched.
+    (
+        "egress-only-ipv6-off.nft",
+        &[
+            "--ignored-uid",
+            "1337",
+            "--proxy-egress-port",
+            "15001",
+            "--ipv6",
+            "off",
+        ],
+    ),
     (
         "many-ports.nft",
         &[
