@@ -15,7 +15,10 @@
 #      Measured when the binary has that backend; otherwise only its references are.
 #   5. one CNI ADD into a fresh namespace, meshinit vs AWS's aws-appmesh (from
 #      MESHINIT_PEERS_DIR, else ../shared/peers), same stdin, same rounds, with the ratio.
-#   6. verify (issue 19): `verify` and `apply --verify` of the seed and of 10,000 ignored IPs
+#   6. the settings beyond App Mesh (issue 20) all on (include list, AppPorts *, an ignored
+#      interface, INVALID drop) against the seed: apply latency and new-connection rate, on
+#      the iptables path and the native backend.
+#   7. verify (issue 19): `verify` and `apply --verify` of the seed and of 10,000 ignored IPs
 #      with 100 port ranges, against the build before issue 19 (scripts/bench/verify.sh).
 # It prints markdown tables of medians and ratios and writes them to BENCHMARKS.md with a
 # description of the machine. It reports; it asserts no timing.
@@ -107,6 +110,9 @@ rate_tool_built=$(cargo bench --bench connection_rate --no-run --message-format=
 layouts_built=$(cargo bench --bench nft_layouts --no-run --message-format=json \
     | sed -n 's/.*"executable":"\([^"]*nft_layouts[^"]*\)".*/\1/p' | tail -n 1)
 [ -x "$layouts_built" ] || die "cannot find the nft_layouts bench executable"
+dns_tool_built=$(cargo bench --bench dns_rate --no-run --message-format=json \
+    | sed -n 's/.*"executable":"\([^"]*dns_rate[^"]*\)".*/\1/p' | tail -n 1)
+[ -x "$dns_tool_built" ] || die "cannot find the dns_rate bench executable"
 
 LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
 WORK=$(mktemp -d /tmp/meshinit-bench.XXXXXX)
@@ -125,6 +131,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 cp "$rate_tool_built" "$WORK/connection_rate"
+cp "$dns_tool_built" "$WORK/dns_rate"
 RATE_TOOL=$WORK/connection_rate
 SEED=examples/taskdef-fargate.json
 # The binary as the tables show it: ./target/release/meshinit unless CARGO_TARGET_DIR is set.
@@ -276,6 +283,16 @@ for n in "${LARGE_SIZES[@]}"; do
     nft_ruleset "$SEED_IPS,169.254.170.23,${LARGE_IPS[$n]},$EXTRA_NET" 1 >"ips${n}i.nft"
 done
 unset LARGE_IPS
+
+# Issue 20: the seed's values with every mesh setting on (a CNI network config: ECS has no
+# names for them). The include list holds the rate tool's destination, so it is redirected.
+cat >all-features.json <<JSON
+{"cniVersion": "0.3.0", "name": "appmesh", "type": "aws-appmesh", "ignoredUID": "1337",
+ "proxyIngressPort": "15000", "proxyEgressPort": "15001", "appPorts": ["*"],
+ "egressIgnoredIPs": ["$SEED_IPS"], "egressIgnoredPorts": ["22"],
+ "egressIncludedIPs": ["192.0.2.0/24", "10.0.0.0/8", "::/0"], "ingressIgnoredPorts": ["9901"],
+ "ignoredInterfaces": ["tun0"], "dropInvalid": true}
+JSON
 
 cd "$REPO"
 
@@ -475,6 +492,13 @@ nft delete table inet meshinit; nft -f /tmp/meshinit-nc.\$\$; rm -f /tmp/meshini
 ! nft list table inet meshinit | grep -q counter"
     RATE_CASES+=(n0 n0nc n10000 n10000i)
 fi
+# Issue 20: every mesh setting on.
+RATE_SETUP[mall]="$MESHINIT apply $IPT_BACKEND $W/all-features.json 2>/dev/null"
+RATE_CASES+=(mall)
+if [ "$NATIVE" = 1 ]; then
+    RATE_SETUP[nall]="$MESHINIT_STATIC apply $NATIVE_BACKEND $W/all-features.json 2>/dev/null"
+    RATE_CASES+=(nall)
+fi
 : >"$WORK/rates"
 for round in $(seq "$BENCH_RATE_ROUNDS"); do
     for c in "${RATE_CASES[@]}"; do
@@ -584,10 +608,49 @@ else
     log "5. skipped: no aws-appmesh at $AWS_APPMESH (set MESHINIT_PEERS_DIR)"
 fi
 
-# --- 6. Verify (issue 19) ------------------------------------------------------------------
+# --- 6. Mesh settings all on (issue 20): apply latency --------------------------------------
+log "6. apply latency, every mesh setting on vs the seed ($BENCH_RUNS runs each)"
+mesh_cmds=(
+    -n mesh-seed-ipt "unshare -n $M apply $IPT_BACKEND $SEED"
+    -n mesh-all-ipt "unshare -n $M apply $IPT_BACKEND $W/all-features.json"
+)
+if [ "$NATIVE" = 1 ]; then
+    mesh_cmds+=(
+        -n mesh-seed-native "unshare -n $MS apply $NATIVE_BACKEND $SEED"
+        -n mesh-all-native "unshare -n $MS apply $NATIVE_BACKEND $W/all-features.json"
+    )
+fi
+hyperfine_rounds "$WORK/mesh.csv" "$BENCH_RUNS" 2 "${mesh_cmds[@]}" || die "hyperfine failed (section 6)"
+
+# DNS queries per second: through the capture (redirect + conntrack zones) against the same
+# responder asked directly, one query at a time from a fresh socket, in the same rounds.
+log "6b. DNS queries per second, captured vs direct ($BENCH_RATE_ROUNDS rounds of ${BENCH_RATE_SECONDS}s)"
+DNS_FLAGS="--ignored-uid 1337 --proxy-egress-port 15001 --proxy-dns-port 15053"
+declare -A DNS_SETUP=(
+    [dns-direct]="true"
+    [dns-ipt]="$MESHINIT apply $IPT_BACKEND $DNS_FLAGS 2>/dev/null"
+)
+DNS_CASES=(dns-direct dns-ipt)
+if [ "$NATIVE" = 1 ]; then
+    DNS_SETUP[dns-native]="$MESHINIT_STATIC apply $NATIVE_BACKEND $DNS_FLAGS 2>/dev/null"
+    DNS_CASES+=(dns-native)
+fi
+for round in $(seq "$BENCH_RATE_ROUNDS"); do
+    for c in "${DNS_CASES[@]}"; do
+        query=192.0.2.1:53
+        [ "$c" = dns-direct ] && query=127.0.0.1:15053
+        out=$(unshare -n sh -c "$NETSETUP; ${DNS_SETUP[$c]}; exec $WORK/dns_rate --listen-port 15053 --proxy-uid 1337 --query $query --seconds $BENCH_RATE_SECONDS") \
+            || die "DNS rate, case $c, failed"
+        rate=${out#rate=}; rate=${rate%% *}
+        echo "$c $rate 0" >>"$WORK/rates"
+        printf '  round %s %-10s %s\n' "$round" "$c" "$out" >&2
+    done
+done
+
+# --- 7. Verify (issue 19) ------------------------------------------------------------------
 # Against the build before issue 19 (BENCH_VERIFY_BASELINE: a meshinit binary, or a git
 # revision to build; default 24ba6f6), in the same run.
-log "6. verify and apply --verify, this build vs the baseline"
+log "7. verify and apply --verify, this build vs the baseline"
 baseline=${BENCH_VERIFY_BASELINE:-24ba6f6}
 if [ -x "$baseline" ]; then
     BASELINE_BIN=$baseline
@@ -600,7 +663,7 @@ fi
 VERIFY_RUNS=20
 [ "$QUICK" = 1 ] && VERIFY_RUNS=5
 "$REPO/scripts/bench/verify.sh" "$MESHINIT" "$BASELINE_BIN" "$VERIFY_RUNS" >"$WORK/verify.md" \
-    || die "verify benchmark failed (section 6)"
+    || die "verify benchmark failed (section 7)"
 
 # --- Report ------------------------------------------------------------------------------
 ms() { awk -v s="$1" 'BEGIN { printf "%.1f ms", s * 1000 }'; }
@@ -956,8 +1019,30 @@ rounds; "pod namespace only" runs \`true\` as the plugin. meshinit is the static
 EOF
 }
 
+mesh_report() {
+    local X=$WORK/mesh.csv
+    cat <<EOF
+
+### Every mesh setting on (issue 20) against the seed
+
+Include list, AppPorts \`*\`, an ignored interface and the INVALID drop (\`all-features.json\`,
+a CNI network config). DNS: queries per second, one at a time from a fresh socket, through
+the capture (redirect and conntrack zones, \`--proxy-dns-port 15053\`) against the same responder
+asked directly: iptables path $(rate_fmt "$(rate_median dns-ipt)") ($(ratio "$(rate_median dns-ipt)" "$(rate_median dns-direct)")x of direct $(rate_fmt "$(rate_median dns-direct)"))$( [ "$NATIVE" = 1 ] && printf ', native %s (%sx)' "$(rate_fmt "$(rate_median dns-native)")" "$(ratio "$(rate_median dns-native)" "$(rate_median dns-direct)")").
+
+| backend | apply, seed | apply, all on | ratio | new connections, seed | all on | ratio |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: |
+| iptables path | $(ms "$(median "$X" mesh-seed-ipt)") | $(ms "$(median "$X" mesh-all-ipt)") | $(ratio "$(median "$X" mesh-all-ipt)" "$(median "$X" mesh-seed-ipt)")x | $(rate_fmt "$(rate_median m0)") | $(rate_fmt "$(rate_median mall)") | $(ratio "$(rate_median mall)" "$(rate_median m0)")x |
+EOF
+    if [ "$NATIVE" = 1 ]; then
+        cat <<EOF
+| native nf_tables | $(ms "$(median "$X" mesh-seed-native)") | $(ms "$(median "$X" mesh-all-native)") | $(ratio "$(median "$X" mesh-all-native)" "$(median "$X" mesh-seed-native)")x | $(rate_fmt "$(rate_median n0)") | $(rate_fmt "$(rate_median nall)") | $(ratio "$(rate_median nall)" "$(rate_median n0)")x |
+EOF
+    fi
+}
+
 case $OUTPUT in /*) ;; *) OUTPUT=$REPO/$OUTPUT ;; esac
-{ report; cni_report; } | tee "$OUTPUT"
+{ report; cni_report; mesh_report; } | tee "$OUTPUT"
 log "written to $OUTPUT"
 
 netns_after=$(ip netns list 2>/dev/null || true)

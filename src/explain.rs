@@ -51,6 +51,10 @@ pub struct Connection {
     /// Outbound: the destination is one of this namespace's own addresses (loopback always
     /// is). Inbound: the connection comes from this namespace itself.
     pub local: bool,
+    /// The interface it goes out through (outbound) or comes in through (inbound); `None`:
+    /// not given, then no `IgnoredInterfaces` entry matches it (a local destination goes
+    /// out through `lo`).
+    pub interface: Option<String>,
 }
 
 impl Connection {
@@ -71,6 +75,15 @@ impl Connection {
 
     fn port(&self) -> u16 {
         self.destination.port()
+    }
+
+    /// The interface the connection passes: as given, or `lo` for a local destination.
+    fn interface(&self) -> Option<&str> {
+        match (&self.interface, self.direction) {
+            (Some(name), _) => Some(name),
+            (None, Direction::Out) if self.is_local_destination() => Some("lo"),
+            (None, _) => None,
+        }
     }
 
     fn is_local_destination(&self) -> bool {
@@ -434,6 +447,11 @@ impl Walk<'_> {
         let ip = c.wire_ip();
         let holds = match condition {
             Match::Tcp => c.protocol == Protocol::Tcp,
+            Match::Udp => c.protocol == Protocol::Udp,
+            Match::InInterface(name) => c.direction == Direction::In && c.interface() == Some(name),
+            Match::OutInterface(name) => {
+                c.direction == Direction::Out && c.interface() == Some(name)
+            }
             // Owner matches only see local processes' sockets; an unknown ID is taken as
             // an application's, which is the question people ask.
             Match::OwnerUid(uid) => c.direction == Direction::Out && c.uid == Some(*uid),
@@ -519,6 +537,12 @@ impl Walk<'_> {
                 p.from(Property::IgnoredGid)
             ),
             Some(Match::DestinationPorts(_)) => self.ignored_port_reason(),
+            Some(Match::InInterface(name)) | Some(Match::OutInterface(name)) => format!(
+                "not redirected: interface {name} is in {}{}; traffic through it is never \
+                 captured",
+                canonical(Property::IgnoredInterfaces),
+                p.from(Property::IgnoredInterfaces)
+            ),
             Some(Match::DestinationInSet(name))
                 if self
                     .set(name)

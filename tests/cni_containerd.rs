@@ -108,8 +108,9 @@ struct Containerd {
 
 impl Containerd {
     fn start() -> Containerd {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("containerd-{}", std::process::id()));
+        // Short, whatever the checkout's path: podman refuses a runroot longer than 50
+        // characters, and containerd's socket path must fit a sockaddr_un (108 bytes).
+        let dir = std::env::temp_dir().join(format!("mshi-ctrd-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         for sub in ["root", "state", "net.d", "bin", "pause"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
@@ -348,15 +349,16 @@ state = "{d}/state"
     }
 
     /// What the pod's namespace holds of nf_tables (empty: nothing).
+    /// The namespace's ruleset as `nft list` prints it, counters aside.
     fn ruleset_in(&self, netns: &Path) -> String {
-        checked(
+        without_counters(&checked(
             "nft list ruleset",
             Command::new("nsenter")
                 .arg(format!("--net={}", netns.display()))
                 .args(["nft", "list", "ruleset"])
                 .output()
                 .unwrap(),
-        )
+        ))
     }
 }
 

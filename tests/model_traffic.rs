@@ -275,6 +275,38 @@ struct Config {
     as_ecs_json: bool,
     /// Run from the machine's namespace with `--netns` rather than inside with `ip netns exec`.
     with_netns_flag: bool,
+    /// The settings beyond App Mesh's (flags only: ECS has no names for them).
+    mesh: Mesh,
+}
+
+/// The mesh settings of a case, as the README describes them.
+#[derive(Debug, Clone, Default)]
+struct Mesh {
+    /// `--egress-included-ips`: only these outbound destinations are captured (a family
+    /// without entries: none of it); the exclusions still win.
+    included_ips: Option<Vec<IgnoredNet>>,
+    /// `--app-ports '*'` with these `--ingress-ignored-ports` (the ingress's app ports
+    /// are then unused): every inbound port but these and the proxy's is captured.
+    all_app_ports: Option<Vec<PortEntry>>,
+    /// `--ignored-interfaces`: traffic in or out through these is never captured.
+    ignored_interfaces: Vec<&'static str>,
+    /// `--proxy-dns-port`: TCP (and UDP, tests/mesh_dns.rs) port 53 goes to this port, unless
+    /// the proxy's own or out through an ignored interface; before the exclusions.
+    dns_port: Option<u16>,
+    /// `--drop-invalid`: no connection here is INVALID, so routing is unchanged; the rules
+    /// must still apply, show in sync, move over and clean up with the rest
+    /// (tests/mesh_invalid_drop.rs sends the packets it drops).
+    drop_invalid: bool,
+}
+
+impl Mesh {
+    fn is_off(&self) -> bool {
+        self.included_ips.is_none()
+            && self.all_app_ports.is_none()
+            && self.ignored_interfaces.is_empty()
+            && !self.drop_invalid
+            && self.dns_port.is_none()
+    }
 }
 
 impl Config {
@@ -301,7 +333,15 @@ impl Config {
         ));
         if let Some((port, app_ports)) = &self.ingress {
             props.push(("ProxyIngressPort", "--proxy-ingress-port", port.to_string()));
-            props.push(("AppPorts", "--app-ports", join_ports(app_ports)));
+            match &self.mesh.all_app_ports {
+                None => props.push(("AppPorts", "--app-ports", join_ports(app_ports))),
+                Some(never) => {
+                    props.push(("AppPorts", "--app-ports", "*".into()));
+                    if !never.is_empty() {
+                        props.push(("", "--ingress-ignored-ports", join_ports(never)));
+                    }
+                }
+            }
         }
         if !self.ignored_ports.is_empty() {
             props.push((
@@ -313,6 +353,23 @@ impl Config {
         if !self.ignored_ips.is_empty() {
             let ips: Vec<String> = self.ignored_ips.iter().map(IgnoredNet::text).collect();
             props.push(("EgressIgnoredIPs", "--egress-ignored-ips", ips.join(",")));
+        }
+        if let Some(included) = &self.mesh.included_ips {
+            let ips: Vec<String> = included.iter().map(IgnoredNet::text).collect();
+            props.push(("", "--egress-included-ips", ips.join(",")));
+        }
+        if !self.mesh.ignored_interfaces.is_empty() {
+            props.push((
+                "",
+                "--ignored-interfaces",
+                self.mesh.ignored_interfaces.join(","),
+            ));
+        }
+        if self.mesh.drop_invalid {
+            props.push(("", "--drop-invalid", "true".into()));
+        }
+        if let Some(port) = self.mesh.dns_port {
+            props.push(("", "--proxy-dns-port", port.to_string()));
         }
         props
     }
@@ -439,6 +496,8 @@ fn generate_config(rng: &mut Rng) -> Config {
     };
     let ignored_ports = generate_port_entries(rng, port_count);
     let ignored_ips = generate_ip_list(rng);
+    let proxy_ports = [Some(egress_port), ingress.as_ref().map(|(p, _)| *p)];
+    let mesh = generate_mesh(rng, ingress.is_some(), &proxy_ports);
     Config {
         ignored_uid,
         ignored_gid,
@@ -446,8 +505,56 @@ fn generate_config(rng: &mut Rng) -> Config {
         ingress,
         ignored_ports,
         ignored_ips,
-        as_ecs_json: rng.chance(50),
+        as_ecs_json: mesh.is_off() && rng.chance(50),
         with_netns_flag: rng.chance(30),
+        mesh,
+    }
+}
+
+/// The settings beyond App Mesh's, each in about a third of the cases.
+fn generate_mesh(rng: &mut Rng, has_ingress: bool, proxy_ports: &[Option<u16>]) -> Mesh {
+    let included_ips = rng.chance(35).then(|| {
+        let mut nets = Vec::new();
+        for family in [Family::V4, Family::V6] {
+            // Sometimes none of a family: then none of it is captured.
+            for _ in 0..rng.between(0, 3) {
+                let net = generate_net(rng, family, &nets);
+                nets.push(net);
+            }
+        }
+        if nets.is_empty() {
+            nets.push(generate_net(rng, Family::V4, &[]));
+        }
+        nets
+    });
+    let all_app_ports = (has_ingress && rng.chance(35)).then(|| {
+        let count = rng.between(0, 6);
+        generate_port_entries(rng, count)
+    });
+    let ignored_interfaces = match rng.below(6) {
+        // The app's only way out: nothing through it is captured, either way.
+        0 => vec![APP_IFACE],
+        // An interface the namespace does not have: no effect.
+        1 => vec!["tun9"],
+        _ => Vec::new(),
+    };
+    Mesh {
+        included_ips,
+        all_app_ports,
+        ignored_interfaces,
+        drop_invalid: rng.chance(35),
+        dns_port: rng.chance(35).then(|| {
+            (0..)
+                .map(|i| {
+                    if i == 0 {
+                        15053
+                    } else {
+                        rng.port_between(1024, 65535)
+                    }
+                })
+                .find(|p| !proxy_ports.contains(&Some(*p)) && *p != SINK_PORT)
+                .unwrap()
+        }),
     }
 }
 
@@ -723,6 +830,8 @@ struct Identity {
 enum Expected {
     /// Redirected to ProxyEgressPort in the app namespace, original destination intact.
     EgressProxy,
+    /// Redirected to the proxy's DNS port in the app namespace, original destination intact.
+    DnsProxy,
     /// Redirected to ProxyIngressPort in the app namespace, original destination intact.
     IngressProxy,
     /// Left the app namespace unchanged and reached the peer.
@@ -756,10 +865,24 @@ fn expected_egress(config: Option<&Config>, who: Identity, dest: SocketAddr) -> 
     let Some(config) = config else {
         return Expected::Remote;
     };
+    let (family, bits) = ip_bits(dest.ip());
+    let not_included = config
+        .mesh
+        .included_ips
+        .as_ref()
+        .is_some_and(|nets| !nets.iter().any(|n| n.contains(family, bits)));
+    let proxy_or_interface = config.ignored_uid == Some(who.uid)
+        || config.ignored_gid == Some(who.gid)
+        || config.mesh.ignored_interfaces.contains(&APP_IFACE);
+    if !proxy_or_interface && config.mesh.dns_port.is_some() && dest.port() == 53 {
+        return Expected::DnsProxy;
+    }
     let exempt = config.ignored_uid == Some(who.uid)
         || config.ignored_gid == Some(who.gid)
         || port_ignored(config, dest.port())
-        || address_ignored(config, dest.ip());
+        || address_ignored(config, dest.ip())
+        || not_included
+        || config.mesh.ignored_interfaces.contains(&APP_IFACE);
     if exempt {
         Expected::Remote
     } else {
@@ -769,6 +892,26 @@ fn expected_egress(config: Option<&Config>, who: Identity, dest: SocketAddr) -> 
 
 /// Inbound TCP from the peer to the app's address.
 fn expected_ingress(config: Option<&Config>, dest: SocketAddr) -> Expected {
+    if let Some(config) = config
+        && config.mesh.ignored_interfaces.contains(&APP_IFACE)
+    {
+        return Expected::AppListener(dest.port());
+    }
+    if let Some(config) = config
+        && let (Some((ingress_port, _)), Some(never)) =
+            (&config.ingress, &config.mesh.all_app_ports)
+    {
+        let port = dest.port();
+        let never_captured = never.iter().any(|e| e.contains(port))
+            || port == *ingress_port
+            || port == config.egress_port
+            || Some(port) == config.mesh.dns_port;
+        return if never_captured {
+            Expected::AppListener(port)
+        } else {
+            Expected::IngressProxy
+        };
+    }
     match config.and_then(|c| c.ingress.as_ref()) {
         Some((_, app_ports)) if app_ports.iter().any(|e| e.contains(dest.port())) => {
             Expected::IngressProxy
@@ -897,6 +1040,19 @@ fn plan_probes(rng: &mut Rng, config: &Config, earlier: Option<&Config>) -> Prob
             core.push(app(who, d6, port, "ordinary destination".into()));
         }
     }
+    // DNS over TCP: captured for the app even to an ignored destination, not for the proxy.
+    if config.mesh.dns_port.is_some() {
+        let (family, bits) = rng.pick(&always_ignored());
+        core.push(app(ordinary, d4, 53, "DNS".into()));
+        core.push(app(ordinary, d6, 53, "DNS".into()));
+        core.push(app(
+            ordinary,
+            ip_from_bits(family, bits),
+            53,
+            "DNS to an ignored destination".into(),
+        ));
+        core.push(app(ignored_uid, d4, 53, "DNS from the proxy".into()));
+    }
     let (family, bits) = rng.pick(&always_ignored());
     core.push(app(
         ordinary,
@@ -909,6 +1065,7 @@ fn plan_probes(rng: &mut Rng, config: &Config, earlier: Option<&Config>) -> Prob
     let proxy_ports = [
         Some(config.egress_port),
         config.ingress.as_ref().map(|(p, _)| *p),
+        config.mesh.dns_port,
     ];
     let free = |p: u16| !proxy_ports.contains(&Some(p)) && p != 0;
     let local_port = (0..)
@@ -932,8 +1089,26 @@ fn plan_probes(rng: &mut Rng, config: &Config, earlier: Option<&Config>) -> Prob
     }
 
     // Inbound, from the peer: AppPorts edges, or any port without ingress.
-    let inbound_ports: Vec<(u16, String)> = match &config.ingress {
-        Some((_, app_ports)) => {
+    let inbound_ports: Vec<(u16, String)> = match (&config.ingress, &config.mesh.all_app_ports) {
+        (Some(_), Some(never)) => {
+            let mut candidates = vec![
+                (
+                    rng.port_between(1, 65535),
+                    "AppPorts * any port".to_string(),
+                ),
+                (rng.pick(&EDGE_PORTS), "AppPorts * edge port".to_string()),
+            ];
+            for e in never {
+                for (p, edge) in port_edges(*e) {
+                    candidates.push((p, format!("IngressIgnoredPorts {} {edge}", e.text())));
+                }
+            }
+            rng.shuffle(&mut candidates[2..]);
+            candidates.retain(|(p, _)| free(*p));
+            candidates.truncate(5);
+            candidates
+        }
+        (Some((_, app_ports)), None) => {
             let mut candidates = Vec::new();
             for _ in 0..2 {
                 let e = app_ports[rng.below(app_ports.len() as u64) as usize];
@@ -946,7 +1121,7 @@ fn plan_probes(rng: &mut Rng, config: &Config, earlier: Option<&Config>) -> Prob
             candidates.truncate(3);
             candidates
         }
-        None => vec![(local_port, "no ingress".into())],
+        (None, _) => vec![(local_port, "no ingress".into())],
     };
     for (p, why) in inbound_ports {
         if !app_listener_ports.contains(&p) {
@@ -994,14 +1169,16 @@ fn plan_probes(rng: &mut Rng, config: &Config, earlier: Option<&Config>) -> Prob
         }
     }
     let mut net_sources = Vec::new();
-    for (source, count, label) in [
-        (Some(config), 2, "EgressIgnoredIPs"),
-        (earlier, 1, "earlier"),
+    let included = |c: &Config| c.mesh.included_ips.clone().unwrap_or_default();
+    for (source, count, label, list) in [
+        (Some(config), 2, "EgressIgnoredIPs", None),
+        (earlier, 1, "earlier", None),
+        (Some(config), 2, "EgressIncludedIPs", Some(included(config))),
     ] {
         let Some(source) = source else { continue };
+        let list = list.unwrap_or_else(|| source.ignored_ips.clone());
         for family in [Family::V4, Family::V6] {
-            let nets: Vec<IgnoredNet> = source
-                .ignored_ips
+            let nets: Vec<IgnoredNet> = list
                 .iter()
                 .filter(|n| n.family == family)
                 .copied()
@@ -1216,7 +1393,7 @@ fn our_leftovers(app: &TestNetns, backends: &[&str]) -> Vec<String> {
             match output {
                 Ok(o) if o.status.success() => {
                     for line in String::from_utf8_lossy(&o.stdout).lines() {
-                        if line.contains("APPMESH") {
+                        if line.contains("APPMESH") || line.contains("MESHINIT") {
                             found.push(format!("{program}: {line}"));
                         }
                     }
@@ -1290,6 +1467,9 @@ struct AppListeners {
 
 fn start_listeners(app: &TestNetns, config: &Config, plan: &ProbePlan) -> AppListeners {
     let mut proxies = vec![app.listen(config.egress_port)];
+    if let Some(port) = config.mesh.dns_port {
+        proxies.push(app.listen(port));
+    }
     if let Some((port, _)) = &config.ingress {
         proxies.push(app.listen(*port));
     }
@@ -1323,6 +1503,12 @@ fn mismatches(scene: &Scene, config: Option<&Config>, probes: &[Probe]) -> Vec<S
             Ok(landing) => match expected {
                 Expected::EgressProxy => {
                     let port = config.map(|c| c.egress_port);
+                    landing.netns == app_ns
+                        && Some(landing.listener_port) == port
+                        && landing.original_dst == Some(dest)
+                }
+                Expected::DnsProxy => {
+                    let port = config.and_then(|c| c.mesh.dns_port);
                     landing.netns == app_ns
                         && Some(landing.listener_port) == port
                         && landing.original_dst == Some(dest)
@@ -1406,6 +1592,9 @@ fn explain_agrees(
     // The namespace's own addresses are part of the question (loopback explain knows).
     if probe.from_app_as.is_some() && is_local_to_app(probe.dest.ip()) {
         args.push("--local".into());
+    } else {
+        // Every other probe crosses the app namespace's one interface.
+        args.extend(["--interface".into(), APP_IFACE.into()]);
     }
     args.push("--json".into());
     let mut command = Command::new(MESHINIT);
@@ -1631,6 +1820,7 @@ fn model_follows_the_documented_rules() {
         ],
         as_ecs_json: false,
         with_netns_flag: false,
+        mesh: Mesh::default(),
     };
     let user = Identity {
         uid: 1000,
@@ -1682,6 +1872,7 @@ fn generated_configs_are_valid_reproducible_and_reach_the_edges() {
         .map(|i| Rng(BASE_SEED.wrapping_add(i)).next())
         .collect();
     let (mut long_ports, mut long_v4, mut long_v6, mut partial_overlaps) = (0, 0, 0, 0);
+    let mut mesh_features = [0usize; 5];
     for seed in seeds {
         let config = generate_config(&mut Rng(seed));
         assert_eq!(
@@ -1726,6 +1917,19 @@ fn generated_configs_are_valid_reproducible_and_reach_the_edges() {
                 "{probe:?}"
             );
         }
+        let m = &config.mesh;
+        for (i, on) in [
+            m.included_ips.is_some(),
+            m.all_app_ports.is_some(),
+            m.ignored_interfaces.contains(&APP_IFACE),
+            m.drop_invalid,
+            m.dns_port.is_some(),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            mesh_features[i] += usize::from(on);
+        }
         long_ports += usize::from(config.ignored_ports.len() > 60);
         let v4 = config
             .ignored_ips
@@ -1747,6 +1951,11 @@ fn generated_configs_are_valid_reproducible_and_reach_the_edges() {
         ("long IPv4 lists", long_v4),
         ("long IPv6 lists", long_v6),
         ("partially overlapping port ranges", partial_overlaps),
+        ("include lists", mesh_features[0]),
+        ("AppPorts *", mesh_features[1]),
+        ("the app's interface ignored", mesh_features[2]),
+        ("the INVALID drop", mesh_features[3]),
+        ("DNS capture", mesh_features[4]),
     ] {
         assert!(count >= 30, "only {count} of 300 configs have {what}");
     }

@@ -583,6 +583,7 @@ fn generated_config() -> impl Strategy<Value = (ProxyConfig, bool)> {
                     v4.into_iter().chain(v6),
                 ),
                 ipv6: Ipv6Mode::Auto,
+                mesh: Default::default(),
             };
             (config, both)
         })

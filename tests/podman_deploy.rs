@@ -774,24 +774,3 @@ fn build_image_refuses_a_dynamic_binary_for_the_scratch_image() {
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("dynamically linked"), "{stderr}");
 }
-
-/// `nft list` text without the `counter packets N bytes M` meshinit puts in every rule.
-fn without_counters(text: &str) -> String {
-    let mut out = String::new();
-    for line in text.lines() {
-        let words: Vec<&str> = line.split(' ').collect();
-        let mut kept = Vec::new();
-        let mut i = 0;
-        while i < words.len() {
-            if words[i] == "counter" && words.get(i + 1) == Some(&"packets") {
-                i += 5;
-                continue;
-            }
-            kept.push(words[i]);
-            i += 1;
-        }
-        out.push_str(&kept.join(" "));
-        out.push('\n');
-    }
-    out
-}

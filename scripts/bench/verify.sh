@@ -79,7 +79,7 @@ v() { cat "$WORK/$1"; }
 
 cat <<EOF
 
-## 6. Verify (issue 19): \`verify\` and \`apply --verify\`, this build vs the baseline
+## 7. Verify (issue 19): \`verify\` and \`apply --verify\`, this build vs the baseline
 
 \`scripts/bench/verify.sh $NEW $OLD $RUNS\`: the baseline is \`main\` before issue 19
 (24ba6f6), built from \`git archive\` in a temporary directory. Every run is in a pod-like

@@ -227,6 +227,12 @@ pub(super) fn relabel(settings: &mut RawSettings, label: &str) {
     set(&mut settings.egress_ignored_ips, label);
     set(&mut settings.egress_ignored_ports, label);
     set(&mut settings.ipv6, label);
+    set(&mut settings.egress_included_ips, label);
+    set(&mut settings.ingress_ignored_ports, label);
+    set(&mut settings.ignored_interfaces, label);
+    set(&mut settings.drop_invalid, label);
+    set(&mut settings.proxy_dns_port, label);
+    set(&mut settings.dns_capture, label);
 }
 
 /// Validation names a missing property by its ECS name; in CNI mode the key to add is the

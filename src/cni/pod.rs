@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 
 use super::attachment::relabel;
 use super::protocol::CniError;
+use crate::config::mesh;
 use crate::config::settings::{RawSettings, Setting, Vocabulary};
 use crate::config::sources::cni;
 use crate::error::ConfigError;
@@ -135,6 +136,24 @@ pub fn plan(keys: &Map<String, Value>, cni_args: Option<&str>) -> Result<PodPlan
             }
             Err(e) => errors.push(ConfigError {
                 property: annotation_label(annotation),
+                ..e
+            }),
+        }
+    }
+    // meshinit's own settings: `meshinit.io/<netconf key>`, read as that key.
+    for key in mesh::CNI_KEYS {
+        let annotation = format!("{}{key}", mesh::ANNOTATION_PREFIX);
+        let Some(value) = text(&annotation)? else {
+            continue;
+        };
+        let mut one = RawSettings::default();
+        match cni::assign(&mut one, key, &Value::String(value)) {
+            Ok(()) => {
+                relabel(&mut one, &annotation_label(&annotation));
+                settings = settings.overlay(one);
+            }
+            Err(e) => errors.push(ConfigError {
+                property: annotation_label(&annotation),
                 ..e
             }),
         }
@@ -281,6 +300,30 @@ mod tests {
         assert_eq!(ports.property, "pod annotation appmesh.k8s.aws/ports");
         assert_eq!(ports.value.items().collect::<Vec<_>>(), ["8080", "9090"]);
         assert_eq!(settings.ipv6.unwrap().value, "off");
+    }
+
+    #[test]
+    fn meshinit_annotations_set_the_mesh_settings() {
+        let Ok(PodPlan::Meshed(settings)) = plan(
+            &request(json!({
+                OPT_IN: "enabled", "meshinit.io/ignoredInterfaces": "tun0,tap1",
+                "meshinit.io/dropInvalid": "true", "meshinit.io/egressIncludedIPs": "10.0.0.0/8"
+            })),
+            Some(ARGS),
+        ) else {
+            panic!("meshed")
+        };
+        let interfaces = settings.ignored_interfaces.unwrap();
+        assert_eq!(
+            interfaces.property,
+            "pod annotation meshinit.io/ignoredInterfaces"
+        );
+        assert_eq!(
+            interfaces.value.items().collect::<Vec<_>>(),
+            ["tun0", "tap1"]
+        );
+        assert_eq!(settings.drop_invalid.unwrap().value, "true");
+        assert!(settings.egress_included_ips.is_some());
     }
 
     #[test]

@@ -345,6 +345,25 @@ fn proxy_config(
     for warning in warnings {
         warn!("{warning}");
     }
+    // The plugin runs outside the pod's mount namespace: the pod's resolv.conf is not
+    // readable here, and capturing no DNS at all silently is worse than refusing.
+    if proxy
+        .mesh
+        .dns
+        .as_ref()
+        .is_some_and(|d| d.scope == crate::config::mesh::DnsScope::ResolvConf)
+    {
+        let label = raw
+            .dns_capture
+            .as_ref()
+            .map_or("dnsCapture".to_owned(), |s| s.property.clone());
+        return Err(CniError::invalid_config(&[crate::error::ConfigError::new(
+            label,
+            Some("resolv.conf"),
+            "is not available in CNI mode (the pod's resolv.conf is not readable from the \
+             plugin): use all",
+        )]));
+    }
     Ok(proxy)
 }
 

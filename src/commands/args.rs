@@ -28,7 +28,10 @@ pub struct ConfigArgs {
     /// Read the App Mesh Kubernetes init container variables: APPMESH_IGNORE_UID,
     /// APPMESH_IGNORE_GID, APPMESH_ENVOY_INGRESS_PORT, APPMESH_ENVOY_EGRESS_PORT,
     /// APPMESH_APP_PORTS, APPMESH_EGRESS_IGNORED_IP, APPMESH_EGRESS_IGNORED_PORTS,
-    /// APPMESH_ENABLE_IPV6 (they override CONFIG; flags override them).
+    /// APPMESH_ENABLE_IPV6, and meshinit's own MESHINIT_EGRESS_INCLUDED_IPS,
+    /// MESHINIT_INGRESS_IGNORED_PORTS, MESHINIT_IGNORED_INTERFACES, MESHINIT_DROP_INVALID,
+    /// MESHINIT_PROXY_DNS_PORT, MESHINIT_DNS_CAPTURE (they override CONFIG; flags override
+    /// them).
     #[arg(long)]
     pub from_env: bool,
 
@@ -73,6 +76,35 @@ pub struct SettingFlags {
     /// EgressIgnoredPorts (netconf egressIgnoredPorts): comma-separated ports or ranges reached directly. 22 is always added.
     #[arg(long, value_name = "PORTS")]
     pub egress_ignored_ports: Option<String>,
+
+    /// netconf egressIncludedIPs: capture only outbound connections to these addresses/CIDRs
+    /// (per family; 0.0.0.0/0 or ::/0 for a whole family); the ignored lists still win.
+    #[arg(long, value_name = "IPS")]
+    pub egress_included_ips: Option<String>,
+
+    /// netconf ingressIgnoredPorts: with --app-ports '*', inbound ports never captured (the
+    /// proxy's own ports are always added).
+    #[arg(long, value_name = "PORTS")]
+    pub ingress_ignored_ports: Option<String>,
+
+    /// netconf ignoredInterfaces: interfaces whose traffic, in or out, is never captured.
+    #[arg(long, value_name = "NAMES")]
+    pub ignored_interfaces: Option<String>,
+
+    /// netconf dropInvalid: drop inbound packets conntrack marks INVALID (out-of-window
+    /// segments that would otherwise reach the app un-rewritten and reset the connection).
+    #[arg(long, value_name = "true|false", num_args = 0..=1, default_missing_value = "true")]
+    pub drop_invalid: Option<String>,
+
+    /// netconf proxyDNSPort: capture the app's DNS queries (UDP and TCP port 53) to this
+    /// port of the proxy; the proxy's own queries (IgnoredUID/GID) go out as they are.
+    #[arg(long, value_name = "PORT")]
+    pub proxy_dns_port: Option<String>,
+
+    /// netconf dnsCapture: which queries: all (to any resolver, the default) or resolv.conf
+    /// (to the resolvers of /etc/resolv.conf as apply reads it).
+    #[arg(long, value_name = "all|resolv.conf")]
+    pub dns_capture: Option<String>,
 }
 
 impl ConfigArgs {
@@ -104,6 +136,15 @@ impl ConfigArgs {
                 &self.settings.egress_ignored_ports,
             ),
             ipv6: scalar("--ipv6", &self.ipv6),
+            egress_included_ips: list("--egress-included-ips", &self.settings.egress_included_ips),
+            ingress_ignored_ports: list(
+                "--ingress-ignored-ports",
+                &self.settings.ingress_ignored_ports,
+            ),
+            ignored_interfaces: list("--ignored-interfaces", &self.settings.ignored_interfaces),
+            drop_invalid: scalar("--drop-invalid", &self.settings.drop_invalid),
+            proxy_dns_port: scalar("--proxy-dns-port", &self.settings.proxy_dns_port),
+            dns_capture: scalar("--dns-capture", &self.settings.dns_capture),
             vocabulary: None,
         }
         .spelled_in(Vocabulary::Flags)
@@ -141,7 +182,8 @@ impl ConfigArgs {
                  config), --from-env, or flags such as --ignored-uid and --proxy-egress-port",
             )]));
         }
-        let (config, warnings) = validate(&settings).map_err(Error::Config)?;
+        let (mut config, warnings) = validate(&settings).map_err(Error::Config)?;
+        resolve_dns_scope(&mut config)?;
         for warning in warnings {
             warn!("{warning}");
         }
@@ -183,4 +225,34 @@ pub struct TargetArgs {
     /// How long to wait for the legacy xtables lock held by another process.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     pub lock_timeout: Duration,
+}
+
+/// Where `dnsCapture: resolv.conf` reads the resolvers: this process's view of the file,
+/// which is the namespace's for the init container and for `ip netns exec`.
+const RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// Fills in the resolvers of `dnsCapture: resolv.conf`, so that the planner gets them as
+/// data. No nameserver at all is an error: capturing nothing is not what was asked.
+pub fn resolve_dns_scope(config: &mut ProxyConfig) -> Result<()> {
+    use crate::config::mesh::{DnsScope, resolv_conf_nameservers};
+    let Some(dns) = config.mesh.dns.as_mut() else {
+        return Ok(());
+    };
+    if dns.scope != DnsScope::ResolvConf {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(RESOLV_CONF).unwrap_or_default();
+    dns.resolvers = resolv_conf_nameservers(&text);
+    if dns.resolvers.is_empty() {
+        return Err(Error::Config(vec![ConfigError::new(
+            "dnsCapture",
+            Some("resolv.conf"),
+            format!(
+                "{RESOLV_CONF} names no nameserver here, so no query would be captured; use \
+                 all, or run where the app's resolv.conf is"
+            ),
+        )]));
+    }
+    info!(resolvers = ?dns.resolvers, "DNS capture limited to the resolvers of {RESOLV_CONF}");
+    Ok(())
 }

@@ -134,6 +134,18 @@ impl InstallArgs {
             ),
             ("egressIgnoredIPs", list(&self.settings.egress_ignored_ips)),
             ("enableIPv6", self.enable_ipv6.map(Value::Bool)),
+            (
+                "egressIncludedIPs",
+                list(&self.settings.egress_included_ips),
+            ),
+            (
+                "ingressIgnoredPorts",
+                list(&self.settings.ingress_ignored_ports),
+            ),
+            ("ignoredInterfaces", list(&self.settings.ignored_interfaces)),
+            ("dropInvalid", text(&self.settings.drop_invalid)),
+            ("proxyDNSPort", text(&self.settings.proxy_dns_port)),
+            ("dnsCapture", text(&self.settings.dns_capture)),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v)))

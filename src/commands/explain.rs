@@ -62,6 +62,11 @@ pub struct ExplainArgs {
     #[arg(long)]
     pub local: bool,
 
+    /// The interface the connection goes out through (outbound) or comes in through
+    /// (inbound), for `--ignored-interfaces`; a local destination goes out through `lo`.
+    #[arg(long, value_name = "NAME")]
+    pub interface: Option<String>,
+
     /// Also read the namespace's installed rules (as `status` does; needs its privileges)
     /// and say whether they are the plan the answer comes from, and where they differ.
     #[arg(long)]
@@ -319,6 +324,7 @@ impl ExplainArgs {
                     uid,
                     gid,
                     local: self.local,
+                    interface: self.interface.clone(),
                 })
             }
             _ => Err(errors),

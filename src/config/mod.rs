@@ -2,12 +2,14 @@
 
 pub mod addresses;
 pub mod input;
+pub mod mesh;
 pub mod ports;
 pub mod settings;
 pub mod sources;
 mod validate;
 
 pub use addresses::{ALWAYS_IGNORED_IPS, IgnoredDestinations};
+pub use mesh::{IncludedDestinations, MeshOptions};
 pub use ports::{PortList, PortRange};
 pub use settings::RawSettings;
 pub use validate::validate;
@@ -50,4 +52,6 @@ pub struct ProxyConfig {
     /// Always contains the metadata endpoints.
     pub egress_ignored_destinations: IgnoredDestinations,
     pub ipv6: Ipv6Mode,
+    /// What meshes beyond App Mesh ask for; all off by default.
+    pub mesh: MeshOptions,
 }

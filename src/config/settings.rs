@@ -70,6 +70,13 @@ pub enum Property {
     EgressIgnoredIps,
     EgressIgnoredPorts,
     Ipv6,
+    // The mesh settings (`super::mesh`), in `MESH_NAMES` column order.
+    EgressIncludedIps,
+    IngressIgnoredPorts,
+    IgnoredInterfaces,
+    DropInvalid,
+    ProxyDnsPort,
+    DnsCapture,
 }
 
 /// How a kind of source spells the properties, so that a message about a property the user
@@ -88,7 +95,11 @@ pub enum Vocabulary {
 
 impl Vocabulary {
     pub fn name(self, property: Property) -> &'static str {
-        NAMES[self as usize][property as usize]
+        let column = property as usize;
+        match NAMES[self as usize].get(column) {
+            Some(name) => name,
+            None => super::mesh::MESH_NAMES[self as usize][column - NAMES[0].len()],
+        }
     }
 }
 
@@ -152,6 +163,12 @@ pub struct RawSettings {
     pub egress_ignored_ips: Option<Setting<ListValue>>,
     pub egress_ignored_ports: Option<Setting<ListValue>>,
     pub ipv6: Option<Setting<String>>,
+    pub egress_included_ips: Option<Setting<ListValue>>,
+    pub ingress_ignored_ports: Option<Setting<ListValue>>,
+    pub ignored_interfaces: Option<Setting<ListValue>>,
+    pub drop_invalid: Option<Setting<String>>,
+    pub proxy_dns_port: Option<Setting<String>>,
+    pub dns_capture: Option<Setting<String>>,
 }
 
 impl RawSettings {
@@ -167,6 +184,12 @@ impl RawSettings {
             egress_ignored_ips: higher.egress_ignored_ips.or(self.egress_ignored_ips),
             egress_ignored_ports: higher.egress_ignored_ports.or(self.egress_ignored_ports),
             ipv6: higher.ipv6.or(self.ipv6),
+            egress_included_ips: higher.egress_included_ips.or(self.egress_included_ips),
+            ingress_ignored_ports: higher.ingress_ignored_ports.or(self.ingress_ignored_ports),
+            ignored_interfaces: higher.ignored_interfaces.or(self.ignored_interfaces),
+            drop_invalid: higher.drop_invalid.or(self.drop_invalid),
+            proxy_dns_port: higher.proxy_dns_port.or(self.proxy_dns_port),
+            dns_capture: higher.dns_capture.or(self.dns_capture),
         }
     }
 
@@ -190,6 +213,14 @@ impl RawSettings {
             Property::EgressIgnoredIps => self.egress_ignored_ips.as_ref().map(|s| &s.property),
             Property::EgressIgnoredPorts => self.egress_ignored_ports.as_ref().map(|s| &s.property),
             Property::Ipv6 => self.ipv6.as_ref().map(|s| &s.property),
+            Property::EgressIncludedIps => self.egress_included_ips.as_ref().map(|s| &s.property),
+            Property::IngressIgnoredPorts => {
+                self.ingress_ignored_ports.as_ref().map(|s| &s.property)
+            }
+            Property::IgnoredInterfaces => self.ignored_interfaces.as_ref().map(|s| &s.property),
+            Property::DropInvalid => self.drop_invalid.as_ref().map(|s| &s.property),
+            Property::ProxyDnsPort => self.proxy_dns_port.as_ref().map(|s| &s.property),
+            Property::DnsCapture => self.dns_capture.as_ref().map(|s| &s.property),
         };
         given.cloned().unwrap_or_else(|| {
             self.vocabulary

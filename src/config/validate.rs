@@ -4,10 +4,14 @@
 use super::addresses::{
     ALWAYS_IGNORED_IPS, IgnoredDestinations, parse_ignored_ip, whole_families_covered,
 };
+use super::mesh::{
+    ALL_PORTS, DnsCapture, DnsScope, IncludedDestinations, MeshOptions, interface_name_problem,
+};
 use super::ports::{PortList, PortRange, parse_port, parse_port_range};
 use super::settings::{Property, RawSettings, Setting, trim_value};
 use super::{ALWAYS_IGNORED_PORT, IngressConfig, Ipv6Mode, ProxyConfig};
 use crate::error::{ConfigError, quote};
+use ipnet::IpNet;
 
 /// Entries of a list named one by one in a message before the rest are only counted.
 const NAMED_ENTRIES: usize = 3;
@@ -49,9 +53,23 @@ pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<Con
         .proxy_ingress_port
         .as_ref()
         .and_then(|s| single_port(s, &mut errors));
-    let app_ports = raw.app_ports.as_ref().map(|s| port_list(s, &mut errors));
+    // `*`: every port; the ports captured are worked out below, once the proxy's are known.
+    let all_ports = raw
+        .app_ports
+        .as_ref()
+        .is_some_and(|s| s.value.items().eq([ALL_PORTS]));
+    let app_ports = raw.app_ports.as_ref().map(|s| {
+        if all_ports {
+            PortList::from_ranges([PortRange {
+                first: 1,
+                last: u16::MAX,
+            }])
+        } else {
+            port_list(s, &mut errors)
+        }
+    });
     let app_ports_given = app_ports.as_ref().is_some_and(|p| !p.is_empty());
-    let ingress = match (&raw.proxy_ingress_port, app_ports_given) {
+    let mut ingress = match (&raw.proxy_ingress_port, app_ports_given) {
         (Some(port), false) => {
             errors.push(ConfigError::new(
                 &port.property,
@@ -99,7 +117,50 @@ pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<Con
             ),
         ));
     }
-    if let Some(ingress) = &ingress {
+    let mut mesh = MeshOptions::default();
+    let ingress_ignored = raw
+        .ingress_ignored_ports
+        .as_ref()
+        .map(|s| port_list(s, &mut errors))
+        .unwrap_or_default();
+    if all_ports && let Some(ingress) = &mut ingress {
+        let mut never = ingress_ignored;
+        // The proxy's own listeners (its DNS one too) are never captured, so nothing loops.
+        // A bad DNS port is reported with the DNS settings below.
+        let dns_port = raw
+            .proxy_dns_port
+            .as_ref()
+            .and_then(|s| parse_port(&s.property, &s.value, trim_value(&s.value)).ok());
+        for port in [Some(ingress.proxy_port), egress_port, dns_port]
+            .into_iter()
+            .flatten()
+        {
+            never.push(PortRange::single(port));
+        }
+        ingress.app_ports = PortList::from_ranges(complement(never.ranges()));
+        if ingress.app_ports.is_empty() {
+            let s = raw.ingress_ignored_ports.as_ref().expect("ports given");
+            errors.push(ConfigError::new(
+                &s.property,
+                Some(&s.value.verbatim),
+                "covers every port: with AppPorts * nothing inbound would be captured",
+            ));
+        }
+        mesh.ingress_all_ports = true;
+        mesh.ingress_ignored_ports = never;
+    } else if !ingress_ignored.is_empty() {
+        let s = raw.ingress_ignored_ports.as_ref().expect("ports given");
+        errors.push(ConfigError::new(
+            &s.property,
+            Some(&s.value.verbatim),
+            format!(
+                "is only used with {} * (every inbound port): with listed app ports, \
+                 leave the ports out of that list instead",
+                name(Property::AppPorts)
+            ),
+        ));
+    }
+    if let Some(ingress) = ingress.as_ref().filter(|_| !all_ports) {
         let app = raw.app_ports.as_ref().expect("app ports given");
         let proxy_ports = [Some(ingress.proxy_port), egress_port];
         for port in proxy_ports.into_iter().flatten() {
@@ -178,6 +239,17 @@ pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<Con
         }),
     };
 
+    mesh.egress_included = included_destinations(raw, &mut errors, &mut warnings);
+    mesh.ignored_interfaces = interfaces(raw, &mut errors);
+    if let Some(s) = &raw.drop_invalid {
+        mesh.drop_invalid = switch(s).unwrap_or_else(|e| {
+            errors.push(e);
+            false
+        });
+    }
+
+    mesh.dns = dns_capture(raw, egress_port, ingress.as_ref(), &mut errors);
+
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -189,8 +261,146 @@ pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<Con
         egress_ignored_ports,
         egress_ignored_destinations: destinations,
         ipv6,
+        mesh,
     };
     Ok((config, warnings))
+}
+
+/// The ports from 1 to 65535 not in `taken`.
+fn complement(taken: &[PortRange]) -> Vec<PortRange> {
+    let mut sorted = taken.to_vec();
+    sorted.sort();
+    let mut free = Vec::new();
+    let mut next: u32 = 1;
+    for range in sorted {
+        if u32::from(range.first) > next {
+            free.push(PortRange {
+                first: next as u16,
+                last: range.first - 1,
+            });
+        }
+        next = next.max(u32::from(range.last) + 1);
+    }
+    if next <= u32::from(u16::MAX) {
+        free.push(PortRange {
+            first: next as u16,
+            last: u16::MAX,
+        });
+    }
+    free
+}
+
+/// The include list, `None` when not given or empty (an empty value is unset everywhere).
+fn included_destinations(
+    raw: &RawSettings,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<String>,
+) -> Option<IncludedDestinations> {
+    let setting = raw.egress_included_ips.as_ref()?;
+    let (property, verbatim) = (&setting.property, &setting.value.verbatim);
+    let mut included = IncludedDestinations::default();
+    let (mut bad, mut notes) = (Vec::new(), Vec::new());
+    for item in setting.value.items() {
+        match parse_ignored_ip(property, verbatim, item) {
+            Ok(parsed) => {
+                notes.extend(parsed.warning);
+                match parsed.net {
+                    IpNet::V4(net) if !included.ipv4.contains(&net) => included.ipv4.push(net),
+                    IpNet::V6(net) if !included.ipv6.contains(&net) => included.ipv6.push(net),
+                    _ => {}
+                }
+            }
+            Err(e) => bad.push(e.message),
+        }
+    }
+    errors.extend(list_error(property, verbatim, bad));
+    warnings.extend(summarized(notes));
+    (!included.ipv4.is_empty() || !included.ipv6.is_empty()).then_some(included)
+}
+
+fn interfaces(raw: &RawSettings, errors: &mut Vec<ConfigError>) -> Vec<String> {
+    let Some(setting) = &raw.ignored_interfaces else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = Vec::new();
+    let mut bad = Vec::new();
+    for item in setting.value.items() {
+        match interface_name_problem(item) {
+            Some(problem) => bad.push(problem),
+            None if !names.iter().any(|n| n == item) => names.push(item.to_owned()),
+            None => {}
+        }
+    }
+    errors.extend(list_error(&setting.property, &setting.value.verbatim, bad));
+    names
+}
+
+/// DNS capture, when a proxy DNS port is given.
+fn dns_capture(
+    raw: &RawSettings,
+    egress_port: Option<u16>,
+    ingress: Option<&IngressConfig>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<DnsCapture> {
+    let scope = match &raw.dns_capture {
+        None => DnsScope::All,
+        Some(s) => match trim_value(&s.value).to_ascii_lowercase().as_str() {
+            "all" => DnsScope::All,
+            "resolv.conf" | "resolv-conf" => DnsScope::ResolvConf,
+            _ => {
+                errors.push(ConfigError::new(
+                    &s.property,
+                    Some(&s.value),
+                    "is not a DNS capture scope: use all (every resolver) or resolv.conf (the \
+                     resolvers of the namespace's /etc/resolv.conf)",
+                ));
+                DnsScope::All
+            }
+        },
+    };
+    let Some(setting) = &raw.proxy_dns_port else {
+        if let Some(s) = &raw.dns_capture {
+            errors.push(ConfigError::new(
+                &s.property,
+                Some(&s.value),
+                format!(
+                    "needs {}: the port of the proxy's DNS listener (e.g. 15053)",
+                    raw.name_of(Property::ProxyDnsPort)
+                ),
+            ));
+        }
+        return None;
+    };
+    let port = single_port(setting, errors)?;
+    let proxy_ports = [egress_port, ingress.map(|i| i.proxy_port)];
+    if proxy_ports.contains(&Some(port)) {
+        errors.push(ConfigError::new(
+            &setting.property,
+            Some(&setting.value),
+            "is one of the proxy's TCP listener ports: DNS needs a listener of its own",
+        ));
+    }
+    Some(DnsCapture {
+        proxy_port: port,
+        scope,
+        resolvers: Vec::new(),
+    })
+}
+
+/// An on/off setting.
+fn switch(s: &Setting<String>) -> Result<bool, ConfigError> {
+    match trim_value(&s.value).to_ascii_lowercase().as_str() {
+        "true" | "1" | "on" => Ok(true),
+        "false" | "0" | "off" => Ok(false),
+        _ => Err(ConfigError::new(
+            &s.property,
+            Some(&s.value),
+            format!(
+                "{} is not on or off: use true or false (1/on, 0/off)",
+                quote(&s.value)
+            ),
+        )),
+    }
 }
 
 /// Why ignoring every address of a family is refused, and what to do instead.

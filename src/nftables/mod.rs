@@ -27,6 +27,7 @@ pub mod encode;
 pub mod error;
 pub mod model;
 pub mod render;
+mod render_zones;
 mod socket;
 pub mod text;
 

@@ -117,7 +117,68 @@ pub fn render_table(ipv4: &Ruleset, ipv6: Option<&Ruleset>) -> Table {
             rules,
         });
     }
+    if ipv4.drop_invalid || ipv6.is_some_and(|r| r.drop_invalid) {
+        chains.push(invalid_drop_chain(ipv6.is_none()));
+    }
+    chains.extend(super::render_zones::zone_chains(ipv4, ipv6));
     Table::new(TABLE_NAME, sets.sets, chains)
+}
+
+pub const INVALID_BASE_CHAIN: &str = "drop_invalid";
+/// nft's `mangle` priority: before dstnat, as the iptables backends' mangle PREROUTING.
+pub const MANGLE_PRIORITY: i32 = -150;
+
+/// `ct state invalid drop` in a filter chain on prerouting: packets conntrack marks INVALID
+/// never pass nat, so without it they reach the app un-rewritten (see
+/// `crate::config::mesh`).
+fn invalid_drop_chain(ipv6_passes: bool) -> Chain {
+    let mut rules = Vec::new();
+    if ipv6_passes {
+        rules.push(ipv6_passes_rule());
+    }
+    let mut exprs = ct_state();
+    exprs.push(Expr::Bitwise {
+        sreg: Register::R1,
+        dreg: Register::R1,
+        len: 4,
+        mask: CT_STATE_INVALID_BIT.to_ne_bytes().to_vec(),
+        xor: vec![0; 4],
+    });
+    exprs.push(Expr::cmp(CmpOp::Neq, [0u8; 4]));
+    exprs.push(Expr::verdict(Verdict::Drop));
+    rules.push(Rule::new(exprs));
+    Chain {
+        name: INVALID_BASE_CHAIN.to_owned(),
+        base: Some(BaseChain {
+            chain_type: ChainType::Filter,
+            hook: Hook::Prerouting,
+            priority: MANGLE_PRIORITY,
+            policy: Policy::Accept,
+        }),
+        rules,
+    }
+}
+
+/// `NF_CT_STATE_INVALID_BIT`.
+const CT_STATE_INVALID_BIT: u32 = 1;
+
+/// `ct state` into register 1. The model has no `ct` expression, so it is written as the
+/// kernel dumps it (NFTA_CT_DREG, NFTA_CT_KEY = NFT_CT_STATE, both big-endian), which is
+/// also how it reads back.
+fn ct_state() -> Vec<Expr> {
+    const NFTA_CT_DREG: u16 = 1;
+    const NFTA_CT_KEY: u16 = 2;
+    const NFT_CT_STATE: u32 = 0;
+    let mut data = Vec::new();
+    for (kind, value) in [(NFTA_CT_DREG, 1u32), (NFTA_CT_KEY, NFT_CT_STATE)] {
+        data.extend_from_slice(&8u16.to_ne_bytes());
+        data.extend_from_slice(&kind.to_ne_bytes());
+        data.extend_from_slice(&value.to_be_bytes());
+    }
+    vec![Expr::Other {
+        name: "ct".to_owned(),
+        data,
+    }]
 }
 
 /// `meta nfproto ipv6 return`: the first rule of each chain when IPv6 is not programmed.
@@ -217,6 +278,10 @@ fn condition_exprs(
             Expr::meta(MetaKey::L4Proto),
             Expr::cmp(CmpOp::Eq, [IPPROTO_TCP]),
         ],
+        Match::Udp => vec![
+            Expr::meta(MetaKey::L4Proto),
+            Expr::cmp(CmpOp::Eq, [IPPROTO_UDP]),
+        ],
         Match::OwnerUid(uid) => vec![
             Expr::meta(MetaKey::SkUid),
             Expr::cmp(CmpOp::Eq, uid.to_ne_bytes()),
@@ -311,7 +376,25 @@ fn condition_exprs(
         },
         Match::DestinationIsLocal(local) => addr_type(fib_flags::DADDR, *local),
         Match::SourceIsLocal(local) => addr_type(fib_flags::SADDR, *local),
+        Match::InInterface(name) => interface_name(META_IIFNAME, name),
+        Match::OutInterface(name) => interface_name(META_OIFNAME, name),
     }
+}
+
+const IPPROTO_UDP: u8 = 17;
+
+/// `meta iifname` / `meta oifname` (`NFT_META_IIFNAME`, `NFT_META_OIFNAME`).
+const META_IIFNAME: u32 = 6;
+const META_OIFNAME: u32 = 7;
+
+/// An exact interface name, compared as nft writes it: padded with NULs to `IFNAMSIZ`.
+fn interface_name(key: u32, name: &str) -> Vec<Expr> {
+    let mut padded = name.as_bytes().to_vec();
+    padded.resize(16, 0);
+    vec![
+        Expr::meta(MetaKey::Other(key)),
+        Expr::cmp(CmpOp::Eq, padded),
+    ]
 }
 
 /// The expressions matching when `condition` does not hold, for the conditions a single
@@ -332,7 +415,12 @@ fn negated(condition: &Match) -> Option<Vec<Expr>> {
             Expr::meta(MetaKey::SkGid),
             Expr::cmp(CmpOp::Neq, gid.to_ne_bytes()),
         ],
-        Match::DestinationPorts(_) | Match::DestinationNetwork(_) | Match::DestinationInSet(_) => {
+        Match::Udp
+        | Match::DestinationPorts(_)
+        | Match::DestinationNetwork(_)
+        | Match::DestinationInSet(_)
+        | Match::InInterface(_)
+        | Match::OutInterface(_) => {
             return None;
         }
     })
@@ -346,7 +434,7 @@ fn addr_type(flags: u32, local: bool) -> Vec<Expr> {
     ]
 }
 
-fn family_check(nfproto: u8) -> Vec<Expr> {
+pub(super) fn family_check(nfproto: u8) -> Vec<Expr> {
     vec![
         Expr::meta(MetaKey::NfProto),
         Expr::cmp(CmpOp::Eq, [nfproto]),
@@ -507,6 +595,7 @@ mod tests {
                     .map(|ip| ip.parse::<std::net::IpAddr>().unwrap().into()),
             ),
             ipv6: Ipv6Mode::Auto,
+            mesh: Default::default(),
         }
     }
 

@@ -7,6 +7,7 @@ mod installed;
 mod plan;
 mod rule;
 pub mod sets;
+pub mod zones;
 
 use std::fmt;
 
@@ -163,6 +164,11 @@ pub struct Ruleset {
     /// The rules in built-in chains that enter ours.
     pub jumps: Vec<Rule>,
     pub sets: Vec<IpSet>,
+    /// Inbound packets conntrack marks INVALID are dropped before routing (outside the nat
+    /// table, which never sees them: see `crate::config::mesh`).
+    pub drop_invalid: bool,
+    /// Conntrack zone rules for DNS capture (see [`zones`]), outside the nat table.
+    pub dns_zones: Vec<zones::ZoneRule>,
 }
 
 impl Ruleset {
@@ -174,6 +180,8 @@ impl Ruleset {
             rules: Vec::new(),
             jumps: Vec::new(),
             sets: Vec::new(),
+            drop_invalid: false,
+            dns_zones: Vec::new(),
         }
     }
 }

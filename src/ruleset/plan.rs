@@ -4,10 +4,12 @@
 
 use ipnet::IpNet;
 
+use super::zones::{ZoneOwner, plan_zones};
 use super::{
     EGRESS_CHAIN, Family, INGRESS_CHAIN, IpSet, Match, Networks, OUTPUT_CHAIN, PREROUTING_CHAIN,
     Rule, Ruleset, SetMembers, Verdict, sets,
 };
+use crate::config::mesh::{DNS_PORT, DnsScope};
 use crate::config::{Ipv6Mode, PortRange, ProxyConfig};
 
 /// What the backend can express, and thresholds above which a list is matched through a set.
@@ -41,14 +43,39 @@ pub fn plan(config: &ProxyConfig, family: Family, options: PlanOptions) -> Rules
         return ruleset;
     }
 
+    let mesh = &config.mesh;
+    ruleset.drop_invalid = mesh.drop_invalid;
     if let Some(ingress) = &config.ingress {
         ruleset.chains.push(INGRESS_CHAIN.to_owned());
-        for ports in port_lists(ingress.app_ports.ranges(), options) {
+        for name in &mesh.ignored_interfaces {
             ruleset.rules.push(Rule::new(
                 INGRESS_CHAIN,
-                vec![Match::Tcp, Match::DestinationPorts(ports)],
+                vec![Match::InInterface(name.clone())],
+                Verdict::Return,
+            ));
+        }
+        if mesh.ingress_all_ports {
+            // Every port: the few never captured leave first, then one rule takes the rest.
+            for ports in port_lists(mesh.ingress_ignored_ports.ranges(), options) {
+                ruleset.rules.push(Rule::new(
+                    INGRESS_CHAIN,
+                    vec![Match::Tcp, Match::DestinationPorts(ports)],
+                    Verdict::Return,
+                ));
+            }
+            ruleset.rules.push(Rule::new(
+                INGRESS_CHAIN,
+                vec![Match::Tcp],
                 Verdict::Redirect(ingress.proxy_port),
             ));
+        } else {
+            for ports in port_lists(ingress.app_ports.ranges(), options) {
+                ruleset.rules.push(Rule::new(
+                    INGRESS_CHAIN,
+                    vec![Match::Tcp, Match::DestinationPorts(ports)],
+                    Verdict::Redirect(ingress.proxy_port),
+                ));
+            }
         }
         // Only connections from elsewhere: the proxy's own connections to the app are local.
         ruleset.jumps.push(Rule::new(
@@ -69,6 +96,46 @@ pub fn plan(config: &ProxyConfig, family: Family, options: PlanOptions) -> Rules
         ruleset
             .rules
             .push(egress_return(vec![Match::OwnerGid(gid)]));
+    }
+    for name in &mesh.ignored_interfaces {
+        ruleset
+            .rules
+            .push(egress_return(vec![Match::OutInterface(name.clone())]));
+    }
+    // DNS after the proxy's own traffic has left, before the exclusions: a resolver
+    // among the ignored destinations is still captured when DNS capture is asked for.
+    if let Some(dns) = &mesh.dns {
+        let owners: Vec<ZoneOwner> = config
+            .ignored_uid
+            .map(ZoneOwner::Uid)
+            .into_iter()
+            .chain(config.ignored_gid.map(ZoneOwner::Gid))
+            .collect();
+        ruleset.dns_zones = plan_zones(dns, &owners, family);
+        let resolvers: Vec<Option<IpNet>> = match dns.scope {
+            DnsScope::All => vec![None],
+            DnsScope::ResolvConf => dns
+                .resolvers
+                .iter()
+                .filter(|a| a.is_ipv4() == (family == Family::Ipv4))
+                .map(|a| Some(IpNet::from(*a)))
+                .collect(),
+        };
+        for protocol in [Match::Udp, Match::Tcp] {
+            for resolver in &resolvers {
+                let mut matches: Vec<Match> = resolver
+                    .iter()
+                    .map(|n| Match::DestinationNetwork(*n))
+                    .collect();
+                matches.push(protocol.clone());
+                matches.push(Match::DestinationPorts(vec![PortRange::single(DNS_PORT)]));
+                ruleset.rules.push(Rule::new(
+                    EGRESS_CHAIN,
+                    matches,
+                    Verdict::Redirect(dns.proxy_port),
+                ));
+            }
+        }
     }
 
     let ports = config.egress_ignored_ports.ranges();
@@ -127,18 +194,59 @@ pub fn plan(config: &ProxyConfig, family: Family, options: PlanOptions) -> Rules
         }
     }
 
-    ruleset.rules.push(Rule::new(
-        EGRESS_CHAIN,
-        vec![Match::Tcp],
-        Verdict::Redirect(config.proxy_egress_port),
-    ));
-    // Connections to this namespace's own addresses (loopback included) stay local.
+    match &mesh.egress_included {
+        None => ruleset.rules.push(Rule::new(
+            EGRESS_CHAIN,
+            vec![Match::Tcp],
+            Verdict::Redirect(config.proxy_egress_port),
+        )),
+        // Only the listed destinations reach the redirect; the exclusions above still win.
+        Some(included) => {
+            let listed: Vec<IpNet> = match family {
+                Family::Ipv4 => without_covered(&included.ipv4, IpNet::V4),
+                Family::Ipv6 => without_covered(&included.ipv6, IpNet::V6),
+            };
+            for net in listed {
+                // A whole family is no address test at all (iptables-save drops `-d ::/0`).
+                let matches = if net.prefix_len() == 0 {
+                    vec![Match::Tcp]
+                } else {
+                    vec![Match::DestinationNetwork(net), Match::Tcp]
+                };
+                ruleset.rules.push(Rule::new(
+                    EGRESS_CHAIN,
+                    matches,
+                    Verdict::Redirect(config.proxy_egress_port),
+                ));
+            }
+        }
+    }
+    // Connections to this namespace's own addresses (loopback included) stay local. With
+    // DNS capture, UDP enters too (every other rule of the chain matches TCP only).
+    let mut jump = vec![Match::Tcp, Match::DestinationIsLocal(false)];
+    if mesh.dns.is_some() {
+        jump.remove(0);
+    }
     ruleset.jumps.push(Rule::new(
         OUTPUT_CHAIN,
-        vec![Match::Tcp, Match::DestinationIsLocal(false)],
+        jump,
         Verdict::Jump(EGRESS_CHAIN.to_owned()),
     ));
     ruleset
+}
+
+/// The networks in order without those another one covers.
+fn without_covered<N: Copy + PartialEq>(nets: &[N], to_net: fn(N) -> IpNet) -> Vec<IpNet> {
+    let all: Vec<IpNet> = nets.iter().map(|n| to_net(*n)).collect();
+    all.iter()
+        .enumerate()
+        .filter(|(i, net)| {
+            !all.iter()
+                .enumerate()
+                .any(|(j, other)| j != *i && other != *net && other.contains(*net))
+        })
+        .map(|(_, net)| *net)
+        .collect()
 }
 
 fn new_set(family: Family, members: SetMembers) -> IpSet {

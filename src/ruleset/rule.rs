@@ -13,6 +13,8 @@ use crate::config::PortRange;
 pub enum Match {
     /// The transport protocol is TCP.
     Tcp,
+    /// The transport protocol is UDP.
+    Udp,
     /// The socket belongs to this user (locally generated packets only).
     OwnerUid(u32),
     /// The socket belongs to this group.
@@ -28,6 +30,10 @@ pub enum Match {
     DestinationIsLocal(bool),
     /// The source address is (`true`) or is not (`false`) one of this host's own.
     SourceIsLocal(bool),
+    /// The packet came in through this interface (exact name).
+    InInterface(String),
+    /// The packet goes out through this interface (exact name).
+    OutInterface(String),
 }
 
 /// What a rule does with a packet it matches.
@@ -74,6 +80,7 @@ impl fmt::Display for Rule {
         for m in &self.matches {
             match m {
                 Match::Tcp => write!(f, " tcp")?,
+                Match::Udp => write!(f, " udp")?,
                 Match::OwnerUid(uid) => write!(f, " uid={uid}")?,
                 Match::OwnerGid(gid) => write!(f, " gid={gid}")?,
                 Match::DestinationPorts(ports) => {
@@ -84,6 +91,8 @@ impl fmt::Display for Rule {
                 Match::DestinationInSet(set) => write!(f, " dst@{set}")?,
                 Match::DestinationIsLocal(local) => write!(f, " daddr-local={local}")?,
                 Match::SourceIsLocal(local) => write!(f, " saddr-local={local}")?,
+                Match::InInterface(name) => write!(f, " iif={name}")?,
+                Match::OutInterface(name) => write!(f, " oif={name}")?,
             }
         }
         match &self.verdict {

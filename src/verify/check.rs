@@ -32,6 +32,8 @@ pub enum CheckKind {
     IngressRedirect,
     /// An inbound SYN to a port that is not an AppPort is left alone.
     IngressOtherPort,
+    /// The rules of the settings beyond App Mesh are installed as rendered (rule inspection).
+    MeshRules,
 }
 
 impl CheckKind {
@@ -47,6 +49,7 @@ impl CheckKind {
             CheckKind::IngressRules => "ingress-rules",
             CheckKind::IngressRedirect => "ingress-redirect",
             CheckKind::IngressOtherPort => "ingress-other-port",
+            CheckKind::MeshRules => "mesh-rules",
         }
     }
 }

@@ -295,6 +295,9 @@ pub fn judge_all(
                     None => rules,
                 }
             }
+            Slot::Mesh(family) => {
+                rule_inspection::inspect_mesh(config, family, scope.table(family).as_result())
+            }
             Slot::Probed(index) => {
                 let (Some(probe), Some(observation)) =
                     (plan.probes.get(index), observations.get(index))

@@ -3,7 +3,7 @@
 //! without traffic whatever needs none.
 
 use super::check::{CheckKind, CheckResult, Status};
-use super::route::{Route, route_to};
+use super::route::{Route, route_to, source_interface};
 use super::scope::FamilyDecision;
 use super::selection::{self, ListenerRole, ListenerSpec, Planned, Probe};
 use crate::config::ProxyConfig;
@@ -37,6 +37,8 @@ pub enum Slot {
     Probed(usize),
     /// The ingress rule inspection of a family, made once the probes are done.
     Ingress(Family),
+    /// The mesh settings' rule inspection of a family.
+    Mesh(Family),
 }
 
 /// The checks in report order, and the probes to make.
@@ -135,6 +137,9 @@ impl ProbePlan {
                 });
             }
             self.slots.push(Slot::Ingress(family));
+            if !config.mesh.is_off() {
+                self.slots.push(Slot::Mesh(family));
+            }
             return;
         }
 
@@ -194,6 +199,9 @@ impl ProbePlan {
             ));
         }
         self.slots.push(Slot::Ingress(family));
+        if !config.mesh.is_off() {
+            self.slots.push(Slot::Mesh(family));
+        }
     }
 }
 
@@ -227,11 +235,27 @@ fn choose_test_destination(
     }
     let mut refusals = Vec::new();
     for ip in &candidates {
-        match route_to(std::net::SocketAddr::new(*ip, port)) {
-            Route::Routed => return Ok(*ip),
+        let destination = std::net::SocketAddr::new(*ip, port);
+        match route_to(destination) {
+            Route::Routed => match source_interface(destination)
+                .filter(|i| config.mesh.ignored_interfaces.contains(i))
+            {
+                // Nothing through an ignored interface is redirected: no proof there.
+                Some(interface) => refusals.push(format!(
+                    "{ip} leaves through {interface}, an ignored interface"
+                )),
+                None => return Ok(*ip),
+            },
             Route::Local => refusals.push(format!("{ip} is an address of this namespace")),
             Route::Unroutable(e) => refusals.push(format!("no route to {ip} ({e})")),
         }
+    }
+    if refusals.iter().all(|r| r.ends_with("an ignored interface")) {
+        return Err(format!(
+            "every {family} TEST-NET destination leaves through an ignored interface ({}), \
+             where nothing is redirected by design, so redirection cannot be proven here",
+            refusals.join("; ")
+        ));
     }
     Err(format!(
         "no {family} TEST-NET destination is routed off this namespace ({}): without a route a \

@@ -36,3 +36,25 @@ pub fn route_to(destination: SocketAddr) -> Route {
         _ => Route::Routed,
     }
 }
+
+/// The interface holding the source address the kernel picks for `destination`: where a
+/// connection there leaves, as far as the source address tells (the usual case of one
+/// address per interface).
+pub fn source_interface(destination: SocketAddr) -> Option<String> {
+    let unspecified: IpAddr = match destination {
+        SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let socket = UdpSocket::bind((unspecified, 0)).ok()?;
+    socket.connect(destination).ok()?;
+    let source = socket.local_addr().ok()?.ip();
+    nix::ifaddrs::getifaddrs().ok()?.find_map(|interface| {
+        let address = interface.address?;
+        let ip: IpAddr = if let Some(v4) = address.as_sockaddr_in() {
+            IpAddr::V4(v4.ip())
+        } else {
+            IpAddr::V6(address.as_sockaddr_in6()?.ip())
+        };
+        (ip == source).then_some(interface.interface_name)
+    })
+}

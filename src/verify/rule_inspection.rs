@@ -128,7 +128,17 @@ pub fn inspect_ingress(
         .iter()
         .map(ToString::to_string)
         .collect();
-    let ports = ports.join(",");
+    let mut ports = ports.join(",");
+    if config.mesh.ingress_all_ports {
+        let never: Vec<String> = config
+            .mesh
+            .ingress_ignored_ports
+            .ranges()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        ports = format!("* (every port but {})", never.join(","));
+    }
     let has_chain = installed.table.chains.iter().any(|c| c == INGRESS_CHAIN);
     let has_jump = installed
         .table
@@ -183,6 +193,88 @@ pub fn inspect_ingress(
     )
 }
 
+/// The rules of the settings beyond App Mesh, checked by reading the nat table back: the
+/// include list, every inbound port, ignored interfaces and the DNS redirects live in our
+/// chains, so both chains being as rendered proves them installed. (The INVALID drop and the
+/// DNS conntrack zones live outside nat: `meshinit status` reports their drift.)
+pub fn inspect_mesh(
+    config: &ProxyConfig,
+    family: Family,
+    installed: Result<&Inspected, &str>,
+) -> CheckResult {
+    let result = |status, reason: String| CheckResult {
+        check: CheckKind::MeshRules,
+        family,
+        evidence: Evidence::Rules,
+        status,
+        destination: None,
+        identity: None,
+        observed: None,
+        reason,
+    };
+    let mesh = &config.mesh;
+    let mut on = Vec::new();
+    if mesh.egress_included.is_some() {
+        on.push("the egress include list".to_owned());
+    }
+    if mesh.ingress_all_ports {
+        on.push("AppPorts *".to_owned());
+    }
+    if !mesh.ignored_interfaces.is_empty() {
+        on.push(format!(
+            "ignored interfaces {}",
+            mesh.ignored_interfaces.join(",")
+        ));
+    }
+    if let Some(dns) = &mesh.dns {
+        on.push(format!("DNS capture to port {}", dns.proxy_port));
+    }
+    if mesh.drop_invalid {
+        on.push("the INVALID drop (outside nat: see meshinit status)".to_owned());
+    }
+    let installed = match installed {
+        Ok(installed) => installed,
+        Err(why) => {
+            return result(
+                Status::CouldNotRun,
+                format!("the {family} nat table could not be read ({why})"),
+            );
+        }
+    };
+    // The ingress drift is taken against the ingress chain alone: only its lines count.
+    let ingress_lines = installed
+        .ingress_drift
+        .lines()
+        .into_iter()
+        .filter(|l| config.ingress.is_some() && l.contains(INGRESS_CHAIN));
+    // Likewise the egress drift against the egress chain alone.
+    let lines: Vec<String> = installed
+        .egress_drift
+        .lines()
+        .into_iter()
+        .filter(|l| !l.contains(INGRESS_CHAIN))
+        .chain(ingress_lines)
+        .collect();
+    if lines.is_empty() {
+        result(
+            Status::Pass,
+            format!(
+                "the {family} rules of {} are installed as rendered",
+                on.join(", ")
+            ),
+        )
+    } else {
+        result(
+            Status::Fail,
+            format!(
+                "the {family} rules of {} differ from the configuration: {}",
+                on.join(", "),
+                lines.join("; ")
+            ),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +294,27 @@ mod tests {
 
     fn rendered(c: &ProxyConfig) -> String {
         render_restore(&plan(c, Family::Ipv4, PlanOptions::default()))
+    }
+
+    #[test]
+    fn mesh_rules_pass_as_rendered_and_fail_with_a_rule_missing() {
+        let mut c = config();
+        c.mesh.ignored_interfaces = vec!["tun0".into()];
+        c.mesh.egress_included = Some(crate::config::IncludedDestinations {
+            ipv4: vec!["10.0.0.0/8".parse().unwrap()],
+            ipv6: Vec::new(),
+        });
+        let full = rendered(&c);
+        let pass = inspect_mesh(&c, Family::Ipv4, Ok(&inspected(&c, &full)));
+        assert_eq!(pass.status, Status::Pass, "{}", pass.reason);
+        let without = full.replace("-A APPMESH_EGRESS -o tun0 -j RETURN\n", "");
+        let fail = inspect_mesh(&c, Family::Ipv4, Ok(&inspected(&c, &without)));
+        assert_eq!(fail.status, Status::Fail);
+        assert!(
+            fail.reason.contains("missing -A APPMESH_EGRESS -o tun0"),
+            "{}",
+            fail.reason
+        );
     }
 
     #[test]

@@ -136,9 +136,37 @@ pub fn test_destination_candidates(config: &ProxyConfig, family: Family) -> Vec<
         Family::Ipv4 => TEST_NET_V4.iter().map(|a| IpAddr::V4(*a)).collect(),
         Family::Ipv6 => TEST_NET_V6.iter().map(|a| IpAddr::V6(*a)).collect(),
     };
-    all.into_iter()
-        .filter(|a| !config.egress_ignored_destinations.contains(*a))
-        .collect()
+    let included = |a: &IpAddr| {
+        config
+            .mesh
+            .egress_included
+            .as_ref()
+            .is_none_or(|i| i.contains(*a))
+    };
+    let mut candidates: Vec<IpAddr> = all
+        .into_iter()
+        .filter(|a| !config.egress_ignored_destinations.contains(*a) && included(a))
+        .collect();
+    // With an include list, only its destinations are redirected: probe inside it.
+    if let Some(list) = &config.mesh.egress_included {
+        candidates.extend(
+            list.networks(family)
+                .map(sample_address)
+                .filter(|a| !config.egress_ignored_destinations.contains(*a)),
+        );
+    }
+    candidates
+}
+
+/// A TEST-NET address of `family` outside the include list, when there is one: a
+/// connection there must not be redirected.
+pub fn not_included_destination(config: &ProxyConfig, family: Family) -> Option<IpAddr> {
+    let list = config.mesh.egress_included.as_ref()?;
+    let all: Vec<IpAddr> = match family {
+        Family::Ipv4 => TEST_NET_V4.iter().map(|a| IpAddr::V4(*a)).collect(),
+        Family::Ipv6 => TEST_NET_V6.iter().map(|a| IpAddr::V6(*a)).collect(),
+    };
+    all.into_iter().find(|a| !list.contains(*a))
 }
 
 /// A sample of the egress-ignored ports: 22 first, then the configured ports (a range's
@@ -207,8 +235,11 @@ pub fn sampled_ignored_destinations(config: &ProxyConfig, family: Family) -> (Ve
             .map(|n| sample_address(IpNet::V6(*n)))
             .collect(),
     };
-    let always_count = always.len();
-    let all = distinct(always.into_iter().chain(configured));
+    // Outside an include list is as direct as an ignored destination; kept with the
+    // always-ignored ones.
+    let outside = not_included_destination(config, family);
+    let always_count = always.len() + usize::from(outside.is_some());
+    let all = distinct(always.into_iter().chain(outside).chain(configured));
     let total = all.len();
     (
         spread(all, always_count, MAX_IGNORED_DESTINATION_PROBES),

@@ -35,5 +35,6 @@ pub fn config() -> ProxyConfig {
         ]),
         egress_ignored_destinations: destinations,
         ipv6: Ipv6Mode::Auto,
+        mesh: Default::default(),
     }
 }

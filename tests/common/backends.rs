@@ -69,3 +69,24 @@ pub fn assert_only_backend_holds_ours(ns: &TestNetns, backend: &str, egress_port
         }
     }
 }
+
+/// `nft list` text without the `counter packets N bytes M` meshinit puts in every rule.
+pub fn without_counters(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let words: Vec<&str> = line.split(' ').collect();
+        let mut kept = Vec::new();
+        let mut i = 0;
+        while i < words.len() {
+            if words[i] == "counter" && words.get(i + 1) == Some(&"packets") {
+                i += 5;
+                continue;
+            }
+            kept.push(words[i]);
+            i += 1;
+        }
+        out.push_str(&kept.join(" "));
+        out.push('\n');
+    }
+    out
+}

@@ -4,12 +4,15 @@
 //! need it.
 
 mod converge;
+pub mod dns_zones;
+pub mod invalid_drop;
 pub mod ipset;
 pub mod parse;
 mod read;
 pub mod reconcile;
 pub mod render;
 mod sets;
+mod side_chains;
 mod tools;
 mod transaction;
 mod words;
@@ -85,7 +88,21 @@ impl Backend for IptablesBackend {
         budget: &TimeBudget,
         dry_run: bool,
     ) -> Result<ConvergeReport> {
-        converge::converge(self.kind, desired, budget, dry_run)
+        let report = converge::converge(self.kind, desired, budget, dry_run)?;
+        // After the nat rules: a packet dropped for being INVALID never needed them.
+        for ruleset in desired.rulesets() {
+            if report.skipped.iter().any(|(f, _)| *f == ruleset.family) {
+                continue;
+            }
+            side_chains::converge_all(
+                self.kind,
+                ruleset.family,
+                &side_chains(ruleset),
+                budget,
+                dry_run,
+            )?;
+        }
+        Ok(report)
     }
 
     fn render(&self, desired: &Desired) -> String {
@@ -132,6 +149,9 @@ impl Backend for IptablesBackend {
                 let installed_sets = own_sets.as_ref().expect("read above");
                 sets::describe_drift(ruleset, installed_sets, &mut drift);
             }
+            for (chain, want) in side_chains(ruleset) {
+                chain.drift(self.kind, *family, &want, budget, &mut drift)?;
+            }
             out.push((*family, drift));
         }
         Ok(out)
@@ -169,6 +189,18 @@ impl Backend for IptablesBackend {
         let (installed, tools) = read::read(self.kind, &desired, budget)?;
         let changes = converge::converge_rules(&installed, &tools, &desired, budget, false)?;
         let changed = changes.iter().filter(|c| c.payload.is_some()).count();
+        for family in Family::BOTH {
+            if netns::ipv6_unavailable().is_some() && family == Family::Ipv6 {
+                continue;
+            }
+            side_chains::converge_all(
+                self.kind,
+                family,
+                &side_chains(&Ruleset::empty(family)),
+                budget,
+                false,
+            )?;
+        }
         info!(backend = %self.kind, families_changed = changed, "rules removed");
         // Sets only these rules used can go now; sets another backend still uses stay (the
         // kernel refuses), quietly: that backend's own turn removes them.
@@ -183,6 +215,25 @@ impl Backend for IptablesBackend {
         }
         Ok(())
     }
+}
+
+/// Our chains outside nat and the rules `ruleset` wants in each (none: the chain goes).
+fn side_chains(ruleset: &Ruleset) -> [(side_chains::SideChain, Vec<String>); 3] {
+    use crate::ruleset::zones::ZoneHook;
+    [
+        (
+            invalid_drop::INVALID_DROP,
+            invalid_drop::rules(ruleset.drop_invalid),
+        ),
+        (
+            dns_zones::DNS_ZONES_OUT,
+            dns_zones::specs(&ruleset.dns_zones, ZoneHook::Output),
+        ),
+        (
+            dns_zones::DNS_ZONES_PRE,
+            dns_zones::specs(&ruleset.dns_zones, ZoneHook::Prerouting),
+        ),
+    ]
 }
 
 /// The kernel's list of legacy x_tables tables that exist in this namespace. Reading it,

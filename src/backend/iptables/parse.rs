@@ -71,10 +71,13 @@ fn typed(chain: &str, spec: &str) -> Option<Rule> {
             "-d" => matches.push(Match::DestinationNetwork(
                 rest.next()?.parse::<IpNet>().ok()?,
             )),
-            "-p" => {
-                (rest.next()? == "tcp").then_some(())?;
-                matches.push(Match::Tcp);
-            }
+            "-i" => matches.push(Match::InInterface(rest.next()?.to_owned())),
+            "-o" => matches.push(Match::OutInterface(rest.next()?.to_owned())),
+            "-p" => match rest.next()? {
+                "tcp" => matches.push(Match::Tcp),
+                "udp" => matches.push(Match::Udp),
+                _ => return None,
+            },
             "-m" => match rest.next()? {
                 "owner" => match (rest.next()?, rest.next()?.parse().ok()?) {
                     ("--uid-owner", uid) => matches.push(Match::OwnerUid(uid)),
@@ -169,7 +172,7 @@ mod tests {
     fn counters_bare_jumps_and_foreign_appmesh_chains_are_told_apart() {
         let installed = installed_table(
             "*nat\n:OUTPUT ACCEPT [0:0]\n:APPMESH_EGRESS - [0:0]\n:APPMESH_OTHER - [0:0]\n\
-             [3:180] -A OUTPUT -p udp -j APPMESH_EGRESS\n-A OUTPUT -j APPMESH_EGRESS\n\
+             [3:180] -A OUTPUT -p sctp -j APPMESH_EGRESS\n-A OUTPUT -j APPMESH_EGRESS\n\
              -A OUTPUT -g APPMESH_EGRESS\n-A OUTPUT -j APPMESH_OTHER\n-A APPMESH_OTHER\nCOMMIT\n",
         );
         assert_eq!(
@@ -183,7 +186,7 @@ mod tests {
         assert_eq!(
             jumps,
             [
-                "-p udp -j APPMESH_EGRESS",
+                "-p sctp -j APPMESH_EGRESS",
                 "-j APPMESH_EGRESS",
                 "-g APPMESH_EGRESS"
             ]
@@ -202,7 +205,7 @@ mod tests {
         for spec in [
             "-p tcp -m comment --comment \"x\" -m addrtype ! --dst-type LOCAL -j APPMESH_EGRESS",
             "-p tcp -m tcp --dport 1 -j RETURN",
-            "-p udp -j RETURN",
+            "-p sctp -j RETURN",
             "-j REDIRECT --to-ports 15001 --random",
         ] {
             assert_eq!(installed_rule("APPMESH_EGRESS", spec).rule, None, "{spec}");

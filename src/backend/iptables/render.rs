@@ -14,12 +14,26 @@ pub fn spec(rule: &Rule) -> String {
             words.push(format!("-d {net}"));
         }
     }
+    for m in &rule.matches {
+        match m {
+            Match::InInterface(name) => words.push(format!("-i {name}")),
+            Match::OutInterface(name) => words.push(format!("-o {name}")),
+            _ => {}
+        }
+    }
     if rule.matches.contains(&Match::Tcp) {
         words.push("-p tcp".into());
     }
+    if rule.matches.contains(&Match::Udp) {
+        words.push("-p udp".into());
+    }
     for m in &rule.matches {
         match m {
-            Match::Tcp | Match::DestinationNetwork(_) => {}
+            Match::Tcp
+            | Match::Udp
+            | Match::DestinationNetwork(_)
+            | Match::InInterface(_)
+            | Match::OutInterface(_) => {}
             Match::OwnerUid(uid) => words.push(format!("-m owner --uid-owner {uid}")),
             Match::OwnerGid(gid) => words.push(format!("-m owner --gid-owner {gid}")),
             Match::DestinationPorts(ports) => {

@@ -91,6 +91,39 @@ pub fn iptables_nft_holds_ours() -> crate::error::Result<bool> {
     Ok(false)
 }
 
+/// Whether iptables-nft's table `table` of `family` may hold the chain `chain` of ours, read
+/// over netlink (no program runs). Only `false` when the kernel says so: a read that fails or
+/// is interrupted every time answers `true`, so the caller reads the table with the program.
+pub fn iptables_nft_table_holds_chain(
+    family: crate::ruleset::Family,
+    table: &str,
+    chain: &str,
+) -> bool {
+    let Ok(mut connection) = NftConnection::open() else {
+        return false;
+    };
+    let family = match family {
+        crate::ruleset::Family::Ipv4 => TableFamily::Ipv4,
+        crate::ruleset::Family::Ipv6 => TableFamily::Ipv6,
+    };
+    let mut retry = connection.retry();
+    while retry.another() {
+        match connection.dump_chains(family, Some(table)) {
+            Ok(Some(chains)) => return chains.iter().any(|c| c.name == chain),
+            // Interrupted by another writer: read again.
+            Ok(None) => continue,
+            Err(NftError::Refused { source, .. })
+                if source.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                return false;
+            }
+            Err(NftError::Unavailable { .. }) => return false,
+            Err(_) => return true,
+        }
+    }
+    true
+}
+
 /// Replaces iptables-nft's rules of ours with `table` in one transaction, when iptables-nft
 /// holds any; `Ok(false)` when it holds none (the caller then commits as usual).
 pub fn migrate_from_iptables_nft(

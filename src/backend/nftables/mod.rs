@@ -6,7 +6,7 @@
 mod migration;
 pub mod script;
 
-pub use migration::iptables_nft_holds_ours;
+pub use migration::{iptables_nft_holds_ours, iptables_nft_table_holds_chain};
 
 /// Whether table `inet meshinit` exists here (one request over netlink, no program; its
 /// content is not read). `false` when nf_tables cannot be asked.

@@ -5,6 +5,7 @@ use serde_json::Value;
 
 use super::json::{UniqueKeyObject, scalar_text};
 use super::suggest::{self, Suggester};
+use crate::config::mesh;
 use crate::config::settings::{ListValue, NAMES, RawSettings, Setting, Vocabulary};
 use crate::error::ConfigError;
 
@@ -72,6 +73,7 @@ pub fn read_network_config<'a>(
     let mut suggester = Suggester::default();
     for (key, value) in keys {
         let ours = PROPERTY_NAMES.contains(&key.as_str())
+            || mesh::CNI_KEYS.contains(&key.as_str())
             || STANDARD_KEYS.contains(&key.as_str())
             || RUNTIME_KEYS.contains(&key.as_str())
             || key.starts_with(RESERVED_KEY_PREFIX);
@@ -107,7 +109,7 @@ pub fn parse_network_config(object: &UniqueKeyObject) -> Result<RawSettings, Vec
 /// source's rule), and so is a list holding one empty string (`[""]`), as the AWS plugin
 /// reads it.
 pub fn assign(settings: &mut RawSettings, key: &str, value: &Value) -> Result<(), ConfigError> {
-    if value.is_null() && PROPERTY_NAMES.contains(&key) {
+    if value.is_null() && (PROPERTY_NAMES.contains(&key) || mesh::CNI_KEYS.contains(&key)) {
         return Ok(());
     }
     match key {
@@ -138,6 +140,26 @@ pub fn assign(settings: &mut RawSettings, key: &str, value: &Value) -> Result<()
                 ));
             }
         },
+        "egressIncludedIPs" => {
+            settings.egress_included_ips = Some(Setting::new(key, list(key, value)?))
+        }
+        "ingressIgnoredPorts" => {
+            settings.ingress_ignored_ports = Some(Setting::new(key, list(key, value)?))
+        }
+        "ignoredInterfaces" => {
+            settings.ignored_interfaces = Some(Setting::new(key, list(key, value)?))
+        }
+        "proxyDNSPort" => {
+            settings.proxy_dns_port = RawSettings::scalar(key, &scalar_text(key, value)?)
+        }
+        "dnsCapture" => settings.dns_capture = RawSettings::scalar(key, &scalar_text(key, value)?),
+        "dropInvalid" => {
+            let text = match value {
+                Value::Bool(on) => on.to_string(),
+                other => scalar_text(key, other)?,
+            };
+            settings.drop_invalid = RawSettings::scalar(key, &text);
+        }
         k if STANDARD_KEYS.contains(&k)
             || RUNTIME_KEYS.contains(&k)
             || k.starts_with(RESERVED_KEY_PREFIX) => {}
@@ -156,6 +178,7 @@ pub fn assign(settings: &mut RawSettings, key: &str, value: &Value) -> Result<()
 fn known_keys() -> Vec<&'static str> {
     PROPERTY_NAMES
         .iter()
+        .chain(&mesh::CNI_KEYS)
         .chain(&STANDARD_KEYS)
         .copied()
         .collect()

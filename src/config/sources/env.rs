@@ -5,6 +5,7 @@ use std::ffi::OsString;
 use tracing::warn;
 
 use super::suggest;
+use crate::config::mesh;
 use crate::config::settings::{NAMES, RawSettings, Vocabulary};
 use crate::error::ConfigError;
 
@@ -31,7 +32,7 @@ pub fn parse_env(
     for (name, value) in vars {
         // A name that is not UTF-8 cannot be one of ours.
         let Some(name) = name.to_str() else { continue };
-        if !VARIABLE_NAMES.contains(&name) {
+        if !VARIABLE_NAMES.contains(&name) && !mesh::ENV_NAMES.contains(&name) {
             warn_if_near_miss(name);
             continue;
         }
@@ -61,6 +62,18 @@ pub fn parse_env(
             }
             // Empty means unset here too, as for every other scalar and for `--ipv6=`.
             "APPMESH_ENABLE_IPV6" => settings.ipv6 = RawSettings::scalar(name, value),
+            "MESHINIT_EGRESS_INCLUDED_IPS" => {
+                settings.egress_included_ips = RawSettings::list(name, value)
+            }
+            "MESHINIT_INGRESS_IGNORED_PORTS" => {
+                settings.ingress_ignored_ports = RawSettings::list(name, value)
+            }
+            "MESHINIT_IGNORED_INTERFACES" => {
+                settings.ignored_interfaces = RawSettings::list(name, value)
+            }
+            "MESHINIT_DROP_INVALID" => settings.drop_invalid = RawSettings::scalar(name, value),
+            "MESHINIT_PROXY_DNS_PORT" => settings.proxy_dns_port = RawSettings::scalar(name, value),
+            "MESHINIT_DNS_CAPTURE" => settings.dns_capture = RawSettings::scalar(name, value),
             _ => {}
         }
     }

@@ -1,0 +1,244 @@
+//! What meshes other than App Mesh ask of the capture (Istio, Linkerd, Kuma), in meshinit's
+//! own terms: an include list for outbound destinations, every inbound port (`AppPorts *`)
+//! with ports never captured, interfaces whose traffic is never captured, and dropping
+//! inbound packets conntrack marks INVALID. Everything is off unless set, so an App Mesh
+//! configuration plans exactly as before.
+//!
+//! Each setting has one name per kind of source (see [`MESH_NAMES`]); pod annotations are
+//! the CNI key behind [`ANNOTATION_PREFIX`] (`meshinit.io/egressIncludedIPs`).
+
+use ipnet::{Ipv4Net, Ipv6Net};
+
+use super::PortList;
+
+/// Pod annotations for these settings: this prefix and the CNI key.
+pub const ANNOTATION_PREFIX: &str = "meshinit.io/";
+
+/// The longest interface name the kernel accepts (`IFNAMSIZ` less the NUL).
+pub const MAX_INTERFACE_NAME: usize = 15;
+
+/// Names per vocabulary (rows: ECS, CNI, environment, flags; columns in the order of the
+/// mesh [`Property`](super::settings::Property) variants). ECS's `proxyConfiguration`
+/// accepts only App Mesh's properties, so its row names the flags.
+pub const MESH_NAMES: [[&str; 6]; 4] = [
+    [
+        "--egress-included-ips",
+        "--ingress-ignored-ports",
+        "--ignored-interfaces",
+        "--drop-invalid",
+        "--proxy-dns-port",
+        "--dns-capture",
+    ],
+    [
+        "egressIncludedIPs",
+        "ingressIgnoredPorts",
+        "ignoredInterfaces",
+        "dropInvalid",
+        "proxyDNSPort",
+        "dnsCapture",
+    ],
+    [
+        "MESHINIT_EGRESS_INCLUDED_IPS",
+        "MESHINIT_INGRESS_IGNORED_PORTS",
+        "MESHINIT_IGNORED_INTERFACES",
+        "MESHINIT_DROP_INVALID",
+        "MESHINIT_PROXY_DNS_PORT",
+        "MESHINIT_DNS_CAPTURE",
+    ],
+    [
+        "--egress-included-ips",
+        "--ingress-ignored-ports",
+        "--ignored-interfaces",
+        "--drop-invalid",
+        "--proxy-dns-port",
+        "--dns-capture",
+    ],
+];
+
+/// The CNI keys of these settings (also the pod annotations' suffixes).
+pub const CNI_KEYS: [&str; 6] = MESH_NAMES[1];
+/// The environment variables of these settings.
+pub const ENV_NAMES: [&str; 6] = MESH_NAMES[2];
+
+/// The DNS port the app's queries go to.
+pub const DNS_PORT: u16 = 53;
+
+/// Which of the app's DNS queries go to the proxy's DNS listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsScope {
+    /// Queries to any resolver.
+    All,
+    /// Queries to the resolvers of the namespace's `/etc/resolv.conf`, read at apply time.
+    ResolvConf,
+}
+
+/// DNS capture: UDP and TCP port 53 to the proxy's DNS listener, except the proxy's own
+/// queries (its UID/GID leave the egress chain first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsCapture {
+    pub proxy_port: u16,
+    pub scope: DnsScope,
+    /// With [`DnsScope::ResolvConf`]: the resolvers, filled in by the shell that reads the
+    /// file (the planner takes them as data). Empty with [`DnsScope::All`].
+    pub resolvers: Vec<std::net::IpAddr>,
+}
+
+/// The `nameserver` addresses of a resolv.conf text (zone indexes dropped).
+pub fn resolv_conf_nameservers(text: &str) -> Vec<std::net::IpAddr> {
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split_ascii_whitespace();
+            (words.next()? == "nameserver").then_some(())?;
+            let address = words.next()?;
+            address.split('%').next()?.parse().ok()
+        })
+        .collect()
+}
+
+/// `AppPorts` meaning every inbound port.
+pub const ALL_PORTS: &str = "*";
+
+/// Outbound destinations captured when an include list is given: only these (exclusions
+/// still win). A family without entries captures nothing outbound; `0.0.0.0/0` or `::/0`
+/// captures the whole family.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IncludedDestinations {
+    pub ipv4: Vec<Ipv4Net>,
+    pub ipv6: Vec<Ipv6Net>,
+}
+
+impl IncludedDestinations {
+    pub fn contains(&self, addr: std::net::IpAddr) -> bool {
+        match addr {
+            std::net::IpAddr::V4(a) => self.ipv4.iter().any(|n| n.contains(&a)),
+            std::net::IpAddr::V6(a) => self.ipv6.iter().any(|n| n.contains(&a)),
+        }
+    }
+
+    /// The networks of one family.
+    pub fn networks(
+        &self,
+        family: crate::ruleset::Family,
+    ) -> Box<dyn Iterator<Item = ipnet::IpNet> + '_> {
+        match family {
+            crate::ruleset::Family::Ipv4 => Box::new(self.ipv4.iter().map(|n| (*n).into())),
+            crate::ruleset::Family::Ipv6 => Box::new(self.ipv6.iter().map(|n| (*n).into())),
+        }
+    }
+}
+
+/// The validated mesh options. `Default` is everything off.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MeshOptions {
+    /// `None`: every outbound destination not excluded is captured (App Mesh).
+    pub egress_included: Option<IncludedDestinations>,
+    /// `AppPorts` was `*`: every inbound TCP port but `ingress_ignored_ports` is captured.
+    pub ingress_all_ports: bool,
+    /// With `ingress_all_ports`: the ports never captured, the proxy's own always among them.
+    pub ingress_ignored_ports: PortList,
+    /// Traffic in through or out through these interfaces is never captured.
+    pub ignored_interfaces: Vec<String>,
+    /// Inbound packets conntrack marks INVALID are dropped before they reach the app.
+    pub drop_invalid: bool,
+    /// The app's DNS queries go to the proxy's DNS listener.
+    pub dns: Option<DnsCapture>,
+}
+
+impl MeshOptions {
+    pub fn is_off(&self) -> bool {
+        *self == MeshOptions::default()
+    }
+}
+
+/// Checks an interface name as the kernel would (`dev_valid_name`), so a bad one is refused
+/// before any rule changes.
+pub fn interface_name_problem(name: &str) -> Option<String> {
+    if name.len() > MAX_INTERFACE_NAME {
+        Some(format!(
+            "{name:?} is longer than {MAX_INTERFACE_NAME} bytes, the longest interface name"
+        ))
+    } else if name == "." || name == ".." {
+        Some(format!("{name:?} is not an interface name"))
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && !b"/:+*".contains(&b))
+    {
+        Some(format!(
+            "{name:?} is not an interface name (no '/', ':', '+', '*', spaces or non-ASCII; wildcards are not supported)"
+        ))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::settings::RawSettings;
+    use crate::config::{PortRange, validate};
+
+    fn base() -> RawSettings {
+        RawSettings {
+            ignored_uid: RawSettings::scalar("--ignored-uid", "1337"),
+            proxy_egress_port: RawSettings::scalar("--proxy-egress-port", "15001"),
+            proxy_ingress_port: RawSettings::scalar("--proxy-ingress-port", "15000"),
+            app_ports: RawSettings::list("--app-ports", "*"),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn every_port_captures_all_but_the_ignored_and_the_proxys_own() {
+        let raw = RawSettings {
+            ingress_ignored_ports: RawSettings::list("--ingress-ignored-ports", "22,9000-9100"),
+            ..base()
+        };
+        let (config, _) = validate(&raw).unwrap();
+        let ingress = config.ingress.unwrap();
+        let r = |first, last| PortRange { first, last };
+        assert_eq!(
+            ingress.app_ports.ranges(),
+            [r(1, 21), r(23, 8999), r(9101, 14999), r(15002, 65535)]
+        );
+        assert!(config.mesh.ingress_all_ports);
+        assert!(config.mesh.ingress_ignored_ports.contains(15000));
+        assert!(config.mesh.ingress_ignored_ports.contains(15001));
+    }
+
+    #[test]
+    fn bad_mesh_settings_name_property_and_value() {
+        let raw = RawSettings {
+            app_ports: RawSettings::list("--app-ports", "80"),
+            ingress_ignored_ports: RawSettings::list("--ingress-ignored-ports", "22"),
+            ignored_interfaces: RawSettings::list("--ignored-interfaces", "eth0,a/b"),
+            drop_invalid: RawSettings::scalar("--drop-invalid", "maybe"),
+            egress_included_ips: RawSettings::list("--egress-included-ips", "10.0.0.0/33"),
+            ..base()
+        };
+        let errors = validate(&raw).unwrap_err();
+        let named: Vec<&str> = errors.iter().map(|e| e.property.as_str()).collect();
+        assert_eq!(
+            named,
+            [
+                "--ingress-ignored-ports",
+                "--egress-included-ips",
+                "--ignored-interfaces",
+                "--drop-invalid"
+            ],
+            "{errors:?}"
+        );
+        let every = RawSettings {
+            ingress_ignored_ports: RawSettings::list("--ingress-ignored-ports", "1-65535"),
+            ..base()
+        };
+        assert!(validate(&every).is_err());
+    }
+
+    #[test]
+    fn off_by_default() {
+        let raw = RawSettings {
+            app_ports: RawSettings::list("--app-ports", "80"),
+            ..base()
+        };
+        assert!(validate(&raw).unwrap().0.mesh.is_off());
+    }
+}
