@@ -107,6 +107,9 @@ MESHINIT_STATIC=$TARGET_DIR/$STATIC_TARGET/release/meshinit
 rate_tool_built=$(cargo bench --bench connection_rate --no-run --message-format=json \
     | sed -n 's/.*"executable":"\([^"]*connection_rate[^"]*\)".*/\1/p' | tail -n 1)
 [ -x "$rate_tool_built" ] || die "cannot find the connection_rate bench executable"
+layouts_built=$(cargo bench --bench nft_layouts --no-run --message-format=json \
+    | sed -n 's/.*"executable":"\([^"]*nft_layouts[^"]*\)".*/\1/p' | tail -n 1)
+[ -x "$layouts_built" ] || die "cannot find the nft_layouts bench executable"
 dns_tool_built=$(cargo bench --bench dns_rate --no-run --message-format=json \
     | sed -n 's/.*"executable":"\([^"]*dns_rate[^"]*\)".*/\1/p' | tail -n 1)
 [ -x "$dns_tool_built" ] || die "cannot find the dns_rate bench executable"
@@ -450,6 +453,10 @@ if [ "$NATIVE" = 1 ]; then
         echo "$ok $(awk -v c="$((c1 - c0))" -v a="$t0" -v b="$t1" "BEGIN { printf \"%.0f\", c / (b - a) }") $(sort -n "$1/busy.times" | awk "{ v[NR] = \$1 } END { print v[int((NR + 1) / 2)] }")"
         kill "$writer"' sh "$W" "$BUSY_APPLIES" "$MESHINIT_STATIC") || die "section 4c: busy writer failed"
     read -r BUSY_OK BUSY_RATE BUSY_MEDIAN <<<"$busy"
+    # 4d. Commit, read back and re-commit over netlink per set layout (benches/nft_layouts.rs,
+    # each measurement in an anonymous namespace of its own thread).
+    log "4d. native commit / read-back / re-commit per set layout"
+    "$layouts_built" --run >"$WORK/layouts.txt" || die "section 4d: nft_layouts failed"
 fi
 
 # --- 2. Exclusion lists: new-connection rate ----------------------------------------------
@@ -946,6 +953,16 @@ Beside a writer committing to nf_tables in the same namespace as fast as \`nft -
 commands (measured: **$(thousands "$BUSY_RATE") commits/s**), $BUSY_APPLIES native applies of two
 alternating 10,000-IP configurations with \`--lock-timeout 10s\`:
 **$BUSY_OK of $BUSY_APPLIES succeeded**, median $(ms "$BUSY_MEDIAN") each.
+
+### Commit, read back, unchanged re-commit per set layout (\`benches/nft_layouts.rs\`)
+
+The library alone over netlink (no process start), each table in a fresh anonymous
+namespace (the seed best of 5, the interval sets with 10,000 and 100,000 IPs best of 3).
+Durations are (commit into an empty namespace, read back, unchanged re-commit).
+
+\`\`\`
+$(cat "$WORK/layouts.txt")
+\`\`\`
 EOF
     fi
     cat <<EOF

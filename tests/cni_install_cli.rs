@@ -334,10 +334,31 @@ fn watch_installs_when_the_list_appears_reinstalls_and_uninstalls_on_sigterm() {
             std::thread::sleep(Duration::from_millis(50));
         }
     };
+    // Its log, collected as it comes, so the test can wait for what it says.
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let collector = {
+        let log = std::sync::Arc::clone(&log);
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        })
+    };
     let has_entry =
         || std::fs::read_to_string(scratch.conflist()).is_ok_and(|t| t.contains("\"meshinit\""));
-    // The interface plugin's agent writes its list later: the entry follows.
-    std::thread::sleep(Duration::from_millis(300));
+    // The interface plugin's agent writes its list later: the entry follows once the
+    // watcher has found no list.
+    wait_for("the watcher has found no list and will retry", &|| {
+        log.lock().unwrap().contains("will retry")
+    });
+    assert!(!has_entry(), "no list, no entry");
     std::fs::write(scratch.conflist(), AWS_CONFLIST).unwrap();
     wait_for("the entry is installed", &has_entry);
     assert!(scratch.bin().join("meshinit").exists());
@@ -358,8 +379,8 @@ fn watch_installs_when_the_list_appears_reinstalls_and_uninstalls_on_sigterm() {
         assert!(Instant::now() < deadline, "--watch did not stop on SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    collector.join().unwrap();
+    let stderr = log.lock().unwrap().clone();
     assert!(status.success(), "{status}: {stderr}");
     assert_eq!(
         scratch.list_text(),

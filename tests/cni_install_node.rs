@@ -316,7 +316,13 @@ fn rewriter_race(style: WriteStyle, versions: usize) -> (usize, usize) {
         }
         std::thread::sleep(rng.millis(12));
     }
-    std::thread::sleep(Duration::from_millis(100));
+    // meshinit has acted on the last write once its entry is back in the list: in the last
+    // version, or (a lost version) in an older one.
+    wait_for(
+        "meshinit has edited the list after the last write",
+        Duration::from_secs(20),
+        || scratch.entry("meshinit").is_some(),
+    );
     if version_of(&scratch.text()) != Some(versions as u64) {
         lost += 1;
     }
@@ -403,7 +409,10 @@ fn installers_that_are_all_pid_1_do_not_collide() {
     wait_for("installed", Duration::from_secs(20), || {
         scratch.entry("meshinit").is_some()
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // Each watcher logs "watching" once its SIGTERM handler is in place.
+    wait_for("both watch", Duration::from_secs(20), || {
+        a.log().contains("watching ") && b.log().contains("watching ")
+    });
     for w in [&a, &b] {
         let inner = children(w.child.id())[0];
         let status = std::fs::read_to_string(format!("/proc/{inner}/status")).unwrap();

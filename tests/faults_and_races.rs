@@ -184,8 +184,12 @@ fn kill_9_at_any_moment_of_an_apply_leaves_the_old_or_the_new_state() {
             nix::sys::signal::Signal::SIGKILL,
         );
         let _ = child.wait();
-        // Give any orphaned child program the time to finish what it would.
-        std::thread::sleep(Duration::from_millis(150));
+        // Any orphaned child program (iptables-nft-restore, ipset) finishes what it would.
+        wait_until(
+            "the killed apply's children have finished",
+            Duration::from_secs(10),
+            || ns.processes().is_empty(),
+        );
         let state = egress_state(&ns);
         if state == old_state {
             saw_old += 1;

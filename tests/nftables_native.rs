@@ -5,9 +5,9 @@
 
 mod common;
 
-use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use common::scene::Scene;
 use common::*;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use meshinit::backend::nftables::{ActiveFamilies, TABLE_NAME, plan_table, render_table};
@@ -46,9 +46,6 @@ const SEED_NFT: &str = "table inet meshinit {
 ";
 
 const TRAFFIC_ENV: &str = include_str!("configs/traffic.env");
-const PROXY_UID: u32 = 1337;
-const PROXY_GID: u32 = 1338;
-const APP_USER: (u32, u32) = (1000, 1000);
 
 fn config_from_env(text: &str) -> ProxyConfig {
     let vars = text
@@ -187,132 +184,6 @@ fn ipv4_only_table_equals_nft_reference_too() {
     assert_eq!(nft_json(&ours), nft_json(&reference));
 }
 
-/// Remote hosts on the peer, the proxy's ports and some app ports in the app namespace.
-struct Scene {
-    net: NetnsPair,
-    egress_proxy: Listener,
-    ingress_proxy: Listener,
-    app_9080: Listener,
-    app_8080: Listener,
-    remote_80: Listener,
-    remote_22: Listener,
-    remote_5015: Listener,
-    remote_6005: Listener,
-}
-
-impl Scene {
-    fn new() -> Scene {
-        let net = NetnsPair::new();
-        for ip in [
-            "203.0.113.7",
-            "203.0.113.200",
-            "169.254.169.254",
-            "169.254.170.2",
-            "2001:db8:ff::7",
-            "2001:db8:ff:1::7",
-            "fd00:ec2::254",
-        ] {
-            net.peer.add_address(ip.parse::<IpAddr>().unwrap());
-        }
-        Scene {
-            egress_proxy: net.app.listen(15001),
-            ingress_proxy: net.app.listen(15000),
-            app_9080: net.app.listen(9080),
-            app_8080: net.app.listen(8080),
-            remote_80: net.peer.listen(80),
-            remote_22: net.peer.listen(22),
-            remote_5015: net.peer.listen(5015),
-            remote_6005: net.peer.listen(6005),
-            net,
-        }
-    }
-
-    fn connect_from_app(&self, dest: &str, user: (u32, u32)) -> ConnectOutcome {
-        self.net
-            .app
-            .connect(addr(dest), Some(user), DEFAULT_CONNECT_TIMEOUT)
-    }
-
-    fn connect_from_peer(&self, dest: &str) -> ConnectOutcome {
-        self.net
-            .peer
-            .connect(addr(dest), None, DEFAULT_CONNECT_TIMEOUT)
-    }
-
-    /// Every outcome traffic.env promises, for the IPv4 destinations and, when `ipv6`,
-    /// the IPv6 ones (otherwise IPv6 must go direct).
-    fn assert_configured_traffic(&self, ipv6: bool) {
-        let v6_egress = "[2001:db8:ff::7]:80";
-        for dest in ["203.0.113.7:80", v6_egress] {
-            let outcome = self.connect_from_app(dest, APP_USER);
-            if dest == v6_egress && !ipv6 {
-                assert_direct(&outcome, &self.remote_80);
-            } else {
-                assert_redirected(&outcome, &self.egress_proxy, addr(dest));
-            }
-        }
-        // root is an ordinary user too
-        let outcome = self
-            .net
-            .app
-            .connect(addr("203.0.113.7:80"), None, DEFAULT_CONNECT_TIMEOUT);
-        assert_redirected(&outcome, &self.egress_proxy, addr("203.0.113.7:80"));
-        for dest in ["203.0.113.7:80", v6_egress] {
-            assert_direct(
-                &self.connect_from_app(dest, (PROXY_UID, 4242)),
-                &self.remote_80,
-            );
-            assert_direct(
-                &self.connect_from_app(dest, (4242, PROXY_GID)),
-                &self.remote_80,
-            );
-        }
-        for (dest, remote) in [
-            ("203.0.113.7:22", &self.remote_22),
-            ("[2001:db8:ff::7]:22", &self.remote_22),
-            ("203.0.113.7:5015", &self.remote_5015),
-            ("[2001:db8:ff::7]:5015", &self.remote_5015),
-            ("203.0.113.7:6005", &self.remote_6005),
-        ] {
-            assert_direct(&self.connect_from_app(dest, APP_USER), remote);
-        }
-        for dest in [
-            "169.254.169.254:80",
-            "169.254.170.2:80",
-            "203.0.113.200:80",
-            "[2001:db8:ff:1::7]:80",
-            "[fd00:ec2::254]:80",
-        ] {
-            assert_direct(&self.connect_from_app(dest, APP_USER), &self.remote_80);
-        }
-        for dest in [
-            "127.0.0.1:8080",
-            "198.51.100.1:8080",
-            "[::1]:8080",
-            "[2001:db8:100::1]:8080",
-        ] {
-            assert_direct(&self.connect_from_app(dest, APP_USER), &self.app_8080);
-        }
-        for dest in [
-            "198.51.100.1:9080",
-            "198.51.100.1:9443",
-            "[2001:db8:100::1]:9080",
-        ] {
-            let outcome = self.connect_from_peer(dest);
-            if dest.starts_with('[') && !ipv6 {
-                assert_direct(&outcome, &self.app_9080);
-            } else {
-                assert_redirected(&outcome, &self.ingress_proxy, addr(dest));
-            }
-        }
-        assert_direct(&self.connect_from_peer("198.51.100.1:8080"), &self.app_8080);
-    }
-}
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
 #[test]
 fn traffic_follows_the_config_over_ipv4_and_ipv6() {
     if !require_root() {
@@ -321,7 +192,7 @@ fn traffic_follows_the_config_over_ipv4_and_ipv6() {
     let scene = Scene::new();
     let table = plan_table(&config_from_env(TRAFFIC_ENV), ActiveFamilies::Both);
     commit_in(&scene.net.app, &table);
-    scene.assert_configured_traffic(true);
+    scene.assert_configured_traffic_in(true);
 }
 
 /// The renderer takes any ruleset of the one model, not only the shapes the native
@@ -373,7 +244,7 @@ fn rulesets_planned_as_for_iptables_render_to_the_same_traffic() {
         listed.contains("ip daddr 203.0.113.128/25 return"),
         "{listed}"
     );
-    scene.assert_configured_traffic(true);
+    scene.assert_configured_traffic_in(true);
 }
 
 #[test]
@@ -384,7 +255,7 @@ fn ipv4_only_table_leaves_ipv6_traffic_alone() {
     let scene = Scene::new();
     let table = plan_table(&config_from_env(TRAFFIC_ENV), ActiveFamilies::Ipv4Only);
     commit_in(&scene.net.app, &table);
-    scene.assert_configured_traffic(false);
+    scene.assert_configured_traffic_in(false);
 }
 
 #[test]
@@ -814,100 +685,6 @@ fn ranges_at_the_ends_of_the_key_space_round_trip() {
             last: 0xffff_ffff
         }]
     );
-}
-
-// ---- rough timings (printed, not asserted: the benchmark is scripts/bench.sh's job) ----
-
-/// (commit in a fresh namespace, read back, commit again = compare only)
-fn timed_commit(table: &Table) -> (Duration, Duration, Duration) {
-    let ns = TestNetns::new("nft-time");
-    ns.run_inside(|| {
-        let start = Instant::now();
-        let report = connection().commit(table).unwrap();
-        assert_eq!(report.change, Change::Created);
-        let committed = start.elapsed();
-        let start = Instant::now();
-        let read = connection().read_table(TABLE_NAME).unwrap();
-        let read_time = start.elapsed();
-        assert_eq!(read.table.as_ref(), Some(table));
-        let start = Instant::now();
-        let report = connection().commit(table).unwrap();
-        assert_eq!(report.change, Change::Unchanged);
-        (committed, read_time, start.elapsed())
-    })
-}
-
-fn scattered_ipv4(count: u32) -> ProxyConfig {
-    let mut config = config_from_env(SEED_ENV);
-    config.egress_ignored_destinations = IgnoredDestinations::from_networks(
-        (0..count).map(|i| IpNet::V4(Ipv4Net::new((0x0a00_0000 + i * 7).into(), 32).unwrap())),
-    );
-    config
-}
-
-#[test]
-fn commit_timings_for_the_seed_and_long_ignore_lists() {
-    use std::io::Write;
-    if !require_root() {
-        return;
-    }
-    let seed = plan_table(&config_from_env(SEED_ENV), ActiveFamilies::Both);
-    let mut report = String::new();
-    let best_seed = (0..5).map(|_| timed_commit(&seed)).min().unwrap();
-    report += &format!("seed (commit, read back, unchanged re-commit): {best_seed:?}\n");
-    for count in [10_000, 100_000] {
-        let table = plan_table(&scattered_ipv4(count), ActiveFamilies::Both);
-        assert!(!table.set("ignored_ipv4").unwrap().interval);
-        report += &format!(
-            "{count} ignored /32s (hash set): {:?}\n",
-            timed_commit(&table)
-        );
-        let mut config = scattered_ipv4(count);
-        config
-            .egress_ignored_destinations
-            .push("192.168.0.0/16".parse().unwrap());
-        let table = plan_table(&config, ActiveFamilies::Both);
-        assert!(table.set("ignored_ipv4").unwrap().interval);
-        let best = (0..3).map(|_| timed_commit(&table)).min().unwrap();
-        report += &format!("{count} ignored /32s + one /16 (interval set): {best:?}\n");
-    }
-    // The layout choice, measured: every other port, and 100,000 scattered addresses,
-    // each as a hash set and as an interval set.
-    let every_other_port: Vec<KeyRange> =
-        (1..=32_768u128).map(|p| KeyRange::single(p * 2)).collect();
-    let scattered: Vec<KeyRange> = (0..100_000u128)
-        .map(|i| KeyRange::single(0x0a00_0000 + i * 7))
-        .collect();
-    for (what, key, members) in [
-        (
-            "32768 separate ports",
-            KeyType::InetService,
-            &every_other_port,
-        ),
-        (
-            "100000 separate IPv4 addresses",
-            KeyType::Ipv4Addr,
-            &scattered,
-        ),
-    ] {
-        for interval in [false, true] {
-            let set = Set::with_layout("s", key, interval, members.iter().copied());
-            let table = Table::new(TABLE_NAME, vec![set], Vec::new());
-            report += &format!(
-                "{what}, {} set: {:?}\n",
-                if interval { "interval" } else { "hash" },
-                timed_commit(&table)
-            );
-        }
-    }
-    let peak = std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmHWM"))
-        .unwrap_or("VmHWM: ?")
-        .to_owned();
-    report += &format!("test process peak RSS ({peak}), desired tables included\n");
-    let _ = writeln!(std::io::stderr(), "{report}");
 }
 
 #[test]

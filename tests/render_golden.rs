@@ -5,6 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "common/native_golden.rs"]
+mod native_golden;
+use native_golden::NATIVE_GOLDEN;
+
 fn render(args: &[&str], env: &[(&str, &str)]) -> String {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshinit"));
     cmd.arg("render")
@@ -251,4 +255,69 @@ fn long_ip_lists_use_a_set_holding_the_merged_networks() {
         "{sets}"
     );
     assert!(!sets.contains("10.0.1.0/24"), "{sets}");
+}
+
+// ---- the native backend's table, as the nft script `render --backend nftables` prints ----
+// tests/render_nftables.rs loads the same scripts with `nft -f` and compares them with what
+// `apply --backend nftables` makes.
+
+#[test]
+fn native_tables_as_nft_scripts() {
+    for (name, args) in NATIVE_GOLDEN {
+        let mut with_backend = vec!["--backend", "nftables"];
+        with_backend.extend_from_slice(args);
+        check_golden(name, &render(&with_backend, &[]));
+    }
+}
+
+#[test]
+fn the_kubernetes_environment_as_an_nft_script() {
+    let env_file =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/appmesh.env"))
+            .unwrap();
+    let vars: Vec<(&str, &str)> = env_file.lines().filter_map(|l| l.split_once('=')).collect();
+    check_golden(
+        "appmesh-env.nft",
+        &render(&["--from-env", "--backend", "nftables"], &vars),
+    );
+}
+
+#[test]
+fn native_render_refuses_what_it_cannot_print() {
+    for (args, option) in [
+        (
+            &["examples/taskdef-ec2.json", "--backend", "auto"][..],
+            "--backend",
+        ),
+        (
+            &[
+                "examples/taskdef-ec2.json",
+                "--backend",
+                "nftables",
+                "--family",
+                "ipv4",
+            ][..],
+            "--family",
+        ),
+        (
+            &[
+                "examples/taskdef-ec2.json",
+                "--backend",
+                "nftables",
+                "--sets",
+            ][..],
+            "--sets",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_meshinit"))
+            .arg("render")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(option), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
 }

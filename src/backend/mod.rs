@@ -141,6 +141,14 @@ pub trait Backend: fmt::Debug + Send + Sync {
         dry_run: bool,
     ) -> Result<ConvergeReport>;
 
+    /// What it would send to install `desired` where nothing of ours is, in its own syntax
+    /// (`iptables-restore` payloads, an nft script): what `render` prints. No I/O.
+    fn render(&self, desired: &Desired) -> String;
+
+    /// What a dry run's `report` would send, in its own syntax with `#` comments around
+    /// it: what `apply --dry-run` prints.
+    fn dry_run_text(&self, report: &ConvergeReport) -> String;
+
     /// How `installed` differs from `desired`, in this backend's words; sets included.
     fn drift(
         &self,

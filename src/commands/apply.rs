@@ -5,7 +5,7 @@ use tracing::{info, warn};
 
 use super::args::{ConfigArgs, TargetArgs};
 use super::target::{self, IPTABLES_CAPS, Turn};
-use crate::backend::{BackendKind, ConvergeReport, TimeBudget};
+use crate::backend::TimeBudget;
 use crate::converge;
 use crate::error::Result;
 use crate::{netns, verify};
@@ -56,7 +56,8 @@ impl ApplyArgs {
         let applied = converge::apply(&config, self.target.backend, &budget, self.dry_run)?;
         let report = &applied.report;
         if self.dry_run {
-            print_dry_run(report);
+            // Each backend writes what it would send in its own syntax.
+            print!("{}", applied.backend.dry_run_text(report));
             return Ok(0);
         }
         let families: Vec<String> = report
@@ -76,43 +77,5 @@ impl ApplyArgs {
             return Ok(outcome.exit_code());
         }
         Ok(0)
-    }
-}
-
-/// What `--dry-run` would send: a restore payload per family (iptables), or the one
-/// transaction that carries both families (native).
-fn print_dry_run(report: &ConvergeReport) {
-    for payload in &report.set_payloads {
-        println!("# ipset restore\n{payload}");
-    }
-    if report.backend == BackendKind::Nftables {
-        let families: Vec<String> = report
-            .families
-            .iter()
-            .map(|f| f.family.to_string())
-            .collect();
-        match report.families.iter().find_map(|f| f.payload.as_ref()) {
-            Some(summary) => println!(
-                "# one nf_tables transaction ({})\n{summary}\n",
-                families.join(" + ")
-            ),
-            None => println!(
-                "# {}: already as configured; nothing to send\n",
-                families.join(" + ")
-            ),
-        }
-        return;
-    }
-    for change in &report.families {
-        match &change.payload {
-            Some(p) => println!(
-                "# {} restore --noflush ({})\n{p}",
-                report.backend, change.family
-            ),
-            None => println!(
-                "# {}: already as configured; nothing to send\n",
-                change.family
-            ),
-        }
     }
 }

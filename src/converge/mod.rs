@@ -6,7 +6,7 @@ mod clean;
 mod decide;
 
 pub use clean::clean;
-pub use decide::{FamilyChoice, decide, decide_for};
+pub use decide::{FamilyChoice, Ipv6Decision, decide, decide_for, ipv6_decision};
 
 use tracing::warn;
 

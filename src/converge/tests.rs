@@ -53,6 +53,12 @@ impl Backend for Fake {
     fn kind(&self) -> BackendKind {
         self.kind
     }
+    fn render(&self, desired: &Desired) -> String {
+        format!("{} rulesets\n", desired.rulesets().count())
+    }
+    fn dry_run_text(&self, report: &ConvergeReport) -> String {
+        format!("{} families\n", report.families.len())
+    }
     fn plan_options(&self) -> PlanOptions {
         PlanOptions::default()
     }

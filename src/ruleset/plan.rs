@@ -297,21 +297,4 @@ fn merged_ports(ranges: &[PortRange]) -> Vec<PortRange> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn overlapping_and_adjacent_port_ranges_merge_for_a_set() {
-        let r = |first, last| PortRange { first, last };
-        assert_eq!(
-            merged_ports(&[
-                r(1005, 1020),
-                r(1000, 1010),
-                r(1021, 1021),
-                r(22, 22),
-                r(2000, 2001)
-            ]),
-            vec![r(22, 22), r(1000, 1021), r(2000, 2001)]
-        );
-    }
-}
+mod tests;

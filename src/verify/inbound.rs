@@ -9,8 +9,6 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::report::{CheckResult, Evidence, Status};
-use super::selection::CheckKind;
 use super::sink::{INBOUND_CLIENT_V4, INBOUND_CLIENT_V6, INNER_MAC, SinkAddresses};
 use crate::config::ProxyConfig;
 use crate::conntrack::{Conntrack, Entry, TcpTuple};
@@ -21,6 +19,10 @@ use crate::ruleset::Family;
 const ARRIVAL_BOUND: Duration = Duration::from_secs(1);
 /// How often a SYN whose entry has not appeared is sent again.
 const RESEND_EVERY: Duration = Duration::from_millis(5);
+
+/// Per family, the inbound probes sent and what conntrack saw, or why none could be sent.
+pub type InboundResults = Vec<(Family, std::result::Result<InboundFamily, String>)>;
+pub type InboundFamily = Vec<(InboundProbe, TcpTuple, InboundObservation)>;
 
 /// One inbound SYN to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,123 +169,10 @@ pub fn run(
         .collect()
 }
 
-/// The verdict on one inbound probe. `rules_failure`, when the ingress rules read back
-/// differ from the configuration, says how, and is added to a failure.
-pub fn judge(
-    probe: &InboundProbe,
-    tuple: TcpTuple,
-    observation: &InboundObservation,
-    proxy_ingress_port: u16,
-    rules_failure: Option<&str>,
-) -> CheckResult {
-    let attempt = format!(
-        "an inbound SYN from {} to {} entering through PREROUTING",
-        tuple.source, tuple.destination
-    );
-    let port = probe.port;
-    let (status, observed, reason) = match observation {
-        InboundObservation::NotSent(why) => (
-            Status::CouldNotRun,
-            "not-sent",
-            format!("{attempt} could not be checked: {why}"),
-        ),
-        // NAT always creates an entry; none means no rule translated the packet (in a
-        // namespace without NAT rules conntrack is not even active).
-        InboundObservation::Entry(None) if probe.app_port => (
-            Status::Fail,
-            "not-tracked",
-            format!(
-                "{attempt} was not redirected (it left no conntrack entry, and NAT always makes \
-                 one): inbound connections to AppPort {port} would reach the application \
-                 directly, bypassing ProxyIngressPort {proxy_ingress_port}"
-            ),
-        ),
-        InboundObservation::Entry(None) => (
-            Status::Pass,
-            "not-tracked",
-            format!(
-                "{attempt} was not redirected (it left no conntrack entry, and NAT always makes \
-                 one; port {port} is not an AppPort)"
-            ),
-        ),
-        InboundObservation::Entry(Some(entry)) => {
-            match (probe.app_port, entry.translated_destination()) {
-                (true, Some(to)) if to.port() == proxy_ingress_port => (
-                    Status::Pass,
-                    "redirected-to-proxy-ingress-port",
-                    format!(
-                        "{attempt} was redirected to ProxyIngressPort {proxy_ingress_port} \
-                         (conntrack: replies come from {to})"
-                    ),
-                ),
-                (true, Some(to)) => (
-                    Status::Fail,
-                    "translated-elsewhere",
-                    format!(
-                        "{attempt} was sent to {to} instead of ProxyIngressPort \
-                         {proxy_ingress_port}: the ingress REDIRECT points at the wrong port"
-                    ),
-                ),
-                (true, None) => (
-                    Status::Fail,
-                    "not-translated",
-                    format!(
-                        "{attempt} was not redirected: inbound connections to AppPort {port} \
-                         would reach the application directly, bypassing ProxyIngressPort \
-                         {proxy_ingress_port}"
-                    ),
-                ),
-                (false, None) => (
-                    Status::Pass,
-                    "not-translated",
-                    format!("{attempt} was not redirected (port {port} is not an AppPort)"),
-                ),
-                (false, Some(to)) => (
-                    Status::Fail,
-                    "translated",
-                    format!(
-                        "{attempt} was redirected to {to}: port {port} is not an AppPort, but \
-                         its inbound traffic is sent to the proxy"
-                    ),
-                ),
-            }
-        }
-    };
-    let reason = match (status, rules_failure) {
-        (Status::Fail, Some(rules)) => format!("{reason}; {rules}"),
-        _ => reason,
-    };
-    CheckResult {
-        check: if probe.app_port {
-            CheckKind::IngressRedirect
-        } else {
-            CheckKind::IngressOtherPort
-        },
-        family: probe.family,
-        evidence: Evidence::Connection,
-        status,
-        destination: Some(tuple.destination),
-        identity: None,
-        observed: Some(observed.to_owned()),
-        reason,
-    }
-}
-
 /// A source port in the dynamic range, different per run.
 fn source_port_base() -> u16 {
     let random = getrandom::u32().unwrap_or(0);
     49_152 + u16::try_from(random % 8_192).unwrap_or(0)
-}
-
-/// A packet socket that only sends (protocol 0: it receives nothing).
-pub fn packet_socket() -> io::Result<std::os::fd::OwnedFd> {
-    // SAFETY: socket(2) with constant arguments; the fd is owned right away.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd was just created and is owned only here.
-    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
 /// Writes one TCP SYN for `tuple` on interface `index` (the kernel adds the Ethernet

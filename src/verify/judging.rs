@@ -1,11 +1,19 @@
-//! What each observation means: whether a probe landed where the configuration says, and
-//! why not. Pure: tested without root.
+//! The judge stage: what each observation means (whether a probe landed where the
+//! configuration says, and why not), and the run's checks in report order. Pure: tested
+//! without root.
 
 use std::time::Duration;
 
-use super::probe::{ListenerRole, Observation};
-use super::report::{CheckResult, Evidence, Status};
-use super::selection::{CheckKind, Expectation, Probe};
+use super::check::{CheckKind, CheckResult, Evidence, Status};
+use super::inbound::{InboundObservation, InboundProbe, InboundResults};
+use super::plan::{ProbePlan, Slot};
+use super::probe::Observation;
+use super::rule_inspection;
+use super::scope::Scope;
+use super::selection::{Expectation, ListenerRole, Probe};
+use crate::config::ProxyConfig;
+use crate::conntrack::TcpTuple;
+use crate::ruleset::Family;
 
 /// What judging needs besides the probe and what it observed.
 #[derive(Debug, Clone, Copy)]
@@ -18,20 +26,6 @@ pub struct Judging<'a> {
     pub rules_hint: Option<&'a str>,
 }
 
-/// A check result for `probe` that could not be decided by a connection.
-pub fn unprobed(probe: &Probe, status: Status, reason: String) -> CheckResult {
-    CheckResult {
-        check: probe.kind,
-        family: probe.family,
-        evidence: Evidence::Connection,
-        status,
-        destination: Some(probe.destination),
-        identity: Some(probe.identity),
-        observed: None,
-        reason,
-    }
-}
-
 /// Turns what a probe observed into a verdict and a reason that says what happened and,
 /// for a failure, what it means.
 pub fn judge(probe: &Probe, observation: &Observation, judging: &Judging) -> CheckResult {
@@ -42,7 +36,7 @@ pub fn judge(probe: &Probe, observation: &Observation, judging: &Judging) -> Che
     };
     CheckResult {
         observed: Some(observation.tag().to_owned()),
-        ..unprobed(probe, status, reason)
+        ..probe.unprobed(status, reason)
     }
 }
 
@@ -226,11 +220,228 @@ fn describe(observation: &Observation, judging: &Judging, probe_context: bool) -
     }
 }
 
+/// The checks of a run, judged, in report order, and the notes that are no check's verdict.
+pub struct Checks {
+    pub checks: Vec<CheckResult>,
+    pub notes: Vec<String>,
+}
+
+/// Judges every observation and fills in the report, in planned order. A family whose
+/// listener self-test failed has every probe of it turned into "could not run".
+pub fn judge_all(
+    plan: ProbePlan,
+    config: &ProxyConfig,
+    scope: &Scope,
+    observations: &[Observation],
+    inbound: &InboundResults,
+    window: Duration,
+) -> Checks {
+    let hints: Vec<(Family, String)> = Family::BOTH
+        .iter()
+        .filter_map(|family| match scope.table(*family).as_result() {
+            Ok(nat) => Some((*family, rule_inspection::egress_rules_hint(*family, nat))),
+            Err(_) => None,
+        })
+        .collect();
+    let self_test_failed = |family: Family| {
+        plan.probes
+            .iter()
+            .zip(observations)
+            .any(|(probe, observation)| {
+                probe.family == family
+                    && probe.kind == CheckKind::Listener
+                    && !matches!(
+                        observation,
+                        Observation::ReachedListener {
+                            role: ListenerRole::Egress,
+                            ..
+                        }
+                    )
+            })
+    };
+    let mut results = Vec::new();
+    for slot in plan.slots {
+        let result = match slot {
+            Slot::Decided(result) => result,
+            Slot::Ingress(family) => {
+                let rules = rule_inspection::inspect_ingress(
+                    config,
+                    family,
+                    scope.table(family).as_result(),
+                );
+                match inbound.iter().find(|(f, _)| *f == family) {
+                    Some((_, Ok(probes))) => {
+                        let rules_failure =
+                            (rules.status == Status::Fail).then_some(rules.reason.as_str());
+                        let proxy_port = config.ingress.as_ref().map_or(0, |i| i.proxy_port);
+                        for (probe, tuple, observation) in probes {
+                            results.push(judge_inbound(
+                                probe,
+                                *tuple,
+                                observation,
+                                proxy_port,
+                                rules_failure,
+                            ));
+                        }
+                        continue;
+                    }
+                    Some((_, Err(why))) => CheckResult {
+                        reason: format!(
+                            "{}; an inbound packet could not be sent instead: {why}",
+                            rules.reason
+                        ),
+                        ..rules
+                    },
+                    None => rules,
+                }
+            }
+            Slot::Mesh(family) => {
+                rule_inspection::inspect_mesh(config, family, scope.table(family).as_result())
+            }
+            Slot::Probed(index) => {
+                let (Some(probe), Some(observation)) =
+                    (plan.probes.get(index), observations.get(index))
+                else {
+                    continue;
+                };
+                if probe.kind != CheckKind::Listener && self_test_failed(probe.family) {
+                    probe.unprobed(
+                        Status::CouldNotRun,
+                        format!(
+                            "not judged: verify's own listener did not answer over {} loopback \
+                             (see the listener check)",
+                            probe.family
+                        ),
+                    )
+                } else {
+                    let judging = Judging {
+                        proxy_egress_port: config.proxy_egress_port,
+                        proxy_ingress_port: config.ingress.as_ref().map(|i| i.proxy_port),
+                        window,
+                        rules_hint: hints
+                            .iter()
+                            .find(|(f, _)| *f == probe.family)
+                            .map(|(_, h)| h.as_str()),
+                    };
+                    judge(probe, observation, &judging)
+                }
+            }
+        };
+        results.push(result);
+    }
+    Checks {
+        checks: results,
+        notes: plan.notes,
+    }
+}
+
+/// The verdict on one inbound probe. `rules_failure`, when the ingress rules read back
+/// differ from the configuration, says how, and is added to a failure.
+pub fn judge_inbound(
+    probe: &InboundProbe,
+    tuple: TcpTuple,
+    observation: &InboundObservation,
+    proxy_ingress_port: u16,
+    rules_failure: Option<&str>,
+) -> CheckResult {
+    let attempt = format!(
+        "an inbound SYN from {} to {} entering through PREROUTING",
+        tuple.source, tuple.destination
+    );
+    let port = probe.port;
+    let (status, observed, reason) = match observation {
+        InboundObservation::NotSent(why) => (
+            Status::CouldNotRun,
+            "not-sent",
+            format!("{attempt} could not be checked: {why}"),
+        ),
+        // NAT always creates an entry; none means no rule translated the packet (in a
+        // namespace without NAT rules conntrack is not even active).
+        InboundObservation::Entry(None) if probe.app_port => (
+            Status::Fail,
+            "not-tracked",
+            format!(
+                "{attempt} was not redirected (it left no conntrack entry, and NAT always makes \
+                 one): inbound connections to AppPort {port} would reach the application \
+                 directly, bypassing ProxyIngressPort {proxy_ingress_port}"
+            ),
+        ),
+        InboundObservation::Entry(None) => (
+            Status::Pass,
+            "not-tracked",
+            format!(
+                "{attempt} was not redirected (it left no conntrack entry, and NAT always makes \
+                 one; port {port} is not an AppPort)"
+            ),
+        ),
+        InboundObservation::Entry(Some(entry)) => {
+            match (probe.app_port, entry.translated_destination()) {
+                (true, Some(to)) if to.port() == proxy_ingress_port => (
+                    Status::Pass,
+                    "redirected-to-proxy-ingress-port",
+                    format!(
+                        "{attempt} was redirected to ProxyIngressPort {proxy_ingress_port} \
+                         (conntrack: replies come from {to})"
+                    ),
+                ),
+                (true, Some(to)) => (
+                    Status::Fail,
+                    "translated-elsewhere",
+                    format!(
+                        "{attempt} was sent to {to} instead of ProxyIngressPort \
+                         {proxy_ingress_port}: the ingress REDIRECT points at the wrong port"
+                    ),
+                ),
+                (true, None) => (
+                    Status::Fail,
+                    "not-translated",
+                    format!(
+                        "{attempt} was not redirected: inbound connections to AppPort {port} \
+                         would reach the application directly, bypassing ProxyIngressPort \
+                         {proxy_ingress_port}"
+                    ),
+                ),
+                (false, None) => (
+                    Status::Pass,
+                    "not-translated",
+                    format!("{attempt} was not redirected (port {port} is not an AppPort)"),
+                ),
+                (false, Some(to)) => (
+                    Status::Fail,
+                    "translated",
+                    format!(
+                        "{attempt} was redirected to {to}: port {port} is not an AppPort, but \
+                         its inbound traffic is sent to the proxy"
+                    ),
+                ),
+            }
+        }
+    };
+    let reason = match (status, rules_failure) {
+        (Status::Fail, Some(rules)) => format!("{reason}; {rules}"),
+        _ => reason,
+    };
+    CheckResult {
+        check: if probe.app_port {
+            CheckKind::IngressRedirect
+        } else {
+            CheckKind::IngressOtherPort
+        },
+        family: probe.family,
+        evidence: Evidence::Connection,
+        status,
+        destination: Some(tuple.destination),
+        identity: None,
+        observed: Some(observed.to_owned()),
+        reason,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ruleset::Family;
-    use crate::verify::selection::Identity;
+    use crate::verify::check::Identity;
     fn judging() -> Judging<'static> {
         Judging {
             proxy_egress_port: 15001,

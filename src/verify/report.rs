@@ -2,85 +2,32 @@
 //! outcome, and how both are printed for people and for machines.
 
 use std::fmt::Write;
-use std::net::SocketAddr;
 
 use serde::Serialize;
 
-use super::Outcome;
-use super::selection::{CheckKind, Identity};
+use super::check::{CheckKind, CheckResult, Evidence, Status};
 use crate::backend::BackendKind;
-use crate::ruleset::Family;
+use crate::error::exit_code;
 
-/// The verdict of one check.
+/// The verdict of a verification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Status {
-    Pass,
-    Fail,
-    /// Verify could not make the check (port taken, no IPv6, loopback down...); not a pass.
+pub enum Outcome {
+    /// Every check that applies passed, and egress redirection was proven in some family.
+    Passed,
+    /// Redirection is broken: some check failed.
+    Failed,
+    /// Verify could not do its job (a proxy port taken, loopback down, IPv6 required but
+    /// absent...), and nothing failed.
     CouldNotRun,
-    /// The configuration or namespace gives the check nothing to prove.
-    NotApplicable,
 }
 
-impl Status {
-    fn label(self) -> &'static str {
+impl Outcome {
+    pub fn exit_code(self) -> i32 {
         match self {
-            Status::Pass => "PASS",
-            Status::Fail => "FAIL",
-            Status::CouldNotRun => "COULD NOT RUN",
-            Status::NotApplicable => "N/A",
-        }
-    }
-}
-
-/// What a check's verdict rests on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Evidence {
-    /// A real connection made in the namespace.
-    Connection,
-    /// Reading the installed rules back (no traffic).
-    Rules,
-    /// Neither: the check was decided before anything was tried.
-    None,
-}
-
-/// One check and its verdict.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CheckResult {
-    pub check: CheckKind,
-    pub family: Family,
-    pub evidence: Evidence,
-    pub status: Status,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub destination: Option<SocketAddr>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub identity: Option<Identity>,
-    /// What the probe connection did, as a short tag (`reached-proxy-egress-port`,
-    /// `no-answer`, `refused`, `unreachable`, `connected-elsewhere`, ...).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub observed: Option<String>,
-    pub reason: String,
-}
-
-impl CheckResult {
-    /// A verdict on a whole family, decided before any connection.
-    pub fn family(family: Family, status: Status, reason: String) -> Self {
-        CheckResult::decided(CheckKind::Family, family, status, reason)
-    }
-
-    /// A verdict decided without a connection or a rule (nothing to prove, or cannot try).
-    pub fn decided(check: CheckKind, family: Family, status: Status, reason: String) -> Self {
-        CheckResult {
-            check,
-            family,
-            evidence: Evidence::None,
-            status,
-            destination: None,
-            identity: None,
-            observed: None,
-            reason,
+            Outcome::Passed => 0,
+            Outcome::Failed => exit_code::VERIFY_FAILED,
+            Outcome::CouldNotRun => exit_code::VERIFY_COULD_NOT_RUN,
         }
     }
 }
@@ -195,6 +142,8 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ruleset::Family;
+    use crate::verify::check::Identity;
 
     fn check(kind: CheckKind, status: Status) -> CheckResult {
         CheckResult {

@@ -1,9 +1,8 @@
 //! What the installed rules say, read as the model: the ingress check (which traffic from
 //! inside the namespace cannot prove) and the hints that explain a failed egress probe.
 
-use super::report::{CheckResult, Evidence, Status};
+use super::check::{CheckKind, CheckResult, Evidence, Status};
 use super::scope::Inspected;
-use super::selection::CheckKind;
 use crate::config::ProxyConfig;
 use crate::ruleset::{EGRESS_CHAIN, Family, INGRESS_CHAIN};
 

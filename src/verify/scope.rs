@@ -3,7 +3,7 @@
 
 use crate::backend::{Backend, BackendKind, TimeBudget};
 use crate::config::{Ipv6Mode, ProxyConfig};
-use crate::converge::read_for_inspection;
+use crate::converge::{Ipv6Decision, ipv6_decision, read_for_inspection};
 use crate::ruleset::{Drift, EGRESS_CHAIN, Family, INGRESS_CHAIN, InstalledTable, Ruleset, plan};
 
 /// One family's nat table as read, with how its egress and ingress parts differ from the
@@ -120,7 +120,8 @@ pub fn read(backend: &dyn Backend, config: &ProxyConfig, budget: &TimeBudget) ->
                 (None, NatTable::Unread(why.clone()), NatTable::Unread(why))
             }
         };
-    let decisions = decide(mode, &ipv4, &ipv6, namespace_has_ipv6());
+    let engine = ipv6_decision(mode, crate::netns::ipv6_unavailable());
+    let decisions = decide(mode, &engine, &ipv4, &ipv6);
     Scope {
         backend: backend_kind,
         ipv4,
@@ -129,27 +130,21 @@ pub fn read(backend: &dyn Backend, config: &ProxyConfig, budget: &TimeBudget) ->
     }
 }
 
-/// Whether this namespace has IPv6 at all (the per-namespace sysctl, as apply reads it).
-fn namespace_has_ipv6() -> bool {
-    crate::netns::ipv6_unavailable().is_none()
-}
-
-/// IPv4 is always checked. IPv6 is checked when the configuration allows it and its rules
-/// should be here: `on` demands them; under `auto` they are expected when the IPv6 nat
+/// IPv4 is always checked. IPv6 follows the engine's decision (`engine`, as apply takes it
+/// here): not checked where the configuration turns it off; otherwise checked where its
+/// rules should be: `on` demands them; under `auto` they are expected when the IPv6 nat
 /// table holds our chain, or when IPv4's does and IPv6 was readable (apply in `auto`
 /// programs both whenever it can, so IPv6 left out would leak).
 pub fn decide(
     mode: Ipv6Mode,
+    engine: &Ipv6Decision,
     ipv4: &NatTable,
     ipv6: &NatTable,
-    has_ipv6: bool,
 ) -> [(Family, FamilyDecision); 2] {
-    let v6 = match (mode, ipv6) {
-        (Ipv6Mode::Off, _) => {
-            FamilyDecision::NotApplicable("IPv6 is off in the configuration".into())
-        }
+    let v6 = match (engine, ipv6) {
+        (Ipv6Decision::Off(why), _) => FamilyDecision::NotApplicable(why.clone()),
         (_, NatTable::Read(_)) if ipv6.has_egress_chain() => FamilyDecision::Probe(None),
-        (Ipv6Mode::On, NatTable::Read(_)) => FamilyDecision::Probe(None),
+        (_, NatTable::Read(_)) if mode == Ipv6Mode::On => FamilyDecision::Probe(None),
         (_, NatTable::Read(_)) if ipv4.has_egress_chain() => FamilyDecision::Probe(Some(
             "IPv6 is checked although its nat table holds no APPMESH_EGRESS chain: IPv4's \
              does, and IPv6 is usable here, so IPv6 traffic would bypass the proxy"
@@ -159,7 +154,7 @@ pub fn decide(
             "neither nat table holds meshinit's rules; IPv4 is checked to show it".into(),
         ),
         // IPv4 was read, so the IPv6 table was skipped on purpose (IPv6 disabled, no ip6 nat).
-        (Ipv6Mode::On, NatTable::Unread(why)) if matches!(ipv4, NatTable::Read(_)) => {
+        (_, NatTable::Unread(why)) if mode == Ipv6Mode::On && matches!(ipv4, NatTable::Read(_)) => {
             FamilyDecision::CouldNotRun(format!("IPv6 is required (ipv6: on) but {why}"))
         }
         (_, NatTable::Unread(why)) if matches!(ipv4, NatTable::Read(_)) => {
@@ -167,13 +162,13 @@ pub fn decide(
         }
         // Nothing could be read: traffic decides under `on`; under `auto` the rules may or may
         // not be meant to be there, so a failed probe would prove nothing.
-        (Ipv6Mode::On, NatTable::Unread(_)) => FamilyDecision::Probe(None),
-        (_, NatTable::Unread(why)) if has_ipv6 => FamilyDecision::CouldNotRun(format!(
+        (_, NatTable::Unread(_)) if mode == Ipv6Mode::On => FamilyDecision::Probe(None),
+        (Ipv6Decision::Skipped(why) | Ipv6Decision::Refused(why), NatTable::Unread(_)) => {
+            FamilyDecision::NotApplicable(why.clone())
+        }
+        (Ipv6Decision::Programmed, NatTable::Unread(why)) => FamilyDecision::CouldNotRun(format!(
             "cannot tell whether IPv6 rules should be here (ipv6: auto): {why}"
         )),
-        (_, NatTable::Unread(_)) => {
-            FamilyDecision::NotApplicable("this namespace has no IPv6".into())
-        }
     };
     [
         (Family::Ipv4, FamilyDecision::Probe(None)),
@@ -204,8 +199,12 @@ mod tests {
     fn unread() -> NatTable {
         NatTable::Unread("IPv6 is disabled in this namespace (disable_ipv6=1)".into())
     }
+    /// The decision for IPv6, with the engine's taken for `mode` where IPv6 is present or not.
     fn v6(mode: Ipv6Mode, ipv4: NatTable, ipv6: NatTable, has_ipv6: bool) -> FamilyDecision {
-        let [(_, v4), (_, v6)] = decide(mode, &ipv4, &ipv6, has_ipv6);
+        let unavailable =
+            (!has_ipv6).then(|| "IPv6 is disabled in this namespace (disable_ipv6=1)".to_owned());
+        let engine = ipv6_decision(mode, unavailable);
+        let [(_, v4), (_, v6)] = decide(mode, &engine, &ipv4, &ipv6);
         assert_eq!(v4, FamilyDecision::Probe(None));
         v6
     }
@@ -266,5 +265,20 @@ mod tests {
             v6(Ipv6Mode::Auto, failed(), failed(), false),
             FamilyDecision::NotApplicable(_)
         ));
+    }
+
+    #[test]
+    fn ipv6_reasons_are_the_engines() {
+        assert_eq!(
+            v6(Ipv6Mode::Off, with_chain(), with_chain(), true),
+            FamilyDecision::NotApplicable("IPv6 is off in the configuration".into())
+        );
+        let failed = || NatTable::Unread("reading the nat tables failed: no tool".into());
+        assert_eq!(
+            v6(Ipv6Mode::Auto, failed(), failed(), false),
+            FamilyDecision::NotApplicable(
+                "IPv6 is disabled in this namespace (disable_ipv6=1)".into()
+            )
+        );
     }
 }

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use ipnet::IpNet;
 use serde::Serialize;
 
-use super::report::{CheckResult, Evidence, Status};
+use super::check::{CheckKind, CheckResult, Evidence, Identity, Status};
 use crate::config::{ALWAYS_IGNORED_IPS, ALWAYS_IGNORED_PORT, ProxyConfig};
 use crate::ruleset::Family;
 
@@ -42,58 +42,20 @@ const ORDINARY_PORT_CANDIDATES: [u16; 5] = [80, 443, 8080, 8443, 9000];
 /// application user, never root, never the proxy's.
 const ORDINARY_ID_START: u32 = 1000;
 
-/// What a check is about.
+/// Which proxy port a verify listener stands in for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CheckKind {
-    /// Whether a family is checked at all.
-    Family,
-    /// Verify's own listener answers over loopback (the precondition of every probe).
-    Listener,
-    /// An ordinary user's connection reaches ProxyEgressPort with its destination intact.
-    EgressRedirect,
-    /// The proxy's user is not redirected.
-    IgnoredUid,
-    /// The proxy's group is not redirected.
-    IgnoredGid,
-    /// Egress-ignored ports are not redirected.
-    IgnoredPort,
-    /// Egress-ignored destinations are not redirected.
-    IgnoredDestination,
-    /// The ingress rules are installed as rendered (rule inspection, not traffic): only
-    /// where an inbound packet could not be sent.
-    IngressRules,
-    /// An inbound SYN to an AppPort, through PREROUTING, is redirected to ProxyIngressPort.
-    IngressRedirect,
-    /// An inbound SYN to a port that is not an AppPort is left alone.
-    IngressOtherPort,
-    /// The rules of the settings beyond App Mesh are installed as rendered (rule inspection).
-    MeshRules,
+#[serde(rename_all = "lowercase")]
+pub enum ListenerRole {
+    Egress,
+    Ingress,
 }
 
-impl CheckKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            CheckKind::Family => "family",
-            CheckKind::Listener => "listener",
-            CheckKind::EgressRedirect => "egress-redirect",
-            CheckKind::IgnoredUid => "ignored-uid",
-            CheckKind::IgnoredGid => "ignored-gid",
-            CheckKind::IgnoredPort => "ignored-port",
-            CheckKind::IgnoredDestination => "ignored-destination",
-            CheckKind::IngressRules => "ingress-rules",
-            CheckKind::IngressRedirect => "ingress-redirect",
-            CheckKind::IngressOtherPort => "ingress-other-port",
-            CheckKind::MeshRules => "mesh-rules",
-        }
-    }
-}
-
-/// The user and group a probe connects as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Identity {
-    pub uid: u32,
-    pub gid: u32,
+/// One listening socket to open: a role's port in one family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerSpec {
+    pub role: ListenerRole,
+    pub family: Family,
+    pub port: u16,
 }
 
 /// What a probe should observe when the rules work.
@@ -118,6 +80,20 @@ pub struct Probe {
 }
 
 impl Probe {
+    /// A check result for this probe that could not be decided by a connection.
+    pub fn unprobed(&self, status: Status, reason: String) -> CheckResult {
+        CheckResult {
+            check: self.kind,
+            family: self.family,
+            evidence: Evidence::Connection,
+            status,
+            destination: Some(self.destination),
+            identity: Some(self.identity),
+            observed: None,
+            reason,
+        }
+    }
+
     pub fn attempt(&self) -> String {
         format!(
             "egress as uid {} gid {} to {}",

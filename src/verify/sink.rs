@@ -81,7 +81,7 @@ impl Sink {
         // Dropping `sink` on an error sweeps whatever part was made.
         sink.build(families)?;
         sink.addresses.outer_index = interface_index(SINK_PEER)?;
-        sink.addresses.packets = super::inbound::packet_socket().ok();
+        sink.addresses.packets = packet_socket().ok();
         Ok(sink)
     }
 
@@ -227,4 +227,15 @@ fn interface_index(name: &str) -> io::Result<u32> {
     } else {
         Ok(index)
     }
+}
+
+/// A packet socket that only sends (protocol 0: it receives nothing).
+pub fn packet_socket() -> io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: socket(2) with constant arguments; the fd is owned right away.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just created and is owned only here.
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }

@@ -163,8 +163,11 @@ impl XtablesLockHolder {
             .args(["sleep", "30"])
             .spawn()
             .expect("flock runs");
-        // flock takes the lock right after it starts.
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        super::wait_until(
+            "flock holds the test's xtables lock",
+            std::time::Duration::from_secs(10),
+            || lock_is_held(&path),
+        );
         XtablesLockHolder { path, holder }
     }
 
@@ -172,6 +175,18 @@ impl XtablesLockHolder {
     pub fn lockfile(&self) -> &str {
         self.path.to_str().expect("temp paths are UTF-8")
     }
+}
+
+/// Whether another process holds `path`'s flock: taking it without waiting fails.
+fn lock_is_held(path: &std::path::Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    // SAFETY: flock(2) on a descriptor this function owns; closing the file releases a lock
+    // taken here.
+    let taken = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    !taken
 }
 
 impl Drop for XtablesLockHolder {

@@ -32,6 +32,7 @@ mod cli;
 mod client;
 mod fake_tools;
 mod listener;
+pub mod native_golden;
 mod netns;
 mod peers;
 /// The traffic fixture of the `apply_*` tests, imported as `common::scene::*` and kept out
@@ -77,6 +78,19 @@ pub fn require_root() -> bool {
         "SKIPPED {test_name}: {why}; run as root, e.g. `sudo -E cargo test`"
     );
     false
+}
+
+/// Waits until `condition` holds, looking again every few milliseconds; panics naming
+/// `what` once `bound` has passed (a condition that never comes is a failure, not a hang).
+pub fn wait_until(what: &str, bound: std::time::Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + bound;
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {bound:?} waiting until {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 /// The seed of generated test cases. With `CI=true` it is fixed, so CI runs the same cases

@@ -137,6 +137,20 @@ impl TestNetns {
         &self.name
     }
 
+    /// The processes in this namespace (`ip netns pids`): a killed meshinit's orphaned
+    /// children show up here until they finish.
+    pub fn processes(&self) -> Vec<u32> {
+        let output = Command::new("ip")
+            .args(["netns", "pids"])
+            .arg(&self.name)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run ip netns pids {}: {e}", self.name));
+        String::from_utf8_lossy(&output.stdout)
+            .split_whitespace()
+            .filter_map(|pid| pid.parse().ok())
+            .collect()
+    }
+
     /// Namespace file, `/var/run/netns/NAME`: what `meshinit apply --netns PATH` takes.
     pub fn path(&self) -> &Path {
         &self.path

@@ -84,13 +84,21 @@ impl Scene {
 
     /// Every outcome the traffic config promises, both families.
     pub fn assert_configured_traffic(&self) {
+        self.assert_configured_traffic_in(true);
+    }
+
+    /// Every outcome the traffic config promises for IPv4 and, when `ipv6`, for IPv6;
+    /// without IPv6 rules (`ipv6` false) IPv6 connections go where they were sent.
+    pub fn assert_configured_traffic_in(&self, ipv6: bool) {
+        let v6_egress = "[2001:db8:ff::7]:80";
         // Ordinary egress goes to the proxy, original destination intact.
-        for dest in ["203.0.113.7:80", "[2001:db8:ff::7]:80", "203.0.113.7:7000"] {
-            assert_redirected(
-                &self.connect_from_app(dest, APP_USER),
-                &self.egress_proxy,
-                addr(dest),
-            );
+        for dest in ["203.0.113.7:80", v6_egress, "203.0.113.7:7000"] {
+            let outcome = self.connect_from_app(dest, APP_USER);
+            if dest == v6_egress && !ipv6 {
+                assert_direct(&outcome, &self.remote_80);
+            } else {
+                assert_redirected(&outcome, &self.egress_proxy, addr(dest));
+            }
         }
         // The root user is an ordinary user too.
         let outcome = self
@@ -99,7 +107,7 @@ impl Scene {
             .connect(addr("203.0.113.7:80"), None, DEFAULT_CONNECT_TIMEOUT);
         assert_redirected(&outcome, &self.egress_proxy, addr("203.0.113.7:80"));
         // The proxy's own user and group go direct.
-        for dest in ["203.0.113.7:80", "[2001:db8:ff::7]:80"] {
+        for dest in ["203.0.113.7:80", v6_egress] {
             assert_direct(
                 &self.connect_from_app(dest, (PROXY_UID, 4242)),
                 &self.remote_80,
@@ -144,11 +152,12 @@ impl Scene {
             "[2001:db8:100::1]:9080",
             "198.51.100.1:9443",
         ] {
-            assert_redirected(
-                &self.connect_from_peer(dest),
-                &self.ingress_proxy,
-                addr(dest),
-            );
+            let outcome = self.connect_from_peer(dest);
+            if dest.starts_with('[') && !ipv6 {
+                assert_direct(&outcome, &self.app_9080);
+            } else {
+                assert_redirected(&outcome, &self.ingress_proxy, addr(dest));
+            }
         }
         for dest in ["198.51.100.1:8080", "[2001:db8:100::1]:8080"] {
             assert_direct(&self.connect_from_peer(dest), &self.app_8080);

@@ -105,6 +105,31 @@ impl Backend for IptablesBackend {
         Ok(report)
     }
 
+    fn render(&self, desired: &Desired) -> String {
+        let payloads: Vec<String> = desired.rulesets().map(render::render_restore).collect();
+        payloads.join("\n")
+    }
+
+    fn dry_run_text(&self, report: &ConvergeReport) -> String {
+        let mut out = String::new();
+        for payload in &report.set_payloads {
+            out.push_str(&format!("# ipset restore\n{payload}\n"));
+        }
+        for change in &report.families {
+            match &change.payload {
+                Some(p) => out.push_str(&format!(
+                    "# {} restore --noflush ({})\n{p}\n",
+                    report.backend, change.family
+                )),
+                None => out.push_str(&format!(
+                    "# {}: already as configured; nothing to send\n\n",
+                    change.family
+                )),
+            }
+        }
+        out
+    }
+
     fn drift(
         &self,
         installed: &Installed,

@@ -8,6 +8,7 @@ pub mod drift;
 mod migration;
 pub mod render;
 mod render_zones;
+pub mod script;
 #[cfg(test)]
 mod text_tests;
 
@@ -163,14 +164,19 @@ impl Backend for NftablesBackend {
         };
         let summary = planned.as_ref().map_or_else(
             || format!("delete table inet {TABLE_NAME}"),
+            // A dry run shows what would be sent: the table, as an nft script.
             |t| {
-                format!(
-                    "table inet {} ({} chains, {} sets, {} set elements) in one transaction",
-                    t.name,
-                    t.chains.len(),
-                    t.sets.len(),
-                    t.sets.iter().map(|s| s.elements().len()).sum::<usize>()
-                )
+                if dry_run {
+                    script::script(t)
+                } else {
+                    format!(
+                        "table inet {} ({} chains, {} sets, {} set elements) in one transaction",
+                        t.name,
+                        t.chains.len(),
+                        t.sets.len(),
+                        t.sets.iter().map(|s| s.elements().len()).sum::<usize>()
+                    )
+                }
             },
         );
         Ok(ConvergeReport {
@@ -190,6 +196,26 @@ impl Backend for NftablesBackend {
             sets_destroyed: Vec::new(),
             replaced,
         })
+    }
+
+    fn render(&self, desired: &Desired) -> String {
+        match Self::planned(desired) {
+            Some(table) => script::script(&table),
+            None => format!("delete table inet {TABLE_NAME}\n"),
+        }
+    }
+
+    fn dry_run_text(&self, report: &ConvergeReport) -> String {
+        let families: Vec<String> = report
+            .families
+            .iter()
+            .map(|f| f.family.to_string())
+            .collect();
+        let families = families.join(" + ");
+        match report.families.iter().find_map(|f| f.payload.as_ref()) {
+            Some(sent) => format!("# one nf_tables transaction ({families})\n{sent}\n"),
+            None => format!("# {families}: already as configured; nothing to send\n\n"),
+        }
     }
 
     fn drift(
