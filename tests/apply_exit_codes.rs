@@ -240,35 +240,74 @@ fn unprivileged(ns: &TestNetns, args: &[&str]) -> std::process::Child {
         .expect("setpriv starts")
 }
 
+/// A child process of this test, inside `ns` as the user nobody with no capability, that
+/// holds the abstract socket earlier meshinit versions locked with; killed on drop. Made by
+/// fork and setuid rather than a script, so it needs no interpreter (the VM has none).
+struct Squatter(nix::unistd::Pid);
+
+impl Squatter {
+    fn bind_lock_socket_as_nobody(ns: &TestNetns) -> Squatter {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, bind, socket};
+        use nix::unistd::{ForkResult, Gid, Uid, fork, pipe, read, write};
+        use std::os::fd::AsRawFd;
+        let (ready_read, ready_write) = pipe().expect("pipe");
+        // SAFETY: the child only makes system calls and exits; it never returns into the
+        // test harness or touches its locks.
+        let pid = ns.run_inside(|| match unsafe { fork() }.expect("fork") {
+            ForkResult::Child => {
+                let bound = nix::unistd::setgroups(&[]).is_ok()
+                    && nix::unistd::setgid(Gid::from_raw(65534)).is_ok()
+                    && nix::unistd::setuid(Uid::from_raw(65534)).is_ok()
+                    && caps::read(None, caps::CapSet::Effective).is_ok_and(|c| c.is_empty())
+                    && socket(
+                        AddressFamily::Unix,
+                        SockType::Stream,
+                        SockFlag::empty(),
+                        None,
+                    )
+                    .is_ok_and(|fd| {
+                        let addr = UnixAddr::new_abstract(b"meshinit/netns-lock");
+                        let ok = addr.is_ok_and(|a| bind(fd.as_raw_fd(), &a).is_ok());
+                        // Kept open for the child's life: the binding is the squat.
+                        std::mem::forget(fd);
+                        ok
+                    });
+                let _ = write(&ready_write, if bound { b"y" } else { b"n" });
+                loop {
+                    nix::unistd::pause();
+                }
+            }
+            ForkResult::Parent { child } => child,
+        });
+        drop(ready_write);
+        let squatter = Squatter(pid);
+        let mut answer = [0u8; 1];
+        let got = read(&ready_read, &mut answer).expect("read the squatter's answer");
+        assert_eq!(
+            &answer[..got],
+            b"y",
+            "the squatter could not bind the socket as nobody without capabilities"
+        );
+        squatter
+    }
+}
+
+impl Drop for Squatter {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(self.0, None);
+    }
+}
+
 #[test]
 fn an_unprivileged_process_can_neither_block_nor_take_the_namespace_lock() {
     if !require_root() {
         return;
     }
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::Write;
     let ns = TestNetns::new("lockjam");
     // The abstract socket earlier versions locked with alone, bound by nobody.
-    let mut squatter = unprivileged(
-        &ns,
-        &[
-            "/usr/bin/python3",
-            "-c",
-            "import socket, sys\n\
-             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n\
-             s.bind('\\0meshinit/netns-lock')\n\
-             print('bound', flush=True)\n\
-             sys.stdin.read()",
-        ],
-    );
-    let mut line = String::new();
-    BufReader::new(squatter.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(
-        line.trim(),
-        "bound",
-        "the squatter could not bind the socket"
-    );
+    let squatter = Squatter::bind_lock_socket_as_nobody(&ns);
     for backend in ["nftables", "iptables-nft", "iptables-legacy"] {
         let output = meshinit(
             &ns,
@@ -291,8 +330,7 @@ fn an_unprivileged_process_can_neither_block_nor_take_the_namespace_lock() {
     );
     drop(fake.stdin.take());
     assert!(!fake.wait().unwrap().success());
-    drop(squatter.stdin.take());
-    squatter.wait().unwrap();
+    drop(squatter);
 
     // A privileged holder of the lock table (as another meshinit) is waited for: exit 7
     // naming it, and nothing changed.
