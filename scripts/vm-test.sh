@@ -13,6 +13,8 @@
 #   --timeout S        seconds per VM boot (default: 2400 for the suite, 300 for the other cases)
 #   --refresh          resolve the newest kernels again instead of the cached ones
 #   --verbose          stream everything the VM prints, not only the summary lines
+# Environment: VM_TEST_ONLY=REGEX runs only the test executables whose names match (the suite
+#   case), e.g. VM_TEST_ONLY='faults_and_races|cni_install_node' to chase one failure.
 # Cache: target/vm/ (kernels, apt lists, root filesystem, disk images, logs). Needs network
 # only to fill it. The VMs have no network device; nothing here touches this machine's network.
 set -euo pipefail
@@ -210,6 +212,12 @@ build_job_disk() {
     grep '"reason":"compiler-artifact"' <<<"$json" | grep '"profile":{[^}]*"test":true' |
       sed -n 's/.*"executable":"\([^"]*\)".*/\1/p')
   [ ${#exes[@]} -gt 0 ] || die "cargo test --no-run listed no test executables"
+  if [ -n "${VM_TEST_ONLY:-}" ]; then
+    local kept=()
+    for exe in "${exes[@]}"; do [[ $(basename "$exe") =~ $VM_TEST_ONLY ]] && kept+=("$exe"); done
+    [ ${#kept[@]} -gt 0 ] || die "VM_TEST_ONLY=$VM_TEST_ONLY matches no test executable"
+    exes=("${kept[@]}")
+  fi
   [ -x target/debug/meshinit ] || die "target/debug/meshinit was not built"
   rm -rf "$job" "$vm/run/job.img"
   mkdir -p "$job/tree$project" "$job/vm"

@@ -54,7 +54,7 @@ run_suite() {
     if cargo test --workspace; then pass "cargo test"; else fail "cargo test"; fi
     return
   fi
-  local exe start status
+  local exe start status failed_output=""
   export CARGO_MANIFEST_DIR=$project
   for exe in $prebuilt; do
     case $(basename "$exe") in
@@ -71,14 +71,18 @@ run_suite() {
     esac
     start=$(date +%s)
     echo "vm: running $exe"
-    "$project/$exe"
-    status=$?
+    "$project/$exe" 2>&1 | tee "$out/test.log"
+    status=${PIPESTATUS[0]}
     if [ $status -eq 0 ]; then
       pass "$(basename "$exe") ($(( $(date +%s) - start ))s)"
     else
       fail "$(basename "$exe") exited $status ($(( $(date +%s) - start ))s)"
+      # What CI shows is the log's tail: the failures' own words, not only the binary's name.
+      failed_output+=$'\n'"vm: --- $(basename "$exe") ---"$'\n'
+      failed_output+=$(sed -n '/^failures:$/,$p' "$out/test.log" | grep -v '^\s*$' | head -80 | sed 's/^/vm:   /')
     fi
   done
+  [ -z "$failed_output" ] || echo "vm: what the failed tests said:$failed_output"
 }
 
 # --- helpers for the kernel cases: a namespace pair, meshinit run inside the app side ---
