@@ -233,7 +233,10 @@ build_job_disk() {
     cp "$MESHINIT_PEERS_DIR/aws-appmesh" "$job/tree$project/target/peers/"
     printf 'export MESHINIT_PEERS_DIR=%q\n' "$project/target/peers" >>"$job/job.env"
   fi
-  local mb=$(( $(du -sm "$job" | cut -f1) * 5 / 4 + 64 ))
+  # The tests write under target/tmp on this disk: `cni install` tests copy the ~80 MiB debug
+  # binary into a scratch CNI bin directory per installer, many at once. The image is sparse
+  # and qemu runs it with snapshot=on, so the headroom costs only what is written.
+  local mb=$(( $(du -sm "$job" | cut -f1) + 6144 ))
   mke2fs -q -F -t ext4 -L vmjob -d "$job" "$vm/run/job.img" "${mb}M" || die "mke2fs of the job disk failed"
   rm -rf "$job"
   log "job disk: ${#exes[@]} test executables, ${mb} MiB"
