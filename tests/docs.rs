@@ -210,3 +210,23 @@ fn the_readme_holds_the_property_table_between_its_markers() {
     );
     assert!(properties.len() >= 8, "{properties:#?}");
 }
+
+#[test]
+fn every_page_of_the_documentation_is_linked_from_the_readme() {
+    let readme = read_markdown(&Path::new(ROOT).join("README.md"));
+    let linked: HashSet<&str> = readme
+        .links
+        .iter()
+        .map(|link| {
+            link.split_once('#')
+                .map_or(link.as_str(), |(target, _)| target)
+        })
+        .collect();
+    let unlinked: Vec<String> = documentation()
+        .into_iter()
+        .filter(|file| file != Path::new("README.md"))
+        .map(|file| file.to_string_lossy().into_owned())
+        .filter(|file| !linked.contains(file.as_str()))
+        .collect();
+    assert!(unlinked.is_empty(), "README.md links none of {unlinked:?}");
+}
