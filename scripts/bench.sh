@@ -1042,7 +1042,12 @@ EOF
 }
 
 case $OUTPUT in /*) ;; *) OUTPUT=$REPO/$OUTPUT ;; esac
-{ report; cni_report; mesh_report; } | tee "$OUTPUT"
+# The hand-written part of the file (from the KEPT_MARKER line to the end: how to run this,
+# what the tables do not show) is carried over into the new file.
+KEPT_MARKER='<!-- kept by scripts/bench.sh'
+kept=""
+[ -f "$OUTPUT" ] && kept=$(awk -v marker="$KEPT_MARKER" 'index($0, marker) == 1 { on = 1 } on' "$OUTPUT")
+{ report; cni_report; mesh_report; [ -z "$kept" ] || printf '\n%s\n' "$kept"; } | tee "$OUTPUT"
 log "written to $OUTPUT"
 
 netns_after=$(ip netns list 2>/dev/null || true)

@@ -6,7 +6,7 @@
 #                                         unpacked from Debian's .debs: what `apply` and the
 #                                         CNI mode run today
 # and prints their sizes. Push with `podman push localhost/meshinit:VERSION REGISTRY/...`
-# (see README "Container image").
+# (see docs/deploying.md, "Container image").
 #
 # Usage: scripts/build-image.sh [--variant static|iptables|all] [--binary FILE]
 #                               [--name NAME] [--tag TAG]

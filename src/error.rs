@@ -216,7 +216,7 @@ impl Error {
     }
 
     /// The CNI error code (SPEC "Error codes"): 7 invalid network config, 4 invalid
-    /// environment variables, 100+ ours (documented in the README).
+    /// environment variables, 100+ ours (documented in docs/cni.md).
     pub fn cni_code(&self) -> u32 {
         match self {
             Error::Config(_) | Error::Usage(_) => 7,

@@ -1,8 +1,8 @@
 //! Drop-in parity with the AWS plugin itself: `aws-appmesh` (built from AWS's source, found
 //! through `MESHINIT_PEERS_DIR`) and meshinit get the same stdin, each in fresh namespaces,
 //! and real connections must meet the same fate under both, for every shape of request the
-//! ECS agent sends. Where meshinit deliberately differs (README "Differences from
-//! aws-appmesh"), `documented_differences` shows both sides.
+//! ECS agent sends. Where meshinit deliberately differs (docs/cni.md, "Differences
+//! from aws-appmesh"), `documented_differences` shows both sides.
 //! Needs root and the AWS plugin (each skips loudly without them; fails under CI=true).
 
 mod cni_runtime;
@@ -317,8 +317,8 @@ fn fifteen_ignored_ports() {
     assert_same_fates(&aws, "15 ignored ports", &request);
 }
 
-/// Where meshinit differs from aws-appmesh on purpose (README "Differences from
-/// aws-appmesh"), both sides shown with real connections.
+/// Where meshinit differs from aws-appmesh on purpose (docs/cni.md, "Differences
+/// from aws-appmesh"), both sides shown with real connections.
 #[test]
 fn documented_differences() {
     let Some(aws) = aws_plugin() else { return };

@@ -2,7 +2,7 @@
 //! interface plugin's agent rewriting the list (both write styles) while `--watch` runs,
 //! old and new installers of a rolling update overlapping, installers that are all PID 1,
 //! two installers with different settings, the real App Mesh plugin replaced and restored,
-//! hostile files, and the smaller decisions (README, "cni install on a node").
+//! hostile files, and the smaller decisions (docs/cni.md, "`meshinit cni install` / `cni uninstall`").
 //!
 //! `MESHINIT_TEST_BINARY=PATH` runs these tests against another meshinit build (how each
 //! was shown to fail before the change).

@@ -5,7 +5,7 @@
 //!   by this meshinit (render; the DaemonSet's cni install --watch and its SIGTERM on a scratch list);
 //! - the ECS task definition renders, and its meshinit container's environment renders
 //!   exactly the same rules as its proxyConfiguration, with the container ordering and
-//!   capabilities the README promises.
+//!   capabilities docs/deploying.md promises.
 //!
 //! The Python validators live in target/pytools (scripts/test.sh installs them from PyPI);
 //! without them the Kubernetes checks skip outside CI and fail in CI.

@@ -279,7 +279,7 @@ struct Config {
     mesh: Mesh,
 }
 
-/// The mesh settings of a case, as the README describes them.
+/// The mesh settings of a case, as docs/configuration.md describes them.
 #[derive(Debug, Clone, Default)]
 struct Mesh {
     /// `--egress-included-ips`: only these outbound destinations are captured (a family
@@ -816,7 +816,7 @@ fn generate_net(rng: &mut Rng, family: Family, earlier: &[IgnoredNet]) -> Ignore
 }
 
 // ---------------------------------------------------------------------------------------
-// The model: App Mesh semantics, from the README, independent of meshinit's code.
+// The model: App Mesh semantics, from docs/configuration.md, independent of meshinit's code.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Identity {

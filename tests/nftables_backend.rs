@@ -584,7 +584,7 @@ fn port_sets_are_interval_sets_that_join_adjacent_ports_and_hold_32768_separate_
         return;
     }
     let ns = TestNetns::new("nativeports");
-    // Adjacent ports join into one range, as the README says sets do.
+    // Adjacent ports join into one range, as docs/configuration.md says sets do.
     let adjacent = [
         "apply",
         "--ignored-uid",
