@@ -279,7 +279,10 @@ enum WriteStyle {
 /// The agent rewrites its list `versions` times at random intervals while `--watch`
 /// re-adds meshinit's entry after each; before each write it checks that its previous
 /// version is still there (with or without meshinit's entry). Returns (lost, raced):
-/// versions replaced by an older one, and versions meshinit edited before the next one.
+/// versions replaced by an older one, and how often the two writers met: versions meshinit
+/// edited before the next one, plus edits meshinit redid because the agent wrote in between.
+/// On a fast machine the first dominates; under an emulated CPU meshinit's edits are slow
+/// and the second does, and either is the race this test is about.
 fn rewriter_race(style: WriteStyle, versions: usize) -> (usize, usize) {
     let scratch = Scratch::new(&format!("race-{style:?}"));
     std::fs::write(scratch.conflist(), list_version(0)).unwrap();
@@ -328,23 +331,23 @@ fn rewriter_race(style: WriteStyle, versions: usize) -> (usize, usize) {
     }
     let log = watcher.stop();
     let redone = log.matches("changed by another writer").count();
-    eprintln!("{style:?}: meshinit redid its edit {redone} times");
-    (lost, raced)
+    eprintln!("{style:?}: meshinit edited {raced} versions and redid its edit {redone} times");
+    (lost, raced + redone)
 }
 
 #[test]
 fn a_rewriting_agent_never_loses_a_version_temporary_and_rename() {
     let (lost, raced) = rewriter_race(WriteStyle::TemporaryAndRename, 600);
-    eprintln!("temporary+rename: {lost} of 600 versions lost, meshinit edited {raced}");
-    assert!(raced >= 30, "the race was hardly run: {raced} edits");
+    eprintln!("temporary+rename: {lost} of 600 versions lost, {raced} meetings");
+    assert!(raced >= 30, "the race was hardly run: {raced} meetings");
     assert_eq!(lost, 0, "versions of the agent replaced by older ones");
 }
 
 #[test]
 fn a_rewriting_agent_never_loses_a_version_in_place() {
     let (lost, raced) = rewriter_race(WriteStyle::InPlace, 600);
-    eprintln!("in place: {lost} of 600 versions lost, meshinit edited {raced}");
-    assert!(raced >= 30, "the race was hardly run: {raced} edits");
+    eprintln!("in place: {lost} of 600 versions lost, {raced} meetings");
+    assert!(raced >= 30, "the race was hardly run: {raced} meetings");
     assert_eq!(lost, 0, "versions of the agent replaced by older ones");
 }
 
