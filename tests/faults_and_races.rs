@@ -472,7 +472,10 @@ fn concurrent_applies_serialise(backend: &str) {
         .map(|i| {
             let mut args = vec!["apply"];
             args.extend_from_slice(if i % 2 == 0 { a } else { b });
-            args.extend(["--backend", backend]);
+            // Twenty runs queue for one namespace, and the wait for it counts against the
+            // lock timeout: its default (10 s) is not what this test is about, and twenty
+            // legacy applies under an emulated CPU take longer than that.
+            args.extend(["--backend", backend, "--lock-timeout", "600s"]);
             meshinit_command(&ns, &args, &[])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
@@ -510,7 +513,7 @@ fn apply_racing_clean(backend: &str) {
     let config: Vec<&str> = config.iter().map(String::as_str).collect();
     let apply_args = args_of("apply", &[], &config)
         .into_iter()
-        .chain(["--backend", backend])
+        .chain(["--backend", backend, "--lock-timeout", "600s"])
         .collect::<Vec<_>>();
     for round in 0..6 {
         let ns = TestNetns::new("applyclean");
@@ -521,7 +524,9 @@ fn apply_racing_clean(backend: &str) {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let clean = meshinit_command(&ns, &["clean"], &[])
+        // Whichever waits for the other must not give up: the race is the point, not the
+        // lock timeout (other tests of this binary hold the global xtables lock meanwhile).
+        let clean = meshinit_command(&ns, &["clean", "--lock-timeout", "600s"], &[])
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
