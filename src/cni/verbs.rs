@@ -14,6 +14,7 @@ use super::protocol::{CniError, Command, Invocation, NetworkConfig, code, declar
 use super::version::{LATEST, SUPPORTED_VERSIONS, SpecVersion};
 use super::{attachment, result};
 use crate::backend::{self, BackendChoice, BackendKind, TimeBudget};
+use crate::config::properties::Property;
 use crate::config::{ProxyConfig, validate};
 use crate::converge::{self, clean};
 use crate::error::{Error, Result};
@@ -362,9 +363,10 @@ fn proxy_config(
         .is_some_and(|d| d.scope == crate::config::mesh::DnsScope::ResolvConf)
     {
         let label = raw
-            .dns_capture
-            .as_ref()
-            .map_or("dnsCapture".to_owned(), |s| s.property.clone());
+            .get(Property::DnsCapture)
+            .map_or(Property::DnsCapture.spec().cni.to_owned(), |s| {
+                s.property.clone()
+            });
         return Err(CniError::invalid_config(&[crate::error::ConfigError::new(
             label,
             Some("resolv.conf"),

@@ -4,6 +4,7 @@ pub mod addresses;
 pub mod input;
 pub mod mesh;
 pub mod ports;
+pub mod properties;
 pub mod settings;
 pub mod sources;
 mod validate;
