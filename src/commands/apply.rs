@@ -34,9 +34,12 @@ pub struct ApplyArgs {
 impl ApplyArgs {
     pub fn exec(self) -> Result<i32> {
         let config = self.config.load()?;
+        // `--verify`, or the configuration's `verify` (MESHINIT_VERIFY, netconf "verify"); a
+        // dry run sends nothing, so there is nothing to prove.
+        let prove = self.verify || (config.verify && !self.dry_run);
         let budget = TimeBudget::starting_now(self.target.lock_timeout);
         let mut keep = IPTABLES_CAPS.to_vec();
-        if self.verify {
+        if prove {
             keep.extend(verify::needed_capabilities(&config));
         }
         // A dry run changes nothing, so it needs no turn.
@@ -66,7 +69,7 @@ impl ApplyArgs {
             .map(|f| f.family.to_string())
             .collect();
         info!(backend = %report.backend, families = ?families, "ruleset applied");
-        if self.verify {
+        if prove {
             // Verify reads the tables again, from the backend apply used: it checks what was
             // committed, not what was sent.
             let outcome = verify::run(

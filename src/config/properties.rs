@@ -22,6 +22,7 @@ pub enum Property {
     DropInvalid,
     ProxyDnsPort,
     DnsCapture,
+    Verify,
 }
 
 /// What a property's value is: decides how a source reads it (a list is comma-separated
@@ -161,7 +162,7 @@ impl Spec {
 pub const ANNOTATION_PREFIX: &str = "meshinit.io/";
 
 /// Every property, in [`Property`] order.
-pub const PROPERTIES: [Spec; 14] = [
+pub const PROPERTIES: [Spec; 15] = [
     Spec {
         property: Property::IgnoredUid,
         kind: Kind::UserId,
@@ -321,6 +322,20 @@ pub const PROPERTIES: [Spec; 14] = [
         annotation: Some("meshinit.io/dnsCapture"),
         doc: "which queries: all (to any resolver, the default) or resolv.conf (to the \
               resolvers of /etc/resolv.conf as apply reads it).",
+    },
+    Spec {
+        property: Property::Verify,
+        kind: Kind::Switch,
+        origin: Origin::Meshinit,
+        ecs: None,
+        cni: "verify",
+        env: "MESHINIT_VERIFY",
+        // `apply --verify` is apply's own flag (it conflicts with --dry-run); the commands
+        // that only read a configuration have nothing to prove.
+        flag: None,
+        annotation: Some("meshinit.io/verify"),
+        doc: "after the rules are in place, prove them with real connections (as apply \
+              --verify): CNI ADD and CHECK, and apply, fail when redirection is broken.",
     },
 ];
 

@@ -247,6 +247,14 @@ pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<Con
 
     mesh.dns = dns_capture(raw, egress_port, ingress.as_ref(), &mut errors);
 
+    let verify = match raw.get(Property::Verify) {
+        None => false,
+        Some(s) => switch(s).unwrap_or_else(|e| {
+            errors.push(e);
+            false
+        }),
+    };
+
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -259,6 +267,7 @@ pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<Con
         egress_ignored_destinations: destinations,
         ipv6,
         mesh,
+        verify,
     };
     Ok((config, warnings))
 }

@@ -23,15 +23,9 @@ pub const STANDARD_KEYS: [&str; 9] = [
     "prevResult",
 ];
 
-/// Keys a runtime injects, the Kubernetes per-pod mode's own (`excludeNamespaces`, read by
-/// `crate::cni::pod`) and `verify` (ADD and CHECK prove the rules with verify's probes): read
-/// by the CNI mode, not settings.
-const RUNTIME_KEYS: [&str; 4] = [
-    "runtimeConfig",
-    "capabilities",
-    "excludeNamespaces",
-    "verify",
-];
+/// Keys a runtime injects and the Kubernetes per-pod mode's own (`excludeNamespaces`, read
+/// by `crate::cni::pod`): read by the CNI mode, not settings.
+const RUNTIME_KEYS: [&str; 3] = ["runtimeConfig", "capabilities", "excludeNamespaces"];
 
 /// Keys the runtime reserves (`cni.dev/valid-attachments` on GC, future ones): never ours,
 /// never an error.
