@@ -113,7 +113,7 @@ impl InstallArgs {
     /// The flags as netconf keys, in the order they are written (the table's). Lists
     /// become arrays of their items, split and trimmed by the one whitespace rule as every
     /// source's are.
-    fn flag_keys(&self) -> Vec<(String, Value)> {
+    pub(crate) fn flag_keys(&self) -> Vec<(String, Value)> {
         let mut keys: Vec<(String, Value)> = self
             .settings
             .given()

@@ -105,3 +105,7 @@ impl<const WITH_IPV6: bool> clap::Args for PropertyFlags<WITH_IPV6> {
         Self::augment_args(command)
     }
 }
+
+#[cfg(test)]
+#[path = "property_sources_tests.rs"]
+mod sources_tests;

@@ -76,7 +76,7 @@ impl Kind {
             Kind::PortList => "port list (ranges `8000-8010`)",
             Kind::AddressList => "address/CIDR list",
             Kind::InterfaceList => "interface name list",
-            Kind::Ipv6Mode => "`auto`, `on`, `off`",
+            Kind::Ipv6Mode => "`auto`, `on`, `off` (netconf: boolean)",
             Kind::Switch => "boolean",
             Kind::DnsScope => "`all`, `resolv.conf`",
         }
