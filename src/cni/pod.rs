@@ -27,8 +27,11 @@ pub const EXCLUDE_NAMESPACES: &str = "excludeNamespaces";
 pub const DEFAULT_EXCLUDED_NAMESPACES: [&str; 1] = ["kube-system"];
 /// The App Mesh controller's CNI-mode annotation: `enabled` opts the pod in.
 pub const OPT_IN: &str = "appmesh.k8s.aws/appmeshCNI";
-/// `disabled` turns IPv6 off for the pod (the IPv6 row's annotation, with its own words).
-pub const IPV6: &str = "appmesh.k8s.aws/ipv6";
+/// `disabled` turns IPv6 off for the pod: the IPv6 row's annotation, with its own words.
+pub const IPV6: &str = match PROPERTIES[Property::Ipv6 as usize].annotation {
+    Some(annotation) => annotation,
+    None => panic!("the IPv6 row has the controller's annotation"),
+};
 
 /// What the entry does for this pod.
 #[derive(Debug)]

@@ -231,3 +231,51 @@ fn the_readme_property_table_is_the_generated_one() {
         "README.md's property table differs from the code's; put this between the markers:\n{generated}"
     );
 }
+
+/// `cni install`'s netconf keys for these flags.
+fn install_keys(flags: &[&str]) -> Map<String, Value> {
+    let args = ["meshinit", "cni", "install", "--conflist", "/nonexistent"];
+    let cli = Cli::try_parse_from(args.iter().chain(flags)).unwrap();
+    let Command::Cni(crate::commands::cni::CniArgs {
+        action: Some(crate::commands::cni::CniAction::Install(install)),
+    }) = cli.command
+    else {
+        unreachable!("cni install parses as cni install")
+    };
+    install.flag_keys().into_iter().collect()
+}
+
+/// `cni install` writes list flags as arrays split by the one whitespace rule, so an entry
+/// it writes holds what the same flags give `apply`: ASCII whitespace around an item goes,
+/// anything else (a no-break space) stays and is refused, by both.
+#[test]
+fn cni_install_lists_follow_the_one_whitespace_rule() {
+    for ports in [" 80 ,\t81 ,", "80,\u{a0}81"] {
+        let app_ports = format!("--app-ports={ports}");
+        let flags = [
+            "--ignored-uid=1337",
+            "--proxy-egress-port=15001",
+            "--proxy-ingress-port=15000",
+            &app_ports,
+        ];
+        let cli = Cli::try_parse_from(["meshinit", "render"].iter().chain(&flags)).unwrap();
+        let Command::Render(args) = cli.command else {
+            unreachable!("render parses as render")
+        };
+        let through_flags = validate(&args.config.settings.settings()).map(|(c, _)| c);
+        let installed = attachment::from_network_config(&install_keys(&flags)).unwrap();
+        let through_install = validate(&installed).map(|(c, _)| c);
+        assert_eq!(
+            through_flags.is_ok(),
+            through_install.is_ok(),
+            "{ports:?}: {through_flags:?} / {through_install:?}"
+        );
+        if let (Ok(flags), Ok(install)) = (through_flags, through_install) {
+            assert_eq!(flags, install, "{ports:?}");
+        }
+    }
+    assert_eq!(
+        install_keys(&["--app-ports", "80,\u{a0}81"])["appPorts"],
+        json!(["80", "\u{a0}81"])
+    );
+}
