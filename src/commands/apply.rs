@@ -23,7 +23,9 @@ pub struct ApplyArgs {
     pub dry_run: bool,
 
     /// After applying, prove redirection with real connections (see `verify`); exit 5 if it
-    /// is broken, so an init container stops the pod from starting with broken rules.
+    /// is broken, so an init container stops the pod from starting with broken rules. The
+    /// configuration's verify property (MESHINIT_VERIFY=true, netconf "verify": true) asks
+    /// for the same.
     #[arg(long, conflicts_with = "dry_run")]
     pub verify: bool,
 
