@@ -279,3 +279,11 @@ fn cni_install_lists_follow_the_one_whitespace_rule() {
         json!(["80", "\u{a0}81"])
     );
 }
+
+/// A row's flag must not collide with a command's own (`apply --verify`, `--netns`...):
+/// clap checks every command's arguments here rather than when a user runs it.
+#[test]
+fn the_table_flags_fit_every_command() {
+    use clap::CommandFactory;
+    Cli::command().debug_assert();
+}
