@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::config::addresses::parse_ignored_ip;
 use crate::config::ports::parse_port_range;
-use crate::config::settings::{ListValue, Property, RawSettings, Setting, Vocabulary};
+use crate::config::settings::{Property, RawSettings, Setting, Vocabulary};
 use crate::config::{ALWAYS_IGNORED_PORT, Ipv6Mode, ProxyConfig};
 use crate::ruleset::{
     EGRESS_CHAIN, Family, INGRESS_CHAIN, IpSet, Match, OUTPUT_CHAIN, PREROUTING_CHAIN, Rule,
@@ -202,7 +202,9 @@ impl<'a> Provenance<'a> {
     /// "APPMESH_EGRESS_IGNORED_IP", "--egress-ignored-ips", "EgressIgnoredIPs in task.json".
     /// (just the document when it spells the property as the App Mesh documentation does).
     fn source(&self, property: &str, canonical: &str) -> String {
-        let from_document = !property.starts_with("--") && !property.starts_with("APPMESH_");
+        use crate::config::properties::{Source, find};
+        let from_document =
+            find(Source::Flag, property).is_none() && find(Source::Env, property).is_none();
         match (&self.document, from_document) {
             (Some(doc), true) if property == canonical => doc.clone(),
             (Some(doc), true) => format!("{property} in {doc}"),
@@ -211,23 +213,13 @@ impl<'a> Provenance<'a> {
     }
 
     fn scalar(&self, property: Property) -> Option<&'a Setting<String>> {
-        match property {
-            Property::IgnoredUid => self.settings.ignored_uid.as_ref(),
-            Property::IgnoredGid => self.settings.ignored_gid.as_ref(),
-            Property::ProxyIngressPort => self.settings.proxy_ingress_port.as_ref(),
-            Property::ProxyEgressPort => self.settings.proxy_egress_port.as_ref(),
-            Property::Ipv6 => self.settings.ipv6.as_ref(),
-            _ => None,
-        }
+        self.settings.get(property)
     }
 
-    fn list(&self, property: Property) -> Option<&'a Setting<ListValue>> {
-        match property {
-            Property::AppPorts => self.settings.app_ports.as_ref(),
-            Property::EgressIgnoredIps => self.settings.egress_ignored_ips.as_ref(),
-            Property::EgressIgnoredPorts => self.settings.egress_ignored_ports.as_ref(),
-            _ => None,
-        }
+    fn list(&self, property: Property) -> Option<&'a Setting<String>> {
+        self.settings
+            .get(property)
+            .filter(|_| property.spec().kind.is_list())
     }
 
     /// "(from APPMESH_IGNORE_UID)" for a property the user gave, "" otherwise.
@@ -245,7 +237,7 @@ impl<'a> Provenance<'a> {
     /// The entry of a port list the user wrote that holds `port`, as written.
     fn port_entry(&self, property: Property, port: u16) -> Option<String> {
         let setting = self.list(property)?;
-        setting.value.items().find_map(|item| {
+        setting.list().items().find_map(|item| {
             parse_port_range(&setting.property, "", item)
                 .ok()
                 .filter(|range| range.contains(port))
@@ -256,7 +248,7 @@ impl<'a> Provenance<'a> {
     /// The entry of EgressIgnoredIPs the user wrote that holds `ip`, as written.
     fn network_entry(&self, ip: IpAddr) -> Option<String> {
         let setting = self.list(Property::EgressIgnoredIps)?;
-        setting.value.items().find_map(|item| {
+        setting.list().items().find_map(|item| {
             parse_ignored_ip(&setting.property, "", item)
                 .ok()
                 .filter(|parsed| parsed.net.contains(&ip))

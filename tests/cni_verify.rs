@@ -137,3 +137,81 @@ fn a_verify_key_that_is_not_a_boolean_is_invalid_configuration() {
         "nothing is installed on bad input"
     );
 }
+
+/// A Kubernetes per-pod entry (the capability declared, the pod's annotations in
+/// `runtimeConfig`) whose pod is opted in, with `extra` annotations.
+fn annotated_netconf(extra: Value) -> String {
+    let mut config: Value = serde_json::from_str(&netconf(Value::Null)).expect("JSON");
+    let object = config.as_object_mut().expect("an object");
+    object.remove("verify");
+    let capability = "io.kubernetes.cri.pod-annotations";
+    let mut annotations = json!({"appmesh.k8s.aws/appmeshCNI": "enabled"});
+    for (key, value) in extra.as_object().expect("annotations") {
+        annotations[key] = value.clone();
+    }
+    object.insert("capabilities".into(), json!({capability: true}));
+    object.insert("runtimeConfig".into(), json!({capability: annotations}));
+    config.to_string()
+}
+
+/// `verify` is a row of the property table, so the pod annotation `meshinit.io/verify`
+/// asks ADD for the proof as the netconf key does: with the proxy's egress port taken the
+/// proof cannot run (code 105); without the annotation the same pod is meshed silently.
+#[test]
+fn the_verify_pod_annotation_asks_add_to_prove_the_rules() {
+    if !require_root() {
+        return;
+    }
+    let node = TestNetns::new("node");
+    let annotated = NetnsPair::new();
+    let _proxy = annotated.app.listen(15001);
+    let add = plugin(
+        &node,
+        &annotated.app,
+        "ADD",
+        &annotated_netconf(json!({"meshinit.io/verify": "true"})),
+    );
+    let error = error_of(&add);
+    assert_eq!(error["code"], 105, "{error:#}");
+    assert!(
+        error["msg"]
+            .as_str()
+            .unwrap_or("")
+            .contains("verify could not prove the rules"),
+        "{error:#}"
+    );
+
+    let plain = NetnsPair::new();
+    let _proxy = plain.app.listen(15001);
+    let add = plugin(&node, &plain.app, "ADD", &annotated_netconf(json!({})));
+    assert!(
+        add.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&add.stdout),
+        String::from_utf8_lossy(&add.stderr)
+    );
+    let log = String::from_utf8_lossy(&add.stderr);
+    assert!(
+        !log.contains("verify proved") && !log.contains("verify could not"),
+        "{log}"
+    );
+
+    // A value that is not a switch is the annotation's error, naming it (code 7).
+    let bad = NetnsPair::new();
+    let add = plugin(
+        &node,
+        &bad.app,
+        "ADD",
+        &annotated_netconf(json!({"meshinit.io/verify": "maybe"})),
+    );
+    let error = error_of(&add);
+    assert_eq!(error["code"], 7, "{error:#}");
+    assert!(
+        error["msg"]
+            .as_str()
+            .unwrap_or("")
+            .contains("pod annotation meshinit.io/verify"),
+        "{error:#}"
+    );
+    assert_eq!(bad.app.nat_rules().matches("APPMESH").count(), 0);
+}

@@ -17,22 +17,25 @@ const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/payloa
 
 /// tests/configs/traffic-ecs.json, IPv4.
 fn desired() -> Ruleset {
-    let raw = RawSettings {
-        ignored_uid: RawSettings::scalar("IgnoredUID", "1337"),
-        ignored_gid: RawSettings::scalar("IgnoredGID", "1338"),
-        proxy_ingress_port: RawSettings::scalar("ProxyIngressPort", "15000"),
-        proxy_egress_port: RawSettings::scalar("ProxyEgressPort", "15001"),
-        app_ports: RawSettings::list("AppPorts", "9080,9443"),
-        egress_ignored_ips: RawSettings::list(
-            "EgressIgnoredIPs",
-            "203.0.113.128/25,2001:db8:ff:1::/64",
-        ),
-        egress_ignored_ports: RawSettings::list(
-            "EgressIgnoredPorts",
-            "5000,5001,5002,5003,5004,5005,5006,5007,5008,5009,5010,5011,5012,5013,5014,5015,6000-6010",
-        ),
-        ..Default::default()
-    };
+    use meshinit::config::settings::{Property, Vocabulary};
+    let raw = RawSettings::spelled(
+        Vocabulary::Ecs,
+        [
+            (Property::IgnoredUid, "1337"),
+            (Property::IgnoredGid, "1338"),
+            (Property::ProxyIngressPort, "15000"),
+            (Property::ProxyEgressPort, "15001"),
+            (Property::AppPorts, "9080,9443"),
+            (
+                Property::EgressIgnoredIps,
+                "203.0.113.128/25,2001:db8:ff:1::/64",
+            ),
+            (
+                Property::EgressIgnoredPorts,
+                "5000,5001,5002,5003,5004,5005,5006,5007,5008,5009,5010,5011,5012,5013,5014,5015,6000-6010",
+            ),
+        ],
+    );
     let (config, _) = validate(&raw).expect("the traffic config is valid");
     plan(&config, Family::Ipv4, PlanOptions::default())
 }

@@ -588,6 +588,7 @@ fn generated_config() -> impl Strategy<Value = (ProxyConfig, bool)> {
                 ),
                 ipv6: Ipv6Mode::Auto,
                 mesh: Default::default(),
+                verify: false,
             };
             (config, both)
         })

@@ -28,7 +28,7 @@ use meshinit::backend::iptables::render::render_restore;
 use meshinit::commands::{Cli, Command as Subcommand};
 use meshinit::config::PortRange;
 use meshinit::config::input;
-use meshinit::config::settings::{RawSettings, Vocabulary};
+use meshinit::config::settings::{Property, RawSettings, Vocabulary};
 use meshinit::config::sources::{document, env};
 use meshinit::config::{ProxyConfig, validate};
 use meshinit::ruleset::{Family, Match, PlanOptions, Ruleset, SetMembers, plan};
@@ -417,14 +417,11 @@ impl Structured {
 
     /// The IPv6 mode, which the documents carry only as a flag.
     fn ipv6_flag(&self) -> RawSettings {
-        RawSettings {
-            ipv6: self
-                .ipv6
-                .as_ref()
-                .and_then(|mode| RawSettings::scalar("--ipv6", mode)),
-            ..RawSettings::default()
+        let mut settings = RawSettings::default();
+        if let Some(mode) = &self.ipv6 {
+            settings.put(Property::Ipv6, "--ipv6", mode);
         }
-        .spelled_in(Vocabulary::Flags)
+        settings.spelled_in(Vocabulary::Flags)
     }
 }
 

@@ -863,6 +863,54 @@ fn apply_verify_could_not_run_while_the_egress_port_is_taken() {
     );
 }
 
+/// `verify` is a row of the property table: `MESHINIT_VERIFY=true` asks the init
+/// container's `apply --from-env` for the proof as `--verify` does (here it cannot run, the
+/// egress port being taken: exit 6); without it the same apply succeeds unproven.
+#[test]
+fn meshinit_verify_in_the_environment_asks_apply_to_prove_the_rules() {
+    if !require_root() {
+        return;
+    }
+    let env = [
+        ("APPMESH_IGNORE_UID", "1337"),
+        ("APPMESH_ENVOY_EGRESS_PORT", "15001"),
+        ("APPMESH_ENVOY_INGRESS_PORT", "15000"),
+        ("APPMESH_APP_PORTS", "9080"),
+    ];
+    let asked = NetnsPair::new();
+    let _proxy = asked.app.listen(15001);
+    let with_verify: Vec<_> = env
+        .iter()
+        .copied()
+        .chain([("MESHINIT_VERIFY", "true")])
+        .collect();
+    let output = meshinit_with_env(&asked.app, &["apply", "--from-env"], &with_verify);
+    assert_exit(&output, VERIFY_COULD_NOT_RUN);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("COULD NOT RUN"), "{stdout}");
+
+    let plain = NetnsPair::new();
+    let _proxy = plain.app.listen(15001);
+    assert_exit(
+        &meshinit_with_env(&plain.app, &["apply", "--from-env"], &env),
+        0,
+    );
+
+    let bad = NetnsPair::new();
+    let with_bad: Vec<_> = env
+        .iter()
+        .copied()
+        .chain([("MESHINIT_VERIFY", "maybe")])
+        .collect();
+    let output = meshinit_with_env(&bad.app, &["apply", "--from-env"], &with_bad);
+    assert_exit(&output, 2);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("MESHINIT_VERIFY"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// One rule removed or altered, and what verify must then fail on.
 struct Flip {
     rule: &'static str,

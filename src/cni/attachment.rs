@@ -7,7 +7,8 @@ use serde_json::{Map, Value};
 use tracing::{debug, warn};
 
 use super::protocol::{CniError, code};
-use crate::config::settings::{RawSettings, Setting, Vocabulary};
+use crate::config::properties::{self, Property, Source};
+use crate::config::settings::{RawSettings, Vocabulary};
 use crate::config::sources::{cni, suggest};
 use crate::error::{ConfigError, quote};
 
@@ -94,7 +95,7 @@ pub fn from_cni_args(args: &str) -> Result<RawSettings, CniError> {
             if key == IGNORE_UNKNOWN || WELL_KNOWN_ARGS.contains(&key) {
                 continue;
             }
-            let near = suggest::closest(key, &cni::PROPERTY_NAMES);
+            let near = suggest::closest(key, &properties::app_mesh_spellings(Source::Cni));
             if ignore_unknown {
                 // Another plugin's key, or a typo of ours: worth a line when it looks like one.
                 match near {
@@ -117,16 +118,16 @@ pub fn from_cni_args(args: &str) -> Result<RawSettings, CniError> {
         };
         let label = format!("CNI_ARGS {key}");
         let mut one = RawSettings::default();
-        if property == "enableIPv6" {
+        if property == Property::Ipv6.spec().cni {
             // The text goes to the IPv6 mode parser, which also knows auto/on/off.
-            one.ipv6 = Some(Setting::new(&label, value.to_owned()));
+            one.put(Property::Ipv6, &label, value);
         } else if let Err(e) = cni::assign(&mut one, property, &Value::String(value.to_owned())) {
             errors.push(ConfigError {
                 property: label.clone(),
                 ..e
             });
         }
-        relabel(&mut one, &label);
+        one.relabel(&label);
         settings = settings.overlay(one);
     }
     if errors.is_empty() {
@@ -136,12 +137,12 @@ pub fn from_cni_args(args: &str) -> Result<RawSettings, CniError> {
     }
 }
 
-/// The network configuration key `key` names, in any letter case.
+/// The App Mesh network configuration key `key` names, in any letter case (the ECS
+/// property names are the same but for the first letter).
 fn our_key(key: &str) -> Option<&'static str> {
-    cni::PROPERTY_NAMES
-        .iter()
+    properties::app_mesh_spellings(Source::Cni)
+        .into_iter()
         .find(|name| name.eq_ignore_ascii_case(key))
-        .copied()
 }
 
 /// Per-pod settings from `runtimeConfig`, which a runtime fills for the capabilities the
@@ -181,7 +182,7 @@ pub fn from_runtime_config(
     let mut settings = RawSettings::default();
     let mut errors = Vec::new();
     for (key, value) in keys {
-        if !cni::PROPERTY_NAMES.contains(&key.as_str()) {
+        if !properties::app_mesh_spellings(Source::Cni).contains(&key.as_str()) {
             continue;
         }
         if declared.is_some_and(|declared| declared.get(key) != Some(&Value::Bool(true))) {
@@ -195,7 +196,7 @@ pub fn from_runtime_config(
         let mut one = RawSettings::default();
         match cni::assign(&mut one, key, value) {
             Ok(()) => {
-                relabel(&mut one, &label);
+                one.relabel(&label);
                 settings = settings.overlay(one);
             }
             Err(e) => errors.push(ConfigError {
@@ -211,39 +212,12 @@ pub fn from_runtime_config(
     }
 }
 
-/// Names every property of `settings` by `label`, so that validation errors say which
-/// source the bad value came from.
-pub(super) fn relabel(settings: &mut RawSettings, label: &str) {
-    fn set<T>(setting: &mut Option<Setting<T>>, label: &str) {
-        if let Some(s) = setting {
-            s.property = label.to_owned();
-        }
-    }
-    set(&mut settings.ignored_uid, label);
-    set(&mut settings.ignored_gid, label);
-    set(&mut settings.proxy_ingress_port, label);
-    set(&mut settings.proxy_egress_port, label);
-    set(&mut settings.app_ports, label);
-    set(&mut settings.egress_ignored_ips, label);
-    set(&mut settings.egress_ignored_ports, label);
-    set(&mut settings.ipv6, label);
-    set(&mut settings.egress_included_ips, label);
-    set(&mut settings.ingress_ignored_ports, label);
-    set(&mut settings.ignored_interfaces, label);
-    set(&mut settings.drop_invalid, label);
-    set(&mut settings.proxy_dns_port, label);
-    set(&mut settings.dns_capture, label);
-}
-
 /// Validation names a missing property by its ECS name; in CNI mode the key to add is the
 /// network configuration's.
 pub fn with_network_config_names(mut errors: Vec<ConfigError>) -> Vec<ConfigError> {
     for error in &mut errors {
-        if let Some(key) = cni::PROPERTY_NAMES
-            .iter()
-            .find(|key| key.eq_ignore_ascii_case(&error.property))
-        {
-            error.property = (*key).to_owned();
+        if let Some(key) = our_key(&error.property) {
+            error.property = key.to_owned();
         }
     }
     errors
@@ -261,6 +235,11 @@ mod tests {
         }
     }
 
+    fn app_ports(settings: &RawSettings) -> Vec<&str> {
+        let setting = settings.get(Property::AppPorts).expect("app ports set");
+        setting.list().items().collect()
+    }
+
     #[test]
     fn reads_the_aws_appmesh_keys_and_ignores_protocol_and_reserved_ones() {
         let settings = from_network_config(&keys(json!({
@@ -270,16 +249,8 @@ mod tests {
             "cni.dev/valid-attachments": []
         })))
         .unwrap();
-        assert_eq!(settings.ignored_uid.unwrap().value, "1337");
-        assert_eq!(
-            settings
-                .app_ports
-                .unwrap()
-                .value
-                .items()
-                .collect::<Vec<_>>(),
-            vec!["8080"]
-        );
+        assert_eq!(settings.get(Property::IgnoredUid).unwrap().value, "1337");
+        assert_eq!(app_ports(&settings), vec!["8080"]);
     }
 
     #[test]
@@ -313,22 +284,17 @@ mod tests {
             "IgnoreUnknown=1;K8S_POD_NAME=web;IgnoredUID=1337;proxyEgressPort=15001;AppPorts=8080,8081;;enableipv6=off",
         )
         .unwrap();
-        let uid = settings.ignored_uid.unwrap();
+        let uid = settings.get(Property::IgnoredUid).unwrap();
         assert_eq!(
             (uid.property.as_str(), uid.value.as_str()),
             ("CNI_ARGS IgnoredUID", "1337")
         );
-        assert_eq!(settings.proxy_egress_port.unwrap().value, "15001");
         assert_eq!(
-            settings
-                .app_ports
-                .unwrap()
-                .value
-                .items()
-                .collect::<Vec<_>>(),
-            vec!["8080", "8081"]
+            settings.get(Property::ProxyEgressPort).unwrap().value,
+            "15001"
         );
-        assert_eq!(settings.ipv6.unwrap().value, "off");
+        assert_eq!(app_ports(&settings), vec!["8080", "8081"]);
+        assert_eq!(settings.get(Property::Ipv6).unwrap().value, "off");
     }
 
     #[test]
@@ -352,15 +318,7 @@ mod tests {
             assert_eq!(error.code, code::INVALID_ENVIRONMENT, "{args}: {error}");
         }
         let settings = from_cni_args("Foo=1;IgnoreUnknown=TRUE;K8S_POD_UID=u;AppPorts=80").unwrap();
-        assert_eq!(
-            settings
-                .app_ports
-                .unwrap()
-                .value
-                .items()
-                .collect::<Vec<_>>(),
-            vec!["80"]
-        );
+        assert_eq!(app_ports(&settings), vec!["80"]);
         assert!(
             from_cni_args("K8S_POD_NAME=web").is_ok(),
             "well-known keys need no flag"
@@ -376,9 +334,9 @@ mod tests {
             None,
         )
         .unwrap();
-        let app = settings.app_ports.unwrap();
+        let app = settings.get(Property::AppPorts).unwrap();
         assert_eq!(app.property, "runtimeConfig.appPorts");
-        assert_eq!(app.value.items().collect::<Vec<_>>(), vec!["9080", "9081"]);
+        assert_eq!(app_ports(&settings), vec!["9080", "9081"]);
         let error = from_runtime_config(&json!({"enableIPv6": "yes"}), None).unwrap_err();
         assert_eq!(error.code, code::INVALID_NETWORK_CONFIG);
         assert!(
@@ -397,16 +355,11 @@ mod tests {
         let runtime_config = json!({"appPorts": ["9080"], "ignoredGID": "7"});
         let declared = json!({"appPorts": true, "ignoredGID": false, "portMappings": true});
         let settings = from_runtime_config(&runtime_config, Some(&declared)).unwrap();
-        assert_eq!(
-            settings
-                .app_ports
-                .unwrap()
-                .value
-                .items()
-                .collect::<Vec<_>>(),
-            vec!["9080"]
+        assert_eq!(app_ports(&settings), vec!["9080"]);
+        assert!(
+            settings.get(Property::IgnoredGid).is_none(),
+            "undeclared capability"
         );
-        assert!(settings.ignored_gid.is_none(), "undeclared capability");
         let error = from_runtime_config(&runtime_config, Some(&json!(["appPorts"]))).unwrap_err();
         assert_eq!(error.code, code::DECODING_FAILURE);
     }

@@ -74,7 +74,7 @@
 //! | 103  | `iptables-restore` or `ipset` failed (its message is quoted) |
 //! | 999  | any other failure |
 
-mod attachment;
+pub(crate) mod attachment;
 pub mod install;
 pub mod pod;
 pub mod probes;

@@ -13,10 +13,9 @@
 
 use serde_json::{Map, Value};
 
-use super::attachment::relabel;
 use super::protocol::CniError;
-use crate::config::mesh;
-use crate::config::settings::{RawSettings, Setting, Vocabulary};
+use crate::config::properties::{PROPERTIES, Property};
+use crate::config::settings::{RawSettings, Vocabulary};
 use crate::config::sources::cni;
 use crate::error::ConfigError;
 
@@ -28,18 +27,11 @@ pub const EXCLUDE_NAMESPACES: &str = "excludeNamespaces";
 pub const DEFAULT_EXCLUDED_NAMESPACES: [&str; 1] = ["kube-system"];
 /// The App Mesh controller's CNI-mode annotation: `enabled` opts the pod in.
 pub const OPT_IN: &str = "appmesh.k8s.aws/appmeshCNI";
-/// `disabled` turns IPv6 off for the pod.
-pub const IPV6: &str = "appmesh.k8s.aws/ipv6";
-/// The controller's setting annotations and the network configuration key each sets.
-pub const SETTING_ANNOTATIONS: [(&str, &str); 7] = [
-    ("appmesh.k8s.aws/ports", "appPorts"),
-    ("appmesh.k8s.aws/egressIgnoredIPs", "egressIgnoredIPs"),
-    ("appmesh.k8s.aws/egressIgnoredPorts", "egressIgnoredPorts"),
-    ("appmesh.k8s.aws/proxyEgressPort", "proxyEgressPort"),
-    ("appmesh.k8s.aws/proxyIngressPort", "proxyIngressPort"),
-    ("appmesh.k8s.aws/ignoredUID", "ignoredUID"),
-    ("appmesh.k8s.aws/ignoredGID", "ignoredGID"),
-];
+/// `disabled` turns IPv6 off for the pod: the IPv6 row's annotation, with its own words.
+pub const IPV6: &str = match PROPERTIES[Property::Ipv6 as usize].annotation {
+    Some(annotation) => annotation,
+    None => panic!("the IPv6 row has the controller's annotation"),
+};
 
 /// What the entry does for this pod.
 #[derive(Debug)]
@@ -124,36 +116,26 @@ pub fn plan(keys: &Map<String, Value>, cni_args: Option<&str>) -> Result<PodPlan
 
     let mut settings = RawSettings::default();
     let mut errors = Vec::new();
-    for (annotation, key) in SETTING_ANNOTATIONS {
+    // Every row of the property table with an annotation (the App Mesh controller's, and
+    // `meshinit.io/<netconf key>`), read as its netconf key; IPv6's words are its own.
+    for spec in PROPERTIES
+        .iter()
+        .filter(|spec| spec.property != Property::Ipv6)
+    {
+        let Some(annotation) = spec.annotation else {
+            continue;
+        };
         let Some(value) = text(annotation)? else {
             continue;
         };
         let mut one = RawSettings::default();
-        match cni::assign(&mut one, key, &Value::String(value)) {
+        match cni::assign(&mut one, spec.cni, &Value::String(value)) {
             Ok(()) => {
-                relabel(&mut one, &annotation_label(annotation));
+                one.relabel(&annotation_label(annotation));
                 settings = settings.overlay(one);
             }
             Err(e) => errors.push(ConfigError {
                 property: annotation_label(annotation),
-                ..e
-            }),
-        }
-    }
-    // meshinit's own settings: `meshinit.io/<netconf key>`, read as that key.
-    for key in mesh::CNI_KEYS {
-        let annotation = format!("{}{key}", mesh::ANNOTATION_PREFIX);
-        let Some(value) = text(&annotation)? else {
-            continue;
-        };
-        let mut one = RawSettings::default();
-        match cni::assign(&mut one, key, &Value::String(value)) {
-            Ok(()) => {
-                relabel(&mut one, &annotation_label(&annotation));
-                settings = settings.overlay(one);
-            }
-            Err(e) => errors.push(ConfigError {
-                property: annotation_label(&annotation),
                 ..e
             }),
         }
@@ -173,7 +155,7 @@ pub fn plan(keys: &Map<String, Value>, cni_args: Option<&str>) -> Result<PodPlan
             }
         };
         if let Some(mode) = mode {
-            settings.ipv6 = Some(Setting::new(annotation_label(IPV6), mode.to_owned()));
+            settings.put(Property::Ipv6, annotation_label(IPV6), mode);
         }
     }
     if errors.is_empty() {
@@ -296,10 +278,10 @@ mod tests {
         ) else {
             panic!("meshed")
         };
-        let ports = settings.app_ports.unwrap();
+        let ports = settings.get(Property::AppPorts).unwrap();
         assert_eq!(ports.property, "pod annotation appmesh.k8s.aws/ports");
-        assert_eq!(ports.value.items().collect::<Vec<_>>(), ["8080", "9090"]);
-        assert_eq!(settings.ipv6.unwrap().value, "off");
+        assert_eq!(ports.list().items().collect::<Vec<_>>(), ["8080", "9090"]);
+        assert_eq!(settings.get(Property::Ipv6).unwrap().value, "off");
     }
 
     #[test]
@@ -313,17 +295,17 @@ mod tests {
         ) else {
             panic!("meshed")
         };
-        let interfaces = settings.ignored_interfaces.unwrap();
+        let interfaces = settings.get(Property::IgnoredInterfaces).unwrap();
         assert_eq!(
             interfaces.property,
             "pod annotation meshinit.io/ignoredInterfaces"
         );
         assert_eq!(
-            interfaces.value.items().collect::<Vec<_>>(),
+            interfaces.list().items().collect::<Vec<_>>(),
             ["tun0", "tap1"]
         );
-        assert_eq!(settings.drop_invalid.unwrap().value, "true");
-        assert!(settings.egress_included_ips.is_some());
+        assert_eq!(settings.get(Property::DropInvalid).unwrap().value, "true");
+        assert!(settings.get(Property::EgressIncludedIps).is_some());
     }
 
     #[test]

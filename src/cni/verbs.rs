@@ -14,6 +14,7 @@ use super::protocol::{CniError, Command, Invocation, NetworkConfig, code, declar
 use super::version::{LATEST, SUPPORTED_VERSIONS, SpecVersion};
 use super::{attachment, result};
 use crate::backend::{self, BackendChoice, BackendKind, TimeBudget};
+use crate::config::properties::Property;
 use crate::config::{ProxyConfig, validate};
 use crate::converge::{self, clean};
 use crate::error::{Error, Result};
@@ -78,7 +79,7 @@ fn add(invocation: &Invocation, config: &NetworkConfig) -> Result<Value, CniErro
     };
     let netns = required_netns(invocation)?;
     let budget = TimeBudget::starting_now(LOCK_WAIT);
-    let wants_proof = wants_verify(config)?;
+    let wants_proof = proxy.verify;
     let _entered = enter_container(
         netns,
         "ADD",
@@ -152,7 +153,6 @@ fn check(invocation: &Invocation, config: &NetworkConfig) -> Result<(), CniError
         ));
     }
     let pod = pod::plan(&config.keys, invocation.args.as_deref())?;
-    let wants_proof = wants_verify(config)?;
     if let Some(prev) = config.prev_result() {
         result::convert(prev, config.cni_version)?;
     }
@@ -161,6 +161,7 @@ fn check(invocation: &Invocation, config: &NetworkConfig) -> Result<(), CniError
         return Ok(());
     }
     let proxy = proxy_config(invocation, config, &pod)?;
+    let wants_proof = proxy.verify;
     let netns = required_netns(invocation)?;
     enter_container(
         netns,
@@ -198,21 +199,6 @@ fn check(invocation: &Invocation, config: &NetworkConfig) -> Result<(), CniError
         ),
         differences.join("\n"),
     ))
-}
-
-/// The entry's `verify` key: `true` makes ADD and CHECK prove the rules with verify's
-/// probes before answering.
-fn wants_verify(config: &NetworkConfig) -> Result<bool, CniError> {
-    match config.keys.get("verify") {
-        None | Some(Value::Bool(false)) => Ok(false),
-        Some(Value::Bool(true)) => Ok(true),
-        Some(other) => Err(CniError::new(
-            code::INVALID_NETWORK_CONFIG,
-            format!("invalid network configuration: verify: {other} is not true or false"),
-            "verify: true makes ADD and CHECK prove the rules with real probes; false or absent \
-             does not",
-        )),
-    }
 }
 
 /// The capabilities verify needs beyond iptables', when it is asked for.
@@ -362,9 +348,10 @@ fn proxy_config(
         .is_some_and(|d| d.scope == crate::config::mesh::DnsScope::ResolvConf)
     {
         let label = raw
-            .dns_capture
-            .as_ref()
-            .map_or("dnsCapture".to_owned(), |s| s.property.clone());
+            .get(Property::DnsCapture)
+            .map_or(Property::DnsCapture.spec().cni.to_owned(), |s| {
+                s.property.clone()
+            });
         return Err(CniError::invalid_config(&[crate::error::ConfigError::new(
             label,
             Some("resolv.conf"),

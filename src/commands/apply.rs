@@ -23,7 +23,9 @@ pub struct ApplyArgs {
     pub dry_run: bool,
 
     /// After applying, prove redirection with real connections (see `verify`); exit 5 if it
-    /// is broken, so an init container stops the pod from starting with broken rules.
+    /// is broken, so an init container stops the pod from starting with broken rules. The
+    /// configuration's verify property (MESHINIT_VERIFY=true, netconf "verify": true) asks
+    /// for the same.
     #[arg(long, conflicts_with = "dry_run")]
     pub verify: bool,
 
@@ -34,9 +36,12 @@ pub struct ApplyArgs {
 impl ApplyArgs {
     pub fn exec(self) -> Result<i32> {
         let config = self.config.load()?;
+        // `--verify`, or the configuration's `verify` (MESHINIT_VERIFY, netconf "verify"); a
+        // dry run sends nothing, so there is nothing to prove.
+        let prove = self.verify || (config.verify && !self.dry_run);
         let budget = TimeBudget::starting_now(self.target.lock_timeout);
         let mut keep = IPTABLES_CAPS.to_vec();
-        if self.verify {
+        if prove {
             keep.extend(verify::needed_capabilities(&config));
         }
         // A dry run changes nothing, so it needs no turn.
@@ -66,7 +71,7 @@ impl ApplyArgs {
             .map(|f| f.family.to_string())
             .collect();
         info!(backend = %report.backend, families = ?families, "ruleset applied");
-        if self.verify {
+        if prove {
             // Verify reads the tables again, from the backend apply used: it checks what was
             // committed, not what was sent.
             let outcome = verify::run(

@@ -10,8 +10,10 @@ use nix::sys::signal::{self, SigHandler, Signal};
 use serde_json::Value;
 use tracing::{debug, info, warn};
 
-use super::args::SettingFlags;
+use super::property_flags::InstallFlags;
 use crate::cni::install::{self, Change, Installer, Outcome, PluginEntry};
+use crate::config::properties::{Property, Source};
+use crate::config::settings::Setting;
 use crate::error::{Error, Result};
 
 /// The running executable: what `cni install` copies into the bin directory.
@@ -82,7 +84,7 @@ pub struct InstallArgs {
     pub entry: Option<PathBuf>,
 
     #[command(flatten)]
-    pub settings: SettingFlags,
+    pub settings: InstallFlags,
 
     /// enableIPv6: true (IPv6 rules when the pod's namespace has IPv6) or false.
     #[arg(long, value_name = "true|false")]
@@ -108,48 +110,41 @@ pub struct InstallArgs {
 }
 
 impl InstallArgs {
-    /// The flags as netconf keys, in the order they are written.
-    fn flag_keys(&self) -> Vec<(String, Value)> {
-        let text = |v: &Option<String>| v.clone().map(Value::String);
-        let list = |v: &Option<String>| {
-            v.as_ref().map(|v| {
-                Value::Array(
-                    v.split(',')
-                        .map(str::trim)
-                        .filter(|item| !item.is_empty())
-                        .map(|item| Value::String(item.to_owned()))
-                        .collect(),
-                )
+    /// The flags as netconf keys, in the order they are written (the table's). Lists
+    /// become arrays of their items, split and trimmed by the one whitespace rule as every
+    /// source's are.
+    pub(crate) fn flag_keys(&self) -> Vec<(String, Value)> {
+        let mut keys: Vec<(String, Value)> = self
+            .settings
+            .given()
+            .map(|(spec, value)| {
+                let value = if spec.kind.is_list() {
+                    let setting = Setting::new(spec.cni, value.to_owned());
+                    Value::Array(
+                        setting
+                            .list()
+                            .items()
+                            .map(|item| Value::String(item.to_owned()))
+                            .collect(),
+                    )
+                } else {
+                    Value::String(value.to_owned())
+                };
+                (spec.cni.to_owned(), value)
             })
-        };
-        [
-            ("ignoredUID", text(&self.settings.ignored_uid)),
-            ("ignoredGID", text(&self.settings.ignored_gid)),
-            ("proxyIngressPort", text(&self.settings.proxy_ingress_port)),
-            ("proxyEgressPort", text(&self.settings.proxy_egress_port)),
-            ("appPorts", list(&self.settings.app_ports)),
-            (
-                "egressIgnoredPorts",
-                list(&self.settings.egress_ignored_ports),
-            ),
-            ("egressIgnoredIPs", list(&self.settings.egress_ignored_ips)),
-            ("enableIPv6", self.enable_ipv6.map(Value::Bool)),
-            (
-                "egressIncludedIPs",
-                list(&self.settings.egress_included_ips),
-            ),
-            (
-                "ingressIgnoredPorts",
-                list(&self.settings.ingress_ignored_ports),
-            ),
-            ("ignoredInterfaces", list(&self.settings.ignored_interfaces)),
-            ("dropInvalid", text(&self.settings.drop_invalid)),
-            ("proxyDNSPort", text(&self.settings.proxy_dns_port)),
-            ("dnsCapture", text(&self.settings.dns_capture)),
-        ]
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v)))
-        .collect()
+            .collect();
+        if let Some(enabled) = self.enable_ipv6 {
+            let ipv6 = Property::Ipv6.spec();
+            let at = keys
+                .iter()
+                .position(|(key, _)| {
+                    crate::config::properties::find(Source::Cni, key)
+                        .is_some_and(|spec| spec.property > ipv6.property)
+                })
+                .unwrap_or(keys.len());
+            keys.insert(at, (ipv6.cni.to_owned(), Value::Bool(enabled)));
+        }
+        keys
     }
 
     fn entry(&self) -> Result<PluginEntry> {

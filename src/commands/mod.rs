@@ -5,6 +5,7 @@ pub mod args;
 pub mod clean;
 pub mod cni;
 pub mod explain;
+pub mod property_flags;
 pub mod render;
 pub mod status;
 mod status_counters;

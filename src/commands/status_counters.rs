@@ -291,12 +291,15 @@ mod tests {
     use crate::ruleset::{PlanOptions, plan};
 
     fn config() -> ProxyConfig {
-        let raw = RawSettings {
-            ignored_uid: RawSettings::scalar("IgnoredUID", "1337"),
-            proxy_egress_port: RawSettings::scalar("ProxyEgressPort", "15001"),
-            egress_ignored_ports: RawSettings::list("EgressIgnoredPorts", "5432"),
-            ..Default::default()
-        };
+        use crate::config::settings::{Property, Vocabulary};
+        let raw = RawSettings::spelled(
+            Vocabulary::Ecs,
+            [
+                (Property::IgnoredUid, "1337"),
+                (Property::ProxyEgressPort, "15001"),
+                (Property::EgressIgnoredPorts, "5432"),
+            ],
+        );
         validate(&raw).unwrap().0
     }
 

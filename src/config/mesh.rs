@@ -4,61 +4,15 @@
 //! inbound packets conntrack marks INVALID. Everything is off unless set, so an App Mesh
 //! configuration plans exactly as before.
 //!
-//! Each setting has one name per kind of source (see [`MESH_NAMES`]); pod annotations are
-//! the CNI key behind [`ANNOTATION_PREFIX`] (`meshinit.io/egressIncludedIPs`).
+//! Their names in every source are rows of the one property table
+//! ([`super::properties::PROPERTIES`]).
 
 use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::PortList;
 
-/// Pod annotations for these settings: this prefix and the CNI key.
-pub const ANNOTATION_PREFIX: &str = "meshinit.io/";
-
 /// The longest interface name the kernel accepts (`IFNAMSIZ` less the NUL).
 pub const MAX_INTERFACE_NAME: usize = 15;
-
-/// Names per vocabulary (rows: ECS, CNI, environment, flags; columns in the order of the
-/// mesh [`Property`](super::settings::Property) variants). ECS's `proxyConfiguration`
-/// accepts only App Mesh's properties, so its row names the flags.
-pub const MESH_NAMES: [[&str; 6]; 4] = [
-    [
-        "--egress-included-ips",
-        "--ingress-ignored-ports",
-        "--ignored-interfaces",
-        "--drop-invalid",
-        "--proxy-dns-port",
-        "--dns-capture",
-    ],
-    [
-        "egressIncludedIPs",
-        "ingressIgnoredPorts",
-        "ignoredInterfaces",
-        "dropInvalid",
-        "proxyDNSPort",
-        "dnsCapture",
-    ],
-    [
-        "MESHINIT_EGRESS_INCLUDED_IPS",
-        "MESHINIT_INGRESS_IGNORED_PORTS",
-        "MESHINIT_IGNORED_INTERFACES",
-        "MESHINIT_DROP_INVALID",
-        "MESHINIT_PROXY_DNS_PORT",
-        "MESHINIT_DNS_CAPTURE",
-    ],
-    [
-        "--egress-included-ips",
-        "--ingress-ignored-ports",
-        "--ignored-interfaces",
-        "--drop-invalid",
-        "--proxy-dns-port",
-        "--dns-capture",
-    ],
-];
-
-/// The CNI keys of these settings (also the pod annotations' suffixes).
-pub const CNI_KEYS: [&str; 6] = MESH_NAMES[1];
-/// The environment variables of these settings.
-pub const ENV_NAMES: [&str; 6] = MESH_NAMES[2];
 
 /// The DNS port the app's queries go to.
 pub const DNS_PORT: u16 = 53;
@@ -173,25 +127,28 @@ pub fn interface_name_problem(name: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::settings::RawSettings;
+    use crate::config::settings::{Property, RawSettings, Vocabulary};
     use crate::config::{PortRange, validate};
 
     fn base() -> RawSettings {
-        RawSettings {
-            ignored_uid: RawSettings::scalar("--ignored-uid", "1337"),
-            proxy_egress_port: RawSettings::scalar("--proxy-egress-port", "15001"),
-            proxy_ingress_port: RawSettings::scalar("--proxy-ingress-port", "15000"),
-            app_ports: RawSettings::list("--app-ports", "*"),
-            ..Default::default()
-        }
+        RawSettings::spelled(
+            Vocabulary::Flags,
+            [
+                (Property::IgnoredUid, "1337"),
+                (Property::ProxyEgressPort, "15001"),
+                (Property::ProxyIngressPort, "15000"),
+                (Property::AppPorts, "*"),
+            ],
+        )
     }
 
     #[test]
     fn every_port_captures_all_but_the_ignored_and_the_proxys_own() {
-        let raw = RawSettings {
-            ingress_ignored_ports: RawSettings::list("--ingress-ignored-ports", "22,9000-9100"),
-            ..base()
-        };
+        let raw = base().with(
+            Property::IngressIgnoredPorts,
+            "--ingress-ignored-ports",
+            "22,9000-9100",
+        );
         let (config, _) = validate(&raw).unwrap();
         let ingress = config.ingress.unwrap();
         let r = |first, last| PortRange { first, last };
@@ -206,14 +163,24 @@ mod tests {
 
     #[test]
     fn bad_mesh_settings_name_property_and_value() {
-        let raw = RawSettings {
-            app_ports: RawSettings::list("--app-ports", "80"),
-            ingress_ignored_ports: RawSettings::list("--ingress-ignored-ports", "22"),
-            ignored_interfaces: RawSettings::list("--ignored-interfaces", "eth0,a/b"),
-            drop_invalid: RawSettings::scalar("--drop-invalid", "maybe"),
-            egress_included_ips: RawSettings::list("--egress-included-ips", "10.0.0.0/33"),
-            ..base()
-        };
+        let raw = base()
+            .with(Property::AppPorts, "--app-ports", "80")
+            .with(
+                Property::IngressIgnoredPorts,
+                "--ingress-ignored-ports",
+                "22",
+            )
+            .with(
+                Property::IgnoredInterfaces,
+                "--ignored-interfaces",
+                "eth0,a/b",
+            )
+            .with(Property::DropInvalid, "--drop-invalid", "maybe")
+            .with(
+                Property::EgressIncludedIps,
+                "--egress-included-ips",
+                "10.0.0.0/33",
+            );
         let errors = validate(&raw).unwrap_err();
         let named: Vec<&str> = errors.iter().map(|e| e.property.as_str()).collect();
         assert_eq!(
@@ -226,19 +193,17 @@ mod tests {
             ],
             "{errors:?}"
         );
-        let every = RawSettings {
-            ingress_ignored_ports: RawSettings::list("--ingress-ignored-ports", "1-65535"),
-            ..base()
-        };
+        let every = base().with(
+            Property::IngressIgnoredPorts,
+            "--ingress-ignored-ports",
+            "1-65535",
+        );
         assert!(validate(&every).is_err());
     }
 
     #[test]
     fn off_by_default() {
-        let raw = RawSettings {
-            app_ports: RawSettings::list("--app-ports", "80"),
-            ..base()
-        };
+        let raw = base().with(Property::AppPorts, "--app-ports", "80");
         assert!(validate(&raw).unwrap().0.mesh.is_off());
     }
 }

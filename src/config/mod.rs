@@ -4,6 +4,7 @@ pub mod addresses;
 pub mod input;
 pub mod mesh;
 pub mod ports;
+pub mod properties;
 pub mod settings;
 pub mod sources;
 mod validate;
@@ -54,4 +55,7 @@ pub struct ProxyConfig {
     pub ipv6: Ipv6Mode,
     /// What meshes beyond App Mesh ask for; all off by default.
     pub mesh: MeshOptions,
+    /// Prove the rules with real connections once they are in place (apply, CNI ADD and
+    /// CHECK); not part of the ruleset.
+    pub verify: bool,
 }

@@ -22,9 +22,9 @@ pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<Con
     let mut warnings = Vec::new();
     let name = |property| raw.name_of(property);
 
-    let ignored_uid = id(&raw.ignored_uid, "user", &mut errors);
-    let ignored_gid = id(&raw.ignored_gid, "group", &mut errors);
-    if raw.ignored_uid.is_none() && raw.ignored_gid.is_none() {
+    let ignored_uid = id(raw.get(Property::IgnoredUid), "user", &mut errors);
+    let ignored_gid = id(raw.get(Property::IgnoredGid), "group", &mut errors);
+    if raw.get(Property::IgnoredUid).is_none() && raw.get(Property::IgnoredGid).is_none() {
         errors.push(ConfigError::new(
             name(Property::IgnoredUid),
             None,
@@ -37,7 +37,7 @@ pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<Con
         ));
     }
 
-    let egress_port = match &raw.proxy_egress_port {
+    let egress_port = match raw.get(Property::ProxyEgressPort) {
         Some(s) => single_port(s, &mut errors),
         None => {
             errors.push(ConfigError::new(
@@ -50,15 +50,13 @@ pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<Con
     };
 
     let ingress_port = raw
-        .proxy_ingress_port
-        .as_ref()
+        .get(Property::ProxyIngressPort)
         .and_then(|s| single_port(s, &mut errors));
     // `*`: every port; the ports captured are worked out below, once the proxy's are known.
     let all_ports = raw
-        .app_ports
-        .as_ref()
-        .is_some_and(|s| s.value.items().eq([ALL_PORTS]));
-    let app_ports = raw.app_ports.as_ref().map(|s| {
+        .get(Property::AppPorts)
+        .is_some_and(|s| s.list().items().eq([ALL_PORTS]));
+    let app_ports = raw.get(Property::AppPorts).map(|s| {
         if all_ports {
             PortList::from_ranges([PortRange {
                 first: 1,
@@ -69,7 +67,7 @@ pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<Con
         }
     });
     let app_ports_given = app_ports.as_ref().is_some_and(|p| !p.is_empty());
-    let mut ingress = match (&raw.proxy_ingress_port, app_ports_given) {
+    let mut ingress = match (raw.get(Property::ProxyIngressPort), app_ports_given) {
         (Some(port), false) => {
             errors.push(ConfigError::new(
                 &port.property,
@@ -83,10 +81,10 @@ pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<Con
             None
         }
         (None, true) => {
-            let app = raw.app_ports.as_ref().expect("app ports given");
+            let app = raw.get(Property::AppPorts).expect("app ports given");
             errors.push(ConfigError::new(
                 &app.property,
-                Some(&app.value.verbatim),
+                Some(&app.value),
                 format!(
                     "is set but {} is not: give both (inbound redirection) or neither \
                      (egress only)",
@@ -107,7 +105,9 @@ pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<Con
     if let (Some(ingress), Some(egress)) = (&ingress, egress_port)
         && ingress.proxy_port == egress
     {
-        let s = raw.proxy_ingress_port.as_ref().expect("ingress port given");
+        let s = raw
+            .get(Property::ProxyIngressPort)
+            .expect("ingress port given");
         errors.push(ConfigError::new(
             &s.property,
             Some(&s.value),
@@ -119,8 +119,7 @@ pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<Con
     }
     let mut mesh = MeshOptions::default();
     let ingress_ignored = raw
-        .ingress_ignored_ports
-        .as_ref()
+        .get(Property::IngressIgnoredPorts)
         .map(|s| port_list(s, &mut errors))
         .unwrap_or_default();
     if all_ports && let Some(ingress) = &mut ingress {
@@ -128,8 +127,7 @@ pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<Con
         // The proxy's own listeners (its DNS one too) are never captured, so nothing loops.
         // A bad DNS port is reported with the DNS settings below.
         let dns_port = raw
-            .proxy_dns_port
-            .as_ref()
+            .get(Property::ProxyDnsPort)
             .and_then(|s| parse_port(&s.property, &s.value, trim_value(&s.value)).ok());
         for port in [Some(ingress.proxy_port), egress_port, dns_port]
             .into_iter()
@@ -139,20 +137,20 @@ pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<Con
         }
         ingress.app_ports = PortList::from_ranges(complement(never.ranges()));
         if ingress.app_ports.is_empty() {
-            let s = raw.ingress_ignored_ports.as_ref().expect("ports given");
+            let s = raw.get(Property::IngressIgnoredPorts).expect("ports given");
             errors.push(ConfigError::new(
                 &s.property,
-                Some(&s.value.verbatim),
+                Some(&s.value),
                 "covers every port: with AppPorts * nothing inbound would be captured",
             ));
         }
         mesh.ingress_all_ports = true;
         mesh.ingress_ignored_ports = never;
     } else if !ingress_ignored.is_empty() {
-        let s = raw.ingress_ignored_ports.as_ref().expect("ports given");
+        let s = raw.get(Property::IngressIgnoredPorts).expect("ports given");
         errors.push(ConfigError::new(
             &s.property,
-            Some(&s.value.verbatim),
+            Some(&s.value),
             format!(
                 "is only used with {} * (every inbound port): with listed app ports, \
                  leave the ports out of that list instead",
@@ -161,13 +159,13 @@ pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<Con
         ));
     }
     if let Some(ingress) = ingress.as_ref().filter(|_| !all_ports) {
-        let app = raw.app_ports.as_ref().expect("app ports given");
+        let app = raw.get(Property::AppPorts).expect("app ports given");
         let proxy_ports = [Some(ingress.proxy_port), egress_port];
         for port in proxy_ports.into_iter().flatten() {
             if ingress.app_ports.contains(port) {
                 errors.push(ConfigError::new(
                     &app.property,
-                    Some(&app.value.verbatim),
+                    Some(&app.value),
                     format!(
                         "contains the proxy port {port}: redirecting the proxy's own listener \
                          to itself would loop; remove it"
@@ -178,17 +176,16 @@ pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<Con
     }
 
     let mut egress_ignored_ports = raw
-        .egress_ignored_ports
-        .as_ref()
+        .get(Property::EgressIgnoredPorts)
         .map(|s| port_list(s, &mut errors))
         .unwrap_or_default();
     egress_ignored_ports.push(PortRange::single(ALWAYS_IGNORED_PORT));
-    if let Some(setting) = &raw.egress_ignored_ports
+    if let Some(setting) = raw.get(Property::EgressIgnoredPorts)
         && covers_every_port(egress_ignored_ports.ranges())
     {
         errors.push(ConfigError::new(
             &setting.property,
-            Some(&setting.value.verbatim),
+            Some(&setting.value),
             "covers every port (1-65535, with the always-ignored 22), which would turn egress \
              redirection off: list only the destination ports that must bypass the proxy; to \
              exempt a program's traffic entirely, run it as the proxy's user or group \
@@ -198,13 +195,13 @@ pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<Con
     }
 
     let mut destinations = IgnoredDestinations::default();
-    if let Some(setting) = &raw.egress_ignored_ips {
-        let (property, verbatim) = (&setting.property, &setting.value.verbatim);
+    if let Some(setting) = raw.get(Property::EgressIgnoredIps) {
+        let (property, verbatim) = (&setting.property, &setting.value);
         let mut bad = Vec::new();
         let mut notes = Vec::new();
         // Parsed straight into the per-family lists: no list of every entry in between.
         destinations =
-            IgnoredDestinations::from_networks(setting.value.items().filter_map(|item| {
+            IgnoredDestinations::from_networks(setting.list().items().filter_map(|item| {
                 match parse_ignored_ip(property, verbatim, item) {
                     Ok(parsed) => {
                         notes.extend(parsed.warning);
@@ -231,7 +228,7 @@ pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<Con
         destinations.push(net.net);
     }
 
-    let ipv6 = match &raw.ipv6 {
+    let ipv6 = match raw.get(Property::Ipv6) {
         None => Ipv6Mode::Auto,
         Some(s) => ipv6_mode(s).unwrap_or_else(|e| {
             errors.push(e);
@@ -241,7 +238,7 @@ pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<Con
 
     mesh.egress_included = included_destinations(raw, &mut errors, &mut warnings);
     mesh.ignored_interfaces = interfaces(raw, &mut errors);
-    if let Some(s) = &raw.drop_invalid {
+    if let Some(s) = raw.get(Property::DropInvalid) {
         mesh.drop_invalid = switch(s).unwrap_or_else(|e| {
             errors.push(e);
             false
@@ -249,6 +246,14 @@ pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<Con
     }
 
     mesh.dns = dns_capture(raw, egress_port, ingress.as_ref(), &mut errors);
+
+    let verify = match raw.get(Property::Verify) {
+        None => false,
+        Some(s) => switch(s).unwrap_or_else(|e| {
+            errors.push(e);
+            false
+        }),
+    };
 
     if !errors.is_empty() {
         return Err(errors);
@@ -262,6 +267,7 @@ pub fn validate(raw: &RawSettings) -> Result<(ProxyConfig, Vec<String>), Vec<Con
         egress_ignored_destinations: destinations,
         ipv6,
         mesh,
+        verify,
     };
     Ok((config, warnings))
 }
@@ -296,11 +302,11 @@ fn included_destinations(
     errors: &mut Vec<ConfigError>,
     warnings: &mut Vec<String>,
 ) -> Option<IncludedDestinations> {
-    let setting = raw.egress_included_ips.as_ref()?;
-    let (property, verbatim) = (&setting.property, &setting.value.verbatim);
+    let setting = raw.get(Property::EgressIncludedIps)?;
+    let (property, verbatim) = (&setting.property, &setting.value);
     let mut included = IncludedDestinations::default();
     let (mut bad, mut notes) = (Vec::new(), Vec::new());
-    for item in setting.value.items() {
+    for item in setting.list().items() {
         match parse_ignored_ip(property, verbatim, item) {
             Ok(parsed) => {
                 notes.extend(parsed.warning);
@@ -319,19 +325,19 @@ fn included_destinations(
 }
 
 fn interfaces(raw: &RawSettings, errors: &mut Vec<ConfigError>) -> Vec<String> {
-    let Some(setting) = &raw.ignored_interfaces else {
+    let Some(setting) = raw.get(Property::IgnoredInterfaces) else {
         return Vec::new();
     };
     let mut names: Vec<String> = Vec::new();
     let mut bad = Vec::new();
-    for item in setting.value.items() {
+    for item in setting.list().items() {
         match interface_name_problem(item) {
             Some(problem) => bad.push(problem),
             None if !names.iter().any(|n| n == item) => names.push(item.to_owned()),
             None => {}
         }
     }
-    errors.extend(list_error(&setting.property, &setting.value.verbatim, bad));
+    errors.extend(list_error(&setting.property, &setting.value, bad));
     names
 }
 
@@ -342,7 +348,7 @@ fn dns_capture(
     ingress: Option<&IngressConfig>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<DnsCapture> {
-    let scope = match &raw.dns_capture {
+    let scope = match raw.get(Property::DnsCapture) {
         None => DnsScope::All,
         Some(s) => match trim_value(&s.value).to_ascii_lowercase().as_str() {
             "all" => DnsScope::All,
@@ -358,8 +364,8 @@ fn dns_capture(
             }
         },
     };
-    let Some(setting) = &raw.proxy_dns_port else {
-        if let Some(s) = &raw.dns_capture {
+    let Some(setting) = raw.get(Property::ProxyDnsPort) else {
+        if let Some(s) = raw.get(Property::DnsCapture) {
             errors.push(ConfigError::new(
                 &s.property,
                 Some(&s.value),
@@ -444,8 +450,8 @@ fn summarized(messages: Vec<String>) -> Option<String> {
     Some(line)
 }
 
-fn id(setting: &Option<Setting<String>>, kind: &str, errors: &mut Vec<ConfigError>) -> Option<u32> {
-    let s = setting.as_ref()?;
+fn id(setting: Option<&Setting<String>>, kind: &str, errors: &mut Vec<ConfigError>) -> Option<u32> {
+    let s = setting?;
     let text = trim_value(&s.value);
     let parsed = if !text.is_empty() && text.len() <= 10 && text.bytes().all(|b| b.is_ascii_digit())
     {
@@ -469,16 +475,16 @@ fn single_port(s: &Setting<String>, errors: &mut Vec<ConfigError>) -> Option<u16
         .ok()
 }
 
-fn port_list(s: &Setting<super::settings::ListValue>, errors: &mut Vec<ConfigError>) -> PortList {
+fn port_list(s: &Setting<String>, errors: &mut Vec<ConfigError>) -> PortList {
     let mut ranges = Vec::new();
     let mut bad = Vec::new();
-    for item in s.value.items() {
-        match parse_port_range(&s.property, &s.value.verbatim, item) {
+    for item in s.list().items() {
+        match parse_port_range(&s.property, &s.value, item) {
             Ok(range) => ranges.push(range),
             Err(e) => bad.push(e.message),
         }
     }
-    errors.extend(list_error(&s.property, &s.value.verbatim, bad));
+    errors.extend(list_error(&s.property, &s.value, bad));
     PortList::from_ranges(ranges)
 }
 

@@ -139,11 +139,14 @@ impl Backend for Fake {
 }
 
 fn config() -> ProxyConfig {
-    let raw = RawSettings {
-        ignored_uid: RawSettings::scalar("IgnoredUID", "1337"),
-        proxy_egress_port: RawSettings::scalar("ProxyEgressPort", "15001"),
-        ..Default::default()
-    };
+    use crate::config::settings::{Property, Vocabulary};
+    let raw = RawSettings::spelled(
+        Vocabulary::Ecs,
+        [
+            (Property::IgnoredUid, "1337"),
+            (Property::ProxyEgressPort, "15001"),
+        ],
+    );
     validate(&raw).unwrap().0
 }
 

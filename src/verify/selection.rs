@@ -7,6 +7,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use super::check::{CheckKind, CheckResult, Evidence, Identity, Status};
+use crate::config::settings::{Property, Vocabulary};
 use crate::config::{ALWAYS_IGNORED_IPS, ALWAYS_IGNORED_PORT, ProxyConfig};
 use crate::ruleset::Family;
 
@@ -315,7 +316,10 @@ pub fn checks_at_test_destination(
             },
             Expectation::NotRedirected,
         ),
-        None => not_configured(CheckKind::IgnoredUid, "IgnoredUID"),
+        None => not_configured(
+            CheckKind::IgnoredUid,
+            Vocabulary::Ecs.name(Property::IgnoredUid),
+        ),
     });
     planned.push(match config.ignored_gid {
         Some(gid) => probe(
@@ -327,7 +331,10 @@ pub fn checks_at_test_destination(
             },
             Expectation::NotRedirected,
         ),
-        None => not_configured(CheckKind::IgnoredGid, "IgnoredGID"),
+        None => not_configured(
+            CheckKind::IgnoredGid,
+            Vocabulary::Ecs.name(Property::IgnoredGid),
+        ),
     });
     for ignored in sampled_ignored_ports(config).0 {
         planned.push(probe(

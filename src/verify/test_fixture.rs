@@ -36,5 +36,6 @@ pub fn config() -> ProxyConfig {
         egress_ignored_destinations: destinations,
         ipv6: Ipv6Mode::Auto,
         mesh: Default::default(),
+        verify: false,
     }
 }

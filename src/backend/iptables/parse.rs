@@ -148,16 +148,19 @@ mod tests {
     #[test]
     fn every_planned_rule_reads_back_as_itself() {
         let ips: Vec<String> = (0..40).map(|i| format!("10.{i}.0.0/16")).collect();
-        let raw = RawSettings {
-            ignored_uid: RawSettings::scalar("IgnoredUID", "1337"),
-            ignored_gid: RawSettings::scalar("IgnoredGID", "1338"),
-            proxy_egress_port: RawSettings::scalar("ProxyEgressPort", "15001"),
-            proxy_ingress_port: RawSettings::scalar("ProxyIngressPort", "15000"),
-            app_ports: RawSettings::list("AppPorts", "9080,9000-9010"),
-            egress_ignored_ports: RawSettings::list("EgressIgnoredPorts", "5000-5100,443"),
-            egress_ignored_ips: RawSettings::list("EgressIgnoredIPs", &ips.join(",")),
-            ..Default::default()
-        };
+        use crate::config::settings::{Property, Vocabulary};
+        let raw = RawSettings::spelled(
+            Vocabulary::Ecs,
+            [
+                (Property::IgnoredUid, "1337"),
+                (Property::IgnoredGid, "1338"),
+                (Property::ProxyEgressPort, "15001"),
+                (Property::ProxyIngressPort, "15000"),
+                (Property::AppPorts, "9080,9000-9010"),
+                (Property::EgressIgnoredPorts, "5000-5100,443"),
+                (Property::EgressIgnoredIps, &ips.join(",")),
+            ],
+        );
         let (config, _) = validate(&raw).unwrap();
         for family in Family::BOTH {
             let ruleset = plan(&config, family, PlanOptions::default());

@@ -150,13 +150,16 @@ mod tests {
     use crate::ruleset::{EGRESS_CHAIN, Family, PlanOptions, plan};
 
     fn seed_ruleset() -> Ruleset {
-        let raw = RawSettings {
-            ignored_uid: RawSettings::scalar("IgnoredUID", "1337"),
-            proxy_egress_port: RawSettings::scalar("ProxyEgressPort", "15001"),
-            proxy_ingress_port: RawSettings::scalar("ProxyIngressPort", "15000"),
-            app_ports: RawSettings::list("AppPorts", "9080"),
-            ..Default::default()
-        };
+        use crate::config::settings::{Property, Vocabulary};
+        let raw = RawSettings::spelled(
+            Vocabulary::Ecs,
+            [
+                (Property::IgnoredUid, "1337"),
+                (Property::ProxyEgressPort, "15001"),
+                (Property::ProxyIngressPort, "15000"),
+                (Property::AppPorts, "9080"),
+            ],
+        );
         let (config, _) = validate(&raw).unwrap();
         plan(&config, Family::Ipv4, PlanOptions::default())
     }
@@ -287,11 +290,14 @@ mod undo_tests {
     use crate::ruleset::{Family, PlanOptions, plan};
 
     fn ruleset(egress_port: &str) -> Ruleset {
-        let raw = RawSettings {
-            ignored_uid: RawSettings::scalar("IgnoredUID", "1337"),
-            proxy_egress_port: RawSettings::scalar("ProxyEgressPort", egress_port),
-            ..Default::default()
-        };
+        use crate::config::settings::{Property, Vocabulary};
+        let raw = RawSettings::spelled(
+            Vocabulary::Ecs,
+            [
+                (Property::IgnoredUid, "1337"),
+                (Property::ProxyEgressPort, egress_port),
+            ],
+        );
         plan(
             &validate(&raw).unwrap().0,
             Family::Ipv4,

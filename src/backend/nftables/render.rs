@@ -606,6 +606,7 @@ mod tests {
             ),
             ipv6: Ipv6Mode::Auto,
             mesh: Default::default(),
+            verify: false,
         }
     }
 

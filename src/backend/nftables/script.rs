@@ -99,14 +99,17 @@ mod tests {
 
     #[test]
     fn the_seed_table_reads_as_nft_writes_it() {
+        use crate::config::settings::{Property, Vocabulary};
         use crate::config::{RawSettings, validate};
-        let raw = RawSettings {
-            ignored_uid: RawSettings::scalar("IgnoredUID", "1337"),
-            proxy_egress_port: RawSettings::scalar("ProxyEgressPort", "15001"),
-            proxy_ingress_port: RawSettings::scalar("ProxyIngressPort", "15000"),
-            app_ports: RawSettings::list("AppPorts", "9080"),
-            ..Default::default()
-        };
+        let raw = RawSettings::spelled(
+            Vocabulary::Ecs,
+            [
+                (Property::IgnoredUid, "1337"),
+                (Property::ProxyEgressPort, "15001"),
+                (Property::ProxyIngressPort, "15000"),
+                (Property::AppPorts, "9080"),
+            ],
+        );
         let config = validate(&raw).unwrap().0;
         let table = counters::counted(plan_table(&config, ActiveFamilies::Both));
         assert_eq!(

@@ -6,15 +6,18 @@ use super::counters;
 use super::render::{ActiveFamilies, plan_table};
 
 fn seed(egress: &str) -> crate::config::ProxyConfig {
+    use crate::config::settings::{Property, Vocabulary};
     use crate::config::{RawSettings, validate};
-    let raw = RawSettings {
-        ignored_uid: RawSettings::scalar("IgnoredUID", "1337"),
-        proxy_egress_port: RawSettings::scalar("ProxyEgressPort", egress),
-        proxy_ingress_port: RawSettings::scalar("ProxyIngressPort", "15000"),
-        app_ports: RawSettings::list("AppPorts", "9080"),
-        egress_ignored_ips: RawSettings::list("EgressIgnoredIPs", "10.0.0.0/8"),
-        ..Default::default()
-    };
+    let raw = RawSettings::spelled(
+        Vocabulary::Ecs,
+        [
+            (Property::IgnoredUid, "1337"),
+            (Property::ProxyEgressPort, egress),
+            (Property::ProxyIngressPort, "15000"),
+            (Property::AppPorts, "9080"),
+            (Property::EgressIgnoredIps, "10.0.0.0/8"),
+        ],
+    );
     validate(&raw).unwrap().0
 }
 

@@ -3,7 +3,8 @@
 
 use serde_json::{Map, Value};
 
-use crate::config::sources::cni::{PROPERTY_NAMES, parse_network_config};
+use crate::config::properties::{self, Source};
+use crate::config::sources::cni::parse_network_config;
 use crate::config::sources::json::UniqueKeyObject;
 use crate::config::validate;
 use crate::error::ConfigError;
@@ -57,12 +58,13 @@ impl PluginEntry {
             .or(from_object)
             .unwrap_or_else(|| DEFAULT_PLUGIN_TYPE.to_owned());
         check_plugin_type(&plugin_type)?;
-        // Keys meshinit reads first, in the README's order; anything else after them.
+        // The App Mesh keys first, in the table's order; anything else after them.
+        let app_mesh_keys = properties::app_mesh_spellings(Source::Cni);
         keys.sort_by_key(|(k, _)| {
-            PROPERTY_NAMES
+            app_mesh_keys
                 .iter()
                 .position(|p| p == k)
-                .unwrap_or(PROPERTY_NAMES.len())
+                .unwrap_or(app_mesh_keys.len())
         });
         let entry = PluginEntry { plugin_type, keys };
         entry.validate(origin)?;
@@ -144,12 +146,14 @@ impl PluginEntry {
 /// Stand-ins for the settings every meshed pod needs, so that an entry of defaults is
 /// validated for what it holds, not for what its pods' annotations will add.
 fn pod_defaults_placeholder() -> crate::config::settings::RawSettings {
-    use crate::config::settings::{RawSettings, Setting};
-    RawSettings {
-        ignored_uid: Some(Setting::new("ignoredUID", "1337".to_owned())),
-        proxy_egress_port: Some(Setting::new("proxyEgressPort", "15001".to_owned())),
-        ..RawSettings::default()
-    }
+    use crate::config::settings::{Property, RawSettings, Vocabulary};
+    RawSettings::spelled(
+        Vocabulary::Cni,
+        [
+            (Property::IgnoredUid, "1337"),
+            (Property::ProxyEgressPort, "15001"),
+        ],
+    )
 }
 
 fn compact(value: &Value) -> String {

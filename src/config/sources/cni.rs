@@ -5,12 +5,9 @@ use serde_json::Value;
 
 use super::json::{UniqueKeyObject, scalar_text};
 use super::suggest::{self, Suggester};
-use crate::config::mesh;
-use crate::config::settings::{ListValue, NAMES, RawSettings, Setting, Vocabulary};
+use crate::config::properties::{self, Kind, Source};
+use crate::config::settings::{RawSettings, Vocabulary, join_items};
 use crate::error::ConfigError;
-
-/// The plugin-specific keys of the `aws-appmesh` network config.
-pub const PROPERTY_NAMES: [&str; 8] = NAMES[Vocabulary::Cni as usize];
 
 /// Keys the CNI specification defines for any plugin's config; they are accepted and, apart
 /// from what the CNI mode reads itself, ignored here.
@@ -26,15 +23,9 @@ pub const STANDARD_KEYS: [&str; 9] = [
     "prevResult",
 ];
 
-/// Keys a runtime injects, the Kubernetes per-pod mode's own (`excludeNamespaces`, read by
-/// `crate::cni::pod`) and `verify` (ADD and CHECK prove the rules with verify's probes): read
-/// by the CNI mode, not settings.
-const RUNTIME_KEYS: [&str; 4] = [
-    "runtimeConfig",
-    "capabilities",
-    "excludeNamespaces",
-    "verify",
-];
+/// Keys a runtime injects and the Kubernetes per-pod mode's own (`excludeNamespaces`, read
+/// by `crate::cni::pod`): read by the CNI mode, not settings.
+const RUNTIME_KEYS: [&str; 3] = ["runtimeConfig", "capabilities", "excludeNamespaces"];
 
 /// Keys the runtime reserves (`cni.dev/valid-attachments` on GC, future ones): never ours,
 /// never an error.
@@ -65,15 +56,12 @@ impl NetconfProblems {
 pub fn read_network_config<'a>(
     keys: impl IntoIterator<Item = (&'a String, &'a Value)>,
 ) -> Result<RawSettings, NetconfProblems> {
-    let mut settings = RawSettings {
-        vocabulary: Some(Vocabulary::Cni),
-        ..RawSettings::default()
-    };
+    let mut settings = RawSettings::default();
+    settings.vocabulary = Some(Vocabulary::Cni);
     let mut problems = NetconfProblems::default();
     let mut suggester = Suggester::default();
     for (key, value) in keys {
-        let ours = PROPERTY_NAMES.contains(&key.as_str())
-            || mesh::CNI_KEYS.contains(&key.as_str())
+        let ours = properties::find(Source::Cni, key).is_some()
             || STANDARD_KEYS.contains(&key.as_str())
             || RUNTIME_KEYS.contains(&key.as_str())
             || key.starts_with(RESERVED_KEY_PREFIX);
@@ -109,92 +97,57 @@ pub fn parse_network_config(object: &UniqueKeyObject) -> Result<RawSettings, Vec
 /// source's rule), and so is a list holding one empty string (`[""]`), as the AWS plugin
 /// reads it.
 pub fn assign(settings: &mut RawSettings, key: &str, value: &Value) -> Result<(), ConfigError> {
-    if value.is_null() && (PROPERTY_NAMES.contains(&key) || mesh::CNI_KEYS.contains(&key)) {
+    let Some(spec) = properties::find(Source::Cni, key) else {
+        if STANDARD_KEYS.contains(&key)
+            || RUNTIME_KEYS.contains(&key)
+            || key.starts_with(RESERVED_KEY_PREFIX)
+        {
+            return Ok(());
+        }
+        return Err(ConfigError::new(
+            key,
+            None,
+            suggest::hint(key, &known_keys()),
+        ));
+    };
+    if value.is_null() {
         return Ok(());
     }
-    match key {
-        "ignoredUID" => settings.ignored_uid = RawSettings::scalar(key, &scalar_text(key, value)?),
-        "ignoredGID" => settings.ignored_gid = RawSettings::scalar(key, &scalar_text(key, value)?),
-        "proxyIngressPort" => {
-            settings.proxy_ingress_port = RawSettings::scalar(key, &scalar_text(key, value)?)
-        }
-        "proxyEgressPort" => {
-            settings.proxy_egress_port = RawSettings::scalar(key, &scalar_text(key, value)?)
-        }
-        "appPorts" => settings.app_ports = Some(Setting::new(key, list(key, value)?)),
-        "egressIgnoredPorts" => {
-            settings.egress_ignored_ports = Some(Setting::new(key, list(key, value)?))
-        }
-        "egressIgnoredIPs" => {
-            settings.egress_ignored_ips = Some(Setting::new(key, list(key, value)?))
-        }
-        "enableIPv6" => match value {
-            Value::Bool(enabled) => {
-                settings.ipv6 = Some(Setting::new(key, enabled.to_string()));
-            }
-            other => {
-                return Err(ConfigError::new(
-                    key,
-                    Some(&other.to_string()),
-                    "must be a boolean (true or false)",
-                ));
-            }
-        },
-        "egressIncludedIPs" => {
-            settings.egress_included_ips = Some(Setting::new(key, list(key, value)?))
-        }
-        "ingressIgnoredPorts" => {
-            settings.ingress_ignored_ports = Some(Setting::new(key, list(key, value)?))
-        }
-        "ignoredInterfaces" => {
-            settings.ignored_interfaces = Some(Setting::new(key, list(key, value)?))
-        }
-        "proxyDNSPort" => {
-            settings.proxy_dns_port = RawSettings::scalar(key, &scalar_text(key, value)?)
-        }
-        "dnsCapture" => settings.dns_capture = RawSettings::scalar(key, &scalar_text(key, value)?),
-        "dropInvalid" => {
-            let text = match value {
-                Value::Bool(on) => on.to_string(),
-                other => scalar_text(key, other)?,
-            };
-            settings.drop_invalid = RawSettings::scalar(key, &text);
-        }
-        k if STANDARD_KEYS.contains(&k)
-            || RUNTIME_KEYS.contains(&k)
-            || k.starts_with(RESERVED_KEY_PREFIX) => {}
-        unknown => {
+    let text = match (spec.kind, value) {
+        (kind, value) if kind.is_list() => list(key, value)?,
+        // `enableIPv6` is a JSON boolean in the App Mesh plugin's config, nothing else.
+        (Kind::Ipv6Mode, Value::Bool(enabled)) => enabled.to_string(),
+        (Kind::Ipv6Mode, other) => {
             return Err(ConfigError::new(
-                unknown,
-                None,
-                suggest::hint(unknown, &known_keys()),
+                key,
+                Some(&other.to_string()),
+                "must be a boolean (true or false)",
             ));
         }
-    }
+        (_, value) => scalar_text(key, value)?,
+    };
+    settings.put(spec.property, key, &text);
     Ok(())
 }
 
 /// The keys an unknown one is compared with for a suggestion.
 fn known_keys() -> Vec<&'static str> {
-    PROPERTY_NAMES
-        .iter()
-        .chain(&mesh::CNI_KEYS)
-        .chain(&STANDARD_KEYS)
-        .copied()
-        .collect()
+    let mut keys = properties::spellings(Source::Cni);
+    keys.extend(STANDARD_KEYS);
+    keys
 }
 
 /// A list: a JSON array of strings (or numbers), or, leniently, one comma-separated string.
-fn list(key: &str, value: &Value) -> Result<ListValue, ConfigError> {
+fn list(key: &str, value: &Value) -> Result<String, ConfigError> {
     match value {
         Value::Array(items) => {
             let texts = items
                 .iter()
                 .map(|item| scalar_text(key, item))
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(ListValue::from_items(&texts))
+            Ok(join_items(&texts))
         }
-        Value::String(text) => Ok(ListValue::from_comma_separated(text)),
+        Value::String(text) => Ok(text.clone()),
         other => Err(ConfigError::new(
             key,
             Some(&other.to_string()),
@@ -206,6 +159,7 @@ fn list(key: &str, value: &Value) -> Result<ListValue, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::properties::Property;
     use serde_json::json;
 
     #[test]
@@ -219,14 +173,16 @@ mod tests {
             unreachable!()
         };
         let settings = read_network_config(&keys).unwrap();
-        assert!(settings.app_ports.is_none());
-        assert!(settings.proxy_ingress_port.is_none());
-        assert!(settings.ignored_gid.is_none());
-        assert!(settings.egress_ignored_ips.is_none());
-        assert!(settings.ipv6.is_none());
-        assert_eq!(
-            settings.egress_ignored_ports.unwrap().value.items().count(),
-            0
-        );
+        for unset in [
+            Property::AppPorts,
+            Property::ProxyIngressPort,
+            Property::IgnoredGid,
+            Property::EgressIgnoredIps,
+            Property::Ipv6,
+        ] {
+            assert!(settings.get(unset).is_none(), "{unset:?}");
+        }
+        let ports = settings.get(Property::EgressIgnoredPorts).unwrap();
+        assert_eq!(ports.list().items().count(), 0);
     }
 }

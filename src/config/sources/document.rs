@@ -4,6 +4,7 @@
 
 use super::json::{UniqueKeyObject, as_object, parse_object};
 use super::{cni, ecs};
+use crate::config::properties::{self, Source};
 use crate::config::settings::RawSettings;
 use crate::error::ConfigError;
 
@@ -51,11 +52,13 @@ fn read_object(
         let settings = ecs::parse_proxy_configuration("proxyConfiguration", object)?;
         return Ok((DocumentKind::ProxyConfiguration, settings));
     }
+    // The App Mesh plugin's keys: what a CNI config without `cniVersion` still has.
+    let app_mesh_keys = properties::app_mesh_spellings(Source::Cni);
     let looks_like_cni = object.get("cniVersion").is_some()
         || object
             .0
             .iter()
-            .any(|(k, _)| cni::PROPERTY_NAMES.contains(&k.as_str()));
+            .any(|(k, _)| app_mesh_keys.contains(&k.as_str()));
     if looks_like_cni {
         let settings = cni::parse_network_config(object)?;
         return Ok((DocumentKind::CniNetworkConfig, settings));

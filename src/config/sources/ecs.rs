@@ -7,11 +7,9 @@ use serde_json::Value;
 
 use super::json::{UniqueKeyObject, as_object, scalar_text};
 use super::suggest::Suggester;
-use crate::config::settings::{NAMES, RawSettings, Vocabulary};
+use crate::config::properties::{self, Source};
+use crate::config::settings::{RawSettings, Vocabulary};
 use crate::error::ConfigError;
-
-/// The property names the ECS agent knows, in the seed's spelling (it has no IPv6 one).
-pub const PROPERTY_NAMES: &[&str] = NAMES[Vocabulary::Ecs as usize].split_at(7).0;
 
 const PROXY_CONFIGURATION_KEYS: [&str; 3] = ["type", "containerName", "properties"];
 
@@ -44,10 +42,8 @@ pub fn parse_proxy_configuration(
             "missing; set it to \"APPMESH\"",
         )),
     }
-    let mut settings = RawSettings {
-        vocabulary: Some(Vocabulary::Ecs),
-        ..RawSettings::default()
-    };
+    let mut settings = RawSettings::default();
+    settings.vocabulary = Some(Vocabulary::Ecs);
     match object.get("properties") {
         Some(Value::Array(properties)) => {
             let mut seen: HashSet<String> = HashSet::new();
@@ -129,19 +125,13 @@ fn assign(
     value: &str,
     suggester: &mut Suggester,
 ) -> Result<(), ConfigError> {
-    match name {
-        "IgnoredUID" => settings.ignored_uid = RawSettings::scalar(name, value),
-        "IgnoredGID" => settings.ignored_gid = RawSettings::scalar(name, value),
-        "ProxyIngressPort" => settings.proxy_ingress_port = RawSettings::scalar(name, value),
-        "ProxyEgressPort" => settings.proxy_egress_port = RawSettings::scalar(name, value),
-        "AppPorts" => settings.app_ports = RawSettings::list(name, value),
-        "EgressIgnoredIPs" => settings.egress_ignored_ips = RawSettings::list(name, value),
-        "EgressIgnoredPorts" => settings.egress_ignored_ports = RawSettings::list(name, value),
-        unknown => {
+    match properties::find(Source::Ecs, name) {
+        Some(spec) => settings.put(spec.property, name, value),
+        None => {
             return Err(ConfigError::new(
-                unknown,
+                name,
                 Some(value),
-                suggester.hint(unknown, PROPERTY_NAMES),
+                suggester.hint(name, &properties::spellings(Source::Ecs)),
             ));
         }
     }
