@@ -198,7 +198,7 @@ fn the_readme_holds_the_property_table_between_its_markers() {
     let mut rows = table.lines();
     assert_eq!(
         rows.next(),
-        Some("| Property | ECS | CNI key | Environment | Flag | Annotation | Meaning |")
+        Some("| ECS property | CNI key | Environment | Flag | Pod annotation | Value | Meaning |")
     );
     assert!(rows.next().is_some_and(|l| l.starts_with("|---")));
     let properties: Vec<&str> = rows.collect();

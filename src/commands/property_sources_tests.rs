@@ -216,12 +216,10 @@ fn the_readme_property_table_is_the_generated_one() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
         .expect("README.md");
     let (Some(begin), Some(end)) = (readme.find(BEGIN), readme.find(END)) else {
-        eprintln!(
-            "note: README.md has no {BEGIN} ... {END} markers yet; the property table is not \
-             compared. The table:\n{}",
+        panic!(
+            "README.md lacks the {BEGIN} ... {END} markers; put them around this table:\n{}",
             markdown_table()
         );
-        return;
     };
     let written = readme[begin + BEGIN.len()..end].trim();
     let generated = markdown_table();
