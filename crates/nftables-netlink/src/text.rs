@@ -6,8 +6,8 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::model::{
-    CmpOp, Expr, FibResult, IPPROTO_TCP, ImmediateData, MetaKey, NFPROTO_IPV4, NFPROTO_IPV6,
-    PayloadBase, RTN_LOCAL, Rule, Table, Verdict, fib_flags,
+    CmpOp, CounterValues, Expr, FibResult, IPPROTO_TCP, ImmediateData, MetaKey, NFPROTO_IPV4,
+    NFPROTO_IPV6, PayloadBase, RTN_LOCAL, Rule, Table, Verdict, fib_flags,
 };
 
 /// One line per set and per rule (prefixed with its chain), in table order.
@@ -28,6 +28,18 @@ pub fn table_lines(table: &Table) -> Vec<String> {
 
 /// A rule in nft's words, for the shapes modelled; anything else by its name.
 pub fn rule_text(rule: &Rule) -> String {
+    spell(rule, None)
+}
+
+/// [`rule_text`] with what its counters have counted, as `nft list` shows them
+/// (`counter packets 3 bytes 180`): `counters` are the values of the rule's counter
+/// expressions in order (a counter without a value is spelled bare).
+pub fn rule_text_counted(rule: &Rule, counters: &[CounterValues]) -> String {
+    spell(rule, Some(counters))
+}
+
+fn spell(rule: &Rule, counters: Option<&[CounterValues]>) -> String {
+    let mut counters = counters.unwrap_or_default().iter();
     let mut words: Vec<String> = Vec::new();
     // What the last load put in the register, waiting for its compare or lookup.
     let mut loaded: Option<String> = None;
@@ -90,7 +102,10 @@ pub fn rule_text(rule: &Rule) -> String {
                 let not = if *invert { "!= " } else { "" };
                 words.push(format!("{subject} {not}@{set}"));
             }
-            Expr::Counter => words.push("counter".into()),
+            Expr::Counter => words.push(match counters.next() {
+                Some(c) => format!("counter packets {} bytes {}", c.packets, c.bytes),
+                None => "counter".into(),
+            }),
             Expr::Immediate {
                 data: ImmediateData::Verdict(verdict),
                 ..
@@ -205,5 +220,13 @@ mod tests {
     fn a_verdict_reads_as_nft_writes_it() {
         let rule = Rule::new(vec![Expr::Counter, Expr::verdict(Verdict::Return)]);
         assert_eq!(rule_text(&rule), "counter return");
+        let counted = [CounterValues {
+            packets: 3,
+            bytes: 180,
+        }];
+        assert_eq!(
+            rule_text_counted(&rule, &counted),
+            "counter packets 3 bytes 180 return"
+        );
     }
 }
