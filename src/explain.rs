@@ -135,7 +135,8 @@ pub struct DecidingRule {
     pub chain: String,
     /// 1-based position in its chain (as `iptables -L --line-numbers` counts).
     pub position: usize,
-    /// The rule in `iptables-save` form (what `meshinit render` prints).
+    /// The rule in `iptables-save` form (what `meshinit render` prints); for the installed
+    /// native table (`explain --live`), the rule as installed, in nft's words.
     pub rule: String,
     /// Whether the connection matched it (`false`: it was decided by the rule *not*
     /// matching, e.g. the jump into our chain, or by falling off the chain's end).
@@ -481,7 +482,9 @@ impl Walk<'_> {
             Direction::In => INGRESS_CHAIN,
         };
         match failed {
-            Match::Tcp => format!("only TCP is redirected; a UDP connection never enters {chain}"),
+            Match::Tcp | Match::Udp => {
+                format!("only TCP is redirected; a UDP connection never enters {chain}")
+            }
             Match::DestinationIsLocal(_) => format!(
                 "{} is this namespace's own address{}; connections to local addresses stay \
                  local",
@@ -571,6 +574,13 @@ impl Walk<'_> {
                     },
                 }
             }
+            // The guards of the native table, read back as rules that return.
+            Some(condition @ (Match::Udp | Match::DestinationIsLocal(true)))
+            | Some(condition @ Match::SourceIsLocal(true)) => self.why_jump_misses(condition),
+            None => format!(
+                "every {} connection leaves the chain at this installed rule",
+                c.family()
+            ),
             _ => format!("it matches {rule}"),
         }
     }
