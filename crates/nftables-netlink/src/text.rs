@@ -53,6 +53,9 @@ fn spell(rule: &Rule, counters: Option<&[CounterValues]>) -> String {
                     MetaKey::SkGid => "meta skgid".into(),
                     MetaKey::NfProto => "meta nfproto".into(),
                     MetaKey::L4Proto => "meta l4proto".into(),
+                    // NFT_META_IIFNAME, NFT_META_OIFNAME: nft lists them bare.
+                    MetaKey::Other(6) => "iifname".into(),
+                    MetaKey::Other(7) => "oifname".into(),
                     MetaKey::Other(n) => format!("meta #{n}"),
                 })
             }
@@ -156,6 +159,11 @@ fn value_text(subject: &str, data: &[u8], mask: Option<u32>) -> String {
         "meta nfproto" if data == [NFPROTO_IPV6] => "ipv6".into(),
         "fib saddr type" | "fib daddr type" if data == RTN_LOCAL.to_ne_bytes() => "local".into(),
         "tcp dport" => be_number(data).to_string(),
+        // An interface name, NUL-padded to IFNAMSIZ.
+        "iifname" | "oifname" => match std::str::from_utf8(data) {
+            Ok(name) => format!("\"{}\"", name.trim_end_matches('\0')),
+            Err(_) => format!("{data:02x?}"),
+        },
         "ip daddr" => match <[u8; 4]>::try_from(data) {
             Ok(octets) => format!("{}{}", Ipv4Addr::from(octets), prefix(32)),
             Err(_) => format!("{data:02x?}"),
@@ -214,6 +222,18 @@ mod tests {
         let planned = lines(&["a", "B", "c", "d"]);
         assert_eq!(diff(&installed, &planned), ["- b", "+ B", "+ d"]);
         assert!(diff(&installed, &installed).is_empty());
+    }
+
+    #[test]
+    fn interface_names_read_as_nft_lists_them() {
+        let mut padded = b"eth1".to_vec();
+        padded.resize(16, 0);
+        let rule = Rule::new(vec![
+            Expr::meta(MetaKey::Other(7)),
+            Expr::cmp(CmpOp::Eq, padded),
+            Expr::verdict(Verdict::Return),
+        ]);
+        assert_eq!(rule_text(&rule), "oifname \"eth1\" return");
     }
 
     #[test]

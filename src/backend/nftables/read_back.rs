@@ -468,7 +468,11 @@ mod tests {
     use crate::ruleset::plan;
 
     fn config() -> crate::config::ProxyConfig {
-        let raw = RawSettings {
+        validate(&config_raw()).unwrap().0
+    }
+
+    fn config_raw() -> RawSettings {
+        RawSettings {
             ignored_uid: RawSettings::scalar("IgnoredUID", "1337"),
             ignored_gid: RawSettings::scalar("IgnoredGID", "1338"),
             proxy_egress_port: RawSettings::scalar("ProxyEgressPort", "15001"),
@@ -480,8 +484,7 @@ mod tests {
                 "203.0.113.128/25,10.1.2.3,2001:db8::/32",
             ),
             ..Default::default()
-        };
-        validate(&raw).unwrap().0
+        }
     }
 
     #[test]
@@ -540,6 +543,111 @@ mod tests {
             read.origin(EGRESS_CHAIN, 7).unwrap().text,
             "meta l4proto tcp redirect to :15001"
         );
+    }
+
+    /// The read-back table decides every connection of a grid as the plan it was rendered
+    /// from does, for configurations using each feature the native table renders.
+    #[test]
+    fn the_rendered_table_read_back_decides_as_the_plan() {
+        use crate::explain::{Connection, Direction, Protocol, Provenance, explain};
+        let base = config_raw();
+        let variants = [
+            base.clone(),
+            RawSettings {
+                ipv6: RawSettings::scalar("APPMESH_ENABLE_IPV6", "0"),
+                ..base.clone()
+            },
+            RawSettings {
+                app_ports: RawSettings::list("--app-ports", "*"),
+                ingress_ignored_ports: RawSettings::list("--ingress-ignored-ports", "22,9000-9100"),
+                ignored_interfaces: RawSettings::list("--ignored-interfaces", "eth1"),
+                egress_included_ips: RawSettings::list(
+                    "--egress-included-ips",
+                    "203.0.113.0/24,2001:db8:ff::/48",
+                ),
+                ..base.clone()
+            },
+            RawSettings {
+                egress_ignored_ports: None,
+                egress_ignored_ips: None,
+                ignored_gid: None,
+                app_ports: RawSettings::list("AppPorts", "9080"),
+                ..base
+            },
+        ];
+        let options = crate::backend::by_kind(crate::backend::BackendKind::Nftables).plan_options();
+        let mut compared = 0;
+        for raw in &variants {
+            let config = validate(raw).unwrap().0;
+            let provenance = Provenance::new(raw, None);
+            let (v4, v6) = (
+                plan(&config, Family::Ipv4, options),
+                plan(&config, Family::Ipv6, options),
+            );
+            let table = counters::counted(render_table(&v4, Some(&v6)));
+            for family in [Family::Ipv4, Family::Ipv6] {
+                let read = installed_ruleset(&table, family);
+                assert!(read.unknown.is_empty(), "{raw:?}: {:?}", read.unknown);
+                let planned = if family == Family::Ipv4 { &v4 } else { &v6 };
+                let planned = (!planned.chains.is_empty()).then_some(planned);
+                let addresses: &[&str] = match family {
+                    Family::Ipv4 => &[
+                        "203.0.113.7",
+                        "203.0.113.200",
+                        "10.1.2.3",
+                        "169.254.169.254",
+                        "127.0.0.1",
+                        "198.51.100.1",
+                    ],
+                    Family::Ipv6 => &["2001:db8:ff::7", "2001:db8::1", "fd00:ec2::254", "::1"],
+                };
+                for address in addresses {
+                    for port in [22, 80, 5015, 6005, 9050, 9080, 9443, 15000] {
+                        for direction in [Direction::Out, Direction::In] {
+                            for protocol in [Protocol::Tcp, Protocol::Udp] {
+                                for (uid, gid) in
+                                    [(Some(1000), None), (Some(1337), None), (None, Some(1338))]
+                                {
+                                    for local in [false, true] {
+                                        for interface in [None, Some("eth1".to_owned())] {
+                                            let connection = Connection {
+                                                direction,
+                                                protocol,
+                                                destination: std::net::SocketAddr::new(
+                                                    address.parse().unwrap(),
+                                                    port,
+                                                ),
+                                                uid: uid.filter(|_| direction == Direction::Out),
+                                                gid: gid.filter(|_| direction == Direction::Out),
+                                                local,
+                                                interface,
+                                            };
+                                            let from_plan =
+                                                explain(&config, planned, &provenance, &connection);
+                                            let from_table = explain(
+                                                &config,
+                                                Some(&read.ruleset),
+                                                &provenance,
+                                                &connection,
+                                            );
+                                            assert_eq!(
+                                                from_plan.redirected_to(),
+                                                from_table.redirected_to(),
+                                                "{raw:?}\n{connection:?}\nplan: {}\ntable: {}",
+                                                from_plan.reason,
+                                                from_table.reason
+                                            );
+                                            compared += 1;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(compared > 10_000, "{compared}");
     }
 
     #[test]
