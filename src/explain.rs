@@ -611,6 +611,14 @@ impl Walk<'_> {
         let c = self.connection;
         let p = self.provenance;
         if rule.chain == INGRESS_CHAIN {
+            let configured = self.config.ingress.as_ref().map(|i| i.proxy_port);
+            if configured != Some(port) {
+                return format!(
+                    "redirected to {port} by an installed rule (the configuration's {} is {})",
+                    canonical(Property::ProxyIngressPort),
+                    configured.map_or("not set".to_owned(), |p| p.to_string())
+                );
+            }
             let entry = p
                 .port_entry(Property::AppPorts, c.port())
                 .unwrap_or_else(|| c.port().to_string());

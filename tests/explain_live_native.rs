@@ -194,6 +194,63 @@ fn explain_live_says_what_a_drifted_native_table_decides_and_traffic_agrees() {
     );
     agrees_with_a_real_connection(&scene, &answer, "203.0.113.200:80", 1000);
 
+    // An inbound connection: the prerouting redirect altered to the egress proxy's port.
+    let listed = scene.net.app.run_checked(
+        "nft",
+        &["-a", "list", "chain", "inet", "meshinit", "prerouting"],
+    );
+    let line = listed
+        .lines()
+        .find(|l| l.contains("redirect to :15000"))
+        .unwrap_or_else(|| panic!("{listed}"));
+    let handle = line.rsplit_once("# handle ").unwrap().1.trim();
+    nft(
+        &scene,
+        &[
+            "replace",
+            "rule",
+            "inet",
+            "meshinit",
+            "prerouting",
+            "handle",
+            handle,
+            "tcp",
+            "dport",
+            "@app_ports",
+            "counter",
+            "redirect",
+            "to",
+            ":15001",
+        ],
+    );
+    let out = scene
+        .net
+        .app
+        .command(MESHINIT)
+        .args(["explain", "--from-env", "--backend", "nftables", "--live"])
+        .args(["--direction", "in", "--to", "198.51.100.1:9080", "--json"])
+        .envs(env_config())
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let installed = &answer["live"]["installed"];
+    assert_eq!(answer["port"], 15000, "{answer}");
+    assert_eq!(installed["port"], 15001, "{answer}");
+    assert_eq!(installed["decided_by"]["chain"], "prerouting", "{answer}");
+    assert!(
+        installed["reason"].as_str().unwrap().contains(
+            "redirected to 15001 by an installed rule (the configuration's ProxyIngressPort is \
+             15000)"
+        ),
+        "{answer}"
+    );
+    assert_redirected(
+        &scene.connect_from_peer("198.51.100.1:9080"),
+        &scene.egress_proxy,
+        addr("198.51.100.1:9080"),
+    );
+
     // 3. A rule meshinit never writes, before the decision: named, not evaluated.
     nft(
         &scene,
