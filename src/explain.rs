@@ -135,7 +135,8 @@ pub struct DecidingRule {
     pub chain: String,
     /// 1-based position in its chain (as `iptables -L --line-numbers` counts).
     pub position: usize,
-    /// The rule in `iptables-save` form (what `meshinit render` prints).
+    /// The rule in `iptables-save` form (what `meshinit render` prints); for the installed
+    /// native table (`explain --live`), the rule as installed, in nft's words.
     pub rule: String,
     /// Whether the connection matched it (`false`: it was decided by the rule *not*
     /// matching, e.g. the jump into our chain, or by falling off the chain's end).
@@ -473,7 +474,9 @@ impl Walk<'_> {
             Direction::In => INGRESS_CHAIN,
         };
         match failed {
-            Match::Tcp => format!("only TCP is redirected; a UDP connection never enters {chain}"),
+            Match::Tcp | Match::Udp => {
+                format!("only TCP is redirected; a UDP connection never enters {chain}")
+            }
             Match::DestinationIsLocal(_) => format!(
                 "{} is this namespace's own address{}; connections to local addresses stay \
                  local",
@@ -563,6 +566,13 @@ impl Walk<'_> {
                     },
                 }
             }
+            // The guards of the native table, read back as rules that return.
+            Some(condition @ (Match::Udp | Match::DestinationIsLocal(true)))
+            | Some(condition @ Match::SourceIsLocal(true)) => self.why_jump_misses(condition),
+            None => format!(
+                "every {} connection leaves the chain at this installed rule",
+                c.family()
+            ),
             _ => format!("it matches {rule}"),
         }
     }
@@ -593,6 +603,14 @@ impl Walk<'_> {
         let c = self.connection;
         let p = self.provenance;
         if rule.chain == INGRESS_CHAIN {
+            let configured = self.config.ingress.as_ref().map(|i| i.proxy_port);
+            if configured != Some(port) {
+                return format!(
+                    "redirected to {port} by an installed rule (the configuration's {} is {})",
+                    canonical(Property::ProxyIngressPort),
+                    configured.map_or("not set".to_owned(), |p| p.to_string())
+                );
+            }
             let entry = p
                 .port_entry(Property::AppPorts, c.port())
                 .unwrap_or_else(|| c.port().to_string());

@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 
 use common::scene::*;
 use common::*;
@@ -13,12 +14,14 @@ use common::*;
 const N: u64 = 3;
 
 /// Every rule that sees IPv4 (the IPv4 family's, or the native table's shared ones) and
-/// its connection count, by rule text.
-fn counters(scene: &Scene, backend: &str) -> BTreeMap<String, u64> {
+/// its connection count, by rule text. `path` is meshinit's PATH (the native backend's
+/// without `nft`: counters are read over netlink).
+fn counters(scene: &Scene, backend: &str, path: &OsString) -> BTreeMap<String, u64> {
     let out = scene
         .net
         .app
         .command(MESHINIT)
+        .env("PATH", path)
         .args([
             "status",
             "--from-env",
@@ -69,12 +72,12 @@ fn env_config() -> Vec<(String, String)> {
 /// counted N more, and every other rule of the family nothing.
 fn check(
     scene: &Scene,
-    backend: &str,
+    (backend, path): (&str, &OsString),
     what: &str,
     through: &[&str],
     connect: impl Fn() -> ConnectOutcome,
 ) {
-    let before = counters(scene, backend);
+    let before = counters(scene, backend, path);
     for rule in through {
         assert!(
             before.contains_key(*rule),
@@ -85,7 +88,7 @@ fn check(
         let outcome = connect();
         assert!(outcome.result.is_ok(), "{backend} {what}: {outcome}");
     }
-    let after = counters(scene, backend);
+    let after = counters(scene, backend, path);
     for (rule, was) in &before {
         let expected = if through.contains(&rule.as_str()) {
             N
@@ -152,8 +155,16 @@ fn every_rule_counts_exactly_the_connections_it_decides() {
     if !require_root() {
         return;
     }
+    let without_nft = PathWithout::new("nft");
+    let whole_path = std::env::var_os("PATH").unwrap_or_default();
     for backend in ["nftables", "iptables-nft", "iptables-legacy"] {
         let scene = Scene::new();
+        let path = if backend == "nftables" {
+            without_nft.path_env()
+        } else {
+            whole_path.clone()
+        };
+        let b = (backend, &path);
         let apply = scene
             .net
             .app
@@ -174,56 +185,52 @@ fn every_rule_counts_exactly_the_connections_it_decides() {
         };
         check(
             &scene,
-            backend,
+            b,
             "as the proxy's uid",
             &with(r.enter_out, r.uid),
             || scene.connect_from_app("203.0.113.7:80", (PROXY_UID, 4242)),
         );
         check(
             &scene,
-            backend,
+            b,
             "as the proxy's gid",
             &with(r.enter_out, r.gid),
             || scene.connect_from_app("203.0.113.7:80", (4242, PROXY_GID)),
         );
         check(
             &scene,
-            backend,
+            b,
             "to ignored port 5015",
             &with(r.enter_out, r.port_5015),
             || scene.connect_from_app("203.0.113.7:5015", APP_USER),
         );
         check(
             &scene,
-            backend,
+            b,
             "to an ignored network",
             &with(r.enter_out, r.network),
             || scene.connect_from_app("203.0.113.200:80", APP_USER),
         );
         check(
             &scene,
-            backend,
+            b,
             "redirected to the proxy",
             &with(r.enter_out, r.redirect),
             || scene.connect_from_app("203.0.113.7:80", APP_USER),
         );
-        check(&scene, backend, "to a local address", r.local, || {
+        check(&scene, b, "to a local address", r.local, || {
             scene.connect_from_app("198.51.100.1:8080", APP_USER)
         });
         check(
             &scene,
-            backend,
+            b,
             "inbound to an app port",
             &with(r.enter_in, r.app_port),
             || scene.connect_from_peer("198.51.100.1:9080"),
         );
-        check(
-            &scene,
-            backend,
-            "inbound to another port",
-            r.enter_in,
-            || scene.connect_from_peer("198.51.100.1:8080"),
-        );
+        check(&scene, b, "inbound to another port", r.enter_in, || {
+            scene.connect_from_peer("198.51.100.1:8080")
+        });
         // Counts are not drift: after all that traffic the rules are still in sync.
         let status = scene
             .net
@@ -231,6 +238,7 @@ fn every_rule_counts_exactly_the_connections_it_decides() {
             .command(MESHINIT)
             .args(["status", "--from-env", "--backend", backend])
             .envs(env_config())
+            .env("PATH", &path)
             .output()
             .unwrap();
         assert_eq!(

@@ -88,13 +88,75 @@ struct Live {
     in_sync: bool,
     /// Where they differ (the backend's lines; empty when in sync).
     differences: Vec<String>,
-    /// When they differ, the answer of the installed rules themselves (iptables backends:
-    /// their rules read back into the model and walked the same way).
+    /// When they differ, the answer of the installed rules themselves (read back into the
+    /// model and walked the same way: iptables-save lines, or the native table's NAT
+    /// chains rule by rule).
     #[serde(skip_serializing_if = "Option::is_none")]
     installed: Option<crate::explain::Explanation>,
-    /// Rules of ours the walk could not follow (shapes meshinit never writes).
+    /// Rules of ours the walk could not follow (shapes meshinit never writes; natively,
+    /// those the walk passed before its decision).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     not_followed: Vec<String>,
+}
+
+/// What the installed native table decides for `connection`: its NAT chains read back
+/// into the model's rules and walked like the plan, the deciding rule named as installed
+/// (its base chain, position and nft words). Also the rules the walk could not evaluate
+/// that come before the decision (so the answer holds only if they do not match); `None`
+/// when there is no table.
+fn native_installed_answer(
+    config: &crate::config::ProxyConfig,
+    provenance: &Provenance<'_>,
+    connection: &Connection,
+) -> Result<(Option<crate::explain::Explanation>, Vec<String>)> {
+    use crate::backend::nftables::{TABLE_NAME, read_back};
+    let table = nftables_netlink::NftConnection::open()
+        .and_then(|mut c| c.read_table(TABLE_NAME))
+        .map_err(crate::backend::netfilter::kernel_error)?
+        .table;
+    let Some(table) = table else {
+        return Ok((None, Vec::new()));
+    };
+    let read = read_back::installed_ruleset(&table, connection.family());
+    let mut answer = explain(config, Some(&read.ruleset), provenance, connection);
+    // The walk reached this rule of the installed chain (or its end, with no decision).
+    let mut reached: Option<(String, usize)> = None;
+    if let Some(decided) = answer.decided_by.as_mut()
+        && let Some(origin) = read.origin(&decided.chain, decided.position)
+    {
+        decided.chain = origin.chain.clone();
+        decided.position = origin.position;
+        decided.rule = origin.text.clone();
+        reached = Some((origin.chain.clone(), origin.position));
+    }
+    let not_followed = read
+        .unknown
+        .iter()
+        .filter(|u| {
+            let falls_off = answer.decided_by.as_ref().is_none_or(|d| !d.matched);
+            match &reached {
+                Some((chain, position)) if *chain == u.rule.chain => {
+                    u.rule.position < *position || falls_off
+                }
+                // The walk went through this chain only if it is the connection's.
+                _ => {
+                    u.model_chain
+                        == match connection.direction {
+                            Direction::Out => crate::ruleset::EGRESS_CHAIN,
+                            Direction::In => crate::ruleset::INGRESS_CHAIN,
+                        }
+                }
+            }
+        })
+        .map(|u| {
+            format!(
+                "rule {} of chain {} ({}), before the decision: the answer holds only if it \
+                 does not match this connection",
+                u.rule.position, u.rule.chain, u.rule.text
+            )
+        })
+        .collect();
+    Ok((Some(answer), not_followed))
 }
 
 impl ExplainArgs {
@@ -125,7 +187,10 @@ impl ExplainArgs {
             }
             let in_sync = drift.is_some() && differences.is_empty();
             let (mut installed, mut not_followed) = (None, Vec::new());
-            if !in_sync && drift.is_some() && status.backend != BackendKind::Nftables {
+            if !in_sync && drift.is_some() && status.backend == BackendKind::Nftables {
+                (installed, not_followed) =
+                    native_installed_answer(&config, &provenance, &connection)?;
+            } else if !in_sync && drift.is_some() {
                 let saved = IptablesTools::find(status.backend, family)?.save_nat(&budget)?;
                 let table = crate::backend::iptables::parse::installed_table(&saved);
                 let (walked, untyped) = installed_ruleset(&table, &ruleset);

@@ -103,18 +103,14 @@ impl StatusArgs {
             });
         }
         let rules = if self.show && native {
-            Some(status_show::native_rules(&budget)?.unwrap_or_else(|| {
-                "# nft is not installed: the native table cannot be printed in nft syntax \
-                 (status compares it all the same)\n"
-                    .to_owned()
-            }))
+            Some(status_show::native_rules()?)
         } else {
             None
         };
         let counters = if self.counters {
             let mut all = Vec::new();
             if native {
-                all = status_counters::native_counts(&budget)?;
+                all = status_counters::native_counts()?;
             } else {
                 for f in &status.families {
                     let ruleset = plan(&config, f.family, backend_plan_options(status.backend));

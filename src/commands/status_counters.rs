@@ -4,8 +4,14 @@
 
 use serde::Serialize;
 
+use nftables_netlink::NftConnection;
+use nftables_netlink::model::{Expr, Rule as NftRule, Table, TableCounters};
+use nftables_netlink::text::rule_text;
+
 use crate::backend::BackendKind;
 use crate::backend::iptables::{IptablesTools, render};
+use crate::backend::netfilter;
+use crate::backend::nftables::TABLE_NAME;
 use crate::backend::program::{self, TimeBudget};
 use crate::error::{Error, Result};
 use crate::ruleset::{
@@ -110,59 +116,69 @@ pub fn counts(kind: BackendKind, ruleset: &Ruleset, budget: &TimeBudget) -> Resu
     }
 }
 
-/// The counters of every rule of the native table, read with `nft list table` (the
-/// native backend needs no program; reading counters does).
-pub fn native_counts(budget: &TimeBudget) -> Result<Vec<RuleCount>> {
-    let Ok(nft) = which::which("nft") else {
-        return Err(Error::BackendNotInstalled(
-            "nft is not installed: status --counters reads the native table's counters with \
-             it (Debian/Ubuntu: apt-get install nftables)"
-                .to_owned(),
-        ));
-    };
-    let listed = match program::run(&nft, &["list", "table", "inet", "meshinit"], None, budget) {
-        Ok(output) => String::from_utf8_lossy(&output.stdout).into_owned(),
-        Err(Error::CommandFailed { stderr, .. }) if stderr.contains("No such file") => {
-            String::new()
-        }
-        Err(e) => return Err(e),
-    };
-    Ok(native_counted_rules(&listed))
+/// The counters of every rule of the native table, read over netlink like everything
+/// else the native backend does (no `nft` needed); none when there is no table.
+pub fn native_counts() -> Result<Vec<RuleCount>> {
+    let snapshot = NftConnection::open()
+        .and_then(|mut connection| connection.read_table(TABLE_NAME))
+        .map_err(netfilter::kernel_error)?;
+    Ok(snapshot
+        .table
+        .map(|table| native_counted_rules(&table, &snapshot.counters))
+        .unwrap_or_default())
 }
 
-/// Each counted rule of an `nft list table` text, with its chain.
-pub fn native_counted_rules(listed: &str) -> Vec<RuleCount> {
-    let mut chain = String::new();
+/// Each counted rule of the native table, with its chain, spelled as `nft list` spells it
+/// (the counter left out) and described in the user's terms.
+pub fn native_counted_rules(table: &Table, counters: &TableCounters) -> Vec<RuleCount> {
     let mut counts = Vec::new();
-    for line in listed.lines().map(str::trim) {
-        if let Some(name) = line.strip_prefix("chain ") {
-            chain = name.trim_end_matches(" {").to_owned();
-            continue;
+    for chain in &table.chains {
+        for (index, rule) in chain.rules.iter().enumerate() {
+            let Some(counted) = counters.rule(&chain.name, index).first() else {
+                continue;
+            };
+            let uncounted = NftRule::new(
+                rule.exprs
+                    .iter()
+                    .filter(|e| **e != Expr::Counter)
+                    .cloned()
+                    .collect(),
+            );
+            let rule = as_nft_lists(&rule_text(&uncounted));
+            counts.push(RuleCount {
+                family: if rule.contains("ip6 ") || rule.starts_with("meta nfproto ipv6") {
+                    Some(Family::Ipv6)
+                } else if rule.contains("ip daddr") {
+                    Some(Family::Ipv4)
+                } else {
+                    None
+                },
+                description: describe_nft(&chain.name, &rule),
+                chain: chain.name.clone(),
+                rule,
+                connections: Some(counted.packets),
+                bytes: Some(counted.bytes),
+            });
         }
-        let Some((before, after)) = line.split_once("counter packets ") else {
-            continue;
-        };
-        let mut words = after.split_whitespace();
-        let packets = words.next().and_then(|w| w.parse().ok());
-        let bytes = words.nth(1).and_then(|w| w.parse().ok());
-        let action: Vec<&str> = words.collect();
-        let rule = format!("{}{}", before, action.join(" "));
-        counts.push(RuleCount {
-            family: if rule.contains("ip6 ") || rule.starts_with("meta nfproto ipv6") {
-                Some(Family::Ipv6)
-            } else if rule.contains("ip daddr") {
-                Some(Family::Ipv4)
-            } else {
-                None
-            },
-            description: describe_nft(&chain, &rule),
-            chain: chain.clone(),
-            rule,
-            connections: packets,
-            bytes,
-        });
     }
     counts
+}
+
+/// A rule as `nft list` spells it: without the protocol a match implies (`nft` leaves out
+/// `meta l4proto tcp` before `tcp dport`, `meta nfproto ipv4` before `ip daddr`).
+fn as_nft_lists(text: &str) -> String {
+    let mut text = text.to_owned();
+    for (implied, by) in [
+        ("meta l4proto tcp ", "tcp "),
+        ("meta nfproto ipv4 ", "ip "),
+        ("meta nfproto ipv6 ", "ip6 "),
+    ] {
+        let doubled = format!("{implied}{by}");
+        if let Some(at) = text.find(&doubled) {
+            text.replace_range(at..at + implied.len(), "");
+        }
+    }
+    text
 }
 
 /// What a native rule (nft syntax, counter left out) does, in the user's terms.
@@ -259,33 +275,6 @@ fn match_counters(ruleset: &Ruleset, installed: &[(String, u64, u64)]) -> Vec<Ru
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn native_rules_are_counted_and_described_from_nft_list() {
-        let listed = "table inet meshinit {\n\tchain output {\n\t\ttype nat hook output \
-            priority -100; policy accept;\n\t\tmeta skuid 1337 counter packets 4 bytes 240 \
-            return\n\t\tip6 daddr @ignored_ipv6 counter packets 0 bytes 0 return\n\t\t\
-            meta l4proto tcp counter packets 7 bytes 420 redirect to :15001\n\t}\n\t\
-            chain prerouting {\n\t\ttcp dport { 9080, 9443 } counter packets 2 bytes 120 \
-            redirect to :15000\n\t}\n}\n";
-        let lines: Vec<String> = native_counted_rules(listed)
-            .iter()
-            .map(|c| format!("{} {:?} [{}] {}", c.chain, c.family, c.rule, c.line()))
-            .collect();
-        assert_eq!(
-            lines,
-            [
-                "output None [meta skuid 1337 return] proxy's uid 1337 (IgnoredUID), not \
-                 redirected: 4 connections",
-                "output Some(Ipv6) [ip6 daddr @ignored_ipv6 return] ignored destinations (set \
-                 ignored_ipv6), not redirected: 0 connections",
-                "output None [meta l4proto tcp redirect to :15001] other outbound TCP, \
-                 redirected to 15001: 7 connections",
-                "prerouting None [tcp dport { 9080, 9443 } redirect to :15000] app ports { \
-                 9080, 9443 }, redirected to 15000: 2 connections",
-            ]
-        );
-    }
-
     use super::*;
     use crate::config::{ProxyConfig, RawSettings, validate};
     use crate::ruleset::{PlanOptions, plan};
@@ -301,6 +290,48 @@ mod tests {
             ],
         );
         validate(&raw).unwrap().0
+    }
+
+    #[test]
+    fn native_rules_are_counted_spelled_as_nft_lists_them_and_described() {
+        use crate::backend::nftables::{ActiveFamilies, counters, plan_table};
+        use nftables_netlink::model::CounterValues;
+        let table = counters::counted(plan_table(&config(), ActiveFamilies::Both));
+        let mut values = TableCounters::default();
+        for chain in &table.chains {
+            for (i, _) in chain.rules.iter().enumerate() {
+                let n = i as u64 + if chain.name == "output" { 0 } else { 100 };
+                values.push_rule(
+                    &chain.name,
+                    vec![CounterValues {
+                        packets: n,
+                        bytes: 60 * n,
+                    }],
+                );
+            }
+        }
+        let lines: Vec<String> = native_counted_rules(&table, &values)
+            .iter()
+            .map(|c| format!("{} {:?} [{}] {}", c.chain, c.family, c.rule, c.line()))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "output None [meta l4proto != tcp return] not TCP, not redirected: 0 connections",
+                "output None [fib daddr type local return] to a local address, not redirected: 1 \
+                 connection",
+                "output None [meta skuid 1337 return] proxy's uid 1337 (IgnoredUID), not \
+                 redirected: 2 connections",
+                "output None [tcp dport @ignored_ports return] ignored ports (set \
+                 ignored_ports), not redirected: 3 connections",
+                "output Some(Ipv4) [ip daddr @ignored_ipv4 return] ignored destinations (set \
+                 ignored_ipv4), not redirected: 4 connections",
+                "output Some(Ipv6) [ip6 daddr @ignored_ipv6 return] ignored destinations (set \
+                 ignored_ipv6), not redirected: 5 connections",
+                "output None [meta l4proto tcp redirect to :15001] other outbound TCP, \
+                 redirected to 15001: 6 connections",
+            ]
+        );
     }
 
     #[test]

@@ -5,8 +5,8 @@
 
 use crate::backend::BackendKind;
 use crate::backend::iptables::IptablesTools;
-use crate::backend::nftables::{TABLE_NAME, counters, render_table};
-use crate::backend::program::{self, TimeBudget};
+use crate::backend::nftables::{TABLE_NAME, counters, render_table, script};
+use crate::backend::program::TimeBudget;
 use crate::error::Result;
 use crate::ruleset::{Drift, Family, Ruleset, is_own_chain};
 use nftables_netlink::{NftConnection, text};
@@ -60,24 +60,28 @@ pub fn iptables_rules(kind: BackendKind, family: Family, budget: &TimeBudget) ->
     Ok(own_iptables_lines(&tools.save_nat(budget)?))
 }
 
-/// `nft list table inet meshinit`, when `nft` is installed; `None` when it is not (the
-/// native backend itself needs no program).
-pub fn native_rules(budget: &TimeBudget) -> Result<Option<String>> {
-    let Ok(nft) = which::which("nft") else {
-        return Ok(None);
-    };
-    let mut args = vec!["list", "table"];
-    args.extend(NATIVE_TABLE.split(' '));
-    match program::run(&nft, &args, None, budget) {
-        Ok(output) => Ok(Some(String::from_utf8_lossy(&output.stdout).into_owned())),
-        // No table: nothing of ours is installed.
-        Err(crate::error::Error::CommandFailed { stderr, .. })
-            if stderr.contains("No such file or directory") =>
-        {
-            Ok(Some(String::new()))
+/// The native table as `nft list table inet meshinit` shows it, counters included, read
+/// over netlink like everything else the native backend does (no `nft` needed); empty
+/// when there is no table.
+pub fn native_rules() -> Result<String> {
+    let snapshot = match NftConnection::open().and_then(|mut c| c.read_table(TABLE_NAME)) {
+        Ok(snapshot) => snapshot,
+        // Status calls such a table drifted; the listing says why it cannot print it.
+        Err(
+            nftables_netlink::NftError::Unmodelled(why)
+            | nftables_netlink::NftError::MalformedReply(why),
+        ) => {
+            return Ok(format!(
+                "# table {NATIVE_TABLE} holds what meshinit cannot read back ({why}); `nft \
+                 list table {NATIVE_TABLE}` shows it\n"
+            ));
         }
-        Err(e) => Err(e),
-    }
+        Err(e) => return Err(crate::backend::netfilter::kernel_error(e)),
+    };
+    Ok(snapshot
+        .table
+        .map(|table| script::listing(&table, &snapshot.counters))
+        .unwrap_or_default())
 }
 
 /// The native table as read over netlink against the planned one (`planned`: the

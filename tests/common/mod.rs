@@ -34,6 +34,7 @@ mod fake_tools;
 mod listener;
 pub mod native_golden;
 mod netns;
+mod path_without;
 mod peers;
 /// The traffic fixture of the `apply_*` tests, imported as `common::scene::*` and kept out
 /// of the glob below: other test files define their own `Scene`, `PROXY_UID`, `addr`.
@@ -51,6 +52,7 @@ pub use netns::{
     APP_IFACE, APP_V4, APP_V6, INIT_NET_NS_INODE, NETNS_DIR, NETNS_PREFIX, NetnsPair, PEER_IFACE,
     PEER_V4, PEER_V6, TestNetns, is_machines_namespace, netns_exists,
 };
+pub use path_without::PathWithout;
 pub use peers::{PEERS_DIR_VAR, peer_plugin};
 
 /// Whether this process may create namespaces and program netfilter (that needs root).

@@ -15,7 +15,7 @@ use super::batch::{Batch, FinishedBatch, TableFamily};
 use super::decode::{self, DumpedChain, DumpedRule, SetElementCollector};
 use super::encode;
 use super::error::NftError;
-use super::model::{Chain, TABLE_F_OWNER, Table};
+use super::model::{Chain, TABLE_F_OWNER, Table, TableCounters};
 use super::socket::{DumpEnd, NfSocket, parse_nftables};
 
 /// Attempts made whatever the deadline says (a run whose lock wait used up its time still
@@ -59,6 +59,7 @@ pub enum Deletion {
 /// one of them.
 struct Dumped {
     table: Option<Table>,
+    counters: TableCounters,
     complete: bool,
 }
 
@@ -129,11 +130,13 @@ impl Retry {
     }
 }
 
-/// A consistent read: the table (if present) as of generation `genid`.
+/// A consistent read: the table (if present) as of generation `genid`, and what its
+/// rules' counters had counted when they were read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     pub genid: u32,
     pub table: Option<Table>,
+    pub counters: TableCounters,
 }
 
 impl NftConnection {
@@ -197,13 +200,18 @@ impl NftConnection {
             let Some(table) = dumped.table else {
                 // Absent: nothing to be inconsistent with (a commit's batch is guarded by
                 // the generation id anyway).
-                return Ok(Snapshot { genid, table: None });
+                return Ok(Snapshot {
+                    genid,
+                    table: None,
+                    counters: TableCounters::default(),
+                });
             };
             let after = self.generation()?;
             if (dumped.complete && after == genid) || previous.as_ref() == Some(&table) {
                 return Ok(Snapshot {
                     genid: after,
                     table: Some(table),
+                    counters: dumped.counters,
                 });
             }
             previous = Some(table);
@@ -215,13 +223,19 @@ impl NftConnection {
     fn read_table_once(&mut self, name: &str) -> Result<Option<Snapshot>, NftError> {
         let genid = self.generation()?;
         Ok(match self.dump_table(name)? {
-            Some(Dumped { table: None, .. }) => Some(Snapshot { genid, table: None }),
+            Some(Dumped { table: None, .. }) => Some(Snapshot {
+                genid,
+                table: None,
+                counters: TableCounters::default(),
+            }),
             Some(Dumped {
                 table: Some(table),
+                counters,
                 complete: true,
             }) if self.generation()? == genid => Some(Snapshot {
                 genid,
                 table: Some(table),
+                counters,
             }),
             _ => None,
         })
@@ -271,6 +285,7 @@ impl NftConnection {
         let Some(info) = self.table_info(name)? else {
             return Ok(Some(Dumped {
                 table: None,
+                counters: TableCounters::default(),
                 complete: true,
             }));
         };
@@ -287,7 +302,9 @@ impl NftConnection {
                 rules: Vec::new(),
             })
             .collect();
+        let mut counters = TableCounters::default();
         for dumped in rules {
+            counters.push_rule(&dumped.chain, dumped.counters);
             let chain = chains
                 .iter_mut()
                 .find(|c| c.name == dumped.chain)
@@ -341,6 +358,7 @@ impl NftConnection {
         }
         Ok(Some(Dumped {
             table: Some(Table::new(name, sets, chains).with_flags(info.flags)),
+            counters,
             complete: complete_dump,
         }))
     }
@@ -536,8 +554,11 @@ impl NftConnection {
                 Some(Snapshot {
                     genid,
                     table: Some(_),
+                    ..
                 }) => (genid, Change::Replaced),
-                Some(Snapshot { genid, table: None }) => (genid, Change::Created),
+                Some(Snapshot {
+                    genid, table: None, ..
+                }) => (genid, Change::Created),
                 // Not read (or not readable): the generation id first, then whether the
                 // table exists; a commit in between makes the batch stale.
                 None => {

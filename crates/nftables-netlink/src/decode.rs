@@ -11,8 +11,8 @@ use netlink_packet_netfilter::nftables::{
 use super::encode::attr;
 use super::error::NftError;
 use super::model::{
-    BaseChain, ChainType, CmpOp, Expr, FibResult, Hook, ImmediateData, KeyRange, KeyType, MetaKey,
-    PayloadBase, Policy, Register, Rule, Set, Verdict,
+    BaseChain, ChainType, CmpOp, CounterValues, Expr, FibResult, Hook, ImmediateData, KeyRange,
+    KeyType, MetaKey, PayloadBase, Policy, Register, Rule, Set, Verdict,
 };
 
 fn malformed(what: impl Into<String>) -> NftError {
@@ -83,13 +83,16 @@ pub fn chain(message: &ChainMessage) -> Result<DumpedChain, NftError> {
     })
 }
 
-/// A rule as dumped, with its handle (for deleting it by handle).
+/// A rule as dumped, with its handle (for deleting it by handle) and what its counters
+/// have counted (kept out of `rule`, so counts never make rules differ).
 #[derive(Debug, Clone)]
 pub struct DumpedRule {
     pub table: String,
     pub chain: String,
     pub handle: u64,
     pub rule: Rule,
+    /// The values of the rule's `counter` expressions, in the rule's order.
+    pub counters: Vec<CounterValues>,
 }
 
 pub fn rule(message: &RuleMessage) -> Result<DumpedRule, NftError> {
@@ -97,6 +100,7 @@ pub fn rule(message: &RuleMessage) -> Result<DumpedRule, NftError> {
     let mut chain = None;
     let mut handle = 0;
     let mut exprs = Vec::new();
+    let mut counters = Vec::new();
     for attribute in &message.attributes {
         match attribute {
             RuleAttribute::Table(t) => table = Some(t.clone()),
@@ -104,7 +108,11 @@ pub fn rule(message: &RuleMessage) -> Result<DumpedRule, NftError> {
             RuleAttribute::Handle(h) => handle = *h,
             RuleAttribute::Expressions(list) => {
                 for element in list {
-                    exprs.push(expression(element)?);
+                    let expr = expression(element)?;
+                    if expr == Expr::Counter {
+                        counters.push(counter_values(element)?);
+                    }
+                    exprs.push(expr);
                 }
             }
             _ => {}
@@ -115,7 +123,40 @@ pub fn rule(message: &RuleMessage) -> Result<DumpedRule, NftError> {
         chain: chain.ok_or_else(|| malformed("rule without a chain"))?,
         handle,
         rule: Rule::new(exprs),
+        counters,
     })
+}
+
+/// What a `counter` expression has counted: `NFTA_COUNTER_BYTES` and
+/// `NFTA_COUNTER_PACKETS`, 64-bit big-endian (a counter without data has counted nothing).
+fn counter_values(element: &ListAttribute<ExpressionAttribute>) -> Result<CounterValues, NftError> {
+    let mut values = CounterValues::default();
+    let ListAttribute::Element(attributes) = element else {
+        return Ok(values);
+    };
+    for attribute in attributes {
+        let ExpressionAttribute::Data(Expressions::Other { attributes, .. }) = attribute else {
+            continue;
+        };
+        for nla in attributes {
+            let number = || -> Result<u64, NftError> {
+                let bytes = nla_bytes(nla);
+                let array: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
+                    malformed(format!(
+                        "counter value of {} bytes, expected 8",
+                        bytes.len()
+                    ))
+                })?;
+                Ok(u64::from_be_bytes(array))
+            };
+            match nla_kind(nla) {
+                attr::COUNTER_BYTES => values.bytes = number()?,
+                attr::COUNTER_PACKETS => values.packets = number()?,
+                _ => {}
+            }
+        }
+    }
+    Ok(values)
 }
 
 fn reg(register: &netlink_packet_netfilter::nftables::Register) -> Register {
@@ -576,6 +617,87 @@ mod tests {
             collector.add_raw(body).unwrap();
         }
         collector.finish()
+    }
+
+    /// Two rules as the kernel dumped them (NFT_MSG_NEWRULE bodies after the nfgenmsg),
+    /// captured in a throwaway namespace (`unshare -n`) from a GETRULE dump of
+    /// `table inet t21 { chain output { type nat hook output priority -100;
+    ///   tcp dport 22 counter packets 3 bytes 180 return
+    ///   meta l4proto tcp counter packets 5000000000 bytes 123456789012 redirect to :15001 } }`
+    /// loaded with `nft -f` (`nft --debug=netlink list table inet t21` shows
+    /// `[ counter pkts 3 bytes 180 ]` and `[ counter pkts 5000000000 bytes 123456789012 ]`).
+    const DUMPED_RULES: [&str; 2] = [
+        "08000100743231000b0002006f757470757400000c0003000000000000000002100104002400010009000100\
+         6d6574610000000014000200080002000000001008000100000000012c00010008000100636d7000200002\
+         00080001000000000108000200000000000c0003000500010006000000340001000c0001007061796c6f61\
+         64002400020008000100000000010800020000000002080003000000000208000400000000022c00010008\
+         000100636d700020000200080001000000000108000200000000000c00030006000100001600002c00010\
+         00c000100636f756e746572001c0002000c00010000000000000000b40c000200000000000000000330000\
+         1000e000100696d6d6564696174650000001c0002000800010000000000100002000c000200080001\
+         00fffffffb",
+        "08000100743231000b0002006f757470757400000c00030000000000000000030c000600000000000000\
+         0002d800040024000100090001006d6574610000000014000200080002000000001008000100000000012c\
+         00010008000100636d700020000200080001000000000108000200000000000c0003000500010006000000\
+         2c0001000c000100636f756e746572001c0002000c0001000000001cbe991a140c000200000000012a05f2\
+         002c0001000e000100696d6d6564696174650000001800020008000100000000010c000200060001003a99\
+         00002c0001000a00010072656469720000001c00020008000100000000010800020000000001080003000\
+         0000002",
+    ];
+
+    fn dumped_rule(hex: &str) -> DumpedRule {
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        let message = crate::socket::parse_nftables(6, &bytes).unwrap();
+        let netlink_packet_netfilter::nftables::NfTablesMessage::NewRule(message) = message else {
+            panic!("{message:?}")
+        };
+        rule(&message).unwrap()
+    }
+
+    #[test]
+    fn counter_values_decode_from_a_kernel_dump_and_stay_out_of_the_rule() {
+        let [port, redirect] = DUMPED_RULES.map(dumped_rule);
+        assert_eq!(
+            (port.table.as_str(), port.chain.as_str()),
+            ("t21", "output")
+        );
+        assert_eq!(
+            port.counters,
+            [CounterValues {
+                packets: 3,
+                bytes: 180
+            }]
+        );
+        assert_eq!(
+            redirect.counters,
+            [CounterValues {
+                packets: 5_000_000_000,
+                bytes: 123_456_789_012
+            }]
+        );
+        // The rules themselves are the model's, counts aside: equal to freshly built ones.
+        let tcp = [
+            Expr::meta(MetaKey::L4Proto),
+            Expr::cmp(CmpOp::Eq, [crate::model::IPPROTO_TCP]),
+        ];
+        let mut expected = tcp.to_vec();
+        expected.extend([
+            Expr::payload(PayloadBase::Transport, 2, 2),
+            Expr::cmp(CmpOp::Eq, 22u16.to_be_bytes()),
+            Expr::Counter,
+            Expr::verdict(Verdict::Return),
+        ]);
+        assert_eq!(port.rule, Rule::new(expected));
+        let mut expected = tcp.to_vec();
+        expected.push(Expr::Counter);
+        expected.extend(Expr::redirect_to_port(15001));
+        assert_eq!(redirect.rule, Rule::new(expected));
+        assert_eq!(
+            crate::text::rule_text_counted(&redirect.rule, &redirect.counters),
+            "meta l4proto tcp counter packets 5000000000 bytes 123456789012 redirect to :15001"
+        );
     }
 
     proptest! {

@@ -22,6 +22,8 @@ pub(crate) mod attr {
     pub const REDIR_REG_PROTO_MIN: u16 = 1;
     pub const REDIR_REG_PROTO_MAX: u16 = 2;
     pub const REDIR_FLAGS: u16 = 3;
+    pub const COUNTER_BYTES: u16 = 1;
+    pub const COUNTER_PACKETS: u16 = 2;
     /// `NFT_LOOKUP_F_INV`
     pub const LOOKUP_F_INV: u32 = 1;
     pub const SET_ELEM_LIST_TABLE: u16 = 1;

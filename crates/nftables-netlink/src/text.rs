@@ -6,8 +6,8 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::model::{
-    CmpOp, Expr, FibResult, IPPROTO_TCP, ImmediateData, MetaKey, NFPROTO_IPV4, NFPROTO_IPV6,
-    PayloadBase, RTN_LOCAL, Rule, Table, Verdict, fib_flags,
+    CmpOp, CounterValues, Expr, FibResult, IPPROTO_TCP, ImmediateData, MetaKey, NFPROTO_IPV4,
+    NFPROTO_IPV6, PayloadBase, RTN_LOCAL, Rule, Table, Verdict, fib_flags,
 };
 
 /// One line per set and per rule (prefixed with its chain), in table order.
@@ -28,6 +28,18 @@ pub fn table_lines(table: &Table) -> Vec<String> {
 
 /// A rule in nft's words, for the shapes modelled; anything else by its name.
 pub fn rule_text(rule: &Rule) -> String {
+    spell(rule, None)
+}
+
+/// [`rule_text`] with what its counters have counted, as `nft list` shows them
+/// (`counter packets 3 bytes 180`): `counters` are the values of the rule's counter
+/// expressions in order (a counter without a value is spelled bare).
+pub fn rule_text_counted(rule: &Rule, counters: &[CounterValues]) -> String {
+    spell(rule, Some(counters))
+}
+
+fn spell(rule: &Rule, counters: Option<&[CounterValues]>) -> String {
+    let mut counters = counters.unwrap_or_default().iter();
     let mut words: Vec<String> = Vec::new();
     // What the last load put in the register, waiting for its compare or lookup.
     let mut loaded: Option<String> = None;
@@ -41,6 +53,9 @@ pub fn rule_text(rule: &Rule) -> String {
                     MetaKey::SkGid => "meta skgid".into(),
                     MetaKey::NfProto => "meta nfproto".into(),
                     MetaKey::L4Proto => "meta l4proto".into(),
+                    // NFT_META_IIFNAME, NFT_META_OIFNAME: nft lists them bare.
+                    MetaKey::Other(6) => "iifname".into(),
+                    MetaKey::Other(7) => "oifname".into(),
                     MetaKey::Other(n) => format!("meta #{n}"),
                 })
             }
@@ -90,7 +105,10 @@ pub fn rule_text(rule: &Rule) -> String {
                 let not = if *invert { "!= " } else { "" };
                 words.push(format!("{subject} {not}@{set}"));
             }
-            Expr::Counter => words.push("counter".into()),
+            Expr::Counter => words.push(match counters.next() {
+                Some(c) => format!("counter packets {} bytes {}", c.packets, c.bytes),
+                None => "counter".into(),
+            }),
             Expr::Immediate {
                 data: ImmediateData::Verdict(verdict),
                 ..
@@ -141,6 +159,11 @@ fn value_text(subject: &str, data: &[u8], mask: Option<u32>) -> String {
         "meta nfproto" if data == [NFPROTO_IPV6] => "ipv6".into(),
         "fib saddr type" | "fib daddr type" if data == RTN_LOCAL.to_ne_bytes() => "local".into(),
         "tcp dport" => be_number(data).to_string(),
+        // An interface name, NUL-padded to IFNAMSIZ.
+        "iifname" | "oifname" => match std::str::from_utf8(data) {
+            Ok(name) => format!("\"{}\"", name.trim_end_matches('\0')),
+            Err(_) => format!("{data:02x?}"),
+        },
         "ip daddr" => match <[u8; 4]>::try_from(data) {
             Ok(octets) => format!("{}{}", Ipv4Addr::from(octets), prefix(32)),
             Err(_) => format!("{data:02x?}"),
@@ -202,8 +225,28 @@ mod tests {
     }
 
     #[test]
+    fn interface_names_read_as_nft_lists_them() {
+        let mut padded = b"eth1".to_vec();
+        padded.resize(16, 0);
+        let rule = Rule::new(vec![
+            Expr::meta(MetaKey::Other(7)),
+            Expr::cmp(CmpOp::Eq, padded),
+            Expr::verdict(Verdict::Return),
+        ]);
+        assert_eq!(rule_text(&rule), "oifname \"eth1\" return");
+    }
+
+    #[test]
     fn a_verdict_reads_as_nft_writes_it() {
         let rule = Rule::new(vec![Expr::Counter, Expr::verdict(Verdict::Return)]);
         assert_eq!(rule_text(&rule), "counter return");
+        let counted = [CounterValues {
+            packets: 3,
+            bytes: 180,
+        }];
+        assert_eq!(
+            rule_text_counted(&rule, &counted),
+            "counter packets 3 bytes 180 return"
+        );
     }
 }

@@ -6,6 +6,7 @@
 pub mod counters;
 pub mod drift;
 mod migration;
+pub mod read_back;
 pub mod render;
 mod render_zones;
 pub mod script;

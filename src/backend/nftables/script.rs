@@ -6,11 +6,23 @@
 use std::fmt::Write;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use nftables_netlink::model::{KeyRange, KeyType, Policy, Set, Table};
-use nftables_netlink::text::rule_text;
+use nftables_netlink::model::{Expr, KeyRange, KeyType, Policy, Set, Table, TableCounters};
+use nftables_netlink::text::{rule_text, rule_text_counted};
 
 /// `table inet NAME { sets; chains }` as nft writes it, one statement a line.
 pub fn script(table: &Table) -> String {
+    write(table, None)
+}
+
+/// An installed table as `nft list` shows it, from a netlink read (no `nft` needed):
+/// [`script`] with what each counter has counted (`counter packets 3 bytes 180`). A rule
+/// holding an expression meshinit has no words for is a `#` comment naming it, so the
+/// listing still loads with `nft -f`.
+pub fn listing(table: &Table, counters: &TableCounters) -> String {
+    write(table, Some(counters))
+}
+
+fn write(table: &Table, counters: Option<&TableCounters>) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "table inet {} {{", table.name);
     for (i, set) in table.sets.iter().enumerate() {
@@ -37,8 +49,16 @@ pub fn script(table: &Table) -> String {
                 base.priority
             );
         }
-        for rule in &chain.rules {
-            let _ = writeln!(out, "\t\t{}", rule_text(rule));
+        for (index, rule) in chain.rules.iter().enumerate() {
+            let text = match counters {
+                Some(counters) => rule_text_counted(rule, counters.rule(&chain.name, index)),
+                None => rule_text(rule),
+            };
+            if counters.is_some() && rule.exprs.iter().any(|e| matches!(e, Expr::Other { .. })) {
+                let _ = writeln!(out, "\t\t# a rule meshinit has no words for: {text}");
+            } else {
+                let _ = writeln!(out, "\t\t{text}");
+            }
         }
         out.push_str("\t}\n");
     }

@@ -1,11 +1,14 @@
 //! A typed description of one nf_tables table: what is sent to the kernel and what a dump
 //! decodes into, so "installed == desired" is a value comparison. Only what the kernel
 //! gives back is modelled (no handles, no counter values). Sets are in [`set`], rules and
-//! their expressions in [`expr`].
+//! their expressions in [`expr`]; what counters have counted, read beside a table, in
+//! [`counters`].
 
+mod counters;
 mod expr;
 mod set;
 
+pub use counters::*;
 pub use expr::*;
 pub use set::*;
 
