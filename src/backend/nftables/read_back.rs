@@ -472,19 +472,19 @@ mod tests {
     }
 
     fn config_raw() -> RawSettings {
-        RawSettings {
-            ignored_uid: RawSettings::scalar("IgnoredUID", "1337"),
-            ignored_gid: RawSettings::scalar("IgnoredGID", "1338"),
-            proxy_egress_port: RawSettings::scalar("ProxyEgressPort", "15001"),
-            proxy_ingress_port: RawSettings::scalar("ProxyIngressPort", "15000"),
-            app_ports: RawSettings::list("AppPorts", "9080,9443"),
-            egress_ignored_ports: RawSettings::list("EgressIgnoredPorts", "5015,6000-6010"),
-            egress_ignored_ips: RawSettings::list(
+        use crate::config::settings::Property::*;
+        RawSettings::default()
+            .with(IgnoredUid, "IgnoredUID", "1337")
+            .with(IgnoredGid, "IgnoredGID", "1338")
+            .with(ProxyEgressPort, "ProxyEgressPort", "15001")
+            .with(ProxyIngressPort, "ProxyIngressPort", "15000")
+            .with(AppPorts, "AppPorts", "9080,9443")
+            .with(EgressIgnoredPorts, "EgressIgnoredPorts", "5015,6000-6010")
+            .with(
+                EgressIgnoredIps,
                 "EgressIgnoredIPs",
                 "203.0.113.128/25,10.1.2.3,2001:db8::/32",
-            ),
-            ..Default::default()
-        }
+            )
     }
 
     #[test]
@@ -551,29 +551,28 @@ mod tests {
     fn the_rendered_table_read_back_decides_as_the_plan() {
         use crate::explain::{Connection, Direction, Protocol, Provenance, explain};
         let base = config_raw();
+        use crate::config::settings::Property::*;
         let variants = [
             base.clone(),
-            RawSettings {
-                ipv6: RawSettings::scalar("APPMESH_ENABLE_IPV6", "0"),
-                ..base.clone()
-            },
-            RawSettings {
-                app_ports: RawSettings::list("--app-ports", "*"),
-                ingress_ignored_ports: RawSettings::list("--ingress-ignored-ports", "22,9000-9100"),
-                ignored_interfaces: RawSettings::list("--ignored-interfaces", "eth1"),
-                egress_included_ips: RawSettings::list(
+            base.clone().with(Ipv6, "APPMESH_ENABLE_IPV6", "0"),
+            base.clone()
+                .with(AppPorts, "--app-ports", "*")
+                .with(
+                    IngressIgnoredPorts,
+                    "--ingress-ignored-ports",
+                    "22,9000-9100",
+                )
+                .with(IgnoredInterfaces, "--ignored-interfaces", "eth1")
+                .with(
+                    EgressIncludedIps,
                     "--egress-included-ips",
                     "203.0.113.0/24,2001:db8:ff::/48",
                 ),
-                ..base.clone()
-            },
-            RawSettings {
-                egress_ignored_ports: None,
-                egress_ignored_ips: None,
-                ignored_gid: None,
-                app_ports: RawSettings::list("AppPorts", "9080"),
-                ..base
-            },
+            // Empty lists add nothing; an empty scalar is unset.
+            base.with(EgressIgnoredPorts, "EgressIgnoredPorts", "")
+                .with(EgressIgnoredIps, "EgressIgnoredIPs", "")
+                .with(IgnoredGid, "IgnoredGID", "")
+                .with(AppPorts, "AppPorts", "9080"),
         ];
         let options = crate::backend::by_kind(crate::backend::BackendKind::Nftables).plan_options();
         let mut compared = 0;
