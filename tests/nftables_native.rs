@@ -15,7 +15,7 @@ use meshinit::config::{
     IgnoredDestinations, IngressConfig, Ipv6Mode, PortList, PortRange, ProxyConfig,
     sources::env::parse_env, validate,
 };
-use meshinit::ruleset::{Family, Match, PlanOptions, plan};
+use meshinit::ruleset::{Family, Match, plan};
 use nftables_netlink::model::{KeyRange, KeyType, Set};
 use nftables_netlink::{
     BatchOutcome, Change, CommitReport, Deletion, NftConnection, NftError, Table, TableFamily,
@@ -205,7 +205,7 @@ fn rulesets_planned_as_for_iptables_render_to_the_same_traffic() {
         return;
     }
     let config = config_from_env(TRAFFIC_ENV);
-    let options = PlanOptions::default();
+    let options = meshinit::backend::iptables::render::PLAN_OPTIONS;
     let (v4, v6) = (
         plan(&config, Family::Ipv4, options),
         plan(&config, Family::Ipv6, options),

@@ -15,7 +15,7 @@ use tracing::info;
 pub use crate::backend_kind::{BackendChoice, BackendKind};
 pub use program::TimeBudget;
 
-use crate::config::{Ipv6Mode, ProxyConfig};
+use crate::config::Ipv6Mode;
 use crate::error::{Error, Result};
 use crate::ruleset::{Drift, Family, InstalledTable, PlanOptions, Ruleset};
 
@@ -23,8 +23,6 @@ use crate::ruleset::{Drift, Family, InstalledTable, PlanOptions, Ruleset};
 /// passed down: program a ruleset (the empty one removes ours), or leave the family alone.
 #[derive(Debug, Clone)]
 pub struct Desired {
-    /// The configuration the rulesets were planned from (`None`: remove ours, as clean).
-    pub config: Option<ProxyConfig>,
     /// One entry per family, IPv4 first.
     pub families: Vec<(Family, FamilyPlan)>,
     /// How strictly IPv6 was asked for: with `auto`, a backend that finds the IPv6 table
@@ -97,16 +95,24 @@ pub struct FamilyChange {
     pub payload: Option<String>,
 }
 
+/// One message to a backend's program or kernel interface, in its own words.
+#[derive(Debug, Clone, Serialize)]
+pub struct Payload {
+    /// What takes it (`ipset restore`): the dry run's `#` heading.
+    pub to: String,
+    pub text: String,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ConvergeReport {
     pub backend: BackendKind,
     pub families: Vec<FamilyChange>,
     /// Families left alone, and why.
     pub skipped: Vec<(Family, String)>,
-    /// Other payloads sent (the iptables backends: `ipset restore` for new sets).
-    pub set_payloads: Vec<String>,
-    /// Sets of ours destroyed because no rule needs them any more.
-    pub sets_destroyed: Vec<String>,
+    /// What was sent (dry run: would be sent) before the families' transactions, outside
+    /// them, in the backend's own form (what the rules then use; the iptables backends send
+    /// new ipsets this way, the native one has nothing to send apart).
+    pub sent_first: Vec<Payload>,
     /// Other backends whose rules of ours this converge replaced in its own transaction (the
     /// native backend moving from iptables-nft): what they keep outside their rules, such
     /// as ipsets, is for the engine to remove.

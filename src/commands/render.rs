@@ -90,7 +90,6 @@ impl RenderArgs {
             .find(|b| b.kind() == kind)
             .ok_or_else(|| Error::Other(format!("no {kind} backend in this build")))?;
         let desired = Desired {
-            config: Some(config.clone()),
             families: families
                 .iter()
                 .map(|f| {

@@ -49,6 +49,13 @@ impl Fake {
     }
 }
 
+/// The fake's limits (those of a multiport-like match).
+const FAKE_OPTIONS: PlanOptions = PlanOptions {
+    max_listed_networks: 32,
+    max_port_rules: 4,
+    port_list_slots: Some(15),
+};
+
 impl Backend for Fake {
     fn kind(&self) -> BackendKind {
         self.kind
@@ -60,7 +67,7 @@ impl Backend for Fake {
         format!("{} families\n", report.families.len())
     }
     fn plan_options(&self) -> PlanOptions {
-        PlanOptions::default()
+        FAKE_OPTIONS
     }
     fn installed(&self) -> Result<()> {
         Ok(())
@@ -92,8 +99,7 @@ impl Backend for Fake {
                     .skipped()
                     .map(|(f, why)| (f, why.to_owned()))
                     .collect(),
-                set_payloads: Vec::new(),
-                sets_destroyed: Vec::new(),
+                sent_first: Vec::new(),
                 replaced: Vec::new(),
             }),
             Outcome::KernelRefuses => Err(Error::BackendUnusable {
@@ -255,7 +261,7 @@ fn families_are_decided_once_with_their_reasons() {
         let mut config = config();
         config.ipv6 = choice.ipv6();
         choice
-            .desired(Some(&config), PlanOptions::default())
+            .desired(Some(&config), FAKE_OPTIONS)
             .families
             .into_iter()
             .map(|(family, plan)| match plan {

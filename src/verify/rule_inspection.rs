@@ -281,8 +281,8 @@ mod tests {
     use crate::backend::BackendKind;
     use crate::backend::iptables::IptablesBackend;
     use crate::backend::iptables::parse::installed_table;
-    use crate::backend::iptables::render::render_restore;
-    use crate::ruleset::{PlanOptions, plan};
+    use crate::backend::iptables::render::{PLAN_OPTIONS, render_restore};
+    use crate::ruleset::plan;
     use crate::verify::scope::inspect;
     use crate::verify::test_fixture::config;
 
@@ -293,7 +293,7 @@ mod tests {
     }
 
     fn rendered(c: &ProxyConfig) -> String {
-        render_restore(&plan(c, Family::Ipv4, PlanOptions::default()))
+        render_restore(&plan(c, Family::Ipv4, PLAN_OPTIONS))
     }
 
     #[test]

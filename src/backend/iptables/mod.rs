@@ -53,7 +53,6 @@ impl IptablesBackend {
             Some(why) => (Family::Ipv6, FamilyPlan::Skip(why)),
         });
         Desired {
-            config: None,
             families,
             ipv6: Ipv6Mode::Auto,
         }
@@ -66,7 +65,7 @@ impl Backend for IptablesBackend {
     }
 
     fn plan_options(&self) -> PlanOptions {
-        PlanOptions::default()
+        render::PLAN_OPTIONS
     }
 
     fn installed(&self) -> Result<()> {
@@ -112,8 +111,8 @@ impl Backend for IptablesBackend {
 
     fn dry_run_text(&self, report: &ConvergeReport) -> String {
         let mut out = String::new();
-        for payload in &report.set_payloads {
-            out.push_str(&format!("# ipset restore\n{payload}\n"));
+        for payload in &report.sent_first {
+            out.push_str(&format!("# {}\n{}\n", payload.to, payload.text));
         }
         for change in &report.families {
             match &change.payload {

@@ -146,8 +146,9 @@ pub fn installed_holding(ruleset: &Ruleset) -> InstalledTable {
 mod tests {
     use super::*;
     use crate::backend::iptables::parse::installed_table;
+    use crate::backend::iptables::render::PLAN_OPTIONS;
     use crate::config::{RawSettings, validate};
-    use crate::ruleset::{EGRESS_CHAIN, Family, PlanOptions, plan};
+    use crate::ruleset::{EGRESS_CHAIN, Family, plan};
 
     fn seed_ruleset() -> Ruleset {
         let raw = RawSettings {
@@ -158,7 +159,7 @@ mod tests {
             ..Default::default()
         };
         let (config, _) = validate(&raw).unwrap();
-        plan(&config, Family::Ipv4, PlanOptions::default())
+        plan(&config, Family::Ipv4, PLAN_OPTIONS)
     }
 
     /// What `iptables-save -t nat` prints once `ruleset` is installed on an empty table.
@@ -283,8 +284,9 @@ mod tests {
 mod undo_tests {
     use super::*;
     use crate::backend::iptables::parse::installed_table;
+    use crate::backend::iptables::render::PLAN_OPTIONS;
     use crate::config::{RawSettings, validate};
-    use crate::ruleset::{Family, PlanOptions, plan};
+    use crate::ruleset::{Family, plan};
 
     fn ruleset(egress_port: &str) -> Ruleset {
         let raw = RawSettings {
@@ -292,11 +294,7 @@ mod undo_tests {
             proxy_egress_port: RawSettings::scalar("ProxyEgressPort", egress_port),
             ..Default::default()
         };
-        plan(
-            &validate(&raw).unwrap().0,
-            Family::Ipv4,
-            PlanOptions::default(),
-        )
+        plan(&validate(&raw).unwrap().0, Family::Ipv4, PLAN_OPTIONS)
     }
 
     #[test]

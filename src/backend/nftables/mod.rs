@@ -192,8 +192,7 @@ impl Backend for NftablesBackend {
                 .skipped()
                 .map(|(family, why)| (family, why.to_owned()))
                 .collect(),
-            set_payloads: Vec::new(),
-            sets_destroyed: Vec::new(),
+            sent_first: Vec::new(),
             replaced,
         })
     }
