@@ -7,7 +7,9 @@ pub mod netfilter;
 pub mod nftables;
 pub mod program;
 
+use std::any::Any;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Serialize;
 use tracing::info;
@@ -64,16 +66,29 @@ impl Desired {
     }
 }
 
-/// What one backend holds in this namespace, per family it read.
+/// What one backend holds in this namespace, per family it read: a snapshot.
 #[derive(Debug, Clone)]
 pub struct Installed {
     pub backend: BackendKind,
     pub families: Vec<(Family, InstalledTable)>,
     /// Families it did not read, and why.
     pub skipped: Vec<(Family, String)>,
+    /// The backend's own reading, for its own [`Backend::drift`] (which then compares this
+    /// snapshot, not a second read); nothing else looks inside.
+    pub own: Option<OwnReading>,
 }
 
 impl Installed {
+    /// A snapshot holding nothing of ours (no family read).
+    pub fn nothing(backend: BackendKind) -> Self {
+        Installed {
+            backend,
+            families: Vec::new(),
+            skipped: Vec::new(),
+            own: None,
+        }
+    }
+
     pub fn table(&self, family: Family) -> Option<&InstalledTable> {
         self.families
             .iter()
@@ -85,6 +100,59 @@ impl Installed {
     pub fn is_clean(&self) -> bool {
         self.families.iter().all(|(_, t)| t.is_clean())
     }
+}
+
+/// A backend's reading in its own form, opaque outside that backend (a trait object cannot
+/// name each backend's snapshot type; this carries it through the engine untouched).
+#[derive(Clone)]
+pub struct OwnReading(Arc<dyn Any + Send + Sync>);
+
+impl OwnReading {
+    pub fn new<T: Any + Send + Sync>(reading: T) -> Self {
+        OwnReading(Arc::new(reading))
+    }
+
+    /// The reading, when it is a `T` (the backend that made it asks).
+    pub fn get<T: Any>(&self) -> Option<&T> {
+        self.0.downcast_ref()
+    }
+}
+
+impl fmt::Debug for OwnReading {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OwnReading(..)")
+    }
+}
+
+/// How far [`Backend::available`] looks.
+#[derive(Debug, Clone, Copy)]
+pub enum Availability<'a> {
+    /// Its programs (or kernel interface) are there; nothing is run. Says nothing of
+    /// whether the kernel accepts its rules.
+    Installed,
+    /// It could serve an apply here, found without reading or touching any rule (CNI
+    /// STATUS runs in the runtime's namespace): its programs are there and run.
+    Works(&'a TimeBudget),
+}
+
+/// What [`Backend::read`] reads.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// The families the plan covers, whatever they hold.
+    Planned(&'a Desired),
+    /// Whether rules of ours are there at all, found without creating anything: a clean
+    /// snapshot when there are none, or the backend is not there to hold any (its programs
+    /// or kernel interface missing). A read that fails is an error, never "none".
+    Ours,
+}
+
+/// What [`Backend::remove`] removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// Every rule of ours, in both families: the first step of clean.
+    Rules,
+    /// Our sets, once no backend's rules use them: the last step of clean.
+    Sets,
 }
 
 /// What converging did (or, for a dry run, would do) in one family.
@@ -101,6 +169,15 @@ pub struct Payload {
     /// What takes it (`ipset restore`): the dry run's `#` heading.
     pub to: String,
     pub text: String,
+}
+
+/// What a backend would send to install a plan where nothing of ours is.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    /// Sent first, outside the rules' transactions (as [`ConvergeReport::sent_first`]).
+    pub first: Vec<Payload>,
+    /// The rules, in the backend's own syntax.
+    pub rules: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -120,23 +197,22 @@ pub struct ConvergeReport {
 }
 
 /// One way of holding the NAT rules. Implementations live in their own module and are added
-/// to [`select`] and [`all`]; nothing else needs to know them.
+/// to [`select`] and [`all`]; nothing else needs to know them. The verbs: is it here
+/// ([`available`](Backend::available)), read a snapshot, the drift between a snapshot and
+/// the plan, converge to the plan, remove ours; and its own text of a plan or a dry run.
 pub trait Backend: fmt::Debug + Send + Sync {
     fn kind(&self) -> BackendKind;
 
-    /// How rulesets are planned for it (the limits of its matches, when to use sets).
+    /// How rulesets are planned for it (the limits of its matches, when to use sets): each
+    /// backend says its own; there is no default.
     fn plan_options(&self) -> PlanOptions;
 
-    /// Whether its programs (or kernel interface) are there; `Err(BackendNotInstalled)`
-    /// otherwise. Says nothing of whether the kernel accepts its rules.
-    fn installed(&self) -> Result<()>;
+    /// Whether it is here, as far as `check` looks; `Err(BackendNotInstalled)` (or what
+    /// failed) otherwise.
+    fn available(&self, check: Availability<'_>) -> Result<()>;
 
-    /// Whether it could serve an apply here, found without reading or touching any rule
-    /// (CNI STATUS runs in the runtime's namespace): its programs are there and run.
-    fn ready(&self, budget: &TimeBudget) -> Result<()>;
-
-    /// Reads what is installed in the families `desired` covers.
-    fn read(&self, desired: &Desired, budget: &TimeBudget) -> Result<Installed>;
+    /// A snapshot of what it holds: the planned families, or only whether ours are there.
+    fn read(&self, scope: Scope<'_>, budget: &TimeBudget) -> Result<Installed>;
 
     /// Brings the namespace to `desired`, atomically per transaction it sends; with
     /// `dry_run`, computes what it would send and sends nothing.
@@ -148,14 +224,16 @@ pub trait Backend: fmt::Debug + Send + Sync {
     ) -> Result<ConvergeReport>;
 
     /// What it would send to install `desired` where nothing of ours is, in its own syntax
-    /// (`iptables-restore` payloads, an nft script): what `render` prints. No I/O.
-    fn render(&self, desired: &Desired) -> String;
+    /// (`iptables-restore` payloads and `ipset restore`, an nft script): what `render`
+    /// prints. No I/O.
+    fn render(&self, desired: &Desired) -> Rendered;
 
     /// What a dry run's `report` would send, in its own syntax with `#` comments around
     /// it: what `apply --dry-run` prints.
     fn dry_run_text(&self, report: &ConvergeReport) -> String;
 
-    /// How `installed` differs from `desired`, in this backend's words; sets included.
+    /// How the snapshot `installed` (read with [`Scope::Planned`]) differs from `desired`,
+    /// in this backend's words; sets included.
     fn drift(
         &self,
         installed: &Installed,
@@ -163,19 +241,13 @@ pub trait Backend: fmt::Debug + Send + Sync {
         budget: &TimeBudget,
     ) -> Result<Vec<(Family, Drift)>>;
 
-    /// How one family's table differs from a ruleset, in this backend's words (no I/O).
+    /// How one family's table differs from a ruleset, in this backend's words (no I/O): the
+    /// part of [`drift`](Backend::drift) verify asks per chain, and status of other
+    /// backends' leftovers.
     fn describe_drift(&self, desired: &Ruleset, installed: &InstalledTable) -> Drift;
 
-    /// Whether rules of ours are installed here, found without creating anything; `None`
-    /// when there are none, or the backend is not there to hold any (its programs or kernel
-    /// interface missing). A read that fails is an error, never "none".
-    fn holds_ours(&self, budget: &TimeBudget) -> Result<Option<Installed>>;
-
-    /// Removes every rule of ours, in both families: the first step of clean.
-    fn remove_rules(&self, budget: &TimeBudget) -> Result<()>;
-
-    /// Removes our sets, once no backend's rules use them: the last step of clean.
-    fn remove_sets(&self, budget: &TimeBudget) -> Result<()>;
+    /// Removes ours: the rules (in both families), or the sets no rule uses any more.
+    fn remove(&self, what: Removal, budget: &TimeBudget) -> Result<()>;
 }
 
 /// Every backend: the ones `clean` and `apply` walk to remove rules of ours wherever they
@@ -249,7 +321,9 @@ fn auto_select(budget: &TimeBudget) -> Result<Selection> {
     let iptables_nft = by_kind(BackendKind::IptablesNft);
     // Found over netlink, running no program. Without iptables-nft installed, the native
     // backend takes its rules over in its first transaction instead.
-    if netfilter::iptables_nft_holds_ours()? && iptables_nft.installed().is_ok() {
+    if netfilter::iptables_nft_holds_ours()?
+        && iptables_nft.available(Availability::Installed).is_ok()
+    {
         info!(
             "iptables-nft holds meshinit's chains here: keeping it; `--backend nftables` \
              moves them to table inet meshinit in one transaction"
@@ -263,8 +337,8 @@ fn auto_select(budget: &TimeBudget) -> Result<Selection> {
     let native = by_kind(BackendKind::Nftables);
     let mut iptables = [iptables_nft, by_kind(BackendKind::IptablesLegacy)]
         .into_iter()
-        .filter(|b| b.installed().is_ok());
-    match native.ready(budget) {
+        .filter(|b| b.available(Availability::Installed).is_ok());
+    match native.available(Availability::Works(budget)) {
         Ok(()) => Ok(Selection {
             backend: native,
             reason: "no backend holds our rules here and nf_tables works over netlink".into(),

@@ -7,9 +7,8 @@ use clap::Args;
 
 use super::args::{ConfigArgs, TargetArgs};
 use super::target::{self, IPTABLES_CAPS, Turn};
-use crate::backend::BackendKind;
-use crate::backend::TimeBudget;
-use crate::backend::iptables::IptablesTools;
+use crate::backend::{self, BackendKind, Desired, FamilyPlan, Scope, TimeBudget};
+use crate::config::Ipv6Mode;
 use crate::converge;
 use crate::error::{ConfigError, Error, Result};
 use crate::explain::{Connection, Direction, Protocol, Provenance, explain, installed_ruleset};
@@ -104,7 +103,7 @@ impl ExplainArgs {
         let (config, settings, document) = self.config.load_with_settings()?;
         let family = connection.family();
         // The rules `render` prints; the native table is rendered from the same plan.
-        let options = crate::backend::by_kind(BackendKind::IptablesNft).plan_options();
+        let options = backend::by_kind(BackendKind::IptablesNft).plan_options();
         let ruleset = plan(&config, family, options);
         let provenance = Provenance::new(&settings, document);
         let planned = (!ruleset.chains.is_empty()).then_some(&ruleset);
@@ -126,8 +125,14 @@ impl ExplainArgs {
             let in_sync = drift.is_some() && differences.is_empty();
             let (mut installed, mut not_followed) = (None, Vec::new());
             if !in_sync && drift.is_some() && status.backend != BackendKind::Nftables {
-                let saved = IptablesTools::find(status.backend, family)?.save_nat(&budget)?;
-                let table = crate::backend::iptables::parse::installed_table(&saved);
+                // A snapshot of this family, as the backend reads it (typed rules).
+                let desired = Desired {
+                    families: vec![(family, FamilyPlan::Program(ruleset.clone()))],
+                    ipv6: Ipv6Mode::On,
+                };
+                let snapshot =
+                    backend::by_kind(status.backend).read(Scope::Planned(&desired), &budget)?;
+                let table = snapshot.table(family).cloned().unwrap_or_default();
                 let (walked, untyped) = installed_ruleset(&table, &ruleset);
                 installed = Some(explain(&config, Some(&walked), &provenance, &connection));
                 not_followed = untyped;

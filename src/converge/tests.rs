@@ -60,8 +60,11 @@ impl Backend for Fake {
     fn kind(&self) -> BackendKind {
         self.kind
     }
-    fn render(&self, desired: &Desired) -> String {
-        format!("{} rulesets\n", desired.rulesets().count())
+    fn render(&self, desired: &Desired) -> crate::backend::Rendered {
+        crate::backend::Rendered {
+            first: Vec::new(),
+            rules: format!("{} rulesets\n", desired.rulesets().count()),
+        }
     }
     fn dry_run_text(&self, report: &ConvergeReport) -> String {
         format!("{} families\n", report.families.len())
@@ -69,19 +72,34 @@ impl Backend for Fake {
     fn plan_options(&self) -> PlanOptions {
         FAKE_OPTIONS
     }
-    fn installed(&self) -> Result<()> {
+    fn available(&self, _: Availability<'_>) -> Result<()> {
         Ok(())
     }
-    fn ready(&self, _: &TimeBudget) -> Result<()> {
-        Ok(())
-    }
-    fn read(&self, _: &Desired, _: &TimeBudget) -> Result<Installed> {
-        self.note("read");
-        Ok(Installed {
+    fn read(&self, scope: Scope<'_>, _: &TimeBudget) -> Result<Installed> {
+        let held = Installed {
             backend: self.kind,
             families: vec![(Family::Ipv4, InstalledTable::default())],
             skipped: Vec::new(),
-        })
+            own: None,
+        };
+        match scope {
+            Scope::Planned(_) => {
+                self.note("read");
+                Ok(held)
+            }
+            // What it holds is one rule of ours (see describe_drift): not clean.
+            Scope::Ours => {
+                self.note("holds_ours");
+                Ok(if self.holds_ours {
+                    Installed {
+                        families: vec![(Family::Ipv4, one_rule_of_ours())],
+                        ..held
+                    }
+                } else {
+                    Installed::nothing(self.kind)
+                })
+            }
+        }
     }
     fn converge(&self, desired: &Desired, _: &TimeBudget, dry_run: bool) -> Result<ConvergeReport> {
         self.note(&format!("converge dry_run={dry_run}"));
@@ -123,24 +141,28 @@ impl Backend for Fake {
             ..Drift::default()
         }
     }
-    fn holds_ours(&self, _: &TimeBudget) -> Result<Option<Installed>> {
-        self.note("holds_ours");
-        Ok(self.holds_ours.then(|| Installed {
-            backend: self.kind,
-            families: vec![(Family::Ipv4, InstalledTable::default())],
-            skipped: Vec::new(),
-        }))
-    }
-    fn remove_rules(&self, _: &TimeBudget) -> Result<()> {
-        self.note("remove_rules");
-        match self.outcome {
-            Outcome::KernelRefuses => Err(Error::Kernel("the kernel refused".into())),
-            _ => Ok(()),
+    fn remove(&self, what: Removal, _: &TimeBudget) -> Result<()> {
+        match what {
+            Removal::Rules => {
+                self.note("remove_rules");
+                match self.outcome {
+                    Outcome::KernelRefuses => Err(Error::Kernel("the kernel refused".into())),
+                    _ => Ok(()),
+                }
+            }
+            Removal::Sets => {
+                self.note("remove_sets");
+                Ok(())
+            }
         }
     }
-    fn remove_sets(&self, _: &TimeBudget) -> Result<()> {
-        self.note("remove_sets");
-        Ok(())
+}
+
+/// A table holding our egress chain: not clean.
+fn one_rule_of_ours() -> InstalledTable {
+    InstalledTable {
+        chains: vec![crate::ruleset::EGRESS_CHAIN.to_owned()],
+        ..InstalledTable::default()
     }
 }
 

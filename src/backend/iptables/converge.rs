@@ -156,6 +156,7 @@ fn install_fresh(
             .skipped()
             .map(|(family, why)| (family, why.to_owned()))
             .collect(),
+        own: None,
     }))
 }
 

@@ -22,7 +22,10 @@ pub use tools::IptablesTools;
 use tracing::info;
 
 use super::program::{self, TimeBudget};
-use super::{Backend, BackendKind, ConvergeReport, Desired, FamilyPlan, Installed};
+use super::{
+    Availability, Backend, BackendKind, ConvergeReport, Desired, FamilyPlan, Installed, Payload,
+    Removal, Rendered, Scope,
+};
 use crate::config::Ipv6Mode;
 use crate::error::Result;
 use crate::netns;
@@ -68,17 +71,23 @@ impl Backend for IptablesBackend {
         render::PLAN_OPTIONS
     }
 
-    fn installed(&self) -> Result<()> {
-        IptablesTools::find(self.kind, Family::Ipv4).map(drop)
-    }
-
-    fn ready(&self, budget: &TimeBudget) -> Result<()> {
+    fn available(&self, check: Availability<'_>) -> Result<()> {
         let tools = IptablesTools::find(self.kind, Family::Ipv4)?;
-        program::run(&tools.restore, &["--version"], None, budget).map(drop)
+        match check {
+            Availability::Installed => Ok(()),
+            Availability::Works(budget) => {
+                program::run(&tools.restore, &["--version"], None, budget).map(drop)
+            }
+        }
     }
 
-    fn read(&self, desired: &Desired, budget: &TimeBudget) -> Result<Installed> {
-        read::read(self.kind, desired, budget).map(|(installed, _)| installed)
+    fn read(&self, scope: Scope<'_>, budget: &TimeBudget) -> Result<Installed> {
+        match scope {
+            Scope::Planned(desired) => {
+                read::read(self.kind, desired, budget).map(|(installed, _)| installed)
+            }
+            Scope::Ours => self.read_ours(budget),
+        }
     }
 
     fn converge(
@@ -104,9 +113,19 @@ impl Backend for IptablesBackend {
         Ok(report)
     }
 
-    fn render(&self, desired: &Desired) -> String {
+    fn render(&self, desired: &Desired) -> Rendered {
         let payloads: Vec<String> = desired.rulesets().map(render::render_restore).collect();
-        payloads.join("\n")
+        let sets: Vec<_> = desired
+            .rulesets()
+            .flat_map(|r| r.sets.iter().cloned())
+            .collect();
+        Rendered {
+            first: vec![Payload {
+                to: "ipset restore".to_owned(),
+                text: ipset::load_payload(&sets, &[]),
+            }],
+            rules: payloads.join("\n"),
+        }
     }
 
     fn dry_run_text(&self, report: &ConvergeReport) -> String {
@@ -160,12 +179,29 @@ impl Backend for IptablesBackend {
         reconcile::drift(desired, installed)
     }
 
-    fn holds_ours(&self, budget: &TimeBudget) -> Result<Option<Installed>> {
+    fn remove(&self, what: Removal, budget: &TimeBudget) -> Result<()> {
+        match what {
+            Removal::Rules => self.remove_rules(budget),
+            Removal::Sets => {
+                let destroyed = sets::sweep(&[], budget, false, true)?;
+                if !destroyed.is_empty() {
+                    info!(sets = ?destroyed, "sets destroyed");
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl IptablesBackend {
+    /// [`Scope::Ours`]: the nat tables, read only where rules of ours may be.
+    fn read_ours(&self, budget: &TimeBudget) -> Result<Installed> {
+        let nothing = Installed::nothing(self.kind);
         // The kernel is asked first (iptables-nft's tables over netlink, legacy's table
         // names in /proc), so the common answer, nothing of ours, costs no program and no
         // search of PATH.
         if self.kind == BackendKind::IptablesNft && !super::netfilter::iptables_nft_holds_ours()? {
-            return Ok(None);
+            return Ok(nothing);
         }
         let mut desired = Self::everything_of_ours_removed();
         if self.kind == BackendKind::IptablesLegacy {
@@ -176,11 +212,15 @@ impl Backend for IptablesBackend {
                 }
             }
         }
-        if desired.rulesets().next().is_none() || self.installed().is_err() {
-            return Ok(None);
+        if desired.rulesets().next().is_none() || self.available(Availability::Installed).is_err() {
+            return Ok(nothing);
         }
         let (installed, _) = read::read(self.kind, &desired, budget)?;
-        Ok((!installed.is_clean()).then_some(installed))
+        Ok(if installed.is_clean() {
+            nothing
+        } else {
+            installed
+        })
     }
 
     fn remove_rules(&self, budget: &TimeBudget) -> Result<()> {
@@ -204,14 +244,6 @@ impl Backend for IptablesBackend {
         // Sets only these rules used can go now; sets another backend still uses stay (the
         // kernel refuses), quietly: that backend's own turn removes them.
         sets::sweep(&[], budget, false, false)?;
-        Ok(())
-    }
-
-    fn remove_sets(&self, budget: &TimeBudget) -> Result<()> {
-        let destroyed = sets::sweep(&[], budget, false, true)?;
-        if !destroyed.is_empty() {
-            info!(sets = ?destroyed, "sets destroyed");
-        }
         Ok(())
     }
 }

@@ -27,7 +27,8 @@ use tracing::info;
 
 use super::netfilter::kernel_error;
 use super::{
-    Backend, BackendKind, ConvergeReport, Desired, FamilyChange, FamilyPlan, Installed, TimeBudget,
+    Availability, Backend, BackendKind, ConvergeReport, Desired, FamilyChange, FamilyPlan,
+    Installed, OwnReading, Removal, Rendered, Scope, TimeBudget,
 };
 use crate::error::Result;
 use crate::ruleset::{
@@ -80,8 +81,12 @@ impl NftablesBackend {
         )))
     }
 
-    fn installed(desired: &Desired, table: Option<&Table>) -> Installed {
-        let view = table.map(model_view).unwrap_or_default();
+    /// The snapshot of the families `desired` covers, from one read of the table.
+    fn snapshot(desired: &Desired, reading: Reading) -> Installed {
+        let view = match &reading {
+            Reading::Table(table) => table.as_ref().map(model_view).unwrap_or_default(),
+            Reading::Unmodelled(_) => unreadable_view(),
+        };
         Installed {
             backend: BackendKind::Nftables,
             families: desired
@@ -94,8 +99,56 @@ impl NftablesBackend {
                 .skipped()
                 .map(|(family, why)| (family, why.to_owned()))
                 .collect(),
+            own: Some(OwnReading::new(reading)),
         }
     }
+
+    /// The table as read now.
+    fn reading(budget: &TimeBudget) -> Result<Reading> {
+        match Self::connect(budget)?.read_table(TABLE_NAME) {
+            Ok(snapshot) => Ok(Reading::Table(snapshot.table)),
+            // The table is there, holding what meshinit never writes: drift names it.
+            Err(NftError::Unmodelled(what)) => Ok(Reading::Unmodelled(what)),
+            Err(e) => Err(kernel_error(e)),
+        }
+    }
+
+    /// [`Scope::Ours`]: whether the table exists (one request; its content is not read).
+    fn read_ours(budget: &TimeBudget) -> Result<Installed> {
+        // Without nf_tables nothing can be there.
+        let Ok(mut connection) = Self::connect(budget) else {
+            return Ok(Installed::nothing(BackendKind::Nftables));
+        };
+        // Whether the table exists is one request; its content is not needed to remove it
+        // (and a read can fail on content meshinit does not model, or under a busy writer,
+        // which must never pass for "nothing of ours").
+        // What it holds is not read either: that the table is there is all the callers
+        // need (clean and moving away delete it by name; status names it), and reading a
+        // table of a million elements back takes seconds.
+        if connection
+            .table_info(TABLE_NAME)
+            .map_err(kernel_error)?
+            .is_none()
+        {
+            return Ok(Installed::nothing(BackendKind::Nftables));
+        }
+        let view = unreadable_view();
+        Ok(Installed {
+            backend: BackendKind::Nftables,
+            families: Family::BOTH.iter().map(|f| (*f, view.clone())).collect(),
+            skipped: Vec::new(),
+            own: None,
+        })
+    }
+}
+
+/// One read of table `inet meshinit`: the snapshot [`NftablesBackend::drift`] compares.
+#[derive(Debug)]
+enum Reading {
+    /// The table (`None`: not there).
+    Table(Option<Table>),
+    /// The table holds what the model has no words for (named).
+    Unmodelled(String),
 }
 
 impl Backend for NftablesBackend {
@@ -107,30 +160,21 @@ impl Backend for NftablesBackend {
         render::PLAN_OPTIONS
     }
 
-    fn installed(&self) -> Result<()> {
-        // Nothing to install: the kernel interface is all it needs, proven on first use.
-        Ok(())
+    fn available(&self, check: Availability<'_>) -> Result<()> {
+        match check {
+            // Nothing to install: the kernel interface is all it needs, proven on first use.
+            Availability::Installed => Ok(()),
+            Availability::Works(budget) => Self::connect(budget)?
+                .generation()
+                .map(drop)
+                .map_err(kernel_error),
+        }
     }
 
-    fn ready(&self, budget: &TimeBudget) -> Result<()> {
-        Self::connect(budget)?
-            .generation()
-            .map(drop)
-            .map_err(kernel_error)
-    }
-
-    fn read(&self, desired: &Desired, budget: &TimeBudget) -> Result<Installed> {
-        match Self::connect(budget)?.read_table(TABLE_NAME) {
-            Ok(snapshot) => Ok(Self::installed(desired, snapshot.table.as_ref())),
-            // The table is there, holding what meshinit never writes: drift names it.
-            Err(NftError::Unmodelled(_)) => {
-                let mut installed = Self::installed(desired, None);
-                for (_, view) in &mut installed.families {
-                    *view = unreadable_view();
-                }
-                Ok(installed)
-            }
-            Err(e) => Err(kernel_error(e)),
+    fn read(&self, scope: Scope<'_>, budget: &TimeBudget) -> Result<Installed> {
+        match scope {
+            Scope::Planned(desired) => Ok(Self::snapshot(desired, Self::reading(budget)?)),
+            Scope::Ours => Self::read_ours(budget),
         }
     }
 
@@ -197,10 +241,15 @@ impl Backend for NftablesBackend {
         })
     }
 
-    fn render(&self, desired: &Desired) -> String {
-        match Self::planned(desired) {
+    fn render(&self, desired: &Desired) -> Rendered {
+        let rules = match Self::planned(desired) {
             Some(table) => script::script(&table),
             None => format!("delete table inet {TABLE_NAME}\n"),
+        };
+        // Its sets are in the table, sent with the rules.
+        Rendered {
+            first: Vec::new(),
+            rules,
         }
     }
 
@@ -224,11 +273,20 @@ impl Backend for NftablesBackend {
         budget: &TimeBudget,
     ) -> Result<Vec<(Family, Drift)>> {
         let planned = Self::planned(desired);
-        let table = match Self::connect(budget)?.read_table(TABLE_NAME) {
-            Ok(snapshot) => snapshot.table,
+        // The snapshot it was given (read again only when it came from elsewhere).
+        let read_now;
+        let reading = match installed.own.as_ref().and_then(|own| own.get::<Reading>()) {
+            Some(reading) => reading,
+            None => {
+                read_now = Self::reading(budget)?;
+                &read_now
+            }
+        };
+        let table = match reading {
+            Reading::Table(table) => table,
             // Something in our table meshinit never writes: drift, named, which apply
             // replaces (never "nothing there").
-            Err(NftError::Unmodelled(what)) => {
+            Reading::Unmodelled(what) => {
                 let line = format!("content of table inet {TABLE_NAME} not in the plan: {what}");
                 return Ok(installed
                     .families
@@ -242,13 +300,12 @@ impl Backend for NftablesBackend {
                     })
                     .collect());
             }
-            Err(e) => return Err(kernel_error(e)),
         };
         Ok(installed
             .families
             .iter()
             .map(|(family, _)| {
-                let drift = match (&planned, &table) {
+                let drift = match (&planned, table) {
                     (Some(planned), table) => describe_drift(table.as_ref(), planned, *family),
                     (None, Some(table)) => Drift {
                         unexpected: vec![format!("table inet {}", table.name)],
@@ -277,39 +334,18 @@ impl Backend for NftablesBackend {
         part_drift(installed, desired)
     }
 
-    fn holds_ours(&self, budget: &TimeBudget) -> Result<Option<Installed>> {
-        // Without nf_tables nothing can be there.
-        let Ok(mut connection) = Self::connect(budget) else {
-            return Ok(None);
-        };
-        // Whether the table exists is one request; its content is not needed to remove it
-        // (and a read can fail on content meshinit does not model, or under a busy writer,
-        // which must never pass for "nothing of ours").
-        // What it holds is not read either: that the table is there is all the callers
-        // need (clean and moving away delete it by name; status names it), and reading a
-        // table of a million elements back takes seconds.
-        let view = match connection.table_info(TABLE_NAME).map_err(kernel_error)? {
-            None => return Ok(None),
-            Some(_) => unreadable_view(),
-        };
-        Ok(Some(Installed {
-            backend: BackendKind::Nftables,
-            families: Family::BOTH.iter().map(|f| (*f, view.clone())).collect(),
-            skipped: Vec::new(),
-        }))
-    }
-
-    fn remove_rules(&self, budget: &TimeBudget) -> Result<()> {
-        let deletion = Self::connect(budget)?
-            .delete_table(TABLE_NAME)
-            .map_err(kernel_error)?;
-        info!(?deletion, "table inet {TABLE_NAME} removed");
-        Ok(())
-    }
-
-    fn remove_sets(&self, _: &TimeBudget) -> Result<()> {
-        // Its sets live in its table and went with it.
-        Ok(())
+    fn remove(&self, what: Removal, budget: &TimeBudget) -> Result<()> {
+        match what {
+            Removal::Rules => {
+                let deletion = Self::connect(budget)?
+                    .delete_table(TABLE_NAME)
+                    .map_err(kernel_error)?;
+                info!(?deletion, "table inet {TABLE_NAME} removed");
+                Ok(())
+            }
+            // Its sets live in its table and went with it.
+            Removal::Sets => Ok(()),
+        }
     }
 }
 
