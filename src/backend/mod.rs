@@ -241,10 +241,10 @@ pub trait Backend: fmt::Debug + Send + Sync {
         budget: &TimeBudget,
     ) -> Result<Vec<(Family, Drift)>>;
 
-    /// How one family's table differs from a ruleset, in this backend's words (no I/O): the
-    /// part of [`drift`](Backend::drift) verify asks per chain, and status of other
-    /// backends' leftovers.
-    fn describe_drift(&self, desired: &Ruleset, installed: &InstalledTable) -> Drift;
+    /// How one family of the snapshot `installed` differs from a ruleset, in this backend's
+    /// words (no I/O): the part of [`drift`](Backend::drift) verify asks per chain, and
+    /// status of other backends' leftovers.
+    fn describe_drift(&self, desired: &Ruleset, installed: &Installed, family: Family) -> Drift;
 
     /// Removes ours: the rules (in both families), or the sets no rule uses any more.
     fn remove(&self, what: Removal, budget: &TimeBudget) -> Result<()>;

@@ -168,8 +168,8 @@ fn status_with(
         if held.is_clean() {
             continue;
         }
-        for (family, table) in &held.families {
-            let leftovers = other.describe_drift(&Ruleset::empty(*family), table);
+        for (family, _) in &held.families {
+            let leftovers = other.describe_drift(&Ruleset::empty(*family), &held, *family);
             let lines = leftovers
                 .unexpected
                 .into_iter()

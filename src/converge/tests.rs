@@ -135,7 +135,7 @@ impl Backend for Fake {
         Ok(vec![(Family::Ipv4, Drift::default())])
     }
     /// What it holds is one rule of ours, unexpected against the empty ruleset.
-    fn describe_drift(&self, _: &Ruleset, _: &InstalledTable) -> Drift {
+    fn describe_drift(&self, _: &Ruleset, _: &Installed, _: Family) -> Drift {
         Drift {
             unexpected: vec![format!("a rule of ours in {}", self.kind)],
             ..Drift::default()

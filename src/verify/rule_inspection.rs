@@ -289,7 +289,11 @@ mod tests {
     /// What verify makes of an `iptables-save` text, for configuration `c`.
     fn inspected(c: &ProxyConfig, saved: &str) -> Inspected {
         let backend = IptablesBackend::new(BackendKind::IptablesNft);
-        inspect(&backend, c, Family::Ipv4, installed_table(saved))
+        let installed = crate::backend::Installed {
+            families: vec![(Family::Ipv4, installed_table(saved))],
+            ..crate::backend::Installed::nothing(BackendKind::IptablesNft)
+        };
+        inspect(&backend, c, Family::Ipv4, &installed)
     }
 
     fn rendered(c: &ProxyConfig) -> String {

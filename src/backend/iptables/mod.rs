@@ -159,7 +159,7 @@ impl Backend for IptablesBackend {
         for (family, table) in &installed.families {
             let empty = Ruleset::empty(*family);
             let ruleset = desired.ruleset(*family).unwrap_or(&empty);
-            let mut drift = self.describe_drift(ruleset, table);
+            let mut drift = reconcile::drift(ruleset, table);
             if !ruleset.sets.is_empty() {
                 if own_sets.is_none() {
                     own_sets = Some(sets::installed_members(budget)?);
@@ -175,8 +175,9 @@ impl Backend for IptablesBackend {
         Ok(out)
     }
 
-    fn describe_drift(&self, desired: &Ruleset, installed: &InstalledTable) -> Drift {
-        reconcile::drift(desired, installed)
+    fn describe_drift(&self, desired: &Ruleset, installed: &Installed, family: Family) -> Drift {
+        let empty = InstalledTable::default();
+        reconcile::drift(desired, installed.table(family).unwrap_or(&empty))
     }
 
     fn remove(&self, what: Removal, budget: &TimeBudget) -> Result<()> {

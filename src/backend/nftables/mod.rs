@@ -318,10 +318,12 @@ impl Backend for NftablesBackend {
             .collect())
     }
 
-    fn describe_drift(&self, desired: &Ruleset, installed: &InstalledTable) -> Drift {
+    fn describe_drift(&self, desired: &Ruleset, installed: &Installed, family: Family) -> Drift {
+        let empty = InstalledTable::default();
+        let view = installed.table(family).unwrap_or(&empty);
         if desired.chains.is_empty() {
             // Nothing of ours is wanted: the table, if there, is unexpected.
-            let unexpected = if installed.is_clean() {
+            let unexpected = if view.is_clean() {
                 Vec::new()
             } else {
                 vec![format!("table inet {TABLE_NAME}")]
@@ -331,7 +333,12 @@ impl Backend for NftablesBackend {
                 ..Drift::default()
             };
         }
-        part_drift(installed, desired)
+        // The table itself, as this backend read it (none: not there, or not readable).
+        let table = match installed.own.as_ref().and_then(|own| own.get::<Reading>()) {
+            Some(Reading::Table(table)) => table.as_ref(),
+            _ => None,
+        };
+        part_drift(view, table, desired)
     }
 
     fn remove(&self, what: Removal, budget: &TimeBudget) -> Result<()> {
@@ -349,10 +356,11 @@ impl Backend for NftablesBackend {
     }
 }
 
-/// How `installed` lacks the part of the plan `desired` holds (one family, possibly one
+/// How the table lacks the part of the plan `desired` holds (one family, possibly one
 /// chain): that part, rendered alone, must be in the table, each chain's rules in order (the
-/// table holds the other family's rules between them), compared by [`rule_key`].
-fn part_drift(installed: &InstalledTable, desired: &Ruleset) -> Drift {
+/// table holds the other family's rules between them), compared by [`rule_key`]. `view`
+/// says which chains are there; `table` (when read) holds their rules.
+fn part_drift(view: &InstalledTable, table: Option<&Table>, desired: &Ruleset) -> Drift {
     let mut drift = Drift::default();
     // Lines name the model's chains, as the iptables backends' do, for what filters them by
     // chain (verify).
@@ -363,7 +371,7 @@ fn part_drift(installed: &InstalledTable, desired: &Ruleset) -> Drift {
         let Some((_, own_chain, _)) = CHAINS.iter().find(|(name, ..)| *name == chain.name) else {
             continue;
         };
-        if !installed.chains.iter().any(|c| c == own_chain) {
+        if !view.chains.iter().any(|c| c == own_chain) {
             drift
                 .missing
                 .push(format!("chain {}, for {part}", chain.name));
@@ -375,9 +383,13 @@ fn part_drift(installed: &InstalledTable, desired: &Ruleset) -> Drift {
             .filter(|r| **r != guard)
             .map(|r| rule_key(r, &wanted))
             .collect();
+        let installed = table
+            .and_then(|t| t.chain(&chain.name).map(|c| (t, c)))
+            .into_iter()
+            .flat_map(|(t, c)| c.rules.iter().map(move |r| rule_key(r, t)));
         let mut next = 0;
-        for rule in installed.rules_in(own_chain) {
-            if next < rules.len() && rule.text == rules[next] {
+        for rule in installed {
+            if next < rules.len() && rule == rules[next] {
                 next += 1;
             }
         }
@@ -412,7 +424,8 @@ fn rule_key(rule: &Rule, table: &Table) -> String {
 
 /// The table in the model's terms, for what reads chains and jumps (verify's rule
 /// inspection, status): a base chain stands for one of our chains and the jump into it; each
-/// rule's text is its [`rule_key`].
+/// rule's text is its spelling in `nft`'s words. Drift does not compare these (it compares
+/// the table itself, [`part_drift`]).
 fn model_view(table: &Table) -> InstalledTable {
     let mut view = InstalledTable::default();
     for (name, own_chain, hook) in CHAINS {
@@ -433,7 +446,7 @@ fn model_view(table: &Table) -> InstalledTable {
                 rule: None,
                 target: None,
                 sets: Vec::new(),
-                text: rule_key(rule, table),
+                text: nftables_netlink::text::rule_text(rule),
             }));
     }
     view
