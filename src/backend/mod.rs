@@ -2,10 +2,12 @@
 //! implementation of [`Backend`]; [`select`] is the one place that chooses among them, and
 //! every command (apply, clean, status, verify, the CNI verbs) goes through it.
 
+pub mod counts;
 pub mod iptables;
 pub mod netfilter;
 pub mod nftables;
 pub mod program;
+pub mod show;
 
 use std::any::Any;
 use std::fmt;
@@ -15,6 +17,7 @@ use serde::Serialize;
 use tracing::info;
 
 pub use crate::backend_kind::{BackendChoice, BackendKind};
+pub use counts::RuleCount;
 pub use program::TimeBudget;
 
 use crate::config::Ipv6Mode;
@@ -171,6 +174,17 @@ pub struct Payload {
     pub text: String,
 }
 
+/// What `status --show` prints of one backend, in its own syntax.
+#[derive(Debug, Clone, Default)]
+pub struct Shown {
+    /// Per family: its rules of ours (a backend holding each family apart).
+    pub families: Vec<(Family, String)>,
+    /// All of ours at once (a backend holding both families in one table), and the
+    /// difference from the plan as `- installed` / `+ planned` lines; otherwise the
+    /// difference is each family's drift.
+    pub whole: Option<(String, Vec<String>)>,
+}
+
 /// What a backend would send to install a plan where nothing of ours is.
 #[derive(Debug, Clone)]
 pub struct Rendered {
@@ -248,6 +262,13 @@ pub trait Backend: fmt::Debug + Send + Sync {
 
     /// Removes ours: the rules (in both families), or the sets no rule uses any more.
     fn remove(&self, what: Removal, budget: &TimeBudget) -> Result<()>;
+
+    /// `status --show`: the rules of ours it holds for `desired`'s families, in its own
+    /// syntax; the difference from the plan is computed only when not `in_sync`.
+    fn show(&self, desired: &Desired, in_sync: bool, budget: &TimeBudget) -> Result<Shown>;
+
+    /// `status --counters`: each planned rule of `desired` with its counters as installed.
+    fn counters(&self, desired: &Desired, budget: &TimeBudget) -> Result<Vec<RuleCount>>;
 }
 
 /// Every backend: the ones `clean` and `apply` walk to remove rules of ours wherever they

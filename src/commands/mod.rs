@@ -7,8 +7,6 @@ pub mod cni;
 pub mod explain;
 pub mod render;
 pub mod status;
-mod status_counters;
-mod status_show;
 mod target;
 pub mod validate;
 pub mod verify;

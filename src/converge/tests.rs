@@ -141,6 +141,12 @@ impl Backend for Fake {
             ..Drift::default()
         }
     }
+    fn show(&self, _: &Desired, _: bool, _: &TimeBudget) -> Result<crate::backend::Shown> {
+        Ok(crate::backend::Shown::default())
+    }
+    fn counters(&self, _: &Desired, _: &TimeBudget) -> Result<Vec<crate::backend::RuleCount>> {
+        Ok(Vec::new())
+    }
     fn remove(&self, what: Removal, _: &TimeBudget) -> Result<()> {
         match what {
             Removal::Rules => {

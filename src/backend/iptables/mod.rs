@@ -24,7 +24,7 @@ use tracing::info;
 use super::program::{self, TimeBudget};
 use super::{
     Availability, Backend, BackendKind, ConvergeReport, Desired, FamilyPlan, Installed, Payload,
-    Removal, Rendered, Scope,
+    Removal, Rendered, RuleCount, Scope, Shown, counts, show,
 };
 use crate::config::Ipv6Mode;
 use crate::error::Result;
@@ -178,6 +178,25 @@ impl Backend for IptablesBackend {
     fn describe_drift(&self, desired: &Ruleset, installed: &Installed, family: Family) -> Drift {
         let empty = InstalledTable::default();
         reconcile::drift(desired, installed.table(family).unwrap_or(&empty))
+    }
+
+    fn show(&self, desired: &Desired, _: bool, budget: &TimeBudget) -> Result<Shown> {
+        let families = desired
+            .rulesets()
+            .map(|r| Ok((r.family, show::iptables_rules(self.kind, r.family, budget)?)))
+            .collect::<Result<_>>()?;
+        Ok(Shown {
+            families,
+            whole: None,
+        })
+    }
+
+    fn counters(&self, desired: &Desired, budget: &TimeBudget) -> Result<Vec<RuleCount>> {
+        let mut all = Vec::new();
+        for ruleset in desired.rulesets() {
+            all.extend(counts::iptables_counts(self.kind, ruleset, budget)?);
+        }
+        Ok(all)
     }
 
     fn remove(&self, what: Removal, budget: &TimeBudget) -> Result<()> {

@@ -28,7 +28,7 @@ use tracing::info;
 use super::netfilter::kernel_error;
 use super::{
     Availability, Backend, BackendKind, ConvergeReport, Desired, FamilyChange, FamilyPlan,
-    Installed, OwnReading, Removal, Rendered, Scope, TimeBudget,
+    Installed, OwnReading, Removal, Rendered, RuleCount, Scope, Shown, TimeBudget, counts, show,
 };
 use crate::error::Result;
 use crate::ruleset::{
@@ -339,6 +339,26 @@ impl Backend for NftablesBackend {
             _ => None,
         };
         part_drift(view, table, desired)
+    }
+
+    fn show(&self, desired: &Desired, in_sync: bool, budget: &TimeBudget) -> Result<Shown> {
+        let listed = show::native_rules(budget)?.unwrap_or_else(|| {
+            "# nft is not installed: the native table cannot be printed in nft syntax \
+             (status compares it all the same)\n"
+                .to_owned()
+        });
+        let diff = match desired.ruleset(Family::Ipv4) {
+            Some(ipv4) if !in_sync => show::native_diff(ipv4, desired.ruleset(Family::Ipv6))?,
+            _ => Vec::new(),
+        };
+        Ok(Shown {
+            families: Vec::new(),
+            whole: Some((listed, diff)),
+        })
+    }
+
+    fn counters(&self, _: &Desired, budget: &TimeBudget) -> Result<Vec<RuleCount>> {
+        counts::native_counts(budget)
     }
 
     fn remove(&self, what: Removal, budget: &TimeBudget) -> Result<()> {

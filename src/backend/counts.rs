@@ -4,8 +4,8 @@
 
 use serde::Serialize;
 
-use crate::backend::BackendKind;
-use crate::backend::iptables::{IptablesTools, render};
+use super::BackendKind;
+use super::iptables::{IptablesTools, render};
 use crate::backend::program::{self, TimeBudget};
 use crate::error::{Error, Result};
 use crate::ruleset::{

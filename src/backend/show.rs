@@ -3,9 +3,9 @@
 //! everything that is not rules is a `#` comment (`iptables-restore` and `nft -f` both
 //! skip them).
 
-use crate::backend::BackendKind;
-use crate::backend::iptables::IptablesTools;
-use crate::backend::nftables::{TABLE_NAME, counters, render_table};
+use super::BackendKind;
+use super::iptables::IptablesTools;
+use super::nftables::{TABLE_NAME, counters, render_table};
 use crate::backend::program::{self, TimeBudget};
 use crate::error::Result;
 use crate::ruleset::{Drift, Family, Ruleset, is_own_chain};
