@@ -32,10 +32,7 @@ pub fn egress_rules_hint(family: Family, inspected: &Inspected) -> String {
              not installed in this namespace{foreign}"
         );
     }
-    if !installed
-        .jumps_into_own_chains()
-        .any(|j| j.own_target() == Some(EGRESS_CHAIN))
-    {
+    if !installed.enters(EGRESS_CHAIN) {
         return format!("{EGRESS_CHAIN} exists but no built-in chain jumps into it{foreign}");
     }
     let drift = &inspected.egress_drift;
@@ -140,10 +137,7 @@ pub fn inspect_ingress(
         ports = format!("* (every port but {})", never.join(","));
     }
     let has_chain = installed.table.chains.iter().any(|c| c == INGRESS_CHAIN);
-    let has_jump = installed
-        .table
-        .jumps_into_own_chains()
-        .any(|j| j.own_target() == Some(INGRESS_CHAIN));
+    let has_jump = installed.table.enters(INGRESS_CHAIN);
     if !has_chain && !has_jump {
         return result(
             Status::Fail,

@@ -192,7 +192,7 @@ mod tests {
     fn with_chain() -> NatTable {
         read(InstalledTable {
             chains: vec![EGRESS_CHAIN.to_owned()],
-            rules: Vec::new(),
+            ..InstalledTable::default()
         })
     }
     fn empty() -> NatTable {

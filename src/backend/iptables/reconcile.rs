@@ -139,6 +139,8 @@ pub fn installed_holding(ruleset: &Ruleset) -> InstalledTable {
             .chain(&ruleset.jumps)
             .map(|r| super::parse::installed_rule(&r.chain, &super::render::spec(r)))
             .collect(),
+        // iptables enters our chains with jump rules only.
+        hooked: Vec::new(),
     }
 }
 

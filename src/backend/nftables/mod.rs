@@ -32,8 +32,7 @@ use super::{
 };
 use crate::error::Result;
 use crate::ruleset::{
-    Drift, EGRESS_CHAIN, Family, INGRESS_CHAIN, InstalledRule, InstalledTable, OUTPUT_CHAIN,
-    PREROUTING_CHAIN, PlanOptions, Ruleset,
+    Drift, EGRESS_CHAIN, Family, INGRESS_CHAIN, InstalledRule, InstalledTable, PlanOptions, Ruleset,
 };
 use nftables_netlink::model::{Expr, Rule};
 use nftables_netlink::{Change, Deletion, NftConnection, NftError, Table};
@@ -42,13 +41,9 @@ use nftables_netlink::{Change, Deletion, NftConnection, NftError, Table};
 pub struct NftablesBackend;
 
 /// The table's chains, and the model's chains they stand for.
-const CHAINS: [(&str, &str, &str); 2] = [
-    (
-        render::PREROUTING_BASE_CHAIN,
-        INGRESS_CHAIN,
-        PREROUTING_CHAIN,
-    ),
-    (render::OUTPUT_BASE_CHAIN, EGRESS_CHAIN, OUTPUT_CHAIN),
+const CHAINS: [(&str, &str); 2] = [
+    (render::PREROUTING_BASE_CHAIN, INGRESS_CHAIN),
+    (render::OUTPUT_BASE_CHAIN, EGRESS_CHAIN),
 ];
 
 impl NftablesBackend {
@@ -388,7 +383,7 @@ fn part_drift(view: &InstalledTable, table: Option<&Table>, desired: &Ruleset) -
     let wanted = counters::counted(render_table(desired, None));
     let guard = counters::counted_rule(render::ipv6_passes_rule());
     for chain in &wanted.chains {
-        let Some((_, own_chain, _)) = CHAINS.iter().find(|(name, ..)| *name == chain.name) else {
+        let Some((_, own_chain)) = CHAINS.iter().find(|(name, _)| *name == chain.name) else {
             continue;
         };
         if !view.chains.iter().any(|c| c == own_chain) {
@@ -442,24 +437,18 @@ fn rule_key(rule: &Rule, table: &Table) -> String {
     key
 }
 
-/// The table in the model's terms, for what reads chains and jumps (verify's rule
-/// inspection, status): a base chain stands for one of our chains and the jump into it; each
-/// rule's text is its spelling in `nft`'s words. Drift does not compare these (it compares
-/// the table itself, [`part_drift`]).
+/// The table in the model's terms, for what reads chains and how they are entered
+/// (verify's rule inspection, status): a base chain is one of our chains, entered by its
+/// hook (no jump rule); each rule's text is its spelling in `nft`'s words. Drift does not
+/// compare these (it compares the table itself, [`part_drift`]).
 fn model_view(table: &Table) -> InstalledTable {
     let mut view = InstalledTable::default();
-    for (name, own_chain, hook) in CHAINS {
+    for (name, own_chain) in CHAINS {
         let Some(chain) = table.chain(name) else {
             continue;
         };
         view.chains.push(own_chain.to_owned());
-        view.rules.push(InstalledRule {
-            chain: hook.to_owned(),
-            rule: None,
-            target: Some(own_chain.to_owned()),
-            sets: Vec::new(),
-            text: format!("hook of table inet {TABLE_NAME} chain {name}"),
-        });
+        view.hooked.push(own_chain.to_owned());
         view.rules
             .extend(chain.rules.iter().map(|rule| InstalledRule {
                 chain: own_chain.to_owned(),
