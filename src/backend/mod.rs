@@ -213,7 +213,8 @@ pub struct ConvergeReport {
 /// One way of holding the NAT rules. Implementations live in their own module and are added
 /// to [`select`] and [`all`]; nothing else needs to know them. The verbs: is it here
 /// ([`available`](Backend::available)), read a snapshot, the drift between a snapshot and
-/// the plan, converge to the plan, remove ours; and its own text of a plan or a dry run.
+/// the plan, converge to the plan, remove ours; and its own text: of a plan, of a dry run,
+/// and for status, of what it holds and its counters.
 pub trait Backend: fmt::Debug + Send + Sync {
     fn kind(&self) -> BackendKind;
 
