@@ -11,7 +11,7 @@ use std::path::Path;
 use meshinit::backend::iptables::parse::installed_table;
 use meshinit::backend::iptables::reconcile::{reconcile_payload, undo_payload};
 use meshinit::config::{RawSettings, validate};
-use meshinit::ruleset::{Family, PlanOptions, Ruleset, plan};
+use meshinit::ruleset::{Family, Ruleset, plan};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/payloads");
 
@@ -37,7 +37,11 @@ fn desired() -> Ruleset {
         ],
     );
     let (config, _) = validate(&raw).expect("the traffic config is valid");
-    plan(&config, Family::Ipv4, PlanOptions::default())
+    plan(
+        &config,
+        Family::Ipv4,
+        meshinit::backend::iptables::render::PLAN_OPTIONS,
+    )
 }
 
 fn sent(fixture: &str) -> String {

@@ -15,7 +15,7 @@ use meshinit::config::{
     IgnoredDestinations, IngressConfig, Ipv6Mode, PortList, PortRange, ProxyConfig,
     sources::env::parse_env, validate,
 };
-use meshinit::ruleset::{Family, Match, PlanOptions, plan};
+use meshinit::ruleset::{Family, Match, plan};
 use nftables_netlink::model::{KeyRange, KeyType, Set};
 use nftables_netlink::{
     BatchOutcome, Change, CommitReport, Deletion, NftConnection, NftError, Table, TableFamily,
@@ -205,7 +205,7 @@ fn rulesets_planned_as_for_iptables_render_to_the_same_traffic() {
         return;
     }
     let config = config_from_env(TRAFFIC_ENV);
-    let options = PlanOptions::default();
+    let options = meshinit::backend::iptables::render::PLAN_OPTIONS;
     let (v4, v6) = (
         plan(&config, Family::Ipv4, options),
         plan(&config, Family::Ipv6, options),
@@ -685,6 +685,57 @@ fn ranges_at_the_ends_of_the_key_space_round_trip() {
             first: 0,
             last: 0xffff_ffff
         }]
+    );
+}
+
+/// Drift compares the snapshot it is given: status reads the table once, and a change after
+/// that read is the next status's to see. (The native drift used to read the table a second
+/// time and ignore the snapshot; then this test saw the deleted table as drift.)
+#[test]
+fn drift_compares_the_snapshot_it_was_given() {
+    use meshinit::backend::{BackendKind, Desired, FamilyPlan, Scope, TimeBudget, by_kind};
+    if !require_root() {
+        return;
+    }
+    let ns = TestNetns::new("nft-snapshot");
+    let config = config_from_env(SEED_ENV);
+    let backend = by_kind(BackendKind::Nftables);
+    let budget = TimeBudget::starting_now(Duration::from_secs(30));
+    let desired = Desired {
+        families: Family::BOTH
+            .iter()
+            .map(|f| {
+                let ruleset = plan(&config, *f, backend.plan_options());
+                (*f, FamilyPlan::Program(ruleset))
+            })
+            .collect(),
+        ipv6: config.ipv6,
+    };
+    let backend = backend.as_ref();
+    let drift_now = |snapshot| {
+        ns.run_inside(|| backend.drift(snapshot, &desired, &budget))
+            .expect("drift")
+    };
+    let read_now = || {
+        ns.run_inside(|| backend.read(Scope::Planned(&desired), &budget))
+            .expect("read")
+    };
+    ns.run_inside(|| backend.converge(&desired, &budget, false))
+        .expect("apply");
+    let snapshot = read_now();
+    assert!(!snapshot.is_clean());
+    ns.run_checked("nft", &["delete", "table", "inet", TABLE_NAME]);
+    let drift = drift_now(&snapshot);
+    assert_eq!(drift.len(), 2);
+    assert!(drift.iter().all(|(_, d)| d.is_empty()), "{drift:?}");
+    // A new snapshot sees the table gone, in both families.
+    let gone = read_now();
+    assert!(gone.is_clean());
+    let drift = drift_now(&gone);
+    assert_eq!(drift.len(), 2);
+    assert!(
+        drift.iter().all(|(_, d)| !d.missing.is_empty()),
+        "{drift:?}"
     );
 }
 

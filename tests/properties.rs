@@ -31,7 +31,7 @@ use meshinit::config::input;
 use meshinit::config::settings::{Property, RawSettings, Vocabulary};
 use meshinit::config::sources::{document, env};
 use meshinit::config::{ProxyConfig, validate};
-use meshinit::ruleset::{Family, Match, PlanOptions, Ruleset, SetMembers, plan};
+use meshinit::ruleset::{Family, Match, Ruleset, SetMembers, plan};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
 
@@ -430,7 +430,13 @@ fn outcome(result: Result<ProxyConfig, ()>) -> Option<(Vec<Ruleset>, String)> {
     let config = result.ok()?;
     let rulesets: Vec<Ruleset> = Family::BOTH
         .iter()
-        .map(|family| plan(&config, *family, PlanOptions::default()))
+        .map(|family| {
+            plan(
+                &config,
+                *family,
+                meshinit::backend::iptables::render::PLAN_OPTIONS,
+            )
+        })
         .collect();
     let sets: Vec<_> = rulesets.iter().flat_map(|r| r.sets.clone()).collect();
     let text = rulesets

@@ -13,7 +13,7 @@ use super::pod::{self, PodPlan};
 use super::protocol::{CniError, Command, Invocation, NetworkConfig, code, declared_version};
 use super::version::{LATEST, SUPPORTED_VERSIONS, SpecVersion};
 use super::{attachment, result};
-use crate::backend::{self, BackendChoice, BackendKind, TimeBudget};
+use crate::backend::{self, Availability, BackendChoice, BackendKind, TimeBudget};
 use crate::config::properties::Property;
 use crate::config::{ProxyConfig, validate};
 use crate::converge::{self, clean};
@@ -277,7 +277,7 @@ fn ready_backend() -> Result<BackendKind, String> {
     let budget = TimeBudget::starting_now(LOCK_WAIT);
     let mut problems = Vec::new();
     for candidate in backend::all() {
-        match candidate.ready(&budget) {
+        match candidate.available(Availability::Works(&budget)) {
             Ok(()) => return Ok(candidate.kind()),
             Err(e) => problems.push(e.to_string()),
         }

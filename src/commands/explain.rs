@@ -7,12 +7,10 @@ use clap::Args;
 
 use super::args::{ConfigArgs, TargetArgs};
 use super::target::{self, IPTABLES_CAPS, Turn};
-use crate::backend::BackendKind;
-use crate::backend::TimeBudget;
-use crate::backend::iptables::IptablesTools;
+use crate::backend::{self, BackendKind, TimeBudget};
 use crate::converge;
 use crate::error::{ConfigError, Error, Result};
-use crate::explain::{Connection, Direction, Protocol, Provenance, explain, installed_ruleset};
+use crate::explain::{Connection, Direction, Protocol, Provenance, explain};
 use crate::ruleset::{Family, plan};
 
 #[derive(Debug, Args)]
@@ -99,66 +97,6 @@ struct Live {
     not_followed: Vec<String>,
 }
 
-/// What the installed native table decides for `connection`: its NAT chains read back
-/// into the model's rules and walked like the plan, the deciding rule named as installed
-/// (its base chain, position and nft words). Also the rules the walk could not evaluate
-/// that come before the decision (so the answer holds only if they do not match); `None`
-/// when there is no table.
-fn native_installed_answer(
-    config: &crate::config::ProxyConfig,
-    provenance: &Provenance<'_>,
-    connection: &Connection,
-) -> Result<(Option<crate::explain::Explanation>, Vec<String>)> {
-    use crate::backend::nftables::{TABLE_NAME, read_back};
-    let table = nftables_netlink::NftConnection::open()
-        .and_then(|mut c| c.read_table(TABLE_NAME))
-        .map_err(crate::backend::netfilter::kernel_error)?
-        .table;
-    let Some(table) = table else {
-        return Ok((None, Vec::new()));
-    };
-    let read = read_back::installed_ruleset(&table, connection.family());
-    let mut answer = explain(config, Some(&read.ruleset), provenance, connection);
-    // The walk reached this rule of the installed chain (or its end, with no decision).
-    let mut reached: Option<(String, usize)> = None;
-    if let Some(decided) = answer.decided_by.as_mut()
-        && let Some(origin) = read.origin(&decided.chain, decided.position)
-    {
-        decided.chain = origin.chain.clone();
-        decided.position = origin.position;
-        decided.rule = origin.text.clone();
-        reached = Some((origin.chain.clone(), origin.position));
-    }
-    let not_followed = read
-        .unknown
-        .iter()
-        .filter(|u| {
-            let falls_off = answer.decided_by.as_ref().is_none_or(|d| !d.matched);
-            match &reached {
-                Some((chain, position)) if *chain == u.rule.chain => {
-                    u.rule.position < *position || falls_off
-                }
-                // The walk went through this chain only if it is the connection's.
-                _ => {
-                    u.model_chain
-                        == match connection.direction {
-                            Direction::Out => crate::ruleset::EGRESS_CHAIN,
-                            Direction::In => crate::ruleset::INGRESS_CHAIN,
-                        }
-                }
-            }
-        })
-        .map(|u| {
-            format!(
-                "rule {} of chain {} ({}), before the decision: the answer holds only if it \
-                 does not match this connection",
-                u.rule.position, u.rule.chain, u.rule.text
-            )
-        })
-        .collect();
-    Ok((Some(answer), not_followed))
-}
-
 impl ExplainArgs {
     pub fn exec(self) -> Result<i32> {
         // The connection first: a typo there needs no configuration to report.
@@ -166,47 +104,42 @@ impl ExplainArgs {
         let (config, settings, document) = self.config.load_with_settings()?;
         let family = connection.family();
         // The rules `render` prints; the native table is rendered from the same plan.
-        let options = crate::backend::by_kind(BackendKind::IptablesNft).plan_options();
+        let options = backend::by_kind(BackendKind::IptablesNft).plan_options();
         let ruleset = plan(&config, family, options);
         let provenance = Provenance::new(&settings, document);
         let planned = (!ruleset.chains.is_empty()).then_some(&ruleset);
         let explanation = explain(&config, planned, &provenance, &connection);
-        let live = if self.live {
-            target::enter(&self.target, &IPTABLES_CAPS, "explain --live", Turn::Shared)?;
-            let budget = TimeBudget::starting_now(self.target.lock_timeout);
-            let status = converge::status(&config, self.target.backend, &budget)?;
-            let drift = status.families.iter().find(|f| f.family == family);
-            let mut differences = drift.map(|f| f.drift.lines()).unwrap_or_default();
-            if drift.is_none() {
-                let why = status
-                    .skipped
-                    .iter()
-                    .find(|(f, _)| *f == family)
-                    .map_or("not checked", |(_, why)| why.as_str());
-                differences.push(format!("{family} is not programmed here: {why}"));
-            }
-            let in_sync = drift.is_some() && differences.is_empty();
-            let (mut installed, mut not_followed) = (None, Vec::new());
-            if !in_sync && drift.is_some() && status.backend == BackendKind::Nftables {
-                (installed, not_followed) =
-                    native_installed_answer(&config, &provenance, &connection)?;
-            } else if !in_sync && drift.is_some() {
-                let saved = IptablesTools::find(status.backend, family)?.save_nat(&budget)?;
-                let table = crate::backend::iptables::parse::installed_table(&saved);
-                let (walked, untyped) = installed_ruleset(&table, &ruleset);
-                installed = Some(explain(&config, Some(&walked), &provenance, &connection));
-                not_followed = untyped;
-            }
-            Some(Live {
-                backend: status.backend,
-                in_sync,
-                differences,
-                installed,
-                not_followed,
-            })
-        } else {
-            None
-        };
+        let live =
+            if self.live {
+                target::enter(&self.target, &IPTABLES_CAPS, "explain --live", Turn::Shared)?;
+                let budget = TimeBudget::starting_now(self.target.lock_timeout);
+                let status = converge::status(&config, self.target.backend, &budget)?;
+                let drift = status.families.iter().find(|f| f.family == family);
+                let mut differences = drift.map(|f| f.drift.lines()).unwrap_or_default();
+                if drift.is_none() {
+                    let why = status
+                        .skipped
+                        .iter()
+                        .find(|(f, _)| *f == family)
+                        .map_or("not checked", |(_, why)| why.as_str());
+                    differences.push(format!("{family} is not programmed here: {why}"));
+                }
+                let in_sync = drift.is_some() && differences.is_empty();
+                let (mut installed, mut not_followed) = (None, Vec::new());
+                if !in_sync && drift.is_some() {
+                    (installed, not_followed) = backend::by_kind(status.backend)
+                        .explain_installed(&config, &ruleset, &provenance, &connection, &budget)?;
+                }
+                Some(Live {
+                    backend: status.backend,
+                    in_sync,
+                    differences,
+                    installed,
+                    not_followed,
+                })
+            } else {
+                None
+            };
         if self.json {
             let mut value = serde_json::to_value(&explanation).expect("explanation serialises");
             if let Some(live) = &live {

@@ -8,8 +8,6 @@ pub mod explain;
 pub mod property_flags;
 pub mod render;
 pub mod status;
-mod status_counters;
-mod status_show;
 mod target;
 pub mod validate;
 pub mod verify;

@@ -5,7 +5,6 @@
 use clap::{Args, ValueEnum};
 
 use super::args::ConfigArgs;
-use crate::backend::iptables::ipset;
 use crate::backend::{self, BackendChoice, BackendKind, Desired, FamilyPlan};
 use crate::config::Ipv6Mode;
 use crate::error::{ConfigError, Error, Result};
@@ -90,7 +89,6 @@ impl RenderArgs {
             .find(|b| b.kind() == kind)
             .ok_or_else(|| Error::Other(format!("no {kind} backend in this build")))?;
         let desired = Desired {
-            config: Some(config.clone()),
             families: families
                 .iter()
                 .map(|f| {
@@ -100,14 +98,14 @@ impl RenderArgs {
                 .collect(),
             ipv6: config.ipv6,
         };
+        let rendered = renderer.render(&desired);
         if self.sets {
-            let sets: Vec<_> = desired
-                .rulesets()
-                .flat_map(|r| r.sets.iter().cloned())
-                .collect();
-            print!("{}", ipset::load_payload(&sets, &[]));
+            // What is sent before the rules: the sets they use.
+            for payload in &rendered.first {
+                print!("{}", payload.text);
+            }
         } else {
-            print!("{}", renderer.render(&desired));
+            print!("{}", rendered.rules);
         }
         Ok(0)
     }

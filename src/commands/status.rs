@@ -5,8 +5,7 @@ use serde::Serialize;
 
 use super::args::{ConfigArgs, TargetArgs};
 use super::target::{self, IPTABLES_CAPS, Turn};
-use super::{status_counters, status_show};
-use crate::backend::{BackendKind, TimeBudget};
+use crate::backend::{self, BackendKind, Desired, FamilyPlan, RuleCount, TimeBudget, show};
 use crate::config::Ipv6Mode;
 use crate::converge;
 use crate::error::Result;
@@ -52,7 +51,7 @@ struct StatusReport {
     diff: Option<Vec<String>>,
     /// `--counters`: every planned rule with its counters.
     #[serde(skip_serializing_if = "Option::is_none")]
-    counters: Option<Vec<status_counters::RuleCount>>,
+    counters: Option<Vec<RuleCount>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -84,13 +83,26 @@ impl StatusArgs {
         let budget = TimeBudget::starting_now(self.target.lock_timeout);
         let status = converge::status(&config, self.target.backend, &budget)?;
         let ipv6_off = config.ipv6 == Ipv6Mode::Off;
-        let native = status.backend == BackendKind::Nftables;
-        let shown = |family: Family| -> Result<Option<String>> {
-            if !self.show || native {
-                return Ok(None);
-            }
-            status_show::iptables_rules(status.backend, family, &budget).map(Some)
+        // What the backend prints and counts: the plan of every family status reports.
+        let backend = backend::by_kind(status.backend);
+        let desired = Desired {
+            families: status
+                .families
+                .iter()
+                .map(|f| {
+                    let ruleset = plan(&config, f.family, backend.plan_options());
+                    (f.family, FamilyPlan::Program(ruleset))
+                })
+                .collect(),
+            ipv6: config.ipv6,
         };
+        let shown = if self.show {
+            Some(backend.show(&desired, status.in_sync(), &budget)?)
+        } else {
+            None
+        };
+        // A backend holding each family apart shows each family's rules and drift.
+        let per_family = shown.as_ref().filter(|s| s.whole.is_none());
         let mut families = Vec::new();
         for f in &status.families {
             families.push(FamilyStatus {
@@ -98,43 +110,26 @@ impl StatusArgs {
                 redirected: !(ipv6_off && f.family == Family::Ipv6),
                 installed: f.installed,
                 drift: f.drift.clone(),
-                diff: (self.show && !native).then(|| status_show::diff_lines(&f.drift)),
-                rules: shown(f.family)?,
+                diff: per_family.map(|_| show::diff_lines(&f.drift)),
+                rules: per_family.and_then(|s| {
+                    s.families
+                        .iter()
+                        .find(|(family, _)| *family == f.family)
+                        .map(|(_, rules)| rules.clone())
+                }),
             });
         }
-        let rules = if self.show && native {
-            Some(status_show::native_rules()?)
-        } else {
-            None
+        let (rules, whole_diff) = match shown.and_then(|s| s.whole) {
+            Some((rules, diff)) => (Some(rules), Some(diff)),
+            None => (None, None),
         };
         let counters = if self.counters {
-            let mut all = Vec::new();
-            if native {
-                all = status_counters::native_counts()?;
-            } else {
-                for f in &status.families {
-                    let ruleset = plan(&config, f.family, backend_plan_options(status.backend));
-                    all.extend(status_counters::counts(status.backend, &ruleset, &budget)?);
-                }
-            }
-            Some(all)
+            Some(backend.counters(&desired, &budget)?)
         } else {
             None
         };
-        let native_diff = if self.show && native && !status.in_sync() {
-            let options = backend_plan_options(status.backend);
-            let ipv4 = plan(&config, Family::Ipv4, options);
-            let ipv6 = status
-                .families
-                .iter()
-                .any(|f| f.family == Family::Ipv6)
-                .then(|| plan(&config, Family::Ipv6, options));
-            Some(status_show::native_diff(&ipv4, ipv6.as_ref())?)
-        } else {
-            self.show.then(Vec::new).filter(|_| native)
-        };
         let report = StatusReport {
-            diff: native_diff,
+            diff: whole_diff,
             counters,
             in_sync: status.in_sync(),
             backend: status.backend,
@@ -224,9 +219,4 @@ fn print_human(report: &StatusReport) {
             println!("{note}  {}{only}", count.line());
         }
     }
-}
-
-/// The plan options of `kind`, so the counted rules are the ones it installed.
-fn backend_plan_options(kind: BackendKind) -> crate::ruleset::PlanOptions {
-    crate::backend::by_kind(kind).plan_options()
 }

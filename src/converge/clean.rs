@@ -4,7 +4,7 @@
 
 use tracing::error;
 
-use crate::backend::{self, Backend, BackendChoice, TimeBudget};
+use crate::backend::{self, Availability, Backend, BackendChoice, Removal, Scope, TimeBudget};
 use crate::error::Result;
 
 /// Removes our rules from the backend `choice` names, or with `auto` from every backend
@@ -14,7 +14,7 @@ pub fn clean(choice: BackendChoice, budget: &TimeBudget) -> Result<()> {
         BackendChoice::Auto => backend::all(),
         explicit => {
             let chosen = backend::select(explicit, budget)?.backend;
-            chosen.installed()?;
+            chosen.available(Availability::Installed)?;
             vec![chosen]
         }
     };
@@ -26,21 +26,24 @@ pub fn clean(choice: BackendChoice, budget: &TimeBudget) -> Result<()> {
 pub(super) fn clean_backends(backends: &[Box<dyn Backend>], budget: &TimeBudget) -> Result<()> {
     let mut first_error = None;
     for b in backends {
-        match b.holds_ours(budget) {
-            Ok(Some(_)) => {}
-            Ok(None) => continue,
+        match b.read(Scope::Ours, budget) {
+            Ok(held) if !held.is_clean() => {}
+            Ok(_) => continue,
             // Unreadable is not "nothing of ours": try removing, which says what fails.
             Err(e) => {
                 error!(backend = %b.kind(), error = %e, "could not tell whether this backend holds ours; removing anyway");
             }
         }
-        if let Err(e) = b.remove_rules(budget) {
+        if let Err(e) = b.remove(Removal::Rules, budget) {
             error!(backend = %b.kind(), error = %e, "could not clean this backend; going on");
             first_error.get_or_insert(e);
         }
     }
-    for b in backends.iter().filter(|b| b.installed().is_ok()) {
-        if let Err(e) = b.remove_sets(budget) {
+    for b in backends
+        .iter()
+        .filter(|b| b.available(Availability::Installed).is_ok())
+    {
+        if let Err(e) = b.remove(Removal::Sets, budget) {
             first_error.get_or_insert(e);
         }
     }

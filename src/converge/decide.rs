@@ -79,7 +79,6 @@ impl FamilyChoice {
     /// empty ones (clean).
     pub fn desired(&self, config: Option<&ProxyConfig>, options: PlanOptions) -> Desired {
         Desired {
-            config: config.cloned(),
             families: self
                 .families
                 .iter()

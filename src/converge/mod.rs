@@ -11,8 +11,8 @@ pub use decide::{FamilyChoice, Ipv6Decision, decide, decide_for, ipv6_decision};
 use tracing::warn;
 
 use crate::backend::{
-    self, Backend, BackendChoice, BackendKind, ConvergeReport, Desired, Installed, Selection,
-    TimeBudget,
+    self, Availability, Backend, BackendChoice, BackendKind, ConvergeReport, Desired, Installed,
+    Removal, Scope, Selection, TimeBudget,
 };
 use crate::config::{Ipv6Mode, ProxyConfig};
 use crate::error::Result;
@@ -67,8 +67,8 @@ fn apply_with(
             // during a move from iptables) are swept by every apply, as iptables' applies
             // do. Those another program's rule uses stay, with a warning.
             for other in others.iter().filter(|b| b.kind() != chosen) {
-                if other.installed().is_ok() {
-                    if let Err(e) = other.remove_sets(budget) {
+                if other.available(Availability::Installed).is_ok() {
+                    if let Err(e) = other.remove(Removal::Sets, budget) {
                         warn!(backend = %other.kind(), error = %e, "sets of ours left behind");
                     }
                     break;
@@ -94,11 +94,11 @@ fn remove_from_other_backends(
         if replaced.contains(&other.kind()) {
             // Its rules went in the transaction that installed ours; a set left behind is
             // untidy but harmless, so failing to remove it is a warning, not a failed apply.
-            if let Err(e) = other.remove_sets(budget) {
+            if let Err(e) = other.remove(Removal::Sets, budget) {
                 warn!(backend = %other.kind(), error = %e, "sets of ours left behind");
             }
-        } else if other.holds_ours(budget)?.is_some() {
-            other.remove_rules(budget)?;
+        } else if !other.read(Scope::Ours, budget)?.is_clean() {
+            other.remove(Removal::Rules, budget)?;
             warn!(
                 backend = %chosen,
                 "removed meshinit's rules from {} as well: the kernel evaluates every backend, \
@@ -151,7 +151,7 @@ fn status_with(
 ) -> Result<Status> {
     let (installed, drifts) = selection.run(|b| {
         let desired = families.desired(Some(config), b.plan_options());
-        let installed = b.read(&desired, budget)?;
+        let installed = b.read(Scope::Planned(&desired), budget)?;
         let drifts = b.drift(&installed, &desired, budget)?;
         Ok((installed, drifts))
     })?;
@@ -164,11 +164,12 @@ fn status_with(
         })
         .collect();
     for other in others.iter().filter(|b| b.kind() != installed.backend) {
-        let Some(held) = other.holds_ours(budget)? else {
+        let held = other.read(Scope::Ours, budget)?;
+        if held.is_clean() {
             continue;
-        };
-        for (family, table) in &held.families {
-            let leftovers = other.describe_drift(&Ruleset::empty(*family), table);
+        }
+        for (family, _) in &held.families {
+            let leftovers = other.describe_drift(&Ruleset::empty(*family), &held, *family);
             let lines = leftovers
                 .unexpected
                 .into_iter()
@@ -209,7 +210,7 @@ pub fn read_for_inspection(
         Ipv6Mode::Auto
     };
     let desired: Desired = decide(mode)?.desired(None, backend.plan_options());
-    backend.read(&desired, budget)
+    backend.read(Scope::Planned(&desired), budget)
 }
 
 #[cfg(test)]

@@ -49,32 +49,57 @@ impl Fake {
     }
 }
 
+/// The fake's limits (those of a multiport-like match).
+const FAKE_OPTIONS: PlanOptions = PlanOptions {
+    max_listed_networks: 32,
+    max_port_rules: 4,
+    port_list_slots: Some(15),
+};
+
 impl Backend for Fake {
     fn kind(&self) -> BackendKind {
         self.kind
     }
-    fn render(&self, desired: &Desired) -> String {
-        format!("{} rulesets\n", desired.rulesets().count())
+    fn render(&self, desired: &Desired) -> crate::backend::Rendered {
+        crate::backend::Rendered {
+            first: Vec::new(),
+            rules: format!("{} rulesets\n", desired.rulesets().count()),
+        }
     }
     fn dry_run_text(&self, report: &ConvergeReport) -> String {
         format!("{} families\n", report.families.len())
     }
     fn plan_options(&self) -> PlanOptions {
-        PlanOptions::default()
+        FAKE_OPTIONS
     }
-    fn installed(&self) -> Result<()> {
+    fn available(&self, _: Availability<'_>) -> Result<()> {
         Ok(())
     }
-    fn ready(&self, _: &TimeBudget) -> Result<()> {
-        Ok(())
-    }
-    fn read(&self, _: &Desired, _: &TimeBudget) -> Result<Installed> {
-        self.note("read");
-        Ok(Installed {
+    fn read(&self, scope: Scope<'_>, _: &TimeBudget) -> Result<Installed> {
+        let held = Installed {
             backend: self.kind,
             families: vec![(Family::Ipv4, InstalledTable::default())],
             skipped: Vec::new(),
-        })
+            own: None,
+        };
+        match scope {
+            Scope::Planned(_) => {
+                self.note("read");
+                Ok(held)
+            }
+            // What it holds is one rule of ours (see describe_drift): not clean.
+            Scope::Ours => {
+                self.note("holds_ours");
+                Ok(if self.holds_ours {
+                    Installed {
+                        families: vec![(Family::Ipv4, one_rule_of_ours())],
+                        ..held
+                    }
+                } else {
+                    Installed::nothing(self.kind)
+                })
+            }
+        }
     }
     fn converge(&self, desired: &Desired, _: &TimeBudget, dry_run: bool) -> Result<ConvergeReport> {
         self.note(&format!("converge dry_run={dry_run}"));
@@ -92,8 +117,7 @@ impl Backend for Fake {
                     .skipped()
                     .map(|(f, why)| (f, why.to_owned()))
                     .collect(),
-                set_payloads: Vec::new(),
-                sets_destroyed: Vec::new(),
+                sent_first: Vec::new(),
                 replaced: Vec::new(),
             }),
             Outcome::KernelRefuses => Err(Error::BackendUnusable {
@@ -111,30 +135,40 @@ impl Backend for Fake {
         Ok(vec![(Family::Ipv4, Drift::default())])
     }
     /// What it holds is one rule of ours, unexpected against the empty ruleset.
-    fn describe_drift(&self, _: &Ruleset, _: &InstalledTable) -> Drift {
+    fn describe_drift(&self, _: &Ruleset, _: &Installed, _: Family) -> Drift {
         Drift {
             unexpected: vec![format!("a rule of ours in {}", self.kind)],
             ..Drift::default()
         }
     }
-    fn holds_ours(&self, _: &TimeBudget) -> Result<Option<Installed>> {
-        self.note("holds_ours");
-        Ok(self.holds_ours.then(|| Installed {
-            backend: self.kind,
-            families: vec![(Family::Ipv4, InstalledTable::default())],
-            skipped: Vec::new(),
-        }))
+    fn show(&self, _: &Desired, _: bool, _: &TimeBudget) -> Result<crate::backend::Shown> {
+        Ok(crate::backend::Shown::default())
     }
-    fn remove_rules(&self, _: &TimeBudget) -> Result<()> {
-        self.note("remove_rules");
-        match self.outcome {
-            Outcome::KernelRefuses => Err(Error::Kernel("the kernel refused".into())),
-            _ => Ok(()),
+    fn counters(&self, _: &Desired, _: &TimeBudget) -> Result<Vec<crate::backend::RuleCount>> {
+        Ok(Vec::new())
+    }
+    fn remove(&self, what: Removal, _: &TimeBudget) -> Result<()> {
+        match what {
+            Removal::Rules => {
+                self.note("remove_rules");
+                match self.outcome {
+                    Outcome::KernelRefuses => Err(Error::Kernel("the kernel refused".into())),
+                    _ => Ok(()),
+                }
+            }
+            Removal::Sets => {
+                self.note("remove_sets");
+                Ok(())
+            }
         }
     }
-    fn remove_sets(&self, _: &TimeBudget) -> Result<()> {
-        self.note("remove_sets");
-        Ok(())
+}
+
+/// A table holding our egress chain: not clean.
+fn one_rule_of_ours() -> InstalledTable {
+    InstalledTable {
+        chains: vec![crate::ruleset::EGRESS_CHAIN.to_owned()],
+        ..InstalledTable::default()
     }
 }
 
@@ -258,7 +292,7 @@ fn families_are_decided_once_with_their_reasons() {
         let mut config = config();
         config.ipv6 = choice.ipv6();
         choice
-            .desired(Some(&config), PlanOptions::default())
+            .desired(Some(&config), FAKE_OPTIONS)
             .families
             .into_iter()
             .map(|(family, plan)| match plan {

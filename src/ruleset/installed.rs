@@ -1,6 +1,6 @@
-//! What a backend read from the kernel, in the model's terms: the chains that exist and
-//! every rule, typed where it has a shape the model knows, always with the backend's own
-//! text of it (to delete it exactly, and to show it).
+//! What a backend read from the kernel, in the model's terms: the chains that exist, how
+//! the kernel enters ours, and every rule, typed where it has a shape the model knows,
+//! always with the backend's own text of it (to delete it exactly, and to show it).
 
 use super::{Rule, is_own_chain};
 
@@ -14,7 +14,8 @@ pub struct InstalledRule {
     pub target: Option<String>,
     /// The sets it matches against, whatever its shape.
     pub sets: Vec<String>,
-    /// The backend's spelling of the rule (iptables: the spec after `-A CHAIN`).
+    /// The backend's spelling of the rule (iptables: the spec after `-A CHAIN`; nf_tables:
+    /// `nft`'s words).
     pub text: String,
 }
 
@@ -40,6 +41,9 @@ pub struct InstalledTable {
     pub chains: Vec<String>,
     /// Every rule, in table order.
     pub rules: Vec<InstalledRule>,
+    /// Our chains the kernel enters by themselves, with no jump rule: base chains hooked
+    /// into the packet path (the native table's). With iptables, jumps are rules.
+    pub hooked: Vec<String>,
 }
 
 impl InstalledTable {
@@ -64,6 +68,15 @@ impl InstalledTable {
             .filter(|r| !is_own_chain(&r.chain) && r.own_target().is_some())
     }
 
+    /// Whether anything enters our chain `chain`: a hook, or a jump or goto from another
+    /// chain.
+    pub fn enters(&self, chain: &str) -> bool {
+        self.hooked.iter().any(|c| c == chain)
+            || self
+                .jumps_into_own_chains()
+                .any(|j| j.own_target() == Some(chain))
+    }
+
     /// Every set any rule of this table matches (ours or not).
     pub fn matched_sets(&self) -> impl Iterator<Item = &str> {
         self.rules
@@ -73,6 +86,44 @@ impl InstalledTable {
 
     /// True when nothing of ours is installed.
     pub fn is_clean(&self) -> bool {
-        self.own_chains().next().is_none() && self.jumps_into_own_chains().next().is_none()
+        self.own_chains().next().is_none()
+            && self.jumps_into_own_chains().next().is_none()
+            && self.hooked.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ruleset::{EGRESS_CHAIN, INGRESS_CHAIN};
+
+    #[test]
+    fn a_hooked_chain_is_entered_without_a_jump_rule() {
+        let table = InstalledTable {
+            chains: vec![EGRESS_CHAIN.to_owned()],
+            hooked: vec![EGRESS_CHAIN.to_owned()],
+            ..InstalledTable::default()
+        };
+        assert!(table.enters(EGRESS_CHAIN));
+        assert!(!table.enters(INGRESS_CHAIN));
+        assert!(table.jumps_into_own_chains().next().is_none());
+        assert!(!table.is_clean());
+    }
+
+    #[test]
+    fn a_jump_rule_enters_its_target() {
+        let table = InstalledTable {
+            chains: vec![INGRESS_CHAIN.to_owned()],
+            rules: vec![InstalledRule {
+                chain: "PREROUTING".to_owned(),
+                rule: None,
+                target: Some(INGRESS_CHAIN.to_owned()),
+                sets: Vec::new(),
+                text: format!("-p tcp -j {INGRESS_CHAIN}"),
+            }],
+            ..InstalledTable::default()
+        };
+        assert!(table.enters(INGRESS_CHAIN));
+        assert!(!table.enters(EGRESS_CHAIN));
     }
 }

@@ -12,28 +12,16 @@ use super::{
 use crate::config::mesh::{DNS_PORT, DnsScope};
 use crate::config::{Ipv6Mode, PortRange, ProxyConfig};
 
-/// What the backend can express, and thresholds above which a list is matched through a set.
+/// What a backend can express, and thresholds above which a list is matched through a set.
+/// There is no default: each backend says what its matches hold (`Backend::plan_options`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlanOptions {
     /// More ignored networks than this (per family, after de-duplication) use a set.
     pub max_listed_networks: usize,
     /// More port-list rules than this for the ignored ports use a set.
     pub max_port_rules: usize,
-    /// How many slots one port-list match holds (a range takes two), if limited: iptables'
-    /// `multiport` holds 15.
+    /// How many slots one port-list match holds (a range takes two), if limited.
     pub port_list_slots: Option<usize>,
-}
-
-impl Default for PlanOptions {
-    fn default() -> Self {
-        // Measured in BENCHMARKS.md: a few dozen RETURN rules cost nothing noticeable; beyond
-        // that the per-connection walk grows linearly.
-        PlanOptions {
-            max_listed_networks: 32,
-            max_port_rules: 4,
-            port_list_slots: Some(crate::config::ports::MULTIPORT_SLOTS),
-        }
-    }
 }
 
 /// The ruleset of one family.

@@ -32,10 +32,7 @@ pub fn egress_rules_hint(family: Family, inspected: &Inspected) -> String {
              not installed in this namespace{foreign}"
         );
     }
-    if !installed
-        .jumps_into_own_chains()
-        .any(|j| j.own_target() == Some(EGRESS_CHAIN))
-    {
+    if !installed.enters(EGRESS_CHAIN) {
         return format!("{EGRESS_CHAIN} exists but no built-in chain jumps into it{foreign}");
     }
     let drift = &inspected.egress_drift;
@@ -140,10 +137,7 @@ pub fn inspect_ingress(
         ports = format!("* (every port but {})", never.join(","));
     }
     let has_chain = installed.table.chains.iter().any(|c| c == INGRESS_CHAIN);
-    let has_jump = installed
-        .table
-        .jumps_into_own_chains()
-        .any(|j| j.own_target() == Some(INGRESS_CHAIN));
+    let has_jump = installed.table.enters(INGRESS_CHAIN);
     if !has_chain && !has_jump {
         return result(
             Status::Fail,
@@ -281,19 +275,23 @@ mod tests {
     use crate::backend::BackendKind;
     use crate::backend::iptables::IptablesBackend;
     use crate::backend::iptables::parse::installed_table;
-    use crate::backend::iptables::render::render_restore;
-    use crate::ruleset::{PlanOptions, plan};
+    use crate::backend::iptables::render::{PLAN_OPTIONS, render_restore};
+    use crate::ruleset::plan;
     use crate::verify::scope::inspect;
     use crate::verify::test_fixture::config;
 
     /// What verify makes of an `iptables-save` text, for configuration `c`.
     fn inspected(c: &ProxyConfig, saved: &str) -> Inspected {
         let backend = IptablesBackend::new(BackendKind::IptablesNft);
-        inspect(&backend, c, Family::Ipv4, installed_table(saved))
+        let installed = crate::backend::Installed {
+            families: vec![(Family::Ipv4, installed_table(saved))],
+            ..crate::backend::Installed::nothing(BackendKind::IptablesNft)
+        };
+        inspect(&backend, c, Family::Ipv4, &installed)
     }
 
     fn rendered(c: &ProxyConfig) -> String {
-        render_restore(&plan(c, Family::Ipv4, PlanOptions::default()))
+        render_restore(&plan(c, Family::Ipv4, PLAN_OPTIONS))
     }
 
     #[test]

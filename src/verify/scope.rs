@@ -1,7 +1,7 @@
 //! Which families verify checks, decided from the configuration and from what the nat
 //! tables of this namespace hold. Reading the tables is the only I/O here.
 
-use crate::backend::{Backend, BackendKind, TimeBudget};
+use crate::backend::{Backend, BackendKind, Installed, TimeBudget};
 use crate::config::{Ipv6Mode, ProxyConfig};
 use crate::converge::{Ipv6Decision, ipv6_decision, read_for_inspection};
 use crate::ruleset::{Drift, EGRESS_CHAIN, Family, INGRESS_CHAIN, InstalledTable, Ruleset, plan};
@@ -45,18 +45,20 @@ pub fn only_chain(ruleset: &Ruleset, chain: &str) -> Ruleset {
     part
 }
 
-/// What verify knows of `table`: the table and its drift from `config`, per chain.
+/// What verify knows of one family of `installed`: its table and its drift from `config`,
+/// per chain.
 pub fn inspect(
     backend: &dyn Backend,
     config: &ProxyConfig,
     family: Family,
-    table: InstalledTable,
+    installed: &Installed,
 ) -> Inspected {
     let desired = plan(config, family, backend.plan_options());
+    let drift = |chain| backend.describe_drift(&only_chain(&desired, chain), installed, family);
     Inspected {
-        egress_drift: backend.describe_drift(&only_chain(&desired, EGRESS_CHAIN), &table),
-        ingress_drift: backend.describe_drift(&only_chain(&desired, INGRESS_CHAIN), &table),
-        table,
+        egress_drift: drift(EGRESS_CHAIN),
+        ingress_drift: drift(INGRESS_CHAIN),
+        table: installed.table(family).cloned().unwrap_or_default(),
     }
 }
 
@@ -96,8 +98,8 @@ pub fn read(backend: &dyn Backend, config: &ProxyConfig, budget: &TimeBudget) ->
         match read_for_inspection(backend, mode, budget) {
             Ok(installation) => {
                 let table = |family| {
-                    if let Some(table) = installation.table(family) {
-                        return NatTable::Read(inspect(backend, config, family, table.clone()));
+                    if installation.table(family).is_some() {
+                        return NatTable::Read(inspect(backend, config, family, &installation));
                     }
                     let why = installation
                         .skipped
@@ -190,7 +192,7 @@ mod tests {
     fn with_chain() -> NatTable {
         read(InstalledTable {
             chains: vec![EGRESS_CHAIN.to_owned()],
-            rules: Vec::new(),
+            ..InstalledTable::default()
         })
     }
     fn empty() -> NatTable {

@@ -11,7 +11,9 @@ use super::render::fresh_install_payload;
 use super::sets;
 use super::tools::IptablesTools;
 use super::transaction::{FamilyTransaction, commit_all};
-use crate::backend::{BackendKind, ConvergeReport, Desired, FamilyChange, Installed, TimeBudget};
+use crate::backend::{
+    BackendKind, ConvergeReport, Desired, FamilyChange, Installed, Payload, TimeBudget,
+};
 use crate::error::{Error, Result};
 use crate::ruleset::{InstalledTable, Ruleset};
 
@@ -40,7 +42,7 @@ pub fn converge(
                 info!(family = %ruleset.family, "rules installed in one transaction (fresh namespace)");
             }
             // Every apply sweeps sets of ours no rule uses (a crash can leave one behind).
-            let sets_destroyed = sets::sweep(&wanted, budget, false, true)?;
+            log_destroyed(&sets::sweep(&wanted, budget, false, true)?, false);
             return Ok(ConvergeReport {
                 backend: kind,
                 families: expected
@@ -52,8 +54,7 @@ pub fn converge(
                     })
                     .collect(),
                 skipped: installed.skipped,
-                set_payloads: set_payload.into_iter().collect(),
-                sets_destroyed,
+                sent_first: set_loads(set_payload),
                 replaced: Vec::new(),
             });
         }
@@ -79,15 +80,31 @@ pub fn converge(
             .iter()
             .filter_map(|(family, _)| desired.ruleset(*family)),
     );
-    let sets_destroyed = sets::sweep(&keep, budget, dry_run, true)?;
+    log_destroyed(&sets::sweep(&keep, budget, dry_run, true)?, dry_run);
     Ok(ConvergeReport {
         backend: kind,
         families,
         skipped: installed.skipped,
-        set_payloads: set_payload.into_iter().collect(),
-        sets_destroyed,
+        sent_first: set_loads(set_payload),
         replaced: Vec::new(),
     })
+}
+
+/// The `ipset restore` that loads new sets, as sent before the rules.
+fn set_loads(payload: Option<String>) -> Vec<Payload> {
+    payload
+        .map(|text| Payload {
+            to: "ipset restore".to_owned(),
+            text,
+        })
+        .into_iter()
+        .collect()
+}
+
+fn log_destroyed(sets: &[String], dry_run: bool) {
+    if !sets.is_empty() {
+        info!(?sets, dry_run, "sets of ours no rule needs destroyed");
+    }
 }
 
 /// Installs `rulesets` with a single guarded restore each. `Ok(None)` when a family refused
@@ -139,6 +156,7 @@ fn install_fresh(
             .skipped()
             .map(|(family, why)| (family, why.to_owned()))
             .collect(),
+        own: None,
     }))
 }
 

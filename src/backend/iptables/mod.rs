@@ -22,7 +22,10 @@ pub use tools::IptablesTools;
 use tracing::info;
 
 use super::program::{self, TimeBudget};
-use super::{Backend, BackendKind, ConvergeReport, Desired, FamilyPlan, Installed};
+use super::{
+    Availability, Backend, BackendKind, ConvergeReport, Desired, FamilyPlan, Installed, Payload,
+    Removal, Rendered, RuleCount, Scope, Shown, counts, show,
+};
 use crate::config::Ipv6Mode;
 use crate::error::Result;
 use crate::netns;
@@ -53,7 +56,6 @@ impl IptablesBackend {
             Some(why) => (Family::Ipv6, FamilyPlan::Skip(why)),
         });
         Desired {
-            config: None,
             families,
             ipv6: Ipv6Mode::Auto,
         }
@@ -66,20 +68,26 @@ impl Backend for IptablesBackend {
     }
 
     fn plan_options(&self) -> PlanOptions {
-        PlanOptions::default()
+        render::PLAN_OPTIONS
     }
 
-    fn installed(&self) -> Result<()> {
-        IptablesTools::find(self.kind, Family::Ipv4).map(drop)
-    }
-
-    fn ready(&self, budget: &TimeBudget) -> Result<()> {
+    fn available(&self, check: Availability<'_>) -> Result<()> {
         let tools = IptablesTools::find(self.kind, Family::Ipv4)?;
-        program::run(&tools.restore, &["--version"], None, budget).map(drop)
+        match check {
+            Availability::Installed => Ok(()),
+            Availability::Works(budget) => {
+                program::run(&tools.restore, &["--version"], None, budget).map(drop)
+            }
+        }
     }
 
-    fn read(&self, desired: &Desired, budget: &TimeBudget) -> Result<Installed> {
-        read::read(self.kind, desired, budget).map(|(installed, _)| installed)
+    fn read(&self, scope: Scope<'_>, budget: &TimeBudget) -> Result<Installed> {
+        match scope {
+            Scope::Planned(desired) => {
+                read::read(self.kind, desired, budget).map(|(installed, _)| installed)
+            }
+            Scope::Ours => self.read_ours(budget),
+        }
     }
 
     fn converge(
@@ -105,15 +113,25 @@ impl Backend for IptablesBackend {
         Ok(report)
     }
 
-    fn render(&self, desired: &Desired) -> String {
+    fn render(&self, desired: &Desired) -> Rendered {
         let payloads: Vec<String> = desired.rulesets().map(render::render_restore).collect();
-        payloads.join("\n")
+        let sets: Vec<_> = desired
+            .rulesets()
+            .flat_map(|r| r.sets.iter().cloned())
+            .collect();
+        Rendered {
+            first: vec![Payload {
+                to: "ipset restore".to_owned(),
+                text: ipset::load_payload(&sets, &[]),
+            }],
+            rules: payloads.join("\n"),
+        }
     }
 
     fn dry_run_text(&self, report: &ConvergeReport) -> String {
         let mut out = String::new();
-        for payload in &report.set_payloads {
-            out.push_str(&format!("# ipset restore\n{payload}\n"));
+        for payload in &report.sent_first {
+            out.push_str(&format!("# {}\n{}\n", payload.to, payload.text));
         }
         for change in &report.families {
             match &change.payload {
@@ -141,7 +159,7 @@ impl Backend for IptablesBackend {
         for (family, table) in &installed.families {
             let empty = Ruleset::empty(*family);
             let ruleset = desired.ruleset(*family).unwrap_or(&empty);
-            let mut drift = self.describe_drift(ruleset, table);
+            let mut drift = reconcile::drift(ruleset, table);
             if !ruleset.sets.is_empty() {
                 if own_sets.is_none() {
                     own_sets = Some(sets::installed_members(budget)?);
@@ -157,16 +175,53 @@ impl Backend for IptablesBackend {
         Ok(out)
     }
 
-    fn describe_drift(&self, desired: &Ruleset, installed: &InstalledTable) -> Drift {
-        reconcile::drift(desired, installed)
+    fn describe_drift(&self, desired: &Ruleset, installed: &Installed, family: Family) -> Drift {
+        let empty = InstalledTable::default();
+        reconcile::drift(desired, installed.table(family).unwrap_or(&empty))
     }
 
-    fn holds_ours(&self, budget: &TimeBudget) -> Result<Option<Installed>> {
+    fn show(&self, desired: &Desired, _: bool, budget: &TimeBudget) -> Result<Shown> {
+        let families = desired
+            .rulesets()
+            .map(|r| Ok((r.family, show::iptables_rules(self.kind, r.family, budget)?)))
+            .collect::<Result<_>>()?;
+        Ok(Shown {
+            families,
+            whole: None,
+        })
+    }
+
+    fn counters(&self, desired: &Desired, budget: &TimeBudget) -> Result<Vec<RuleCount>> {
+        let mut all = Vec::new();
+        for ruleset in desired.rulesets() {
+            all.extend(counts::iptables_counts(self.kind, ruleset, budget)?);
+        }
+        Ok(all)
+    }
+
+    fn remove(&self, what: Removal, budget: &TimeBudget) -> Result<()> {
+        match what {
+            Removal::Rules => self.remove_rules(budget),
+            Removal::Sets => {
+                let destroyed = sets::sweep(&[], budget, false, true)?;
+                if !destroyed.is_empty() {
+                    info!(sets = ?destroyed, "sets destroyed");
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl IptablesBackend {
+    /// [`Scope::Ours`]: the nat tables, read only where rules of ours may be.
+    fn read_ours(&self, budget: &TimeBudget) -> Result<Installed> {
+        let nothing = Installed::nothing(self.kind);
         // The kernel is asked first (iptables-nft's tables over netlink, legacy's table
         // names in /proc), so the common answer, nothing of ours, costs no program and no
         // search of PATH.
         if self.kind == BackendKind::IptablesNft && !super::netfilter::iptables_nft_holds_ours()? {
-            return Ok(None);
+            return Ok(nothing);
         }
         let mut desired = Self::everything_of_ours_removed();
         if self.kind == BackendKind::IptablesLegacy {
@@ -177,11 +232,15 @@ impl Backend for IptablesBackend {
                 }
             }
         }
-        if desired.rulesets().next().is_none() || self.installed().is_err() {
-            return Ok(None);
+        if desired.rulesets().next().is_none() || self.available(Availability::Installed).is_err() {
+            return Ok(nothing);
         }
         let (installed, _) = read::read(self.kind, &desired, budget)?;
-        Ok((!installed.is_clean()).then_some(installed))
+        Ok(if installed.is_clean() {
+            nothing
+        } else {
+            installed
+        })
     }
 
     fn remove_rules(&self, budget: &TimeBudget) -> Result<()> {
@@ -205,14 +264,6 @@ impl Backend for IptablesBackend {
         // Sets only these rules used can go now; sets another backend still uses stay (the
         // kernel refuses), quietly: that backend's own turn removes them.
         sets::sweep(&[], budget, false, false)?;
-        Ok(())
-    }
-
-    fn remove_sets(&self, budget: &TimeBudget) -> Result<()> {
-        let destroyed = sets::sweep(&[], budget, false, true)?;
-        if !destroyed.is_empty() {
-            info!(sets = ?destroyed, "sets destroyed");
-        }
         Ok(())
     }
 }

@@ -142,8 +142,9 @@ fn port_list(text: &str) -> Option<Vec<PortRange>> {
 mod tests {
     use super::*;
     use crate::backend::iptables::render;
+    use crate::backend::iptables::render::PLAN_OPTIONS;
     use crate::config::{RawSettings, validate};
-    use crate::ruleset::{Family, PlanOptions, plan};
+    use crate::ruleset::{Family, plan};
 
     #[test]
     fn every_planned_rule_reads_back_as_itself() {
@@ -163,7 +164,7 @@ mod tests {
         );
         let (config, _) = validate(&raw).unwrap();
         for family in Family::BOTH {
-            let ruleset = plan(&config, family, PlanOptions::default());
+            let ruleset = plan(&config, family, PLAN_OPTIONS);
             for rule in ruleset.rules.iter().chain(&ruleset.jumps) {
                 let read = installed_rule(&rule.chain, &render::spec(rule));
                 assert_eq!(read.rule.as_ref(), Some(rule), "{}", render::spec(rule));

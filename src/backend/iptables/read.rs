@@ -84,6 +84,7 @@ pub fn read(
             backend: kind,
             families,
             skipped,
+            own: None,
         },
         kept,
     ))

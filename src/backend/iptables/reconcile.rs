@@ -139,6 +139,8 @@ pub fn installed_holding(ruleset: &Ruleset) -> InstalledTable {
             .chain(&ruleset.jumps)
             .map(|r| super::parse::installed_rule(&r.chain, &super::render::spec(r)))
             .collect(),
+        // iptables enters our chains with jump rules only.
+        hooked: Vec::new(),
     }
 }
 
@@ -146,8 +148,9 @@ pub fn installed_holding(ruleset: &Ruleset) -> InstalledTable {
 mod tests {
     use super::*;
     use crate::backend::iptables::parse::installed_table;
+    use crate::backend::iptables::render::PLAN_OPTIONS;
     use crate::config::{RawSettings, validate};
-    use crate::ruleset::{EGRESS_CHAIN, Family, PlanOptions, plan};
+    use crate::ruleset::{EGRESS_CHAIN, Family, plan};
 
     fn seed_ruleset() -> Ruleset {
         use crate::config::settings::{Property, Vocabulary};
@@ -161,7 +164,7 @@ mod tests {
             ],
         );
         let (config, _) = validate(&raw).unwrap();
-        plan(&config, Family::Ipv4, PlanOptions::default())
+        plan(&config, Family::Ipv4, PLAN_OPTIONS)
     }
 
     /// What `iptables-save -t nat` prints once `ruleset` is installed on an empty table.
@@ -286,8 +289,9 @@ mod tests {
 mod undo_tests {
     use super::*;
     use crate::backend::iptables::parse::installed_table;
+    use crate::backend::iptables::render::PLAN_OPTIONS;
     use crate::config::{RawSettings, validate};
-    use crate::ruleset::{Family, PlanOptions, plan};
+    use crate::ruleset::{Family, plan};
 
     fn ruleset(egress_port: &str) -> Ruleset {
         use crate::config::settings::{Property, Vocabulary};
@@ -298,11 +302,7 @@ mod undo_tests {
                 (Property::ProxyEgressPort, egress_port),
             ],
         );
-        plan(
-            &validate(&raw).unwrap().0,
-            Family::Ipv4,
-            PlanOptions::default(),
-        )
+        plan(&validate(&raw).unwrap().0, Family::Ipv4, PLAN_OPTIONS)
     }
 
     #[test]

@@ -3,7 +3,19 @@
 
 use std::fmt::Write;
 
-use crate::ruleset::{EGRESS_CHAIN, Family, INGRESS_CHAIN, Match, Rule, Ruleset, Verdict};
+use crate::ruleset::{
+    EGRESS_CHAIN, Family, INGRESS_CHAIN, Match, PlanOptions, Rule, Ruleset, Verdict,
+};
+
+/// How the model plans for iptables: one `multiport` match holds 15 slots (the kernel's
+/// `XT_MULTI_PORTS`), and lists longer than a few rules move into ipsets. Measured in
+/// BENCHMARKS.md: a few dozen RETURN rules cost nothing noticeable; beyond that the
+/// per-connection walk grows linearly.
+pub const PLAN_OPTIONS: PlanOptions = PlanOptions {
+    max_listed_networks: 32,
+    max_port_rules: 4,
+    port_list_slots: Some(crate::config::ports::MULTIPORT_SLOTS),
+};
 
 /// The rule's spec after `-A CHAIN`, in `iptables-save`'s canonical order: the address
 /// first, then the protocol, then each module match in the rule's order, then the target.

@@ -28,12 +28,12 @@ use tracing::info;
 
 use super::netfilter::kernel_error;
 use super::{
-    Backend, BackendKind, ConvergeReport, Desired, FamilyChange, FamilyPlan, Installed, TimeBudget,
+    Availability, Backend, BackendKind, ConvergeReport, Desired, FamilyChange, FamilyPlan,
+    Installed, OwnReading, Removal, Rendered, RuleCount, Scope, Shown, TimeBudget, counts, show,
 };
 use crate::error::Result;
 use crate::ruleset::{
-    Drift, EGRESS_CHAIN, Family, INGRESS_CHAIN, InstalledRule, InstalledTable, OUTPUT_CHAIN,
-    PREROUTING_CHAIN, PlanOptions, Ruleset,
+    Drift, EGRESS_CHAIN, Family, INGRESS_CHAIN, InstalledRule, InstalledTable, PlanOptions, Ruleset,
 };
 use nftables_netlink::model::{Expr, Rule};
 use nftables_netlink::{Change, Deletion, NftConnection, NftError, Table};
@@ -42,13 +42,9 @@ use nftables_netlink::{Change, Deletion, NftConnection, NftError, Table};
 pub struct NftablesBackend;
 
 /// The table's chains, and the model's chains they stand for.
-const CHAINS: [(&str, &str, &str); 2] = [
-    (
-        render::PREROUTING_BASE_CHAIN,
-        INGRESS_CHAIN,
-        PREROUTING_CHAIN,
-    ),
-    (render::OUTPUT_BASE_CHAIN, EGRESS_CHAIN, OUTPUT_CHAIN),
+const CHAINS: [(&str, &str); 2] = [
+    (render::PREROUTING_BASE_CHAIN, INGRESS_CHAIN),
+    (render::OUTPUT_BASE_CHAIN, EGRESS_CHAIN),
 ];
 
 impl NftablesBackend {
@@ -81,8 +77,12 @@ impl NftablesBackend {
         )))
     }
 
-    fn installed(desired: &Desired, table: Option<&Table>) -> Installed {
-        let view = table.map(model_view).unwrap_or_default();
+    /// The snapshot of the families `desired` covers, from one read of the table.
+    fn snapshot(desired: &Desired, reading: Reading) -> Installed {
+        let view = match &reading {
+            Reading::Table(table) => table.as_ref().map(model_view).unwrap_or_default(),
+            Reading::Unmodelled(_) => unreadable_view(),
+        };
         Installed {
             backend: BackendKind::Nftables,
             families: desired
@@ -95,8 +95,56 @@ impl NftablesBackend {
                 .skipped()
                 .map(|(family, why)| (family, why.to_owned()))
                 .collect(),
+            own: Some(OwnReading::new(reading)),
         }
     }
+
+    /// The table as read now.
+    fn reading(budget: &TimeBudget) -> Result<Reading> {
+        match Self::connect(budget)?.read_table(TABLE_NAME) {
+            Ok(snapshot) => Ok(Reading::Table(snapshot.table)),
+            // The table is there, holding what meshinit never writes: drift names it.
+            Err(NftError::Unmodelled(what)) => Ok(Reading::Unmodelled(what)),
+            Err(e) => Err(kernel_error(e)),
+        }
+    }
+
+    /// [`Scope::Ours`]: whether the table exists (one request; its content is not read).
+    fn read_ours(budget: &TimeBudget) -> Result<Installed> {
+        // Without nf_tables nothing can be there.
+        let Ok(mut connection) = Self::connect(budget) else {
+            return Ok(Installed::nothing(BackendKind::Nftables));
+        };
+        // Whether the table exists is one request; its content is not needed to remove it
+        // (and a read can fail on content meshinit does not model, or under a busy writer,
+        // which must never pass for "nothing of ours").
+        // What it holds is not read either: that the table is there is all the callers
+        // need (clean and moving away delete it by name; status names it), and reading a
+        // table of a million elements back takes seconds.
+        if connection
+            .table_info(TABLE_NAME)
+            .map_err(kernel_error)?
+            .is_none()
+        {
+            return Ok(Installed::nothing(BackendKind::Nftables));
+        }
+        let view = unreadable_view();
+        Ok(Installed {
+            backend: BackendKind::Nftables,
+            families: Family::BOTH.iter().map(|f| (*f, view.clone())).collect(),
+            skipped: Vec::new(),
+            own: None,
+        })
+    }
+}
+
+/// One read of table `inet meshinit`: the snapshot [`NftablesBackend::drift`] compares.
+#[derive(Debug)]
+enum Reading {
+    /// The table (`None`: not there).
+    Table(Option<Table>),
+    /// The table holds what the model has no words for (named).
+    Unmodelled(String),
 }
 
 impl Backend for NftablesBackend {
@@ -108,30 +156,21 @@ impl Backend for NftablesBackend {
         render::PLAN_OPTIONS
     }
 
-    fn installed(&self) -> Result<()> {
-        // Nothing to install: the kernel interface is all it needs, proven on first use.
-        Ok(())
+    fn available(&self, check: Availability<'_>) -> Result<()> {
+        match check {
+            // Nothing to install: the kernel interface is all it needs, proven on first use.
+            Availability::Installed => Ok(()),
+            Availability::Works(budget) => Self::connect(budget)?
+                .generation()
+                .map(drop)
+                .map_err(kernel_error),
+        }
     }
 
-    fn ready(&self, budget: &TimeBudget) -> Result<()> {
-        Self::connect(budget)?
-            .generation()
-            .map(drop)
-            .map_err(kernel_error)
-    }
-
-    fn read(&self, desired: &Desired, budget: &TimeBudget) -> Result<Installed> {
-        match Self::connect(budget)?.read_table(TABLE_NAME) {
-            Ok(snapshot) => Ok(Self::installed(desired, snapshot.table.as_ref())),
-            // The table is there, holding what meshinit never writes: drift names it.
-            Err(NftError::Unmodelled(_)) => {
-                let mut installed = Self::installed(desired, None);
-                for (_, view) in &mut installed.families {
-                    *view = unreadable_view();
-                }
-                Ok(installed)
-            }
-            Err(e) => Err(kernel_error(e)),
+    fn read(&self, scope: Scope<'_>, budget: &TimeBudget) -> Result<Installed> {
+        match scope {
+            Scope::Planned(desired) => Ok(Self::snapshot(desired, Self::reading(budget)?)),
+            Scope::Ours => Self::read_ours(budget),
         }
     }
 
@@ -193,16 +232,20 @@ impl Backend for NftablesBackend {
                 .skipped()
                 .map(|(family, why)| (family, why.to_owned()))
                 .collect(),
-            set_payloads: Vec::new(),
-            sets_destroyed: Vec::new(),
+            sent_first: Vec::new(),
             replaced,
         })
     }
 
-    fn render(&self, desired: &Desired) -> String {
-        match Self::planned(desired) {
+    fn render(&self, desired: &Desired) -> Rendered {
+        let rules = match Self::planned(desired) {
             Some(table) => script::script(&table),
             None => format!("delete table inet {TABLE_NAME}\n"),
+        };
+        // Its sets are in the table, sent with the rules.
+        Rendered {
+            first: Vec::new(),
+            rules,
         }
     }
 
@@ -226,11 +269,20 @@ impl Backend for NftablesBackend {
         budget: &TimeBudget,
     ) -> Result<Vec<(Family, Drift)>> {
         let planned = Self::planned(desired);
-        let table = match Self::connect(budget)?.read_table(TABLE_NAME) {
-            Ok(snapshot) => snapshot.table,
+        // The snapshot it was given (read again only when it came from elsewhere).
+        let read_now;
+        let reading = match installed.own.as_ref().and_then(|own| own.get::<Reading>()) {
+            Some(reading) => reading,
+            None => {
+                read_now = Self::reading(budget)?;
+                &read_now
+            }
+        };
+        let table = match reading {
+            Reading::Table(table) => table,
             // Something in our table meshinit never writes: drift, named, which apply
             // replaces (never "nothing there").
-            Err(NftError::Unmodelled(what)) => {
+            Reading::Unmodelled(what) => {
                 let line = format!("content of table inet {TABLE_NAME} not in the plan: {what}");
                 return Ok(installed
                     .families
@@ -244,13 +296,12 @@ impl Backend for NftablesBackend {
                     })
                     .collect());
             }
-            Err(e) => return Err(kernel_error(e)),
         };
         Ok(installed
             .families
             .iter()
             .map(|(family, _)| {
-                let drift = match (&planned, &table) {
+                let drift = match (&planned, table) {
                     (Some(planned), table) => describe_drift(table.as_ref(), planned, *family),
                     (None, Some(table)) => Drift {
                         unexpected: vec![format!("table inet {}", table.name)],
@@ -263,10 +314,12 @@ impl Backend for NftablesBackend {
             .collect())
     }
 
-    fn describe_drift(&self, desired: &Ruleset, installed: &InstalledTable) -> Drift {
+    fn describe_drift(&self, desired: &Ruleset, installed: &Installed, family: Family) -> Drift {
+        let empty = InstalledTable::default();
+        let view = installed.table(family).unwrap_or(&empty);
         if desired.chains.is_empty() {
             // Nothing of ours is wanted: the table, if there, is unexpected.
-            let unexpected = if installed.is_clean() {
+            let unexpected = if view.is_clean() {
                 Vec::new()
             } else {
                 vec![format!("table inet {TABLE_NAME}")]
@@ -276,49 +329,63 @@ impl Backend for NftablesBackend {
                 ..Drift::default()
             };
         }
-        part_drift(installed, desired)
-    }
-
-    fn holds_ours(&self, budget: &TimeBudget) -> Result<Option<Installed>> {
-        // Without nf_tables nothing can be there.
-        let Ok(mut connection) = Self::connect(budget) else {
-            return Ok(None);
+        // The table itself, as this backend read it (none: not there, or not readable).
+        let table = match installed.own.as_ref().and_then(|own| own.get::<Reading>()) {
+            Some(Reading::Table(table)) => table.as_ref(),
+            _ => None,
         };
-        // Whether the table exists is one request; its content is not needed to remove it
-        // (and a read can fail on content meshinit does not model, or under a busy writer,
-        // which must never pass for "nothing of ours").
-        // What it holds is not read either: that the table is there is all the callers
-        // need (clean and moving away delete it by name; status names it), and reading a
-        // table of a million elements back takes seconds.
-        let view = match connection.table_info(TABLE_NAME).map_err(kernel_error)? {
-            None => return Ok(None),
-            Some(_) => unreadable_view(),
+        part_drift(view, table, desired)
+    }
+
+    fn show(&self, desired: &Desired, in_sync: bool, _: &TimeBudget) -> Result<Shown> {
+        let listed = show::native_rules()?;
+        let diff = match desired.ruleset(Family::Ipv4) {
+            Some(ipv4) if !in_sync => show::native_diff(ipv4, desired.ruleset(Family::Ipv6))?,
+            _ => Vec::new(),
         };
-        Ok(Some(Installed {
-            backend: BackendKind::Nftables,
-            families: Family::BOTH.iter().map(|f| (*f, view.clone())).collect(),
-            skipped: Vec::new(),
-        }))
+        Ok(Shown {
+            families: Vec::new(),
+            whole: Some((listed, diff)),
+        })
     }
 
-    fn remove_rules(&self, budget: &TimeBudget) -> Result<()> {
-        let deletion = Self::connect(budget)?
-            .delete_table(TABLE_NAME)
-            .map_err(kernel_error)?;
-        info!(?deletion, "table inet {TABLE_NAME} removed");
-        Ok(())
+    fn counters(&self, _: &Desired, _: &TimeBudget) -> Result<Vec<RuleCount>> {
+        counts::native_counts()
     }
 
-    fn remove_sets(&self, _: &TimeBudget) -> Result<()> {
-        // Its sets live in its table and went with it.
-        Ok(())
+    /// The snapshot keeps rules in nft's words: the table is read back into the model's
+    /// rules, and the deciding rule is named as installed.
+    fn explain_installed(
+        &self,
+        config: &crate::config::ProxyConfig,
+        _: &Ruleset,
+        provenance: &crate::explain::Provenance<'_>,
+        connection: &crate::explain::Connection,
+        _: &TimeBudget,
+    ) -> Result<(Option<crate::explain::Explanation>, Vec<String>)> {
+        read_back::explain_installed(config, provenance, connection)
+    }
+
+    fn remove(&self, what: Removal, budget: &TimeBudget) -> Result<()> {
+        match what {
+            Removal::Rules => {
+                let deletion = Self::connect(budget)?
+                    .delete_table(TABLE_NAME)
+                    .map_err(kernel_error)?;
+                info!(?deletion, "table inet {TABLE_NAME} removed");
+                Ok(())
+            }
+            // Its sets live in its table and went with it.
+            Removal::Sets => Ok(()),
+        }
     }
 }
 
-/// How `installed` lacks the part of the plan `desired` holds (one family, possibly one
+/// How the table lacks the part of the plan `desired` holds (one family, possibly one
 /// chain): that part, rendered alone, must be in the table, each chain's rules in order (the
-/// table holds the other family's rules between them), compared by [`rule_key`].
-fn part_drift(installed: &InstalledTable, desired: &Ruleset) -> Drift {
+/// table holds the other family's rules between them), compared by [`rule_key`]. `view`
+/// says which chains are there; `table` (when read) holds their rules.
+fn part_drift(view: &InstalledTable, table: Option<&Table>, desired: &Ruleset) -> Drift {
     let mut drift = Drift::default();
     // Lines name the model's chains, as the iptables backends' do, for what filters them by
     // chain (verify).
@@ -326,10 +393,10 @@ fn part_drift(installed: &InstalledTable, desired: &Ruleset) -> Drift {
     let wanted = counters::counted(render_table(desired, None));
     let guard = counters::counted_rule(render::ipv6_passes_rule());
     for chain in &wanted.chains {
-        let Some((_, own_chain, _)) = CHAINS.iter().find(|(name, ..)| *name == chain.name) else {
+        let Some((_, own_chain)) = CHAINS.iter().find(|(name, _)| *name == chain.name) else {
             continue;
         };
-        if !installed.chains.iter().any(|c| c == own_chain) {
+        if !view.chains.iter().any(|c| c == own_chain) {
             drift
                 .missing
                 .push(format!("chain {}, for {part}", chain.name));
@@ -341,9 +408,13 @@ fn part_drift(installed: &InstalledTable, desired: &Ruleset) -> Drift {
             .filter(|r| **r != guard)
             .map(|r| rule_key(r, &wanted))
             .collect();
+        let installed = table
+            .and_then(|t| t.chain(&chain.name).map(|c| (t, c)))
+            .into_iter()
+            .flat_map(|(t, c)| c.rules.iter().map(move |r| rule_key(r, t)));
         let mut next = 0;
-        for rule in installed.rules_in(own_chain) {
-            if next < rules.len() && rule.text == rules[next] {
+        for rule in installed {
+            if next < rules.len() && rule == rules[next] {
                 next += 1;
             }
         }
@@ -376,30 +447,25 @@ fn rule_key(rule: &Rule, table: &Table) -> String {
     key
 }
 
-/// The table in the model's terms, for what reads chains and jumps (verify's rule
-/// inspection, status): a base chain stands for one of our chains and the jump into it; each
-/// rule's text is its [`rule_key`].
+/// The table in the model's terms, for what reads chains and how they are entered
+/// (verify's rule inspection, status): a base chain is one of our chains, entered by its
+/// hook (no jump rule); each rule's text is its spelling in `nft`'s words. Drift does not
+/// compare these (it compares the table itself, [`part_drift`]).
 fn model_view(table: &Table) -> InstalledTable {
     let mut view = InstalledTable::default();
-    for (name, own_chain, hook) in CHAINS {
+    for (name, own_chain) in CHAINS {
         let Some(chain) = table.chain(name) else {
             continue;
         };
         view.chains.push(own_chain.to_owned());
-        view.rules.push(InstalledRule {
-            chain: hook.to_owned(),
-            rule: None,
-            target: Some(own_chain.to_owned()),
-            sets: Vec::new(),
-            text: format!("hook of table inet {TABLE_NAME} chain {name}"),
-        });
+        view.hooked.push(own_chain.to_owned());
         view.rules
             .extend(chain.rules.iter().map(|rule| InstalledRule {
                 chain: own_chain.to_owned(),
                 rule: None,
                 target: None,
                 sets: Vec::new(),
-                text: rule_key(rule, table),
+                text: nftables_netlink::text::rule_text(rule),
             }));
     }
     view

@@ -19,7 +19,11 @@ use nftables_netlink::model::{
 };
 use nftables_netlink::text::rule_text;
 
-use crate::config::PortRange;
+use super::TABLE_NAME;
+use crate::backend::netfilter::kernel_error;
+use crate::config::{PortRange, ProxyConfig};
+use crate::error::Result;
+use crate::explain::{Connection, Direction, Explanation, Provenance, explain};
 use crate::ruleset::{
     self, EGRESS_CHAIN, Family, INGRESS_CHAIN, IpSet, Match, Networks, OUTPUT_CHAIN,
     PREROUTING_CHAIN, Ruleset, SetMembers,
@@ -458,6 +462,65 @@ fn model_set(set: &Set, family: Family) -> Option<IpSet> {
         family,
         members,
     })
+}
+
+/// What the installed native table decides for `connection`: its NAT chains read back
+/// into the model's rules and walked like the plan, the deciding rule named as installed
+/// (its base chain, position and nft words). Also the rules the walk could not evaluate
+/// that come before the decision (so the answer holds only if they do not match); `None`
+/// when there is no table.
+pub fn explain_installed(
+    config: &ProxyConfig,
+    provenance: &Provenance<'_>,
+    connection: &Connection,
+) -> Result<(Option<Explanation>, Vec<String>)> {
+    let table = nftables_netlink::NftConnection::open()
+        .and_then(|mut c| c.read_table(TABLE_NAME))
+        .map_err(kernel_error)?
+        .table;
+    let Some(table) = table else {
+        return Ok((None, Vec::new()));
+    };
+    let read = installed_ruleset(&table, connection.family());
+    let mut answer = explain(config, Some(&read.ruleset), provenance, connection);
+    // The walk reached this rule of the installed chain (or its end, with no decision).
+    let mut reached: Option<(String, usize)> = None;
+    if let Some(decided) = answer.decided_by.as_mut()
+        && let Some(origin) = read.origin(&decided.chain, decided.position)
+    {
+        decided.chain = origin.chain.clone();
+        decided.position = origin.position;
+        decided.rule = origin.text.clone();
+        reached = Some((origin.chain.clone(), origin.position));
+    }
+    let not_followed = read
+        .unknown
+        .iter()
+        .filter(|u| {
+            let falls_off = answer.decided_by.as_ref().is_none_or(|d| !d.matched);
+            match &reached {
+                Some((chain, position)) if *chain == u.rule.chain => {
+                    u.rule.position < *position || falls_off
+                }
+                // The walk went through this chain only if it is the connection's.
+                _ => {
+                    u.model_chain
+                        == match connection.direction {
+                            Direction::Out => crate::ruleset::EGRESS_CHAIN,
+                            Direction::In => crate::ruleset::INGRESS_CHAIN,
+                        }
+                }
+            }
+        })
+        .map(|u| {
+            format!(
+                "rule {} of chain {} ({}), before the decision: the answer holds only if it \
+                 does not match this connection",
+                u.rule.position, u.rule.chain, u.rule.text
+            )
+        })
+        .collect();
+    Ok((Some(answer), not_followed))
 }
 
 #[cfg(test)]

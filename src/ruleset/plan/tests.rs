@@ -57,8 +57,12 @@ const NATIVE: PlanOptions = PlanOptions {
 };
 
 #[test]
-fn the_default_options_are_iptables_multiport_limits() {
-    assert_eq!(PlanOptions::default(), IPTABLES);
+fn each_backend_says_what_its_matches_hold() {
+    use crate::backend::{BackendKind, by_kind};
+    for kind in [BackendKind::IptablesNft, BackendKind::IptablesLegacy] {
+        assert_eq!(by_kind(kind).plan_options(), IPTABLES, "{kind}");
+    }
+    assert_eq!(by_kind(BackendKind::Nftables).plan_options(), NATIVE);
 }
 
 #[test]

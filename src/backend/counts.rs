@@ -277,7 +277,7 @@ fn match_counters(ruleset: &Ruleset, installed: &[(String, u64, u64)]) -> Vec<Ru
 mod tests {
     use super::*;
     use crate::config::{ProxyConfig, RawSettings, validate};
-    use crate::ruleset::{PlanOptions, plan};
+    use crate::ruleset::plan;
 
     fn config() -> ProxyConfig {
         use crate::config::settings::{Property, Vocabulary};
@@ -336,7 +336,7 @@ mod tests {
 
     #[test]
     fn counters_are_read_per_planned_rule_in_user_terms() {
-        let ruleset = plan(&config(), Family::Ipv4, PlanOptions::default());
+        let ruleset = plan(&config(), Family::Ipv4, render::PLAN_OPTIONS);
         let saved = "*nat\n:OUTPUT ACCEPT [7:420]\n:APPMESH_EGRESS - [0:0]\n\
             [5:300] -A OUTPUT -p tcp -m addrtype ! --dst-type LOCAL -j APPMESH_EGRESS\n\
             [1:60] -A APPMESH_EGRESS -m owner --uid-owner 1337 -j RETURN\n\
