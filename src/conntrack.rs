@@ -145,9 +145,21 @@ impl TcpTuple {
 pub struct Entry {
     pub original: TcpTuple,
     pub reply: TcpTuple,
+    pub transport: Transport,
+    /// Its conntrack zone (0: the default).
+    pub zone: u16,
 }
 
 impl Entry {
+    /// The flow that names this entry, to get or delete it.
+    pub fn flow(&self) -> Flow {
+        Flow {
+            transport: self.transport,
+            endpoints: self.original,
+            zone: self.zone,
+        }
+    }
+
     /// Where NAT sent the connection: the reply's source when it is not the original
     /// destination (REDIRECT and DNAT rewrite it), `None` when the destination is untouched.
     pub fn translated_destination(&self) -> Option<SocketAddr> {
@@ -208,8 +220,8 @@ impl Conntrack {
         }
     }
 
-    /// Every TCP entry of `family` in this namespace (a dump), e.g. to check that nothing of
-    /// verify's was left behind.
+    /// Every TCP and UDP entry of `family` in this namespace, every zone (a dump), e.g. to
+    /// check that nothing of verify's was left behind.
     pub fn dump(&mut self, ipv6: bool) -> io::Result<Vec<Entry>> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
@@ -337,19 +349,44 @@ fn serialize(
     bytes
 }
 
+/// The entry `attributes` describe, when it is a TCP or UDP flow.
 fn entry_of(attributes: &[ConntrackAttribute]) -> Option<Entry> {
+    use netlink_packet_core::Nla;
     let mut original = None;
     let mut reply = None;
+    let mut transport = None;
+    let mut zone = 0;
     for attribute in attributes {
         match attribute {
-            ConntrackAttribute::CtaTupleOrig(t) => original = TcpTuple::from_attributes(t),
+            ConntrackAttribute::CtaTupleOrig(t) => {
+                original = TcpTuple::from_attributes(t);
+                transport = transport_of(t);
+            }
             ConntrackAttribute::CtaTupleReply(t) => reply = TcpTuple::from_attributes(t),
+            ConntrackAttribute::Other(nla) if nla.kind() == CTA_ZONE && nla.value_len() == 2 => {
+                let mut value = [0u8; 2];
+                nla.emit_value(&mut value);
+                zone = u16::from_be_bytes(value);
+            }
             _ => {}
         }
     }
     Some(Entry {
         original: original?,
         reply: reply?,
+        transport: transport?,
+        zone,
+    })
+}
+
+fn transport_of(tuples: &[Tuple]) -> Option<Transport> {
+    tuples.iter().find_map(|tuple| match tuple {
+        Tuple::Proto(protos) => protos.iter().find_map(|p| match p {
+            ProtoTuple::Protocol(Protocol::Tcp) => Some(Transport::Tcp),
+            ProtoTuple::Protocol(Protocol::Udp) => Some(Transport::Udp),
+            _ => None,
+        }),
+        _ => None,
     })
 }
 
@@ -393,11 +430,15 @@ mod tests {
         let untouched = Entry {
             original,
             reply: original.reversed(),
+            transport: Transport::Tcp,
+            zone: 0,
         };
         assert_eq!(untouched.translated_destination(), None);
         let redirected = Entry {
             original,
             reply: tuple("127.0.0.1:15001", "10.0.0.2:40000"),
+            transport: Transport::Tcp,
+            zone: 0,
         };
         assert_eq!(
             redirected.translated_destination(),

@@ -341,6 +341,17 @@ fn verify_check(backend: &str) {
         "{report:#}"
     );
     assert_eq!(code, Some(0), "{report:#}");
+    // verify deletes its queries' conntrack entries, whatever their zone.
+    let left = net.app.run_inside(|| {
+        let mut conntrack = meshinit::conntrack::Conntrack::open().expect("ctnetlink");
+        let mut entries = conntrack.dump(false).expect("dump ipv4");
+        entries.extend(conntrack.dump(true).expect("dump ipv6"));
+        entries
+            .into_iter()
+            .filter(|e| e.original.destination.port() == 53)
+            .collect::<Vec<_>>()
+    });
+    assert!(left.is_empty(), "DNS probe entries left: {left:#?}");
 
     remove_udp_dns_redirect(&net.app, backend);
     let (code, report) = verify_dns(&net.app, backend);

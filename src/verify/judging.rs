@@ -408,8 +408,9 @@ pub fn judge_dns(probe: &DnsProbe, observation: &DnsObservation) -> CheckResult 
             None => (
                 Status::Pass,
                 format!(
-                    "{attempt} was not redirected: the proxy's own queries reach the resolver \
-                     ({})",
+                    "{attempt} was not redirected: its conntrack entry shows the resolver \
+                     untouched ({}; the query itself went into verify's sink), so the proxy's \
+                     own queries reach the resolver",
                     zone_of(*zone)
                 ),
             ),

@@ -199,7 +199,7 @@ fn sweep_stale_conntrack_entries() {
                 || source == std::net::IpAddr::from(sink::INBOUND_CLIENT_V6)
                 || selection::is_test_destination(entry.original.destination.ip());
             if ours {
-                let _ = conntrack.delete(entry.original);
+                let _ = conntrack.delete_flow(entry.flow());
             }
         }
     }
