@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader, NetlinkMessage,
+    DefaultNla, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader, NetlinkMessage,
     NetlinkPayload,
 };
 use netlink_packet_netfilter::conntrack::{
@@ -24,22 +24,76 @@ use netlink_sys::{Socket, SocketAddr as NetlinkAddr, protocols::NETLINK_NETFILTE
 const REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 const RECV_BUFFER: usize = 64 * 1024;
 
-/// One direction of a TCP connection as conntrack records it.
+/// The attribute that names a conntrack zone (`CTA_ZONE`, a big-endian u16); the crate
+/// has no variant for it.
+const CTA_ZONE: u16 = 18;
+
+/// One direction of a TCP connection as conntrack records it (its endpoints; a [`Flow`]
+/// adds the transport and zone for other lookups).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TcpTuple {
     pub source: SocketAddr,
     pub destination: SocketAddr,
 }
 
+/// The transport protocol of a [`Flow`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Udp,
+}
+
+impl Transport {
+    fn protocol(self) -> Protocol {
+        match self {
+            Transport::Tcp => Protocol::Tcp,
+            Transport::Udp => Protocol::Udp,
+        }
+    }
+}
+
+/// A flow's original direction, its transport and the conntrack zone it lives in (0, the
+/// default, unless a `ct zone set` / `CT --zone` rule put it elsewhere: DNS capture does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flow {
+    pub transport: Transport,
+    pub endpoints: TcpTuple,
+    pub zone: u16,
+}
+
+impl Flow {
+    /// A TCP flow in the default zone.
+    pub fn tcp(endpoints: TcpTuple) -> Flow {
+        Flow {
+            transport: Transport::Tcp,
+            endpoints,
+            zone: 0,
+        }
+    }
+
+    fn attributes(&self) -> Vec<ConntrackAttribute> {
+        let mut attributes = vec![ConntrackAttribute::CtaTupleOrig(
+            self.endpoints.attributes(self.transport),
+        )];
+        if self.zone != 0 {
+            attributes.push(ConntrackAttribute::Other(DefaultNla::new(
+                CTA_ZONE,
+                self.zone.to_be_bytes().to_vec(),
+            )));
+        }
+        attributes
+    }
+}
+
 impl TcpTuple {
-    fn attributes(&self) -> Vec<Tuple> {
+    fn attributes(&self, transport: Transport) -> Vec<Tuple> {
         vec![
             Tuple::Ip(vec![
                 IPTuple::SourceAddress(self.source.ip()),
                 IPTuple::DestinationAddress(self.destination.ip()),
             ]),
             Tuple::Proto(vec![
-                ProtoTuple::Protocol(Protocol::Tcp),
+                ProtoTuple::Protocol(transport.protocol()),
                 ProtoTuple::SourcePort(self.source.port()),
                 ProtoTuple::DestinationPort(self.destination.port()),
             ]),
@@ -91,9 +145,21 @@ impl TcpTuple {
 pub struct Entry {
     pub original: TcpTuple,
     pub reply: TcpTuple,
+    pub transport: Transport,
+    /// Its conntrack zone (0: the default).
+    pub zone: u16,
 }
 
 impl Entry {
+    /// The flow that names this entry, to get or delete it.
+    pub fn flow(&self) -> Flow {
+        Flow {
+            transport: self.transport,
+            endpoints: self.original,
+            zone: self.zone,
+        }
+    }
+
     /// Where NAT sent the connection: the reply's source when it is not the original
     /// destination (REDIRECT and DNAT rewrite it), `None` when the destination is untouched.
     pub fn translated_destination(&self) -> Option<SocketAddr> {
@@ -124,10 +190,14 @@ impl Conntrack {
     /// The entry whose original direction is `original`, or `None` when conntrack holds
     /// none (ENOENT).
     pub fn get(&mut self, original: TcpTuple) -> io::Result<Option<Entry>> {
-        let message = ConntrackMessage::Get(vec![ConntrackAttribute::CtaTupleOrig(
-            original.attributes(),
-        )]);
-        match self.request(original, message)? {
+        self.get_flow(Flow::tcp(original))
+    }
+
+    /// The entry of `flow` (its original direction, in its zone), or `None` when conntrack
+    /// holds none (ENOENT).
+    pub fn get_flow(&mut self, flow: Flow) -> io::Result<Option<Entry>> {
+        let message = ConntrackMessage::Get(flow.attributes());
+        match self.request(flow.endpoints, message)? {
             Ok(Some(entry)) => Ok(Some(entry)),
             Ok(None) => Err(io::Error::other("ctnetlink answered without an entry")),
             Err(libc::ENOENT) => Ok(None),
@@ -137,18 +207,21 @@ impl Conntrack {
 
     /// Deletes the entry whose original direction is `original`; `false` when there was none.
     pub fn delete(&mut self, original: TcpTuple) -> io::Result<bool> {
-        let message = ConntrackMessage::Delete(vec![ConntrackAttribute::CtaTupleOrig(
-            original.attributes(),
-        )]);
-        match self.request(original, message)? {
+        self.delete_flow(Flow::tcp(original))
+    }
+
+    /// Deletes the entry of `flow`; `false` when there was none.
+    pub fn delete_flow(&mut self, flow: Flow) -> io::Result<bool> {
+        let message = ConntrackMessage::Delete(flow.attributes());
+        match self.request(flow.endpoints, message)? {
             Ok(_) => Ok(true),
             Err(libc::ENOENT) => Ok(false),
             Err(errno) => Err(io::Error::from_raw_os_error(errno)),
         }
     }
 
-    /// Every TCP entry of `family` in this namespace (a dump), e.g. to check that nothing of
-    /// verify's was left behind.
+    /// Every TCP and UDP entry of `family` in this namespace, every zone (a dump), e.g. to
+    /// check that nothing of verify's was left behind.
     pub fn dump(&mut self, ipv6: bool) -> io::Result<Vec<Entry>> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
@@ -276,19 +349,44 @@ fn serialize(
     bytes
 }
 
+/// The entry `attributes` describe, when it is a TCP or UDP flow.
 fn entry_of(attributes: &[ConntrackAttribute]) -> Option<Entry> {
+    use netlink_packet_core::Nla;
     let mut original = None;
     let mut reply = None;
+    let mut transport = None;
+    let mut zone = 0;
     for attribute in attributes {
         match attribute {
-            ConntrackAttribute::CtaTupleOrig(t) => original = TcpTuple::from_attributes(t),
+            ConntrackAttribute::CtaTupleOrig(t) => {
+                original = TcpTuple::from_attributes(t);
+                transport = transport_of(t);
+            }
             ConntrackAttribute::CtaTupleReply(t) => reply = TcpTuple::from_attributes(t),
+            ConntrackAttribute::Other(nla) if nla.kind() == CTA_ZONE && nla.value_len() == 2 => {
+                let mut value = [0u8; 2];
+                nla.emit_value(&mut value);
+                zone = u16::from_be_bytes(value);
+            }
             _ => {}
         }
     }
     Some(Entry {
         original: original?,
         reply: reply?,
+        transport: transport?,
+        zone,
+    })
+}
+
+fn transport_of(tuples: &[Tuple]) -> Option<Transport> {
+    tuples.iter().find_map(|tuple| match tuple {
+        Tuple::Proto(protos) => protos.iter().find_map(|p| match p {
+            ProtoTuple::Protocol(Protocol::Tcp) => Some(Transport::Tcp),
+            ProtoTuple::Protocol(Protocol::Udp) => Some(Transport::Udp),
+            _ => None,
+        }),
+        _ => None,
     })
 }
 
@@ -332,11 +430,15 @@ mod tests {
         let untouched = Entry {
             original,
             reply: original.reversed(),
+            transport: Transport::Tcp,
+            zone: 0,
         };
         assert_eq!(untouched.translated_destination(), None);
         let redirected = Entry {
             original,
             reply: tuple("127.0.0.1:15001", "10.0.0.2:40000"),
+            transport: Transport::Tcp,
+            zone: 0,
         };
         assert_eq!(
             redirected.translated_destination(),
@@ -350,7 +452,9 @@ mod tests {
             tuple("10.0.0.2:40000", "192.0.2.1:80"),
             tuple("[2001:db8::2]:40000", "[2001:db8::1]:22"),
         ] {
-            assert_eq!(TcpTuple::from_attributes(&t.attributes()), Some(t));
+            for transport in [Transport::Tcp, Transport::Udp] {
+                assert_eq!(TcpTuple::from_attributes(&t.attributes(transport)), Some(t));
+            }
         }
     }
 }

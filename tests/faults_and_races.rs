@@ -592,3 +592,104 @@ fn cni_add_racing_del_ends_with_all_or_nothing() {
         assert_eq!(our_rules(&pod, "iptables-nft"), "");
     }
 }
+
+/// Our DNS zone chains and the jumps into them, as iptables-nft holds them (both families).
+fn raw_state(ns: &TestNetns) -> String {
+    ["iptables-nft-save", "ip6tables-nft-save"]
+        .iter()
+        .flat_map(|save| {
+            ns.run_checked(save, &["-t", "raw"])
+                .lines()
+                .filter(|l| l.contains("MESHINIT_DNS"))
+                .map(|l| format!("{l}\n"))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// A restore wrapper that fails every payload for `table` (with `--test` too when
+/// `also_test`), passing the rest to the real program.
+fn failing_table(table: &str, also_test: bool) -> String {
+    let test_passes = if also_test {
+        ""
+    } else {
+        "for a in \"$@\"; do [ \"$a\" = --test ] && exec REAL \"$@\"; done\n"
+    };
+    format!(
+        "{test_passes}payload=$(cat)\n\
+         if grep -q '^\\*{table}$' <<<\"$payload\"; then echo 'injected: {table} failed' >&2; exit 1; fi\n\
+         printf '%s\\n' \"$payload\" | REAL \"$@\""
+    )
+}
+
+/// The side tables (raw: DNS conntrack zones) are separate restore transactions from nat,
+/// ordered so that the DNS redirect never runs without its zones: zones that cannot be
+/// installed leave the nat rules as they were, and nat rules that cannot be committed take
+/// the zones just installed back out.
+#[test]
+fn the_dns_redirect_never_runs_without_its_zones() {
+    if !require_root() {
+        return;
+    }
+    let ns = TestNetns::new("zoneorder");
+    let dns = ["--proxy-dns-port", "15053"];
+
+    // The zones fail: nothing changes, the redirect included.
+    let fakes = FakeTools::new();
+    for restore in ["iptables-nft-restore", "ip6tables-nft-restore"] {
+        fakes.add(restore, &failing_table("raw", true));
+    }
+    assert_exit(
+        &meshinit(&ns, &["apply", ECS_CONFIG, "--backend", "iptables-nft"]),
+        0,
+    );
+    let before = snapshot(&ns);
+    let (output, _) = apply_change_with(&ns, &fakes, &dns);
+    assert_exit(&output, 1);
+    assert!(stderr(&output).contains("injected"), "{}", stderr(&output));
+    assert_eq!(
+        before,
+        snapshot(&ns),
+        "nat changed although its zones failed"
+    );
+    assert_eq!(raw_state(&ns), "");
+
+    // The nat commit fails after the zones went in: they come back out.
+    let fakes = FakeTools::new();
+    for restore in ["iptables-nft-restore", "ip6tables-nft-restore"] {
+        fakes.add(restore, &failing_table("nat", false));
+    }
+    let (output, _) = apply_change_with(&ns, &fakes, &dns);
+    assert_exit(&output, 1);
+    assert!(stderr(&output).contains("injected"), "{}", stderr(&output));
+    assert_eq!(before, snapshot(&ns));
+    assert_eq!(raw_state(&ns), "", "zones left without their redirect");
+
+    // Unhindered, both go in; turned off with the zones' removal failing, the redirect
+    // goes first and the zones stay (harmless without it) for the next apply.
+    let (output, _) = apply_change_with(&ns, &FakeTools::new(), &dns);
+    assert_exit(&output, 0);
+    assert!(snapshot(&ns).contains("--dports 53"), "{}", snapshot(&ns));
+    assert_ne!(raw_state(&ns), "");
+    let fakes = FakeTools::new();
+    for restore in ["iptables-nft-restore", "ip6tables-nft-restore"] {
+        fakes.add(restore, &failing_table("raw", true));
+    }
+    // (Not apply_change_with: it first applies the configuration without DNS.)
+    let without_dns = [
+        "apply",
+        "--ignored-uid",
+        "1337",
+        "--proxy-egress-port",
+        "16001",
+        "--backend",
+        "iptables-nft",
+    ];
+    let output = meshinit_with_env(&ns, &without_dns, &[("PATH", &fakes.path_env())]);
+    assert_exit(&output, 1);
+    assert!(stderr(&output).contains("injected"), "{}", stderr(&output));
+    assert!(!snapshot(&ns).contains("--dports 53"), "{}", snapshot(&ns));
+    assert_ne!(raw_state(&ns), "");
+    assert_exit(&meshinit(&ns, &without_dns), 0);
+    assert_eq!(raw_state(&ns), "");
+}

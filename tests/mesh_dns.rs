@@ -208,3 +208,303 @@ fn dns_queries_reach_the_proxy_stand_in_with_iptables_nft() {
 fn dns_queries_reach_the_proxy_stand_in_with_iptables_legacy() {
     check("iptables-legacy");
 }
+
+/// `verify --json` in the app namespace with DNS capture on; the report.
+fn verify_dns(ns: &TestNetns, backend: &str) -> (Option<i32>, serde_json::Value) {
+    verify_dns_with(ns, backend, &[])
+}
+
+/// Like [`verify_dns`], with more flags.
+fn verify_dns_with(
+    ns: &TestNetns,
+    backend: &str,
+    extra: &[&str],
+) -> (Option<i32>, serde_json::Value) {
+    let mut args = vec![
+        "verify",
+        "--json",
+        "--backend",
+        backend,
+        "--ignored-uid",
+        "1337",
+        "--proxy-egress-port",
+        "15001",
+        "--proxy-dns-port",
+        "15053",
+    ];
+    args.extend(extra);
+    let output = meshinit(ns, &args);
+    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify printed no JSON ({e}):\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.code(), report)
+}
+
+/// The dns-capture checks of a report: (family, status, reason).
+fn dns_checks(report: &serde_json::Value) -> Vec<(String, String, String)> {
+    report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter(|c| c["check"] == "dns-capture")
+        .map(|c| {
+            (
+                c["family"].as_str().unwrap_or_default().to_owned(),
+                c["status"].as_str().unwrap_or_default().to_owned(),
+                c["reason"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Deletes the UDP DNS redirect from our egress chain, as a broken or tampered rule set.
+fn remove_udp_dns_redirect(ns: &TestNetns, backend: &str) {
+    if backend == "nftables" {
+        let listing = ns.run_checked(
+            "nft",
+            &["-a", "list", "chain", "inet", "meshinit", "output"],
+        );
+        let handles: Vec<&str> = listing
+            .lines()
+            .filter(|l| l.contains("udp dport 53") && l.contains("redirect"))
+            .filter_map(|l| l.rsplit("# handle ").next())
+            .collect();
+        assert!(!handles.is_empty(), "no UDP DNS redirect in:\n{listing}");
+        for handle in handles {
+            ns.run_checked(
+                "nft",
+                &[
+                    "delete",
+                    "rule",
+                    "inet",
+                    "meshinit",
+                    "output",
+                    "handle",
+                    handle.trim(),
+                ],
+            );
+        }
+    } else {
+        let rule = [
+            "-t",
+            "nat",
+            "-D",
+            "APPMESH_EGRESS",
+            "-p",
+            "udp",
+            "-m",
+            "multiport",
+            "--dports",
+            "53",
+            "-j",
+            "REDIRECT",
+            "--to-ports",
+            "15053",
+        ];
+        ns.run_checked(backend, &rule);
+        let ip6 = backend.replacen("iptables", "ip6tables", 1);
+        ns.run_checked(&ip6, &rule);
+    }
+}
+
+/// verify proves DNS capture by traffic: each probe's conntrack entry shows the app's
+/// queries redirected to the proxy's DNS port and the proxy's own not, each in its zone;
+/// without the UDP redirect rule, or without the zone rules, the dns-capture check fails
+/// (and says why).
+fn verify_check(backend: &str) {
+    if !require_root() {
+        return;
+    }
+    let net = NetnsPair::new();
+    let apply = [
+        "apply",
+        "--backend",
+        backend,
+        "--ignored-uid",
+        "1337",
+        "--proxy-egress-port",
+        "15001",
+        "--proxy-dns-port",
+        "15053",
+    ];
+    assert_exit(&meshinit(&net.app, &apply), 0);
+    let (code, report) = verify_dns(&net.app, backend);
+    let checks = dns_checks(&report);
+    // Per family: UDP and TCP, as the app and as the proxy.
+    assert_eq!(checks.len(), 8, "{report:#}");
+    assert!(
+        checks.iter().all(|(_, status, _)| status == "pass"),
+        "{report:#}"
+    );
+    assert_eq!(code, Some(0), "{report:#}");
+    // verify deletes its queries' conntrack entries, whatever their zone.
+    let left = net.app.run_inside(|| {
+        let mut conntrack = meshinit::conntrack::Conntrack::open().expect("ctnetlink");
+        let mut entries = conntrack.dump(false).expect("dump ipv4");
+        entries.extend(conntrack.dump(true).expect("dump ipv6"));
+        entries
+            .into_iter()
+            .filter(|e| e.original.destination.port() == 53)
+            .collect::<Vec<_>>()
+    });
+    assert!(left.is_empty(), "DNS probe entries left: {left:#?}");
+
+    remove_udp_dns_redirect(&net.app, backend);
+    let (code, report) = verify_dns(&net.app, backend);
+    let failed: Vec<_> = dns_checks(&report)
+        .into_iter()
+        .filter(|(_, status, _)| status == "fail")
+        .collect();
+    assert_eq!(code, Some(5), "{report:#}");
+    // The app's UDP query in each family, and nothing else of DNS.
+    assert_eq!(failed.len(), 2, "{report:#}");
+    for (_, _, reason) in &failed {
+        assert!(
+            reason.contains("over UDP as uid") && reason.contains("not redirected"),
+            "{reason}"
+        );
+    }
+    let remaining = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "fail" && c["check"] != "dns-capture")
+        .filter(|c| c["check"] != "mesh-rules")
+        .count();
+    assert_eq!(remaining, 0, "{report:#}");
+
+    // The zone rules gone: every UDP query is tracked in the default zone, which is how
+    // capture breaks under load; the redirects themselves still pass.
+    assert_exit(&meshinit(&net.app, &apply), 0);
+    strip_zones(&net.app, backend);
+    let (code, report) = verify_dns(&net.app, backend);
+    let checks = dns_checks(&report);
+    let failed: Vec<_> = checks.iter().filter(|(_, s, _)| s == "fail").collect();
+    assert_eq!(code, Some(5), "{report:#}");
+    assert_eq!(failed.len(), 4, "{report:#}");
+    for (_, _, reason) in failed {
+        assert!(
+            reason.contains("over UDP") && reason.contains("tracked in the default conntrack zone"),
+            "{reason}"
+        );
+    }
+}
+
+/// Empties our DNS conntrack-zone chains, as in tests/mesh_dns_zones.rs.
+fn strip_zones(ns: &TestNetns, backend: &str) {
+    if backend == "nftables" {
+        for chain in ["dns_zones_output", "dns_zones_prerouting"] {
+            ns.run_checked("nft", &["flush", "chain", "inet", "meshinit", chain]);
+        }
+    } else {
+        let ip6 = backend.replacen("iptables", "ip6tables", 1);
+        for program in [backend, ip6.as_str()] {
+            for chain in ["MESHINIT_DNS_OUT", "MESHINIT_DNS_PRE"] {
+                ns.run_checked(program, &["-t", "raw", "-F", chain]);
+            }
+        }
+    }
+}
+
+#[test]
+fn verify_proves_dns_capture_with_native_nftables() {
+    verify_check("nftables");
+}
+
+#[test]
+fn verify_proves_dns_capture_with_iptables_nft() {
+    verify_check("iptables-nft");
+}
+
+#[test]
+fn verify_proves_dns_capture_with_iptables_legacy() {
+    verify_check("iptables-legacy");
+}
+
+/// With `--dns-capture resolv.conf` verify's queries go to the real resolver's address,
+/// but into its sink: the resolver (on the peer, counting what arrives) sees none of them,
+/// whether the rules capture them or not (after clean, every query is uncaptured).
+#[test]
+fn verify_dns_queries_never_reach_the_resolver() {
+    if !require_root() {
+        return;
+    }
+    let net = NetnsPair::new();
+    for protocol in ["udp", "tcp"] {
+        net.peer.iptables(
+            "iptables-nft",
+            &format!("-A INPUT -d {PEER_V4} -p {protocol} --dport 53"),
+        );
+    }
+    let dir = std::path::PathBuf::from(format!("/etc/netns/{}", net.app.name()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("resolv.conf"), format!("nameserver {PEER_V4}\n")).unwrap();
+    let scope = ["--dns-capture", "resolv.conf"];
+    let apply = [
+        "apply",
+        "--backend",
+        "nftables",
+        "--ignored-uid",
+        "1337",
+        "--proxy-egress-port",
+        "15001",
+        "--proxy-dns-port",
+        "15053",
+        "--dns-capture",
+        "resolv.conf",
+    ];
+    let applied = meshinit(&net.app, &apply);
+    let captured = verify_dns_with(&net.app, "nftables", &scope);
+    let cleaned = meshinit(&net.app, &["clean"]);
+    let uncaptured = verify_dns_with(&net.app, "nftables", &scope);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_exit(&applied, 0);
+    assert_exit(&cleaned, 0);
+
+    let at_resolver = |report: &serde_json::Value| {
+        let checks = dns_checks(report);
+        let destinations: Vec<&str> = report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["check"] == "dns-capture" && c["family"] == "ipv4")
+            .filter_map(|c| c["destination"].as_str())
+            .collect();
+        assert_eq!(destinations.len(), 4, "{report:#}");
+        assert!(
+            destinations.iter().all(|d| *d == format!("{PEER_V4}:53")),
+            "{report:#}"
+        );
+        checks
+    };
+    let (code, report) = captured;
+    assert_eq!(code, Some(0), "{report:#}");
+    assert!(
+        at_resolver(&report)
+            .iter()
+            .all(|(_, s, _)| s == "pass" || s == "not_applicable")
+    );
+    let (code, report) = uncaptured;
+    assert_eq!(code, Some(5), "{report:#}");
+    let failed = at_resolver(&report)
+        .into_iter()
+        .filter(|(family, s, _)| family == "ipv4" && s == "fail")
+        .count();
+    assert_eq!(failed, 2, "the app's UDP and TCP queries: {report:#}");
+
+    let counted = net.peer.iptables("iptables-nft", "-L INPUT -v -x -n");
+    let packets: Vec<u64> = counted
+        .lines()
+        .filter(|l| l.contains("dpt:53"))
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert_eq!(
+        packets,
+        vec![0, 0],
+        "queries reached the resolver:\n{counted}"
+    );
+}

@@ -515,9 +515,16 @@ fn generate_config(rng: &mut Rng) -> Config {
 fn generate_mesh(rng: &mut Rng, has_ingress: bool, proxy_ports: &[Option<u16>]) -> Mesh {
     let included_ips = rng.chance(35).then(|| {
         let mut nets = Vec::new();
+        // Sometimes a list longer than iptables keeps as rules (32): then it is a set.
+        let long = rng.chance(25);
         for family in [Family::V4, Family::V6] {
             // Sometimes none of a family: then none of it is captured.
-            for _ in 0..rng.between(0, 3) {
+            let count = if long && family == Family::V4 {
+                rng.between(33, 40)
+            } else {
+                rng.between(0, 3)
+            };
+            for _ in 0..count {
                 let net = generate_net(rng, family, &nets);
                 nets.push(net);
             }
@@ -1872,6 +1879,7 @@ fn generated_configs_are_valid_reproducible_and_reach_the_edges() {
         .map(|i| Rng(BASE_SEED.wrapping_add(i)).next())
         .collect();
     let (mut long_ports, mut long_v4, mut long_v6, mut partial_overlaps) = (0, 0, 0, 0);
+    let mut long_included = 0;
     let mut mesh_features = [0usize; 5];
     for seed in seeds {
         let config = generate_config(&mut Rng(seed));
@@ -1938,6 +1946,13 @@ fn generated_configs_are_valid_reproducible_and_reach_the_edges() {
             .count();
         long_v4 += usize::from(v4 > 32);
         long_v6 += usize::from(config.ignored_ips.len() - v4 > 32);
+        let included_v4 = m
+            .included_ips
+            .iter()
+            .flatten()
+            .filter(|n| n.family == Family::V4)
+            .count();
+        long_included += usize::from(included_v4 > 32);
         let overlapping = config.ignored_ports.iter().any(|a| {
             config
                 .ignored_ports
@@ -1959,4 +1974,9 @@ fn generated_configs_are_valid_reproducible_and_reach_the_edges() {
     ] {
         assert!(count >= 30, "only {count} of 300 configs have {what}");
     }
+    // A quarter of the include lists (a set on iptables' backends too).
+    assert!(
+        long_included >= 10,
+        "only {long_included} of 300 configs have a long include list"
+    );
 }

@@ -7,7 +7,7 @@ use std::process::Command;
 
 #[path = "common/native_golden.rs"]
 mod native_golden;
-use native_golden::NATIVE_GOLDEN;
+use native_golden::{LONG_INCLUDE_LIST, NATIVE_GOLDEN};
 
 fn render(args: &[&str], env: &[(&str, &str)]) -> String {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshinit"));
@@ -171,6 +171,22 @@ fn sixteen_ports_and_ranges_split_across_multiport_rules() {
         &[],
     );
     check_golden("many-ports.rules", &out);
+}
+
+#[test]
+fn a_long_include_list_is_one_set() {
+    let args = [
+        "--ignored-uid",
+        "1337",
+        "--proxy-egress-port",
+        "15001",
+        "--egress-included-ips",
+        LONG_INCLUDE_LIST,
+    ];
+    check_golden("long-include-list.rules", &render(&args, &[]));
+    let mut sets = args.to_vec();
+    sets.push("--sets");
+    check_golden("long-include-list.sets", &render(&sets, &[]));
 }
 
 #[test]

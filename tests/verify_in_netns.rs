@@ -306,16 +306,21 @@ fn verify_conntrack_entries(ns: &TestNetns) -> Vec<meshinit::conntrack::Entry> {
 
 /// verify killed with SIGKILL at random points (mid-set-up, mid-probe, mid-clean-up)
 /// leaves nothing the next run does not sweep: no interface, address, route or rule of its
-/// sink, and no conntrack entry of its probes (those to ignored destinations, which look
-/// like real traffic, expire on their own).
+/// sink, and no conntrack entry of its probes, DNS queries in their zones included (those to
+/// ignored destinations, which look like real traffic, expire on their own).
 #[test]
 fn verify_killed_at_random_points_leaves_nothing_after_the_next_run() {
     if !require_root() {
         return;
     }
     let net = NetnsPair::new();
-    apply(&net.app);
-    let args = with_config(&["verify", "--json"]);
+    // With DNS capture, so runs are also killed among its UDP probes (conntrack zone 2).
+    let dns = ["--proxy-dns-port", "15053"];
+    let mut apply_args = with_config(&["apply"]);
+    apply_args.extend(dns);
+    meshinit_netns(&net.app, &apply_args).assert_exit(0);
+    let mut args = with_config(&["verify", "--json"]);
+    args.extend(dns);
     for _ in 0..12 {
         let mut child = net
             .app
@@ -331,7 +336,7 @@ fn verify_killed_at_random_points_leaves_nothing_after_the_next_run() {
         let _ = child.kill();
         let _ = child.wait();
     }
-    let run = verify(&net.app);
+    let run = meshinit_netns(&net.app, &args);
     run.assert_exit(0);
     assert_no_verify_interfaces_or_rules(&net.app);
     let left = verify_conntrack_entries(&net.app);

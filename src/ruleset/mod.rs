@@ -137,12 +137,22 @@ impl SetMembers {
     }
 }
 
-/// A set holding a long exclusion list, matched by a [`Match::DestinationInSet`] rule.
+/// What a set's list is for: it names the set (iptables' ipset, the native table's set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SetPurpose {
+    /// An exclusion list (ignored destinations or ports): its rule returns.
+    Ignored,
+    /// The egress include list: its rule redirects.
+    Included,
+}
+
+/// A set holding a long list, matched by a [`Match::DestinationInSet`] rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpSet {
-    /// Named after its content (see [`sets`]).
+    /// Named after its purpose and content (see [`sets`]).
     pub name: String,
     pub family: Family,
+    pub purpose: SetPurpose,
     pub members: SetMembers,
 }
 

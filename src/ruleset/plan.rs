@@ -1,13 +1,14 @@
 //! Planning: the rules a [`ProxyConfig`] asks for. Small configurations give exactly the
-//! App Mesh CNI plugin's rules; long exclusion lists move into sets so that every new
-//! connection pays one lookup instead of walking one rule per entry.
+//! App Mesh CNI plugin's rules; long exclusion lists (and a long egress include list) move
+//! into sets so that every new connection pays one lookup instead of walking one rule per
+//! entry.
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::zones::{ZoneOwner, plan_zones};
 use super::{
     EGRESS_CHAIN, Family, INGRESS_CHAIN, IpSet, Match, Networks, OUTPUT_CHAIN, PREROUTING_CHAIN,
-    Rule, Ruleset, SetMembers, Verdict, sets,
+    Rule, Ruleset, SetMembers, SetPurpose, Verdict, sets,
 };
 use crate::config::mesh::{DNS_PORT, DnsScope};
 use crate::config::{Ipv6Mode, PortRange, ProxyConfig};
@@ -194,18 +195,35 @@ pub fn plan(config: &ProxyConfig, family: Family, options: PlanOptions) -> Rules
                 Family::Ipv4 => without_covered(&included.ipv4, IpNet::V4),
                 Family::Ipv6 => without_covered(&included.ipv6, IpNet::V6),
             };
-            for net in listed {
-                // A whole family is no address test at all (iptables-save drops `-d ::/0`).
-                let matches = if net.prefix_len() == 0 {
-                    vec![Match::Tcp]
-                } else {
-                    vec![Match::DestinationNetwork(net), Match::Tcp]
+            let whole_family = listed.iter().any(|net| net.prefix_len() == 0);
+            if listed.len() > options.max_listed_networks && !whole_family {
+                // A long list is one set lookup, as a long ignored list is (same threshold).
+                let merged = match family {
+                    Family::Ipv4 => Networks::V4(Ipv4Net::aggregate(&included.ipv4)),
+                    Family::Ipv6 => Networks::V6(Ipv6Net::aggregate(&included.ipv6)),
                 };
+                let set = new_set_for(SetPurpose::Included, family, SetMembers::Networks(merged));
                 ruleset.rules.push(Rule::new(
                     EGRESS_CHAIN,
-                    matches,
+                    vec![Match::Tcp, Match::DestinationInSet(set.name.clone())],
                     Verdict::Redirect(config.proxy_egress_port),
                 ));
+                ruleset.sets.push(set);
+            } else {
+                for net in listed {
+                    // A whole family is no address test at all (iptables-save drops
+                    // `-d ::/0`).
+                    let matches = if net.prefix_len() == 0 {
+                        vec![Match::Tcp]
+                    } else {
+                        vec![Match::DestinationNetwork(net), Match::Tcp]
+                    };
+                    ruleset.rules.push(Rule::new(
+                        EGRESS_CHAIN,
+                        matches,
+                        Verdict::Redirect(config.proxy_egress_port),
+                    ));
+                }
             }
         }
     }
@@ -238,9 +256,14 @@ fn without_covered<N: Copy + PartialEq>(nets: &[N], to_net: fn(N) -> IpNet) -> V
 }
 
 fn new_set(family: Family, members: SetMembers) -> IpSet {
+    new_set_for(SetPurpose::Ignored, family, members)
+}
+
+fn new_set_for(purpose: SetPurpose, family: Family, members: SetMembers) -> IpSet {
     IpSet {
-        name: sets::versioned_name(members.kind(), family, &members),
+        name: sets::versioned_name(purpose, members.kind(), family, &members),
         family,
+        purpose,
         members,
     }
 }

@@ -34,6 +34,9 @@ pub enum CheckKind {
     IngressOtherPort,
     /// The rules of the settings beyond App Mesh are installed as rendered (rule inspection).
     MeshRules,
+    /// An ordinary user's DNS query (UDP, TCP) is redirected to the proxy's DNS port, the
+    /// proxy's own is not, each in the conntrack zone the zone rules give it.
+    DnsCapture,
 }
 
 impl CheckKind {
@@ -50,6 +53,7 @@ impl CheckKind {
             CheckKind::IngressRedirect => "ingress-redirect",
             CheckKind::IngressOtherPort => "ingress-other-port",
             CheckKind::MeshRules => "mesh-rules",
+            CheckKind::DnsCapture => "dns-capture",
         }
     }
 }

@@ -5,12 +5,13 @@
 use std::time::Duration;
 
 use super::check::{CheckKind, CheckResult, Evidence, Status};
+use super::dns_probe::DnsObservation;
 use super::inbound::{InboundObservation, InboundProbe, InboundResults};
 use super::plan::{ProbePlan, Slot};
 use super::probe::Observation;
 use super::rule_inspection;
 use super::scope::Scope;
-use super::selection::{Expectation, ListenerRole, Probe};
+use super::selection::{DnsProbe, Expectation, ListenerRole, Probe};
 use crate::config::ProxyConfig;
 use crate::conntrack::TcpTuple;
 use crate::ruleset::Family;
@@ -233,6 +234,7 @@ pub fn judge_all(
     config: &ProxyConfig,
     scope: &Scope,
     observations: &[Observation],
+    dns: &[DnsObservation],
     inbound: &InboundResults,
     window: Duration,
 ) -> Checks {
@@ -298,6 +300,13 @@ pub fn judge_all(
             Slot::Mesh(family) => {
                 rule_inspection::inspect_mesh(config, family, scope.table(family).as_result())
             }
+            Slot::Dns(index) => {
+                let (Some(probe), Some(observation)) = (plan.dns_probes.get(index), dns.get(index))
+                else {
+                    continue;
+                };
+                judge_dns(probe, observation)
+            }
             Slot::Probed(index) => {
                 let (Some(probe), Some(observation)) =
                     (plan.probes.get(index), observations.get(index))
@@ -332,6 +341,91 @@ pub fn judge_all(
     Checks {
         checks: results,
         notes: plan.notes,
+    }
+}
+
+/// The verdict on one DNS probe: the app's query must be redirected to the proxy's DNS
+/// port on this namespace, the proxy's own must not be, and each must be in the conntrack
+/// zone the zone rules give it (a flow in the wrong zone is how capture breaks under load).
+pub fn judge_dns(probe: &DnsProbe, observation: &DnsObservation) -> CheckResult {
+    let attempt = probe.attempt();
+    let zone_of = |zone: u16| match zone {
+        0 => "the default conntrack zone".to_owned(),
+        z => format!("conntrack zone {z}"),
+    };
+    let (status, reason) = match (observation, probe.redirected_to) {
+        (DnsObservation::NotRun(why), _) => (
+            Status::CouldNotRun,
+            format!("{attempt} could not be made: {why}"),
+        ),
+        (DnsObservation::Untracked, Some(port)) => (
+            Status::Fail,
+            format!(
+                "{attempt} was not redirected to the proxy's DNS port {port}: it left no \
+                 conntrack entry, and NAT always makes one (the DNS capture rule is missing)"
+            ),
+        ),
+        (DnsObservation::Untracked, None) => (
+            Status::Pass,
+            format!("{attempt} was not redirected (it left no conntrack entry)"),
+        ),
+        (DnsObservation::Entry { zone, .. }, _) if *zone != probe.zone => (
+            Status::Fail,
+            format!(
+                "{attempt} is tracked in {} instead of {}: the DNS conntrack zone rules are \
+                 missing or wrong, so the app's queries and the proxy's upstream queries can \
+                 share an entry and answers can bypass the proxy under load",
+                zone_of(*zone),
+                zone_of(probe.zone)
+            ),
+        ),
+        (DnsObservation::Entry { to, local, zone }, Some(port)) => match to {
+            Some(to) if to.port() == port && *local => (
+                Status::Pass,
+                format!(
+                    "{attempt} was redirected to the proxy's DNS port (conntrack: replies come \
+                     from {to}, {})",
+                    zone_of(*zone)
+                ),
+            ),
+            Some(to) => (
+                Status::Fail,
+                format!(
+                    "{attempt} was sent to {to}, not to the proxy's DNS port {port} on this \
+                     namespace"
+                ),
+            ),
+            None => (
+                Status::Fail,
+                format!(
+                    "{attempt} was not redirected: its conntrack entry shows the resolver \
+                     untouched (the query went into verify's sink), so the app's queries would \
+                     reach the resolver, bypassing the proxy's DNS port {port}"
+                ),
+            ),
+        },
+        (DnsObservation::Entry { to, zone, .. }, None) => match to {
+            None => (
+                Status::Pass,
+                format!(
+                    "{attempt} was not redirected: its conntrack entry shows the resolver \
+                     untouched ({}; the query itself went into verify's sink), so the proxy's \
+                     own queries reach the resolver",
+                    zone_of(*zone)
+                ),
+            ),
+            Some(to) => (
+                Status::Fail,
+                format!(
+                    "{attempt} was redirected to {to}: the proxy's own queries would be sent \
+                     back into it, and DNS would loop"
+                ),
+            ),
+        },
+    };
+    CheckResult {
+        observed: Some(observation.tag().to_owned()),
+        ..probe.unprobed(status, reason)
     }
 }
 
@@ -533,6 +627,65 @@ mod tests {
             assert_eq!(result.status, Status::Pass, "{direct:?}");
             assert!(!result.reason.contains("HINT"));
         }
+    }
+
+    #[test]
+    fn dns_probes_pass_only_redirected_to_the_dns_port_in_their_zone() {
+        let mut c = crate::verify::test_fixture::config();
+        c.mesh.dns = Some(crate::config::mesh::DnsCapture {
+            proxy_port: 15053,
+            scope: crate::config::mesh::DnsScope::All,
+            resolvers: Vec::new(),
+        });
+        let probes =
+            crate::verify::selection::dns_probes(&c, Family::Ipv4, "192.0.2.1".parse().unwrap());
+        // UDP then TCP, each as the app and as the proxy's user.
+        assert_eq!(probes.len(), 4);
+        let (app_udp, proxy_udp) = (&probes[0], &probes[1]);
+        assert_eq!(
+            (app_udp.redirected_to, app_udp.zone),
+            (Some(15053), crate::ruleset::zones::APP_ZONE)
+        );
+        assert_eq!(
+            (
+                proxy_udp.redirected_to,
+                proxy_udp.identity.uid,
+                proxy_udp.zone
+            ),
+            (None, 1337, crate::ruleset::zones::UPSTREAM_ZONE)
+        );
+        assert_eq!(probes[2].zone, 0, "TCP is not zoned");
+        let entry = |to: Option<&str>, local, zone| DnsObservation::Entry {
+            to: to.map(|t| t.parse().unwrap()),
+            local,
+            zone,
+        };
+        let pass = judge_dns(app_udp, &entry(Some("127.0.0.1:15053"), true, 2));
+        assert_eq!(pass.status, Status::Pass, "{}", pass.reason);
+        for (observation, words) in [
+            (entry(None, false, 2), "not redirected"),
+            (
+                entry(Some("127.0.0.1:15001"), true, 2),
+                "not to the proxy's DNS port",
+            ),
+            (
+                entry(Some("10.0.0.9:15053"), false, 2),
+                "not to the proxy's DNS port",
+            ),
+            (entry(Some("127.0.0.1:15053"), true, 0), "zone rules"),
+            (DnsObservation::Untracked, "no conntrack entry"),
+        ] {
+            let result = judge_dns(app_udp, &observation);
+            assert_eq!(result.status, Status::Fail, "{observation:?}");
+            assert_eq!(result.check, CheckKind::DnsCapture);
+            assert!(result.reason.contains(words), "{}", result.reason);
+        }
+        let proxy = judge_dns(proxy_udp, &entry(None, false, 1));
+        assert_eq!(proxy.status, Status::Pass, "{}", proxy.reason);
+        let looped = judge_dns(proxy_udp, &entry(Some("127.0.0.1:15053"), true, 1));
+        assert!(looped.reason.contains("loop"), "{}", looped.reason);
+        let not_run = judge_dns(app_udp, &DnsObservation::NotRun("no sink".into()));
+        assert_eq!(not_run.status, Status::CouldNotRun);
     }
 
     #[test]

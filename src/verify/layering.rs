@@ -3,7 +3,7 @@
 //! one and no two modules import each other.
 
 /// The modules in pipeline order, with their source.
-const ORDER: [(&str, &str); 12] = [
+const ORDER: [(&str, &str); 13] = [
     ("check", include_str!("check.rs")),
     ("route", include_str!("route.rs")),
     ("rtnl", include_str!("rtnl.rs")),
@@ -12,6 +12,7 @@ const ORDER: [(&str, &str); 12] = [
     ("plan", include_str!("plan.rs")),
     ("sink", include_str!("sink.rs")),
     ("probe", include_str!("probe.rs")),
+    ("dns_probe", include_str!("dns_probe.rs")),
     ("inbound", include_str!("inbound.rs")),
     ("rule_inspection", include_str!("rule_inspection.rs")),
     ("judging", include_str!("judging.rs")),

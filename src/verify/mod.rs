@@ -9,10 +9,12 @@
 //!
 //! A straight pipeline, each stage importing only the ones before it and `check` (the
 //! vocabulary they share): `scope` (which families, from the tables and the engine's IPv6
-//! decision) -> select (`selection`, `plan`) -> probe (`probe`, `inbound`, `sink`) ->
-//! judge (`judging`, `rule_inspection`) -> `report`. This module only runs the stages.
+//! decision) -> select (`selection`, `plan`) -> probe (`probe`, `dns_probe`, `inbound`,
+//! `sink`) -> judge (`judging`, `rule_inspection`) -> `report`. This module only runs the
+//! stages.
 
 mod check;
+mod dns_probe;
 mod inbound;
 mod judging;
 #[cfg(test)]
@@ -149,6 +151,7 @@ pub fn verify(
     };
     let (observations, mut evidence) =
         probe::run_all(&plan.probes, &tokens, deadline, sink.is_some());
+    let dns = dns_probe::run(&plan.dns_probes, sink.is_some(), &mut evidence);
     let inbound = prove_inbound(config, &plan, sink.as_ref(), &mut evidence);
     // The sink goes last: while it exists, it marks a run that may have left entries.
     drop(listeners);
@@ -161,7 +164,7 @@ pub fn verify(
         ));
     }
 
-    let checks = judging::judge_all(plan, config, &scope, &observations, &inbound, window);
+    let checks = judging::judge_all(plan, config, &scope, &observations, &dns, &inbound, window);
     let outcome = report::outcome_of(&checks.checks);
     info!(?outcome, elapsed = ?started.elapsed(), "verification finished");
     Ok(Report {
@@ -196,7 +199,7 @@ fn sweep_stale_conntrack_entries() {
                 || source == std::net::IpAddr::from(sink::INBOUND_CLIENT_V6)
                 || selection::is_test_destination(entry.original.destination.ip());
             if ours {
-                let _ = conntrack.delete(entry.original);
+                let _ = conntrack.delete_flow(entry.flow());
             }
         }
     }

@@ -5,7 +5,7 @@
 use super::check::{CheckKind, CheckResult, Status};
 use super::route::{Route, route_to, source_interface};
 use super::scope::FamilyDecision;
-use super::selection::{self, ListenerRole, ListenerSpec, Planned, Probe};
+use super::selection::{self, DnsProbe, ListenerRole, ListenerSpec, Planned, Probe};
 use crate::config::ProxyConfig;
 use crate::ruleset::Family;
 
@@ -39,6 +39,8 @@ pub enum Slot {
     Ingress(Family),
     /// The mesh settings' rule inspection of a family.
     Mesh(Family),
+    /// A DNS capture probe, by its index in `dns_probes`.
+    Dns(usize),
 }
 
 /// The checks in report order, and the probes to make.
@@ -46,6 +48,7 @@ pub enum Slot {
 pub struct ProbePlan {
     pub slots: Vec<Slot>,
     pub probes: Vec<Probe>,
+    pub dns_probes: Vec<DnsProbe>,
     pub notes: Vec<String>,
 }
 
@@ -140,6 +143,7 @@ impl ProbePlan {
             if !config.mesh.is_off() {
                 self.slots.push(Slot::Mesh(family));
             }
+            self.dns(config, family);
             return;
         }
 
@@ -202,6 +206,61 @@ impl ProbePlan {
         if !config.mesh.is_off() {
             self.slots.push(Slot::Mesh(family));
         }
+        self.dns(config, family);
+    }
+
+    /// Plans DNS capture's probes of one family when it is on: queries to the first
+    /// resolver of the capture's scope that a query could reach from here.
+    fn dns(&mut self, config: &ProxyConfig, family: Family) {
+        if config.mesh.dns.is_none() {
+            return;
+        }
+        let not_applicable = |reason: String| {
+            Slot::Decided(CheckResult::decided(
+                CheckKind::DnsCapture,
+                family,
+                Status::NotApplicable,
+                reason,
+            ))
+        };
+        let candidates = selection::dns_destination_candidates(config, family);
+        if candidates.is_empty() {
+            self.slots.push(not_applicable(format!(
+                "no {family} resolver in /etc/resolv.conf (read at apply time), so no {family} \
+                 DNS query is captured"
+            )));
+            return;
+        }
+        let mut refusals = Vec::new();
+        for ip in candidates {
+            let destination = std::net::SocketAddr::new(ip, crate::config::mesh::DNS_PORT);
+            match route_to(destination) {
+                Route::Routed => match source_interface(destination)
+                    .filter(|i| config.mesh.ignored_interfaces.contains(i))
+                {
+                    Some(interface) => refusals.push(format!(
+                        "{ip} is reached through {interface}, an ignored interface"
+                    )),
+                    None => {
+                        for probe in selection::dns_probes(config, family, ip) {
+                            self.slots.push(Slot::Dns(self.dns_probes.len()));
+                            self.dns_probes.push(probe);
+                        }
+                        return;
+                    }
+                },
+                Route::Local => refusals.push(format!(
+                    "{ip} is an address of this namespace (queries to it stay local and are \
+                     not captured by design)"
+                )),
+                Route::Unroutable(e) => refusals.push(format!("no route to {ip} ({e})")),
+            }
+        }
+        self.slots.push(not_applicable(format!(
+            "no {family} resolver in the DNS capture's scope can be queried through the \
+             capture from here: {}",
+            refusals.join("; ")
+        )));
     }
 }
 

@@ -24,7 +24,7 @@ use super::check::Identity;
 use super::route::{Route, route_to};
 use super::selection::{Expectation, ListenerRole, ListenerSpec, Probe};
 use super::sink::PROBE_MARK;
-use crate::conntrack::{Conntrack, TcpTuple};
+use crate::conntrack::{Conntrack, Flow, TcpTuple};
 use crate::ruleset::Family;
 
 /// First word of a listener's reply, versioned so a changed format fails loudly.
@@ -395,7 +395,7 @@ pub fn run_all(
         observations,
         ConntrackEvidence {
             conntrack: conntrack.ok(),
-            tuples,
+            flows: tuples.into_iter().map(Flow::tcp).collect(),
         },
     )
 }
@@ -403,7 +403,7 @@ pub fn run_all(
 /// The conntrack entries a verification created, deleted on [`forget`](Self::forget).
 pub struct ConntrackEvidence {
     conntrack: Option<Conntrack>,
-    tuples: Vec<TcpTuple>,
+    flows: Vec<Flow>,
 }
 
 impl ConntrackEvidence {
@@ -412,9 +412,14 @@ impl ConntrackEvidence {
         self.conntrack.as_mut()
     }
 
-    /// Adds an entry to delete.
+    /// Adds a TCP entry (default zone) to delete.
     pub fn remember(&mut self, tuple: TcpTuple) {
-        self.tuples.push(tuple);
+        self.flows.push(Flow::tcp(tuple));
+    }
+
+    /// Adds an entry of any transport and zone to delete.
+    pub fn remember_flow(&mut self, flow: Flow) {
+        self.flows.push(flow);
     }
 
     /// Deletes the probes' conntrack entries (after the listeners have closed their side).
@@ -423,9 +428,9 @@ impl ConntrackEvidence {
         let Some(conntrack) = self.conntrack.as_mut() else {
             return 0;
         };
-        self.tuples
+        self.flows
             .iter()
-            .filter(|tuple| conntrack.delete(**tuple).is_err())
+            .filter(|flow| conntrack.delete_flow(**flow).is_err())
             .count()
     }
 }
@@ -499,7 +504,7 @@ fn start_probe(
 
 /// Marks `socket` for the sink's routing table, and binds it to the source address the
 /// main table would choose, so the connection's tuple is the one an application's would be.
-fn send_into_sink(socket: &OwnedFd, destination: SocketAddr) -> Result<(), String> {
+pub fn send_into_sink(socket: &OwnedFd, destination: SocketAddr) -> Result<(), String> {
     nix::sys::socket::setsockopt(socket, sockopt::Mark, &PROBE_MARK)
         .map_err(|e| format!("cannot mark the probe socket: {e}"))?;
     if let Some(source) = source_for(destination) {
@@ -522,9 +527,30 @@ fn source_for(destination: SocketAddr) -> Option<IpAddr> {
     socket.local_addr().ok().map(|a| a.ip())
 }
 
-/// Creates one socket per probe, each on a thread that has taken on the probe's identity
-/// (credentials are per thread), one thread per identity.
+/// Creates one TCP socket per probe as the probe's identity.
 fn sockets_as_identities(probes: &[Probe]) -> Vec<Result<OwnedFd, String>> {
+    let requests: Vec<SocketRequest> = probes
+        .iter()
+        .map(|p| SocketRequest {
+            identity: p.identity,
+            destination: p.destination,
+            kind: SockType::Stream,
+        })
+        .collect();
+    sockets_as(&requests)
+}
+
+/// A socket to create as `identity`, of `kind`, in `destination`'s family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketRequest {
+    pub identity: Identity,
+    pub destination: SocketAddr,
+    pub kind: SockType,
+}
+
+/// Creates one socket per request, each on a thread that has taken on the request's
+/// identity (credentials are per thread), one thread per identity.
+pub fn sockets_as(probes: &[SocketRequest]) -> Vec<Result<OwnedFd, String>> {
     let mut identities: Vec<Identity> = Vec::new();
     for probe in probes {
         if !identities.contains(&probe.identity) {
@@ -536,11 +562,11 @@ fn sockets_as_identities(probes: &[Probe]) -> Vec<Result<OwnedFd, String>> {
         let handles: Vec<_> = identities
             .iter()
             .map(|identity| {
-                let wanted: Vec<(usize, SocketAddr)> = probes
+                let wanted: Vec<(usize, SocketAddr, SockType)> = probes
                     .iter()
                     .enumerate()
                     .filter(|(_, p)| p.identity == *identity)
-                    .map(|(i, p)| (i, p.destination))
+                    .map(|(i, p)| (i, p.destination, p.kind))
                     .collect();
                 let identity = *identity;
                 let handle = std::thread::Builder::new()
@@ -548,11 +574,14 @@ fn sockets_as_identities(probes: &[Probe]) -> Vec<Result<OwnedFd, String>> {
                     .stack_size(PROBE_STACK_BYTES)
                     .spawn_scoped(scope, move || {
                         if let Err(e) = become_on_this_thread(identity) {
-                            return wanted.iter().map(|(i, _)| (*i, Err(e.clone()))).collect();
+                            return wanted
+                                .iter()
+                                .map(|(i, _, _)| (*i, Err(e.clone())))
+                                .collect();
                         }
                         wanted
                             .iter()
-                            .map(|(i, destination)| (*i, tcp_socket(*destination)))
+                            .map(|(i, destination, kind)| (*i, new_socket(*destination, *kind)))
                             .collect::<Vec<_>>()
                     });
                 (identity, handle)
@@ -581,17 +610,17 @@ fn sockets_as_identities(probes: &[Probe]) -> Vec<Result<OwnedFd, String>> {
         .collect()
 }
 
-fn tcp_socket(destination: SocketAddr) -> Result<OwnedFd, String> {
+fn new_socket(destination: SocketAddr, kind: SockType) -> Result<OwnedFd, String> {
     let family = match destination {
         SocketAddr::V4(_) => AddressFamily::Inet,
         SocketAddr::V6(_) => AddressFamily::Inet6,
     };
-    socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
+    socket(family, kind, SockFlag::SOCK_CLOEXEC, None)
         .map_err(|e| format!("cannot create a socket: {e}"))
 }
 
 /// Closing this socket sends a reset and leaves no TIME_WAIT or FIN behind.
-fn reset_on_close(stream: &TcpStream) {
+pub fn reset_on_close(stream: &TcpStream) {
     let linger = libc::linger {
         l_onoff: 1,
         l_linger: 0,

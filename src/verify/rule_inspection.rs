@@ -189,8 +189,9 @@ pub fn inspect_ingress(
 
 /// The rules of the settings beyond App Mesh, checked by reading the nat table back: the
 /// include list, every inbound port, ignored interfaces and the DNS redirects live in our
-/// chains, so both chains being as rendered proves them installed. (The INVALID drop and the
-/// DNS conntrack zones live outside nat: `meshinit status` reports their drift.)
+/// chains, so both chains being as rendered proves them installed. (DNS capture and its
+/// conntrack zones are also proven by traffic, the `dns-capture` check; the INVALID drop
+/// lives outside nat and is left to `meshinit status`, which reports its drift.)
 pub fn inspect_mesh(
     config: &ProxyConfig,
     family: Family,

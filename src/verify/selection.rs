@@ -7,9 +7,10 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use super::check::{CheckKind, CheckResult, Evidence, Identity, Status};
+use crate::config::mesh::{DNS_PORT, DnsScope};
 use crate::config::settings::{Property, Vocabulary};
 use crate::config::{ALWAYS_IGNORED_IPS, ALWAYS_IGNORED_PORT, ProxyConfig};
-use crate::ruleset::Family;
+use crate::ruleset::{Family, zones};
 
 /// ones; a range contributes its first and last port).
 pub const MAX_IGNORED_PORT_PROBES: usize = 16;
@@ -157,6 +158,135 @@ pub fn test_destination_candidates(config: &ProxyConfig, family: Family) -> Vec<
         );
     }
     candidates
+}
+
+/// The transport of a DNS probe: DNS capture redirects both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsTransport {
+    Udp,
+    Tcp,
+}
+
+impl DnsTransport {
+    pub fn name(self) -> &'static str {
+        match self {
+            DnsTransport::Udp => "UDP",
+            DnsTransport::Tcp => "TCP",
+        }
+    }
+}
+
+/// One DNS query to send (into verify's sink, so it never leaves the namespace) and where
+/// conntrack must show it went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DnsProbe {
+    pub family: Family,
+    pub transport: DnsTransport,
+    /// A resolver in the capture's scope, port 53.
+    pub destination: SocketAddr,
+    pub identity: Identity,
+    /// `Some(port)`: must be redirected to the proxy's DNS port; `None`: the proxy's own
+    /// query, which must reach the resolver untouched.
+    pub redirected_to: Option<u16>,
+    /// The conntrack zone the DNS zone rules put this flow in (0 when none applies).
+    pub zone: u16,
+}
+
+impl DnsProbe {
+    pub fn attempt(&self) -> String {
+        format!(
+            "a DNS query over {} as uid {} gid {} to {}",
+            self.transport.name(),
+            self.identity.uid,
+            self.identity.gid,
+            self.destination
+        )
+    }
+
+    /// A check result for this probe decided without sending it.
+    pub fn unprobed(&self, status: Status, reason: String) -> CheckResult {
+        CheckResult {
+            check: CheckKind::DnsCapture,
+            family: self.family,
+            evidence: Evidence::Connection,
+            status,
+            destination: Some(self.destination),
+            identity: Some(self.identity),
+            observed: None,
+            reason,
+        }
+    }
+}
+
+/// The resolvers a DNS probe of `family` may go to, in order of preference: TEST-NET
+/// addresses when every resolver is captured (nothing there answers), else the resolvers
+/// of resolv.conf read at apply time (the probe goes into verify's sink, never to them).
+pub fn dns_destination_candidates(config: &ProxyConfig, family: Family) -> Vec<IpAddr> {
+    let Some(dns) = &config.mesh.dns else {
+        return Vec::new();
+    };
+    match dns.scope {
+        DnsScope::All => match family {
+            Family::Ipv4 => TEST_NET_V4.iter().map(|a| IpAddr::V4(*a)).collect(),
+            Family::Ipv6 => TEST_NET_V6.iter().map(|a| IpAddr::V6(*a)).collect(),
+        },
+        DnsScope::ResolvConf => distinct(
+            dns.resolvers
+                .iter()
+                .copied()
+                .filter(|a| a.is_ipv4() == (family == Family::Ipv4)),
+        ),
+    }
+}
+
+/// The DNS probes at `resolver`: UDP and TCP from an ordinary user (redirected to the
+/// proxy's DNS port) and from the proxy's user (or group), which must not be.
+pub fn dns_probes(config: &ProxyConfig, family: Family, resolver: IpAddr) -> Vec<DnsProbe> {
+    let Some(dns) = &config.mesh.dns else {
+        return Vec::new();
+    };
+    let ordinary = ordinary_identity(config);
+    let proxy = match (config.ignored_uid, config.ignored_gid) {
+        (Some(uid), _) => Some(Identity {
+            uid,
+            gid: ordinary.gid,
+        }),
+        (None, Some(gid)) => Some(Identity {
+            uid: ordinary.uid,
+            gid,
+        }),
+        (None, None) => None,
+    };
+    let mut probes = Vec::new();
+    for transport in [DnsTransport::Udp, DnsTransport::Tcp] {
+        // The zone rules match UDP only: the app's queries go to APP_ZONE, the proxy's
+        // to UPSTREAM_ZONE (ruleset::zones).
+        let zone = |app| match (transport, app) {
+            (DnsTransport::Tcp, _) => 0,
+            (DnsTransport::Udp, true) => zones::APP_ZONE,
+            (DnsTransport::Udp, false) => zones::UPSTREAM_ZONE,
+        };
+        probes.push(DnsProbe {
+            family,
+            transport,
+            destination: SocketAddr::new(resolver, DNS_PORT),
+            identity: ordinary,
+            redirected_to: Some(dns.proxy_port),
+            zone: zone(true),
+        });
+        if let Some(proxy) = proxy {
+            probes.push(DnsProbe {
+                family,
+                transport,
+                destination: SocketAddr::new(resolver, DNS_PORT),
+                identity: proxy,
+                redirected_to: None,
+                zone: zone(false),
+            });
+        }
+    }
+    probes
 }
 
 /// A TEST-NET address of `family` outside the include list, when there is one: a

@@ -3,7 +3,7 @@
 //! loads it with `nft -f` and compares the result with `apply --backend nftables`.
 
 /// The `render --backend nftables` arguments of each native golden file.
-pub const NATIVE_GOLDEN: [(&str, &[&str]); 5] = [
+pub const NATIVE_GOLDEN: [(&str, &[&str]); 6] = [
     ("taskdef-fargate.nft", &["examples/taskdef-fargate.json"]),
     ("taskdef-ec2.nft", &["examples/taskdef-ec2.json"]),
     ("cni-netconf.nft", &["examples/cni-netconf.json"]),
@@ -40,4 +40,20 @@ pub const NATIVE_GOLDEN: [(&str, &[&str]); 5] = [
             "on",
         ],
     ),
+    // A long include list (33 IPv4 networks, one over the threshold): a set; IPv6 keeps
+    // its one rule.
+    (
+        "long-include-list.nft",
+        &[
+            "--ignored-uid",
+            "1337",
+            "--proxy-egress-port",
+            "15001",
+            "--egress-included-ips",
+            LONG_INCLUDE_LIST,
+        ],
+    ),
 ];
+
+/// 33 IPv4 networks (none adjacent, so none merge) and one IPv6 network.
+pub const LONG_INCLUDE_LIST: &str = "203.0.113.0/29,203.0.113.16/29,203.0.113.32/29,203.0.113.48/29,203.0.113.64/29,203.0.113.80/29,203.0.113.96/29,203.0.113.112/29,203.0.113.128/29,203.0.113.144/29,203.0.113.160/29,203.0.113.176/29,203.0.113.192/29,203.0.113.208/29,203.0.113.224/29,203.0.113.240/29,198.51.100.0/29,198.51.100.16/29,198.51.100.32/29,198.51.100.48/29,198.51.100.64/29,198.51.100.80/29,198.51.100.96/29,198.51.100.112/29,198.51.100.128/29,198.51.100.144/29,198.51.100.160/29,198.51.100.176/29,198.51.100.192/29,198.51.100.208/29,198.51.100.224/29,198.51.100.240/29,192.0.2.0/29,2001:db8:ff::/64";

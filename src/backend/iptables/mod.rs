@@ -96,19 +96,53 @@ impl Backend for IptablesBackend {
         budget: &TimeBudget,
         dry_run: bool,
     ) -> Result<ConvergeReport> {
-        let report = converge::converge(self.kind, desired, budget, dry_run)?;
-        // After the nat rules: a packet dropped for being INVALID never needed them.
+        // iptables-restore commits each table separately (one nf_tables batch or one
+        // IPT_SO_SET_REPLACE per COMMIT), so the side tables cannot share the nat
+        // transaction. The order keeps every moment safe instead: what the new nat rules need
+        // (DNS conntrack zones, the INVALID drop) goes in before them and is put back if they
+        // fail; what only the old ones needed goes after them. So the DNS redirect never
+        // runs without its zones, and zones or a drop without a redirect harm nothing.
+        let mut first: Vec<side_chains::SentTable> = Vec::new();
+        let mut before_nat = Vec::new();
+        for ruleset in desired.rulesets() {
+            let family = ruleset.family;
+            // A family iptables cannot program here (no IPv6) is left to the nat step,
+            // which skips it with its reason.
+            if family == Family::Ipv6 && side_tables_unusable(self.kind) {
+                continue;
+            }
+            let wanted: Vec<_> = side_chains(ruleset)
+                .into_iter()
+                .filter(|(_, want)| !want.is_empty())
+                .collect();
+            match side_chains::converge_all(self.kind, family, &wanted, budget, dry_run) {
+                Ok(sent) => first.extend(sent),
+                Err(e) => {
+                    side_chains::undo_all(self.kind, &first, budget);
+                    return Err(e);
+                }
+            }
+            before_nat.push(family);
+        }
+        let report = match converge::converge(self.kind, desired, budget, dry_run) {
+            Ok(report) => report,
+            Err(e) => {
+                if !dry_run {
+                    side_chains::undo_all(self.kind, &first, budget);
+                }
+                return Err(e);
+            }
+        };
         for ruleset in desired.rulesets() {
             if report.skipped.iter().any(|(f, _)| *f == ruleset.family) {
                 continue;
             }
-            side_chains::converge_all(
-                self.kind,
-                ruleset.family,
-                &side_chains(ruleset),
-                budget,
-                dry_run,
-            )?;
+            let done_before = before_nat.contains(&ruleset.family);
+            let rest: Vec<_> = side_chains(ruleset)
+                .into_iter()
+                .filter(|(_, want)| !done_before || want.is_empty())
+                .collect();
+            side_chains::converge_all(self.kind, ruleset.family, &rest, budget, dry_run)?;
         }
         Ok(report)
     }
@@ -266,6 +300,11 @@ impl IptablesBackend {
         sets::sweep(&[], budget, false, false)?;
         Ok(())
     }
+}
+
+/// Whether IPv6 side tables cannot be changed here (no IPv6, or no ip6tables program).
+fn side_tables_unusable(kind: BackendKind) -> bool {
+    netns::ipv6_unavailable().is_some() || tools::IptablesTools::find(kind, Family::Ipv6).is_err()
 }
 
 /// Our chains outside nat and the rules `ruleset` wants in each (none: the chain goes).

@@ -3,6 +3,15 @@
 //! chain, converged on its own with `iptables-restore --noflush`. The table is read only
 //! when the chain is wanted or may exist (legacy: the table exists; iptables-nft: our chain
 //! exists, asked over netlink), so configurations without it pay nothing.
+//!
+//! Why not in nat's transaction: `iptables-restore` commits at every `COMMIT` line, one
+//! table at a time. iptables-nft-restore (`xtables-restore.c`, iptables 1.8.x up to 1.8.11)
+//! sends one nf_tables batch per `COMMIT` ("Commit per table, although we support global
+//! commit at once, stick by now to the existing behaviour"), and a `*table` line inside an
+//! open table is refused; iptables-legacy-restore replaces each table with its own
+//! `IPT_SO_SET_REPLACE`, which the kernel offers per table only. So the backend orders the
+//! transactions instead (see `IptablesBackend::converge`), and `converge_all` returns each
+//! transaction with the one that puts back what it replaced.
 
 use tracing::info;
 
@@ -157,16 +166,41 @@ impl SideChain {
     }
 }
 
+/// One restore transaction sent to a side table, and the one that puts back what it
+/// replaced (our chains' rules and jumps as they were read just before).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentTable {
+    pub family: Family,
+    pub payload: String,
+    pub undo: String,
+}
+
+/// Puts back what `sent` replaced, newest first; a failure is logged and the rest still
+/// undone (the next apply converges whatever is left, and `status` reports it).
+pub fn undo_all(kind: BackendKind, sent: &[SentTable], budget: &TimeBudget) {
+    for table in sent.iter().rev() {
+        let result = IptablesTools::find(kind, table.family)
+            .and_then(|tools| tools.restore(&table.undo, budget));
+        match result {
+            Ok(()) => info!(backend = %kind, family = %table.family, "side chains put back"),
+            Err(e) => tracing::warn!(
+                backend = %kind, family = %table.family, error = %e,
+                "side chains could not be put back; the next apply converges them"
+            ),
+        }
+    }
+}
+
 /// Brings every side chain of one family to what is wanted: each table is read once and
 /// changed in one restore transaction, and tables that cannot hold anything of ours and need
-/// nothing are not read at all. Returns the payloads sent.
+/// nothing are not read at all. Returns the transactions sent, with their undo.
 pub fn converge_all(
     kind: BackendKind,
     family: Family,
     chains: &[(SideChain, Vec<String>)],
     budget: &TimeBudget,
     dry_run: bool,
-) -> Result<Vec<String>> {
+) -> Result<Vec<SentTable>> {
     let mut tables: Vec<&'static str> = Vec::new();
     for (chain, want) in chains {
         let needed = !want.is_empty() || chain.may_hold_ours(kind, family);
@@ -182,11 +216,26 @@ pub fn converge_all(
     for table in tables {
         let output = crate::backend::program::run(&tools.save, &["-t", table], None, budget)?;
         let saved = String::from_utf8_lossy(&output.stdout).into_owned();
-        let body: String = chains
-            .iter()
-            .filter(|(chain, _)| chain.table == table)
-            .filter_map(|(chain, want)| chain.body(want, &chain.parse(&saved)))
-            .collect();
+        let mut body = String::new();
+        let mut undo = String::new();
+        for (chain, want) in chains.iter().filter(|(chain, _)| chain.table == table) {
+            let before = chain.parse(&saved);
+            let Some(change) = chain.body(want, &before) else {
+                continue;
+            };
+            body.push_str(&change);
+            let after = SideState {
+                chain: !want.is_empty(),
+                rules: want.clone(),
+                jumps: usize::from(!want.is_empty()),
+            };
+            let previous = if before.chain {
+                before.rules.clone()
+            } else {
+                Vec::new()
+            };
+            undo.extend(chain.body(&previous, &after));
+        }
         if body.is_empty() {
             continue;
         }
@@ -197,7 +246,11 @@ pub fn converge_all(
             tools.restore(&payload, budget)?;
             info!(backend = %kind, %family, table, "side chains converged");
         }
-        sent.push(payload);
+        sent.push(SentTable {
+            family,
+            payload,
+            undo: format!("*{table}\n{undo}COMMIT\n"),
+        });
     }
     Ok(sent)
 }

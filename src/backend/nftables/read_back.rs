@@ -26,7 +26,7 @@ use crate::error::Result;
 use crate::explain::{Connection, Direction, Explanation, Provenance, explain};
 use crate::ruleset::{
     self, EGRESS_CHAIN, Family, INGRESS_CHAIN, IpSet, Match, Networks, OUTPUT_CHAIN,
-    PREROUTING_CHAIN, Ruleset, SetMembers,
+    PREROUTING_CHAIN, Ruleset, SetMembers, SetPurpose,
 };
 
 /// Where a rule of the walked ruleset sits in the installed table.
@@ -457,9 +457,21 @@ fn model_set(set: &Set, family: Family) -> Option<IpSet> {
         )),
         _ => return None,
     };
+    // The native table names its sets by purpose (render's `included_ipv4`, `ignored_ipv4`).
+    let purpose = if [
+        super::render::INCLUDED_IPV4_SET,
+        super::render::INCLUDED_IPV6_SET,
+    ]
+    .contains(&set.name.as_str())
+    {
+        SetPurpose::Included
+    } else {
+        SetPurpose::Ignored
+    };
     Some(IpSet {
         name: set.name.clone(),
         family,
+        purpose,
         members,
     })
 }

@@ -7,8 +7,8 @@
 //!   hook chain cannot be "jumped into only when";
 //! - a rule both families have is written once; a rule only one has is limited to its
 //!   family (`ip daddr @ignored_ipv4` is by itself);
-//! - sets get names by what they hold (`ignored_ipv4`, `ignored_ports`, `app_ports`) and
-//!   are shared where both families hold the same;
+//! - sets get names by what they hold (`ignored_ipv4`, `included_ipv4`, `ignored_ports`,
+//!   `app_ports`) and are shared where both families hold the same;
 //! - with IPv6 not programmed, IPv6 packets leave each chain first.
 //!
 //! `nft`'s conventions are kept so `nft list` reads it back as it would write it: a match
@@ -17,7 +17,7 @@
 use crate::config::ProxyConfig;
 use crate::ruleset::{
     self, EGRESS_CHAIN, Family, INGRESS_CHAIN, IpSet, Match, Networks, OUTPUT_CHAIN,
-    PREROUTING_CHAIN, Ruleset, SetMembers,
+    PREROUTING_CHAIN, Ruleset, SetMembers, SetPurpose,
 };
 use nftables_netlink::model::KeyRange;
 use nftables_netlink::model::{
@@ -41,6 +41,9 @@ pub const APP_PORTS_SET: &str = "app_ports";
 pub const IGNORED_PORTS_SET: &str = "ignored_ports";
 pub const IGNORED_IPV4_SET: &str = "ignored_ipv4";
 pub const IGNORED_IPV6_SET: &str = "ignored_ipv6";
+/// A long egress include list.
+pub const INCLUDED_IPV4_SET: &str = "included_ipv4";
+pub const INCLUDED_IPV6_SET: &str = "included_ipv6";
 /// nft's `dstnat` priority; the output chain uses the same number (`-100`).
 pub const NAT_DSTNAT_PRIORITY: i32 = -100;
 
@@ -349,21 +352,16 @@ fn condition_exprs(
         Match::DestinationInSet(name) => match set_of(ruleset, name) {
             Some(IpSet {
                 members: SetMembers::Networks(nets),
+                purpose,
                 ..
             }) => {
+                let (v4_name, v6_name) = match purpose {
+                    SetPurpose::Ignored => (IGNORED_IPV4_SET, IGNORED_IPV6_SET),
+                    SetPurpose::Included => (INCLUDED_IPV4_SET, INCLUDED_IPV6_SET),
+                };
                 let (set, nfproto, offset, len) = match nets {
-                    Networks::V4(nets) => (
-                        Set::ipv4_networks(IGNORED_IPV4_SET, nets),
-                        NFPROTO_IPV4,
-                        16,
-                        4,
-                    ),
-                    Networks::V6(nets) => (
-                        Set::ipv6_networks(IGNORED_IPV6_SET, nets),
-                        NFPROTO_IPV6,
-                        24,
-                        16,
-                    ),
+                    Networks::V4(nets) => (Set::ipv4_networks(v4_name, nets), NFPROTO_IPV4, 16, 4),
+                    Networks::V6(nets) => (Set::ipv6_networks(v6_name, nets), NFPROTO_IPV6, 24, 16),
                 };
                 let mut exprs = family_check(nfproto);
                 exprs.push(Expr::payload(PayloadBase::Network, offset, len));

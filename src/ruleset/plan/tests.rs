@@ -394,3 +394,91 @@ fn overlapping_and_adjacent_port_ranges_merge_for_a_set() {
         vec![r(22, 22), r(1000, 1021), r(2000, 2001)]
     );
 }
+
+/// The include list's rules and sets for `networks` (the proxy's user 1337, port 15001).
+fn included(networks: &[String], options: PlanOptions) -> Ruleset {
+    let mut c = egress_only(&[]);
+    let mut list = crate::config::mesh::IncludedDestinations::default();
+    for net in networks {
+        match net.parse().expect("a network") {
+            IpNet::V4(n) => list.ipv4.push(n),
+            IpNet::V6(n) => list.ipv6.push(n),
+        }
+    }
+    c.mesh.egress_included = Some(list);
+    plan(&c, Family::Ipv4, options)
+}
+
+fn redirects(ruleset: &Ruleset) -> Vec<&Rule> {
+    ruleset
+        .rules
+        .iter()
+        .filter(|r| matches!(r.verdict, Verdict::Redirect(15001)))
+        .collect()
+}
+
+#[test]
+fn an_include_list_longer_than_the_threshold_is_one_set_lookup() {
+    let nets = |n: usize| -> Vec<String> { (0..n).map(|i| format!("10.{i}.0.0/16")).collect() };
+    // At the threshold: one rule per network, no set.
+    let at = included(&nets(32), IPTABLES);
+    assert_eq!(redirects(&at).len(), 32);
+    assert!(at.sets.is_empty());
+    // One over: one rule, its set holding the list merged.
+    let over = included(&nets(33), IPTABLES);
+    let rules = redirects(&over);
+    assert_eq!(rules.len(), 1);
+    let [set] = over.sets.as_slice() else {
+        panic!("one set: {:?}", over.sets)
+    };
+    assert_eq!(set.purpose, SetPurpose::Included);
+    assert!(
+        set.name.starts_with("APPMESH_INCLUDED_NET4_"),
+        "{}",
+        set.name
+    );
+    assert_eq!(
+        rules[0].matches,
+        vec![Match::Tcp, Match::DestinationInSet(set.name.clone())]
+    );
+    // Adjacent /16s merge: 10.0.0.0/16 .. 10.32.0.0/16 is 10.0.0.0/11 and 10.32.0.0/16.
+    assert_eq!(set.members.len(), 2);
+    // The exclusions still come first.
+    let first_redirect = over.rules.iter().position(|r| r == rules[0]).unwrap();
+    assert!(
+        over.rules[..first_redirect]
+            .iter()
+            .any(|r| r.verdict == Verdict::Return)
+    );
+    // A whole family among them is no address test: one rule, no set.
+    let mut whole = nets(40);
+    whole.push("0.0.0.0/0".into());
+    let whole = included(&whole, IPTABLES);
+    assert_eq!(
+        spelled(&redirects(&whole).into_iter().cloned().collect::<Vec<_>>()).len(),
+        1
+    );
+    assert!(whole.sets.is_empty());
+    // Natively every list of networks is a set, as ignored ones are.
+    let native = included(&nets(1), NATIVE);
+    assert_eq!(redirects(&native).len(), 1);
+    assert!(
+        native
+            .sets
+            .iter()
+            .any(|s| s.purpose == SetPurpose::Included)
+    );
+}
+
+#[test]
+fn without_an_include_list_no_included_set_is_planned() {
+    for options in [IPTABLES, NATIVE] {
+        let ruleset = plan(&seed(), Family::Ipv4, options);
+        assert!(
+            ruleset
+                .sets
+                .iter()
+                .all(|s| s.purpose == SetPurpose::Ignored)
+        );
+    }
+}
