@@ -13,7 +13,7 @@ use netlink_packet_core::{
     NetlinkPayload,
 };
 use netlink_packet_netfilter::conntrack::{
-    ConntrackAttribute, ConntrackMessage, IPTuple, ProtoTuple, Protocol, Tuple,
+    ConntrackAttribute, ConntrackMessage, IPTuple, ProtoTuple, Protocol, Status, Tuple,
 };
 use netlink_packet_netfilter::{
     NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
@@ -91,6 +91,8 @@ impl TcpTuple {
 pub struct Entry {
     pub original: TcpTuple,
     pub reply: TcpTuple,
+    /// Whether a packet in the reply direction was ever seen (`IPS_SEEN_REPLY`).
+    pub seen_reply: bool,
 }
 
 impl Entry {
@@ -279,16 +281,21 @@ fn serialize(
 fn entry_of(attributes: &[ConntrackAttribute]) -> Option<Entry> {
     let mut original = None;
     let mut reply = None;
+    let mut seen_reply = false;
     for attribute in attributes {
         match attribute {
             ConntrackAttribute::CtaTupleOrig(t) => original = TcpTuple::from_attributes(t),
             ConntrackAttribute::CtaTupleReply(t) => reply = TcpTuple::from_attributes(t),
+            ConntrackAttribute::CtaStatus(status) => {
+                seen_reply = status.contains(Status::SeenReply);
+            }
             _ => {}
         }
     }
     Some(Entry {
         original: original?,
         reply: reply?,
+        seen_reply,
     })
 }
 
@@ -332,11 +339,13 @@ mod tests {
         let untouched = Entry {
             original,
             reply: original.reversed(),
+            seen_reply: false,
         };
         assert_eq!(untouched.translated_destination(), None);
         let redirected = Entry {
             original,
             reply: tuple("127.0.0.1:15001", "10.0.0.2:40000"),
+            seen_reply: true,
         };
         assert_eq!(
             redirected.translated_destination(),

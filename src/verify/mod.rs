@@ -178,10 +178,12 @@ pub fn verify(
 }
 
 /// Deletes conntrack entries an earlier, killed run left (a dump walks the whole conntrack
-/// table, so this only runs when a leftover sink says there was such a run): those of its inbound probes (from
-/// the stand-in client) and of its egress probes to the documentation addresses (no real
-/// traffic goes there). Probes to ignored destinations cannot be told from real traffic,
-/// so theirs are left to expire.
+/// table, so this only runs when a leftover sink says there was such a run): those of its
+/// inbound probes (from the stand-in client), of its egress probes to the documentation
+/// addresses (no real traffic goes there), and of its probes into the sink, ignored
+/// destinations included: they come from a port of `PROBE_SOURCE_PORTS` and were never
+/// answered nor translated (an application's connection that matched all three would lose
+/// nothing: its next packet makes a new entry, and it has no NAT to keep).
 fn sweep_stale_conntrack_entries() {
     let Ok(mut conntrack) = crate::conntrack::Conntrack::open() else {
         return;
@@ -192,9 +194,13 @@ fn sweep_stale_conntrack_entries() {
         };
         for entry in entries {
             let source = entry.original.source.ip();
+            let sunk_probe = probe::PROBE_SOURCE_PORTS.contains(&entry.original.source.port())
+                && !entry.seen_reply
+                && entry.translated_destination().is_none();
             let ours = source == std::net::IpAddr::from(sink::INBOUND_CLIENT_V4)
                 || source == std::net::IpAddr::from(sink::INBOUND_CLIENT_V6)
-                || selection::is_test_destination(entry.original.destination.ip());
+                || selection::is_test_destination(entry.original.destination.ip())
+                || sunk_probe;
             if ours {
                 let _ = conntrack.delete(entry.original);
             }
