@@ -330,8 +330,8 @@ fn verify_conntrack_entries(ns: &TestNetns) -> Vec<meshinit::conntrack::Entry> {
 /// them does not probe it, so only its sweep can delete their entries to it.
 const KILLED_RUNS_EXTRA_IGNORED_IP: &str = "172.31.77.7";
 
-/// verify killed with SIGKILL at random points (mid-set-up, mid-probe, mid-clean-up)
-/// leaves nothing the next run does not sweep: no interface, address, route or rule of its
+/// verify killed with SIGKILL at random points (mid-set-up, mid-probe, mid-clean-up), on
+/// each backend, leaves nothing the next run does not sweep: no interface, address, route or rule of its
 /// sink, and no conntrack entry of its probes, those to ignored destinations included. The
 /// killed runs ignore one destination more than the next run (re-applied in between), so
 /// their entries to it are not simply the next run's own connections, deleted as such.
@@ -340,6 +340,12 @@ fn verify_killed_at_random_points_leaves_nothing_after_the_next_run() {
     if !require_root() {
         return;
     }
+    for backend in BACKENDS {
+        killed_runs_leave_nothing_after_the_next_run(backend);
+    }
+}
+
+fn killed_runs_leave_nothing_after_the_next_run(backend: &'static str) {
     let net = NetnsPair::new();
     let ignored_ips = format!("10.9.0.0/16,203.0.113.9,{KILLED_RUNS_EXTRA_IGNORED_IP}");
     let killed_config: Vec<&str> = CONFIG
@@ -360,6 +366,7 @@ fn verify_killed_at_random_points_leaves_nothing_after_the_next_run() {
         args.iter()
             .copied()
             .chain(killed_config.iter().copied())
+            .chain(["--backend", backend])
             .map(str::to_owned)
             .collect()
     };
@@ -393,7 +400,7 @@ fn verify_killed_at_random_points_leaves_nothing_after_the_next_run() {
     while kills < 12 || !left_an_extra_entry() {
         assert!(
             kills < 200,
-            "no kill out of {kills} landed while probes were out"
+            "{backend}: no kill out of {kills} landed while probes were out"
         );
         kills += 1;
         let mut child = std::process::Command::new(MESHINIT)
@@ -410,12 +417,12 @@ fn verify_killed_at_random_points_leaves_nothing_after_the_next_run() {
         let _ = child.kill();
         let _ = child.wait();
     }
-    apply(&net.app);
-    let run = verify(&net.app);
+    meshinit_netns(&net.app, &with_backend(&with_config(&["apply"]), backend)).assert_exit(0);
+    let run = verify_with(&net.app, backend);
     run.assert_exit(0);
     assert_no_verify_interfaces_or_rules(&net.app);
     let left = verify_conntrack_entries(&net.app);
-    assert!(left.is_empty(), "left behind: {left:#?}");
+    assert!(left.is_empty(), "{backend}: left behind: {left:#?}");
 }
 
 /// Packets the peer namespace received for `destination` port 80 (a counting rule).
