@@ -13,7 +13,7 @@ use netlink_packet_core::{
     NetlinkPayload,
 };
 use netlink_packet_netfilter::conntrack::{
-    ConntrackAttribute, ConntrackMessage, IPTuple, ProtoTuple, Protocol, Tuple,
+    ConntrackAttribute, ConntrackMessage, IPTuple, ProtoTuple, Protocol, Status, Tuple,
 };
 use netlink_packet_netfilter::{
     NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
@@ -148,6 +148,8 @@ pub struct Entry {
     pub transport: Transport,
     /// Its conntrack zone (0: the default).
     pub zone: u16,
+    /// Whether a packet in the reply direction was ever seen (`IPS_SEEN_REPLY`).
+    pub seen_reply: bool,
 }
 
 impl Entry {
@@ -356,6 +358,7 @@ fn entry_of(attributes: &[ConntrackAttribute]) -> Option<Entry> {
     let mut reply = None;
     let mut transport = None;
     let mut zone = 0;
+    let mut seen_reply = false;
     for attribute in attributes {
         match attribute {
             ConntrackAttribute::CtaTupleOrig(t) => {
@@ -368,6 +371,9 @@ fn entry_of(attributes: &[ConntrackAttribute]) -> Option<Entry> {
                 nla.emit_value(&mut value);
                 zone = u16::from_be_bytes(value);
             }
+            ConntrackAttribute::CtaStatus(status) => {
+                seen_reply = status.contains(Status::SeenReply);
+            }
             _ => {}
         }
     }
@@ -376,6 +382,7 @@ fn entry_of(attributes: &[ConntrackAttribute]) -> Option<Entry> {
         reply: reply?,
         transport: transport?,
         zone,
+        seen_reply,
     })
 }
 
@@ -432,6 +439,7 @@ mod tests {
             reply: original.reversed(),
             transport: Transport::Tcp,
             zone: 0,
+            seen_reply: false,
         };
         assert_eq!(untouched.translated_destination(), None);
         let redirected = Entry {
@@ -439,6 +447,7 @@ mod tests {
             reply: tuple("127.0.0.1:15001", "10.0.0.2:40000"),
             transport: Transport::Tcp,
             zone: 0,
+            seen_reply: true,
         };
         assert_eq!(
             redirected.translated_destination(),

@@ -41,6 +41,15 @@ pub struct Entered {
     _lock: Option<NamespaceLock>,
 }
 
+impl Entered {
+    /// The namespace's lock, to be released by whoever takes it (dropping it releases the
+    /// namespace): `apply --verify` releases it beside verify's own teardown, as each
+    /// release waits for a kernel grace period of its own.
+    pub fn take_lock(&mut self) -> Option<NamespaceLock> {
+        self._lock.take()
+    }
+}
+
 /// Why the target could not be entered.
 #[derive(Debug)]
 pub enum EnterError {

@@ -282,8 +282,28 @@ fn assert_no_verify_interfaces_or_rules(ns: &TestNetns) {
     }
 }
 
-/// Conntrack entries that only verify's probes make: from the inbound stand-in client, or
-/// to the documentation addresses egress probes go to.
+/// Whether `ip` is one of the ignored destinations of [`CONFIG`] (the metadata and
+/// credentials endpoints, 10.9.0.0/16, 203.0.113.9): nothing but verify's probes goes
+/// there in a test namespace.
+fn is_ignored_destination(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            (a, b) == (10, 9)
+                || [
+                    "203.0.113.9",
+                    KILLED_RUNS_EXTRA_IGNORED_IP,
+                    "169.254.169.254",
+                    "169.254.170.2",
+                ]
+                .contains(&v4.to_string().as_str())
+        }
+        std::net::IpAddr::V6(v6) => v6.to_string() == "fd00:ec2::254",
+    }
+}
+
+/// Conntrack entries that only verify's probes make: from the inbound stand-in client, to
+/// the documentation addresses egress probes go to, or to an ignored destination.
 fn verify_conntrack_entries(ns: &TestNetns) -> Vec<meshinit::conntrack::Entry> {
     let entries = ns.run_inside(|| {
         let mut conntrack = meshinit::conntrack::Conntrack::open().expect("ctnetlink");
@@ -300,47 +320,119 @@ fn verify_conntrack_entries(ns: &TestNetns) -> Vec<meshinit::conntrack::Entry> {
                 || source == "2001:db8:6d73::2"
                 || destination == "192.0.2.1"
                 || destination == "2001:db8::1"
+                || is_ignored_destination(e.original.destination.ip())
         })
         .collect()
 }
 
-/// verify killed with SIGKILL at random points (mid-set-up, mid-probe, mid-clean-up)
-/// leaves nothing the next run does not sweep: no interface, address, route or rule of its
-/// sink, and no conntrack entry of its probes, DNS queries in their zones included (those to
-/// ignored destinations, which look like real traffic, expire on their own).
+/// An ignored destination only the killed runs of
+/// `verify_killed_at_random_points_leaves_nothing_after_the_next_run` know: the run after
+/// them does not probe it, so only its sweep can delete their entries to it.
+const KILLED_RUNS_EXTRA_IGNORED_IP: &str = "172.31.77.7";
+
+/// verify killed with SIGKILL at random points (mid-set-up, mid-probe, mid-clean-up), on
+/// each backend, leaves nothing the next run does not sweep: no interface, address, route or rule of its
+/// sink, and no conntrack entry of its probes, those to ignored destinations included. The
+/// killed runs ignore one destination more than the next run (re-applied in between), so
+/// their entries to it are not simply the next run's own connections, deleted as such.
 #[test]
 fn verify_killed_at_random_points_leaves_nothing_after_the_next_run() {
     if !require_root() {
         return;
     }
+    for backend in BACKENDS {
+        killed_runs_leave_nothing_after_the_next_run(backend);
+    }
+}
+
+/// DNS capture for the killed-runs test: its UDP probes live in conntrack zones.
+const DNS: [&str; 2] = ["--proxy-dns-port", "15053"];
+
+fn killed_runs_leave_nothing_after_the_next_run(backend: &'static str) {
     let net = NetnsPair::new();
-    // With DNS capture, so runs are also killed among its UDP probes (conntrack zone 2).
-    let dns = ["--proxy-dns-port", "15053"];
-    let mut apply_args = with_config(&["apply"]);
-    apply_args.extend(dns);
-    meshinit_netns(&net.app, &apply_args).assert_exit(0);
-    let mut args = with_config(&["verify", "--json"]);
-    args.extend(dns);
-    for _ in 0..12 {
-        let mut child = net
-            .app
-            .command(MESHINIT)
+    let ignored_ips = format!("10.9.0.0/16,203.0.113.9,{KILLED_RUNS_EXTRA_IGNORED_IP}");
+    let killed_config: Vec<&str> = CONFIG
+        .iter()
+        .map(|word| {
+            if *word == "10.9.0.0/16,203.0.113.9" {
+                ignored_ips.as_str()
+            } else {
+                word
+            }
+        })
+        .collect();
+    assert_ne!(
+        killed_config, CONFIG,
+        "the killed runs' configuration differs"
+    );
+    let with_killed_config = |args: &[&'static str]| -> Vec<String> {
+        args.iter()
+            .copied()
+            .chain(killed_config.iter().copied())
+            .chain(["--backend", backend])
+            // With DNS capture, so runs are also killed among its UDP probes (zone 2).
+            .chain(DNS)
+            .map(str::to_owned)
+            .collect()
+    };
+    meshinit_netns(
+        &net.app,
+        &with_killed_config(&["apply"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    )
+    .assert_exit(0);
+    let args = with_killed_config(&["verify", "--json"]);
+    // Kill points spread over a whole run's length, measured here (a debug build in a
+    // slow VM takes many times what a release build does).
+    let whole_run = meshinit_netns(
+        &net.app,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    whole_run.assert_exit(0);
+    let span_micros = u32::try_from(whole_run.elapsed.as_micros())
+        .unwrap_or(u32::MAX)
+        .max(1);
+    // At least 12 kills, and more until one has left an entry to the extra destination
+    // (a kill mid-probe): the case only the sweep handles must have happened.
+    let left_an_extra_entry = || {
+        verify_conntrack_entries(&net.app)
+            .iter()
+            .any(|e| e.original.destination.ip().to_string() == KILLED_RUNS_EXTRA_IGNORED_IP)
+    };
+    let mut kills = 0;
+    while kills < 12 || !left_an_extra_entry() {
+        assert!(
+            kills < 200,
+            "{backend}: no kill out of {kills} landed while probes were out"
+        );
+        kills += 1;
+        let mut child = std::process::Command::new(MESHINIT)
             .args(&args)
+            .arg("--netns")
+            .arg(net.app.path())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("cannot run meshinit");
         // The point of the test is a random moment, not a condition to wait for.
-        let delay = u64::from(getrandom::u32().expect("getrandom") % 40_000);
+        let delay = u64::from(getrandom::u32().expect("getrandom") % span_micros);
         std::thread::sleep(Duration::from_micros(delay));
         let _ = child.kill();
         let _ = child.wait();
     }
-    let run = meshinit_netns(&net.app, &args);
+    let final_args = |command: &'static str| {
+        let mut args = with_backend(&with_config(&[command]), backend);
+        args.extend(DNS);
+        args
+    };
+    meshinit_netns(&net.app, &final_args("apply")).assert_exit(0);
+    let run = meshinit_netns(&net.app, &final_args("verify"));
     run.assert_exit(0);
     assert_no_verify_interfaces_or_rules(&net.app);
     let left = verify_conntrack_entries(&net.app);
-    assert!(left.is_empty(), "left behind: {left:#?}");
+    assert!(left.is_empty(), "{backend}: left behind: {left:#?}");
 }
 
 /// Packets the peer namespace received for `destination` port 80 (a counting rule).

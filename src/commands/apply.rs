@@ -50,7 +50,7 @@ impl ApplyArgs {
         } else {
             Turn::Exclusive(&budget)
         };
-        let _entered = target::enter(&self.target, &keep, "apply", turn)?;
+        let mut entered = target::enter(&self.target, &keep, "apply", turn)?;
         if netns::loopback_is_down() == Some(true) {
             warn!(
                 "loopback is down in this network namespace: REDIRECT delivers connections to \
@@ -58,6 +58,11 @@ impl ApplyArgs {
                  (ip link set lo up, or the CNI loopback plugin)"
             );
         }
+        // Verify's set-up needs no rules: it runs beside programming them.
+        let verify_options = self.verify_options.options();
+        let preparation =
+            (self.verify && !self.dry_run && verify::check_options(&verify_options).is_ok())
+                .then(verify::Preparation::start);
         let applied = converge::apply(&config, self.target.backend, &budget, self.dry_run)?;
         let report = &applied.report;
         if self.dry_run {
@@ -74,10 +79,13 @@ impl ApplyArgs {
         if prove {
             // Verify reads the tables again, from the backend apply used: it checks what was
             // committed, not what was sent.
-            let outcome = verify::run(
+            let outcome = verify::run_prepared(
                 &config,
                 applied.backend.as_ref(),
-                &self.verify_options.options(),
+                &verify_options,
+                preparation
+                    .unwrap_or_else(verify::Preparation::start)
+                    .holding_until_teardown(entered.take_lock()),
             )?;
             return Ok(outcome.exit_code());
         }

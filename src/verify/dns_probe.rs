@@ -146,7 +146,7 @@ fn send_query(probe: &DnsProbe, socket: &OwnedFd) -> Result<SocketAddr, String> 
         SocketAddr::V6(_) => nix::sys::socket::setsockopt(socket, sockopt::Ipv6Ttl, &1),
     };
     hop_limit.map_err(|e| format!("cannot set the query's hop limit to 1: {e}"))?;
-    send_into_sink(socket, probe.destination)?;
+    send_into_sink(socket, probe.destination, None)?;
     // The source port is read before connecting: a TCP connection refused at once (nothing
     // listens on the DNS port yet) gives its port back.
     let bound = local_address(socket);

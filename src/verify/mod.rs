@@ -80,6 +80,81 @@ pub fn needed_capabilities(config: &ProxyConfig) -> Vec<Capability> {
     caps
 }
 
+/// Verify's set-up that needs no rules, started on a thread of its own: sweeping what a
+/// killed run left, and making the sink's veth pair (making a network device is the
+/// costliest part of verify's set-up). `apply --verify` starts it beside programming the
+/// rules; the thread is always joined (by verify, or when this is dropped).
+pub struct Preparation {
+    sink: Option<std::thread::JoinHandle<std::io::Result<sink::Sink>>>,
+    /// Held until verify has judged, then dropped beside the sink's removal.
+    held: Vec<Box<dyn Send>>,
+}
+
+impl Preparation {
+    /// Starts the set-up in the namespace (and with the capabilities) of this thread.
+    pub fn start() -> Preparation {
+        let sink = std::thread::Builder::new()
+            .name("verify-prepare".into())
+            .spawn(prepare_sink)
+            .ok();
+        Preparation {
+            sink,
+            held: Vec::new(),
+        }
+    }
+
+    /// Keeps `value` (the namespace's lock, for `apply --verify`: no writer may change the
+    /// rules being proven) until every probe is done, then drops it beside the sink's
+    /// removal: both wait for a kernel grace period, and side by side they share it.
+    pub fn holding_until_teardown(mut self, value: Option<impl Send + 'static>) -> Preparation {
+        if let Some(value) = value {
+            self.held.push(Box::new(value));
+        }
+        self
+    }
+
+    fn take_sink(&mut self) -> std::io::Result<sink::Sink> {
+        match self.sink.take() {
+            Some(handle) => handle
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("its set-up thread panicked"))),
+            // The thread could not be started: the set-up runs here.
+            None => prepare_sink(),
+        }
+    }
+}
+
+impl Drop for Preparation {
+    fn drop(&mut self) {
+        // An unused sink is removed before this returns.
+        if let Some(handle) = self.sink.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// A run killed before removing its sink may have left probe entries; they go first,
+/// while its sink still marks it (a kill here leaves the mark for the next run). Then the
+/// new sink's pair.
+fn prepare_sink() -> std::io::Result<sink::Sink> {
+    if sink::left_by_a_killed_run() {
+        sweep_stale_conntrack_entries();
+    }
+    sink::Sink::create()
+}
+
+/// Refuses options verify cannot run with, before anything is set up.
+pub fn check_options(options: &VerifyOptions) -> Result<()> {
+    if options.timeout < MIN_TIMEOUT {
+        return Err(Error::Config(vec![ConfigError::new(
+            "--timeout",
+            Some(&humantime::format_duration(options.timeout).to_string()),
+            "is too short: verify needs at least 200ms (default 5s)",
+        )]));
+    }
+    Ok(())
+}
+
 /// Verifies the namespace this process is in, prints the report (human or JSON) on
 /// standard output, and returns the outcome (its exit code is the command's).
 pub fn run(
@@ -87,7 +162,19 @@ pub fn run(
     backend: &dyn Backend,
     options: &VerifyOptions,
 ) -> Result<Outcome> {
-    let report = verify(config, backend, options)?;
+    check_options(options)?;
+    run_prepared(config, backend, options, Preparation::start())
+}
+
+/// [`run`], with the set-up `preparation` already started (the set-up overlaps whatever
+/// ran since).
+pub fn run_prepared(
+    config: &ProxyConfig,
+    backend: &dyn Backend,
+    options: &VerifyOptions,
+    preparation: Preparation,
+) -> Result<Outcome> {
+    let report = verify_prepared(config, backend, options, preparation)?;
     if options.json {
         println!("{}", report.to_json());
     } else {
@@ -102,13 +189,18 @@ pub fn verify(
     backend: &dyn Backend,
     options: &VerifyOptions,
 ) -> Result<Report> {
-    if options.timeout < MIN_TIMEOUT {
-        return Err(Error::Config(vec![ConfigError::new(
-            "--timeout",
-            Some(&humantime::format_duration(options.timeout).to_string()),
-            "is too short: verify needs at least 200ms (default 5s)",
-        )]));
-    }
+    check_options(options)?;
+    verify_prepared(config, backend, options, Preparation::start())
+}
+
+/// [`verify`], with the set-up `preparation` already started.
+pub fn verify_prepared(
+    config: &ProxyConfig,
+    backend: &dyn Backend,
+    options: &VerifyOptions,
+    mut preparation: Preparation,
+) -> Result<Report> {
+    check_options(options)?;
     let started = Instant::now();
     let window = (options.timeout / 2).min(MAX_PROBE_WINDOW);
     let scope = scope::read(backend, config, &TimeBudget::starting_now(options.timeout));
@@ -133,12 +225,10 @@ pub fn verify(
     debug!(probes = plan.probes.len(), ?window, "probing");
     // Probes that must not be redirected go into a sink inside the namespace, so none
     // reaches a metadata or credentials endpoint (nor any other ignored destination).
-    // A run killed before removing its sink may have left probe entries too; they go
-    // first, while its sink still marks it (a kill here leaves the mark for the next run).
-    if sink::left_by_a_killed_run() {
-        sweep_stale_conntrack_entries();
-    }
-    let sink = match sink::Sink::install(&probed) {
+    let sink = match preparation
+        .take_sink()
+        .and_then(|mut sink| sink.add_families(&probed).map(|()| sink))
+    {
         Ok(sink) => Some(sink),
         Err(e) => {
             plan.notes.push(format!(
@@ -156,7 +246,14 @@ pub fn verify(
     // The sink goes last: while it exists, it marks a run that may have left entries.
     drop(listeners);
     let left_behind = evidence.forget();
-    drop(sink);
+    let held = std::mem::take(&mut preparation.held);
+    std::thread::scope(|scope| {
+        for value in held {
+            // Should the thread not start, the value is dropped here instead.
+            let _ = std::thread::Builder::new().spawn_scoped(scope, move || drop(value));
+        }
+        drop(sink);
+    });
     if left_behind > 0 {
         plan.notes.push(format!(
             "{left_behind} conntrack entries of verify's probes could not be deleted; they expire \
@@ -181,10 +278,12 @@ pub fn verify(
 }
 
 /// Deletes conntrack entries an earlier, killed run left (a dump walks the whole conntrack
-/// table, so this only runs when a leftover sink says there was such a run): those of its inbound probes (from
-/// the stand-in client) and of its egress probes to the documentation addresses (no real
-/// traffic goes there). Probes to ignored destinations cannot be told from real traffic,
-/// so theirs are left to expire.
+/// table, so this only runs when a leftover sink says there was such a run): those of its
+/// inbound probes (from the stand-in client), of its egress probes to the documentation
+/// addresses (no real traffic goes there), and of its probes into the sink, ignored
+/// destinations included: they come from a port of `PROBE_SOURCE_PORTS` and were never
+/// answered nor translated (an application's connection that matched all three would lose
+/// nothing: its next packet makes a new entry, and it has no NAT to keep).
 fn sweep_stale_conntrack_entries() {
     let Ok(mut conntrack) = crate::conntrack::Conntrack::open() else {
         return;
@@ -195,9 +294,13 @@ fn sweep_stale_conntrack_entries() {
         };
         for entry in entries {
             let source = entry.original.source.ip();
+            let sunk_probe = probe::PROBE_SOURCE_PORTS.contains(&entry.original.source.port())
+                && !entry.seen_reply
+                && entry.translated_destination().is_none();
             let ours = source == std::net::IpAddr::from(sink::INBOUND_CLIENT_V4)
                 || source == std::net::IpAddr::from(sink::INBOUND_CLIENT_V6)
-                || selection::is_test_destination(entry.original.destination.ip());
+                || selection::is_test_destination(entry.original.destination.ip())
+                || sunk_probe;
             if ours {
                 let _ = conntrack.delete_flow(entry.flow());
             }

@@ -35,6 +35,13 @@ const ACCEPT_POLL_MS: u16 = 10;
 const MAX_REPLY_BYTES: usize = 256;
 /// Probe threads only connect and read a line.
 const PROBE_STACK_BYTES: usize = 128 * 1024;
+/// The source ports of probes sent into the sink: what makes their conntrack entries
+/// recognisable after a run killed with SIGKILL (an entry to an ignored destination
+/// otherwise looks like an application's). Above Linux's default ephemeral range
+/// (32768-60999), so an application's connections rarely use them; no rule looks at a TCP
+/// source port, so the connection is still judged as an application's would be. Sockets
+/// share a port (SO_REUSEADDR) as long as their destinations differ.
+pub const PROBE_SOURCE_PORTS: std::ops::RangeInclusive<u16> = 61_000..=61_063;
 
 /// The random tokens verify's listeners answer with, one per role, so a probe knows it
 /// reached this run's listener and which one (and not a proxy or another process).
@@ -326,13 +333,14 @@ pub fn run_all(
     let mut tuples = Vec::new();
     let mut decided: Vec<Option<Observation>> = Vec::new();
     let mut pending: Vec<(usize, TcpStream)> = Vec::new();
+    let mut source_ports = SourcePorts::default();
     for (index, (probe, socket)) in probes.iter().zip(sockets).enumerate() {
         // Only a probe that must not be redirected is sent into the sink: a redirected one
         // has to reach verify's listener over loopback to show its SO_ORIGINAL_DST.
         let into_sink = sink && probe.expectation == Expectation::NotRedirected;
         let socket = socket.and_then(|socket| {
             if into_sink {
-                send_into_sink(&socket, probe.destination)?;
+                send_into_sink(&socket, probe.destination, Some(&mut source_ports))?;
             }
             Ok(socket)
         });
@@ -503,16 +511,56 @@ fn start_probe(
 }
 
 /// Marks `socket` for the sink's routing table, and binds it to the source address the
-/// main table would choose, so the connection's tuple is the one an application's would be.
-pub fn send_into_sink(socket: &OwnedFd, destination: SocketAddr) -> Result<(), String> {
+/// main table would choose (so the connection's addresses are the ones an application's
+/// would have) and to a port of [`PROBE_SOURCE_PORTS`] (so a killed run's entry can be
+/// told apart; any port when the range is taken, or without `ports`).
+pub fn send_into_sink(
+    socket: &OwnedFd,
+    destination: SocketAddr,
+    ports: Option<&mut SourcePorts>,
+) -> Result<(), String> {
     nix::sys::socket::setsockopt(socket, sockopt::Mark, &PROBE_MARK)
         .map_err(|e| format!("cannot mark the probe socket: {e}"))?;
-    if let Some(source) = source_for(destination) {
-        let local = SockaddrStorage::from(SocketAddr::new(source, 0));
-        bind(socket.as_raw_fd(), &local)
-            .map_err(|e| format!("cannot bind the probe socket to {source}: {e}"))?;
+    let source = source_for(destination).unwrap_or(match destination {
+        SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    });
+    nix::sys::socket::setsockopt(socket, sockopt::ReuseAddr, &true)
+        .map_err(|e| format!("cannot share the probe's source port: {e}"))?;
+    let mut ports = ports;
+    while let Some(port) = ports.as_deref_mut().and_then(|p| p.next_for(destination)) {
+        let local = SockaddrStorage::from(SocketAddr::new(source, port));
+        match bind(socket.as_raw_fd(), &local) {
+            Ok(()) => return Ok(()),
+            // Someone else holds it without sharing: the next one.
+            Err(Errno::EADDRINUSE) => continue,
+            Err(e) => return Err(format!("cannot bind the probe socket to {source}: {e}")),
+        }
     }
-    Ok(())
+    let local = SockaddrStorage::from(SocketAddr::new(source, 0));
+    bind(socket.as_raw_fd(), &local)
+        .map_err(|e| format!("cannot bind the probe socket to {source}: {e}"))
+}
+
+/// Hands out ports of [`PROBE_SOURCE_PORTS`] so that no two probes to one destination
+/// share one (their connections would be the same).
+#[derive(Debug, Default)]
+pub struct SourcePorts {
+    /// Per destination, how many ports of the range were handed out for it.
+    used: std::collections::HashMap<SocketAddr, u16>,
+}
+
+impl SourcePorts {
+    /// The next port not yet used for `destination`, or `None` once the range is spent.
+    fn next_for(&mut self, destination: SocketAddr) -> Option<u16> {
+        let used = self.used.entry(destination).or_insert(0);
+        let port = PROBE_SOURCE_PORTS.start().checked_add(*used)?;
+        if !PROBE_SOURCE_PORTS.contains(&port) {
+            return None;
+        }
+        *used += 1;
+        Some(port)
+    }
 }
 
 /// The source address the routing table picks for `destination` (a connected UDP socket
@@ -769,6 +817,19 @@ mod tests {
         ] {
             assert_eq!(parse_reply(reply, &tokens()), None, "{reply:?}");
         }
+    }
+
+    #[test]
+    fn probes_to_one_destination_get_different_source_ports_of_the_range() {
+        let mut ports = SourcePorts::default();
+        let a: SocketAddr = "169.254.169.254:80".parse().unwrap();
+        let b: SocketAddr = "[fd00:ec2::254]:80".parse().unwrap();
+        assert_eq!(ports.next_for(a), Some(*PROBE_SOURCE_PORTS.start()));
+        assert_eq!(ports.next_for(b), Some(*PROBE_SOURCE_PORTS.start()));
+        assert_eq!(ports.next_for(a), Some(PROBE_SOURCE_PORTS.start() + 1));
+        let rest: Vec<u16> = std::iter::from_fn(|| ports.next_for(a)).collect();
+        assert_eq!(rest.last(), Some(PROBE_SOURCE_PORTS.end()));
+        assert_eq!(rest.len(), PROBE_SOURCE_PORTS.len() - 2);
     }
 
     #[test]

@@ -64,9 +64,10 @@ pub struct Sink {
 }
 
 impl Sink {
-    /// Sweeps what a killed run may have left, then installs the pair, the table's routes
-    /// and the rules for `families`. On failure nothing of it is left.
-    pub fn install(families: &[Family]) -> io::Result<Sink> {
+    /// The part that needs no family and no rules (so `apply --verify` makes it while the
+    /// rules are being programmed): sweeps what a killed run may have left, makes the pair
+    /// and its packet socket. On failure nothing of it is left.
+    pub fn create() -> io::Result<Sink> {
         let mut rtnl = Rtnl::open()?;
         sweep(&mut rtnl)?;
         let mut sink = Sink {
@@ -79,13 +80,13 @@ impl Sink {
             },
         };
         // Dropping `sink` on an error sweeps whatever part was made.
-        sink.build(families)?;
+        sink.build_link()?;
         sink.addresses.outer_index = interface_index(SINK_PEER)?;
         sink.addresses.packets = packet_socket().ok();
         Ok(sink)
     }
 
-    fn build(&mut self, families: &[Family]) -> io::Result<()> {
+    fn build_link(&mut self) -> io::Result<()> {
         // Both ends are created down: a veth cannot come up before its peer is linked to it.
         let mut link = LinkMessage::default();
         let mut peer = LinkMessage::default();
@@ -100,7 +101,6 @@ impl Sink {
             LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
         ]));
         self.rtnl.create(RouteNetlinkMessage::NewLink(link))?;
-        let index = interface_index(SINK_IFACE)?;
         for name in [SINK_PEER, SINK_IFACE] {
             let mut up = LinkMessage::default();
             up.header.index = interface_index(name)?;
@@ -108,6 +108,13 @@ impl Sink {
             up.header.change_mask = LinkFlags::Up;
             self.rtnl.change(RouteNetlinkMessage::SetLink(up))?;
         }
+        Ok(())
+    }
+
+    /// The inner address, the table's route and the rules of each of `families`. On
+    /// failure the sink is still removed whole when dropped.
+    pub fn add_families(&mut self, families: &[Family]) -> io::Result<()> {
+        let index = interface_index(SINK_IFACE)?;
         for family in families {
             self.rtnl
                 .create(RouteNetlinkMessage::NewAddress(address(*family, index)))?;
