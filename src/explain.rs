@@ -766,7 +766,7 @@ fn deciding(rule: &Rule, index: usize, matched: bool) -> DecidingRule {
     DecidingRule {
         chain: rule.chain.clone(),
         position: index + 1,
-        rule: crate::backend::iptables::render::line(rule),
+        rule: crate::ruleset::spelling::line(rule),
         matched,
     }
 }

@@ -1,5 +1,6 @@
 //! Keeps ARCHITECTURE.md's layering claims true by reading the sources: which modules may
-//! name a concrete backend, that `error.rs` and `backend_kind.rs` import no backend, that
+//! name a concrete backend, that the pure core imports nothing of the shell, that
+//! `error.rs` and `backend_kind.rs` import no backend, that
 //! clap stays at the edge, that the iptables backends reach nf_tables only through the
 //! shared seam, and that the netlink crate knows nothing of meshinit.
 
@@ -61,7 +62,7 @@ fn offending(
 
 /// Modules outside `src/backend/` that may name a concrete backend, as ARCHITECTURE.md
 /// lists them: each prints or reads one backend's own text.
-const NAMING_A_BACKEND_ALLOWED: [&str; 1] = ["src/explain.rs"];
+const NAMING_A_BACKEND_ALLOWED: [&str; 0] = [];
 
 /// A file without its unit tests (the `#[cfg(test)] mod tests` at its end): tests may take
 /// one backend's text as their fixture; what ships may not name it.
@@ -90,6 +91,45 @@ fn no_module_outside_backend_names_a_concrete_backend_but_the_listed_ones() {
         found.is_empty(),
         "concrete backends named outside src/backend/ (go through backend::select, \
          backend::all or backend::by_kind, or list the module in ARCHITECTURE.md and here):\n{}",
+        found.join("\n")
+    );
+}
+
+/// The pure core: configuration, the planned model and the explanation. It decides; the
+/// shell (backends, the engine, namespaces, probes, the edges) carries it out.
+fn is_core(path: &str) -> bool {
+    let test_file = path.ends_with("/tests.rs") || path.ends_with("_tests.rs");
+    !test_file
+        && (path.starts_with("src/config/")
+            || path.starts_with("src/ruleset/")
+            || path == "src/explain.rs"
+            || path == "src/backend_kind.rs")
+}
+
+#[test]
+fn the_core_imports_nothing_of_the_shell() {
+    let files: Vec<_> = rust_files("src").iter().map(without_unit_tests).collect();
+    let found = offending(
+        &files,
+        is_core,
+        &[
+            "crate::backend::",
+            "crate::backend;",
+            "crate::converge",
+            "crate::commands",
+            "crate::cni",
+            "crate::verify",
+            "crate::netns",
+            "crate::namespace_entry",
+            "crate::conntrack",
+            "crate::privileges",
+            "nftables_netlink",
+        ],
+    );
+    assert!(
+        found.is_empty(),
+        "the core (config, ruleset, explain) must not import the shell; pass what it needs \
+         down instead:\n{}",
         found.join("\n")
     );
 }

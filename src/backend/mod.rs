@@ -215,7 +215,8 @@ pub struct ConvergeReport {
 /// to [`select`] and [`all`]; nothing else needs to know them. The verbs: is it here
 /// ([`available`](Backend::available)), read a snapshot, the drift between a snapshot and
 /// the plan, converge to the plan, remove ours; and its own text: of a plan, of a dry run,
-/// and for status, of what it holds and its counters.
+/// and for status, of what it holds and its counters; and for `explain --live`, what the
+/// rules it holds decide.
 pub trait Backend: fmt::Debug + Send + Sync {
     fn kind(&self) -> BackendKind;
 

@@ -7,6 +7,7 @@ mod installed;
 mod plan;
 mod rule;
 pub mod sets;
+pub mod spelling;
 pub mod zones;
 
 use std::fmt;

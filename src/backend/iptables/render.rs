@@ -3,9 +3,8 @@
 
 use std::fmt::Write;
 
-use crate::ruleset::{
-    EGRESS_CHAIN, Family, INGRESS_CHAIN, Match, PlanOptions, Rule, Ruleset, Verdict,
-};
+pub use crate::ruleset::spelling::{line, spec};
+use crate::ruleset::{EGRESS_CHAIN, Family, INGRESS_CHAIN, PlanOptions, Ruleset};
 
 /// How the model plans for iptables: one `multiport` match holds 15 slots (the kernel's
 /// `XT_MULTI_PORTS`), and lists longer than a few rules move into ipsets. Measured in
@@ -16,67 +15,6 @@ pub const PLAN_OPTIONS: PlanOptions = PlanOptions {
     max_port_rules: 4,
     port_list_slots: Some(crate::config::ports::MULTIPORT_SLOTS),
 };
-
-/// The rule's spec after `-A CHAIN`, in `iptables-save`'s canonical order: the address
-/// first, then the protocol, then each module match in the rule's order, then the target.
-pub fn spec(rule: &Rule) -> String {
-    let mut words: Vec<String> = Vec::new();
-    for m in &rule.matches {
-        if let Match::DestinationNetwork(net) = m {
-            words.push(format!("-d {net}"));
-        }
-    }
-    for m in &rule.matches {
-        match m {
-            Match::InInterface(name) => words.push(format!("-i {name}")),
-            Match::OutInterface(name) => words.push(format!("-o {name}")),
-            _ => {}
-        }
-    }
-    if rule.matches.contains(&Match::Tcp) {
-        words.push("-p tcp".into());
-    }
-    if rule.matches.contains(&Match::Udp) {
-        words.push("-p udp".into());
-    }
-    for m in &rule.matches {
-        match m {
-            Match::Tcp
-            | Match::Udp
-            | Match::DestinationNetwork(_)
-            | Match::InInterface(_)
-            | Match::OutInterface(_) => {}
-            Match::OwnerUid(uid) => words.push(format!("-m owner --uid-owner {uid}")),
-            Match::OwnerGid(gid) => words.push(format!("-m owner --gid-owner {gid}")),
-            Match::DestinationPorts(ports) => {
-                let ports: Vec<String> = ports.iter().map(ToString::to_string).collect();
-                words.push(format!("-m multiport --dports {}", ports.join(",")));
-            }
-            Match::DestinationInSet(set) => words.push(format!("-m set --match-set {set} dst")),
-            Match::DestinationIsLocal(local) => {
-                words.push(format!("-m addrtype {}--dst-type LOCAL", negation(*local)));
-            }
-            Match::SourceIsLocal(local) => {
-                words.push(format!("-m addrtype {}--src-type LOCAL", negation(*local)));
-            }
-        }
-    }
-    words.push(match &rule.verdict {
-        Verdict::Return => "-j RETURN".into(),
-        Verdict::Redirect(port) => format!("-j REDIRECT --to-ports {port}"),
-        Verdict::Jump(chain) => format!("-j {chain}"),
-    });
-    words.join(" ")
-}
-
-fn negation(local: bool) -> &'static str {
-    if local { "" } else { "! " }
-}
-
-/// `-A CHAIN SPEC`.
-pub fn line(rule: &Rule) -> String {
-    format!("-A {} {}", rule.chain, spec(rule))
-}
 
 /// The payload for `iptables-restore --noflush` (or `ip6tables-restore`) into a namespace
 /// that holds none of our rules yet: what `render` prints.
@@ -138,6 +76,7 @@ pub fn fresh_install_payload(ruleset: &Ruleset) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ruleset::{Match, Rule, Verdict};
 
     #[test]
     fn fresh_payload_guards_both_chains_or_is_not_offered() {
