@@ -529,6 +529,72 @@ fn objects_and_element_comments_in_our_table_are_drift_and_apply_removes_them() 
     assert_exit(&meshinit(&ns, &status), 0);
 }
 
+/// Loads our table back through `nft -f` as `nft list` shows it, with `edit` applied to the
+/// listing: nft writes its own set user data (key byte order) as it re-adds the sets.
+fn reload_table_with(ns: &TestNetns, edit: impl Fn(&str) -> String) {
+    let listing = ns
+        .command("nft")
+        .args(["list", "table", "inet", "meshinit"])
+        .output()
+        .unwrap();
+    let script = format!(
+        "delete table inet meshinit\n{}",
+        edit(&String::from_utf8_lossy(&listing.stdout))
+    );
+    let path = std::env::temp_dir().join(format!("meshinit-reload-{}.nft", std::process::id()));
+    std::fs::write(&path, script).unwrap();
+    ns.run_checked("nft", &["-f", path.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn rule_and_set_comments_in_our_table_are_drift_and_apply_removes_them() {
+    if !require_root() {
+        return;
+    }
+    let ns = TestNetns::new("nativecomments");
+    let apply = with_native(&["apply", ECS_CONFIG]);
+    let status = with_native(&["status", ECS_CONFIG]);
+    assert_exit(&meshinit(&ns, &apply), 0);
+    // The same table written by nft (with nft's own set user data) is in sync.
+    reload_table_with(&ns, str::to_owned);
+    assert_exit(&meshinit(&ns, &status), 0);
+
+    reload_table_with(&ns, |listing| {
+        listing.replacen(
+            "set ignored_ipv4 {",
+            "set ignored_ipv4 {\n\t\tcomment \"sneakyset\"",
+            1,
+        )
+    });
+    assert!(native_table(&ns).contains("sneakyset"));
+    let drifted = meshinit(&ns, &status);
+    assert_exit(&drifted, 1);
+    assert!(
+        stdout(&drifted).contains("sneakyset"),
+        "{}",
+        stdout(&drifted)
+    );
+    assert_exit(&meshinit(&ns, &apply), 0);
+    assert!(!native_table(&ns).contains("sneakyset"));
+    assert_exit(&meshinit(&ns, &status), 0);
+
+    reload_table_with(&ns, |listing| {
+        listing.replacen(" return\n", " return comment \"sneakyrule\"\n", 1)
+    });
+    assert!(native_table(&ns).contains("sneakyrule"));
+    let drifted = meshinit(&ns, &status);
+    assert_exit(&drifted, 1);
+    assert!(
+        stdout(&drifted).contains("sneakyrule"),
+        "{}",
+        stdout(&drifted)
+    );
+    assert_exit(&meshinit(&ns, &apply), 0);
+    assert!(!native_table(&ns).contains("sneakyrule"));
+    assert_exit(&meshinit(&ns, &status), 0);
+}
+
 #[test]
 fn a_table_owned_by_another_process_is_named_and_exit_1() {
     if !require_root() {

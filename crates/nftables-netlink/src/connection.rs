@@ -304,6 +304,14 @@ impl NftConnection {
             .collect();
         let mut counters = TableCounters::default();
         for dumped in rules {
+            // nft keeps a rule's comment in its user data; this crate writes none.
+            if let Some(userdata) = &dumped.userdata {
+                return Err(NftError::Unmodelled(format!(
+                    "a rule in chain {} of table inet {name} with a comment (user data {})",
+                    dumped.chain,
+                    String::from_utf8_lossy(userdata).escape_debug()
+                )));
+            }
             counters.push_rule(&dumped.chain, dumped.counters);
             let chain = chains
                 .iter_mut()

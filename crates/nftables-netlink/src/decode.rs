@@ -93,6 +93,10 @@ pub struct DumpedRule {
     pub rule: Rule,
     /// The values of the rule's `counter` expressions, in the rule's order.
     pub counters: Vec<CounterValues>,
+    /// `NFTA_RULE_USERDATA` (nft keeps a rule's comment there). This crate writes none, so
+    /// in our table any is foreign; iptables-nft rules carry comments, so it is kept here
+    /// and judged by the reader of the table rather than refused for every table.
+    pub userdata: Option<Vec<u8>>,
 }
 
 pub fn rule(message: &RuleMessage) -> Result<DumpedRule, NftError> {
@@ -101,9 +105,11 @@ pub fn rule(message: &RuleMessage) -> Result<DumpedRule, NftError> {
     let mut handle = 0;
     let mut exprs = Vec::new();
     let mut counters = Vec::new();
+    let mut userdata = None;
     for attribute in &message.attributes {
         match attribute {
             RuleAttribute::Table(t) => table = Some(t.clone()),
+            RuleAttribute::UserData(bytes) => userdata = Some(bytes.clone()),
             RuleAttribute::Chain(c) => chain = Some(c.clone()),
             RuleAttribute::Handle(h) => handle = *h,
             RuleAttribute::Expressions(list) => {
@@ -124,6 +130,7 @@ pub fn rule(message: &RuleMessage) -> Result<DumpedRule, NftError> {
         handle,
         rule: Rule::new(exprs),
         counters,
+        userdata,
     })
 }
 
@@ -438,6 +445,14 @@ pub fn set(message: &SetMessage) -> Result<DumpedSet, NftError> {
             SetAttribute::KeyType(t) => key = KeyType::from_datatype(*t),
             SetAttribute::KeyLen(l) => key_len = Some(*l),
             SetAttribute::Flags(flags) => interval = flags.contains(SetFlags::Interval),
+            SetAttribute::UserData(bytes) => {
+                if let Some(comment) = set_comment(bytes) {
+                    return Err(NftError::Unmodelled(format!(
+                        "set {}: comment {comment:?}",
+                        name.as_deref().unwrap_or("?")
+                    )));
+                }
+            }
             _ => {}
         }
     }
@@ -453,6 +468,32 @@ pub fn set(message: &SetMessage) -> Result<DumpedSet, NftError> {
         key,
         interval,
     })
+}
+
+/// The comment in a set's `NFTA_SET_USERDATA`, if any. The user data is libnftnl's
+/// type-length-value list (a byte of type, a byte of length, the value); nft also keeps
+/// display hints there (key byte order, `typeof` expressions, types 0-6), which say nothing
+/// about what the set matches, so only the comment (`NFTNL_UDATA_SET_COMMENT`, 7) and types
+/// newer than this crate count as content this crate does not model.
+pub fn set_comment(userdata: &[u8]) -> Option<String> {
+    const NFTNL_UDATA_SET_COMMENT: u8 = 7;
+    let mut rest = userdata;
+    while let [kind, len, tail @ ..] = rest {
+        let len = usize::from(*len);
+        let Some(value) = tail.get(..len) else {
+            return Some(format!("unreadable user data {userdata:02x?}"));
+        };
+        if *kind >= NFTNL_UDATA_SET_COMMENT {
+            let text = value.split(|b| *b == 0).next().unwrap_or_default();
+            return Some(String::from_utf8_lossy(text).into_owned());
+        }
+        rest = &tail[len..];
+    }
+    if rest.is_empty() {
+        None
+    } else {
+        Some(format!("unreadable user data {userdata:02x?}"))
+    }
 }
 
 /// Collects dumped set elements (in whatever order the kernel gives them) into a [`Set`].
@@ -589,6 +630,36 @@ impl SetElementCollector {
 
 #[cfg(test)]
 mod tests {
+    /// nft's own set user data (key byte order 1, then `typeof` hints) is no comment; a
+    /// comment (type 7, NUL-terminated as nft writes it) is named; a cut-off list is refused.
+    #[test]
+    fn set_user_data_is_content_only_when_it_holds_a_comment() {
+        assert_eq!(set_comment(&[]), None);
+        assert_eq!(set_comment(&[0, 4, 1, 0, 0, 0]), None);
+        assert_eq!(set_comment(&[0, 4, 1, 0, 0, 0, 3, 2, 9, 9]), None);
+        assert_eq!(
+            set_comment(&[0, 4, 1, 0, 0, 0, 7, 3, b'h', b'i', 0]).as_deref(),
+            Some("hi")
+        );
+        assert!(set_comment(&[0, 9, 1]).unwrap().contains("unreadable"));
+        assert!(set_comment(&[0]).unwrap().contains("unreadable"));
+    }
+
+    /// A rule's user data (where nft keeps its comment) is read, not dropped.
+    #[test]
+    fn rule_user_data_is_kept() {
+        let mut message = RuleMessage {
+            attributes: vec![
+                RuleAttribute::Table("t".into()),
+                RuleAttribute::Chain("c".into()),
+            ],
+        };
+        assert_eq!(rule(&message).unwrap().userdata, None);
+        message
+            .attributes
+            .push(RuleAttribute::UserData(vec![0, 2, b'x', 0]));
+        assert_eq!(rule(&message).unwrap().userdata, Some(vec![0, 2, b'x', 0]));
+    }
     use super::*;
     use crate::encode::new_set_elements;
     use netlink_packet_core::Emitable;
