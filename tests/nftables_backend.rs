@@ -596,6 +596,42 @@ fn rule_and_set_comments_in_our_table_are_drift_and_apply_removes_them() {
 }
 
 #[test]
+fn a_flowtable_in_our_table_is_drift_and_apply_removes_it() {
+    if !require_root() {
+        return;
+    }
+    let ns = TestNetns::new("nativeflowtable");
+    let apply = with_native(&["apply", ECS_CONFIG]);
+    let status = with_native(&["status", ECS_CONFIG]);
+    assert_exit(&meshinit(&ns, &apply), 0);
+    let added = ns
+        .command("nft")
+        .args([
+            "add flowtable inet meshinit sneakyft { hook ingress priority 0; devices = { lo }; }",
+        ])
+        .output()
+        .unwrap();
+    if !added.status.success() {
+        // A kernel built without nf_flow_table_inet refuses every flowtable (ENOENT): then
+        // no writer can put one into our table either.
+        let why = String::from_utf8_lossy(&added.stderr);
+        assert!(why.contains("No such file"), "nft add flowtable: {why}");
+        eprintln!("skipped: this kernel has no inet flowtables ({why})");
+        return;
+    }
+    let drifted = meshinit(&ns, &status);
+    assert_exit(&drifted, 1);
+    assert!(
+        stdout(&drifted).contains("sneakyft"),
+        "{}",
+        stdout(&drifted)
+    );
+    assert_exit(&meshinit(&ns, &apply), 0);
+    assert!(!native_table(&ns).contains("sneakyft"));
+    assert_exit(&meshinit(&ns, &status), 0);
+}
+
+#[test]
 fn a_table_owned_by_another_process_is_named_and_exit_1() {
     if !require_root() {
         return;

@@ -372,23 +372,61 @@ impl NftConnection {
     }
 
     /// Fails with [`NftError::Unmodelled`] when table `inet NAME` holds stateful objects
-    /// (named counters, quotas, limits...): this crate writes none, so any is not ours, and
-    /// a read that skipped them would call the table what the plan says.
+    /// (named counters, quotas, limits...) or flowtables: this crate writes none, so any is
+    /// not ours, and a read that skipped them would call the table what the plan says.
     fn refuse_objects(&mut self, name: &str) -> Result<(), NftError> {
-        const NFTA_OBJ_TABLE: u16 = 1;
-        const NFTA_OBJ_NAME: u16 = 2;
         const NFT_MSG_NEWOBJ: u8 = 18;
-        let what = format!("list objects of inet {name}");
+        const NFT_MSG_NEWFLOWTABLE: u8 = 22;
+        let filter = || {
+            // NFTA_OBJ_TABLE and NFTA_FLOWTABLE_TABLE are both attribute 1.
+            vec![DefaultNla::new(1, format!("{name}\0").into_bytes())]
+        };
+        let objects = self.named_in_table(
+            name,
+            NfTablesMessage::GetObject(filter()),
+            NFT_MSG_NEWOBJ,
+            "objects",
+        )?;
+        let flowtables = self.named_in_table(
+            name,
+            NfTablesMessage::GetFlowTable(filter()),
+            NFT_MSG_NEWFLOWTABLE,
+            "flowtables",
+        )?;
         let mut found = Vec::new();
-        let end = self.socket.dump(
-            TableFamily::Inet,
-            NfTablesMessage::GetObject(vec![DefaultNla::new(
-                NFTA_OBJ_TABLE,
-                format!("{name}\0").into_bytes(),
-            )]),
-            &what,
-            |nft_type, body| {
-                if nft_type != NFT_MSG_NEWOBJ {
+        if !objects.is_empty() {
+            found.push(format!("named object(s) {}", objects.join(", ")));
+        }
+        if !flowtables.is_empty() {
+            found.push(format!("flowtable(s) {}", flowtables.join(", ")));
+        }
+        if found.is_empty() {
+            Ok(())
+        } else {
+            Err(NftError::Unmodelled(format!(
+                "{} in table inet {name}",
+                found.join(" and ")
+            )))
+        }
+    }
+
+    /// The names of what a GETOBJ or GETFLOWTABLE dump lists in table `inet NAME` (both
+    /// name the table in attribute 1 and the thing in attribute 2).
+    fn named_in_table(
+        &mut self,
+        name: &str,
+        request: NfTablesMessage,
+        new_type: u8,
+        kind: &str,
+    ) -> Result<Vec<String>, NftError> {
+        const TABLE: u16 = 1;
+        const NAME: u16 = 2;
+        let what = format!("list {kind} of inet {name}");
+        let mut found = Vec::new();
+        let end = self
+            .socket
+            .dump(TableFamily::Inet, request, &what, |nft_type, body| {
+                if nft_type != new_type {
                     return Ok(());
                 }
                 let (mut table, mut object) = (None, None);
@@ -400,8 +438,8 @@ impl NftConnection {
                         .into_owned()
                     };
                     match nla.kind() & 0x3fff {
-                        NFTA_OBJ_TABLE => table = Some(text()),
-                        NFTA_OBJ_NAME => object = Some(text()),
+                        TABLE => table = Some(text()),
+                        NAME => object = Some(text()),
                         _ => {}
                     }
                 }
@@ -409,23 +447,15 @@ impl NftConnection {
                     found.push(object.unwrap_or_default());
                 }
                 Ok(())
-            },
-        )?;
+            })?;
         match end {
             // An interrupted dump is told apart by the generation check after the read.
             Ok(_) => {}
-            // A kernel without stateful objects has none.
+            // A kernel without stateful objects or flowtables has none.
             Err(libc::EOPNOTSUPP) => {}
             Err(errno) => return Err(NftError::from_errno(&what, errno, false)),
         }
-        if found.is_empty() {
-            Ok(())
-        } else {
-            Err(NftError::Unmodelled(format!(
-                "named object(s) {} in table inet {name}",
-                found.join(", ")
-            )))
-        }
+        Ok(found)
     }
 
     /// Chains of `family` (of one table when given), with handles and base-chain settings;
