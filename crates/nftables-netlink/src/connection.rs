@@ -307,9 +307,9 @@ impl NftConnection {
             // nft keeps a rule's comment in its user data; this crate writes none.
             if let Some(userdata) = &dumped.userdata {
                 return Err(NftError::Unmodelled(format!(
-                    "a rule in chain {} of table inet {name} with a comment (user data {})",
+                    "a rule in chain {} of table inet {name} with {}",
                     dumped.chain,
-                    String::from_utf8_lossy(userdata).escape_debug()
+                    decode::rule_user_data_text(userdata)
                 )));
             }
             counters.push_rule(&dumped.chain, dumped.counters);

@@ -496,6 +496,19 @@ pub fn set_comment(userdata: &[u8]) -> Option<String> {
     }
 }
 
+/// What a rule's `NFTA_RULE_USERDATA` says, for a message: the comment
+/// (`NFTNL_UDATA_RULE_COMMENT`, type 0, in libnftnl's type-length-value list) when there is
+/// one, else the raw bytes.
+pub fn rule_user_data_text(userdata: &[u8]) -> String {
+    if let [0, len, tail @ ..] = userdata
+        && let Some(value) = tail.get(..usize::from(*len))
+    {
+        let text = value.split(|b| *b == 0).next().unwrap_or_default();
+        return format!("comment {:?}", String::from_utf8_lossy(text));
+    }
+    format!("user data {userdata:02x?}")
+}
+
 /// Collects dumped set elements (in whatever order the kernel gives them) into a [`Set`].
 #[derive(Debug)]
 pub struct SetElementCollector {
@@ -659,6 +672,8 @@ mod tests {
             .attributes
             .push(RuleAttribute::UserData(vec![0, 2, b'x', 0]));
         assert_eq!(rule(&message).unwrap().userdata, Some(vec![0, 2, b'x', 0]));
+        assert_eq!(rule_user_data_text(&[0, 2, b'x', 0]), "comment \"x\"");
+        assert_eq!(rule_user_data_text(&[1, 1, 5]), "user data [01, 01, 05]");
     }
     use super::*;
     use crate::encode::new_set_elements;
