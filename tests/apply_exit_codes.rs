@@ -316,12 +316,15 @@ fn an_unprivileged_process_can_neither_block_nor_take_the_namespace_lock() {
                 ECS_CONFIG,
                 "--backend",
                 backend,
+                // A squatter that blocked would make this exit 7 after the timeout; the
+                // timeout leaves room for the global xtables lock, which this binary's other
+                // tests take meanwhile (slow under an emulated CPU).
                 "--lock-timeout",
-                "1s",
+                "30s",
             ],
         );
         assert_exit(&output, 0);
-        assert_exit(&meshinit(&ns, &["clean", "--lock-timeout", "1s"]), 0);
+        assert_exit(&meshinit(&ns, &["clean", "--lock-timeout", "30s"]), 0);
     }
     // Nor can it take the lock table: nf_tables needs CAP_NET_ADMIN.
     let mut fake = unprivileged(
