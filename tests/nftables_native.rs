@@ -953,11 +953,17 @@ fn applies_and_status_succeed_under_a_foreign_writer_committing_1000_times_a_sec
     let rate = f64::from(commits) / started.elapsed().as_secs_f64();
     println!(
         "{succeeded} of {runs} applies (and their status) succeeded beside a writer \
-         committing {rate:.0} times a second"
+         committing {rate:.0} times a second ({} commits per apply and status)",
+        commits / runs as u32
     );
+    // What makes the race is how often the writer commits while an apply reads and
+    // commits, not its rate alone: under an emulated CPU it commits more slowly, but each
+    // apply lasts far longer.
+    let per_run = commits / runs as u32;
     assert!(
-        rate > 500.0,
-        "the writer was too slow to matter: {rate:.0}/s"
+        per_run >= 20,
+        "the writer was too slow to matter: {per_run} commits per apply and status \
+         ({rate:.0}/s)"
     );
     assert_eq!(succeeded, runs, "{failures:#?}");
     assert!(failures.is_empty(), "{failures:#?}");
