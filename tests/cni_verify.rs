@@ -56,6 +56,17 @@ fn error_of(output: &Output) -> Value {
     })
 }
 
+/// The CNI error `output` printed, after checking its code and that its message says `text`.
+fn error_with(output: &Output, code: u64, text: &str) -> Value {
+    let error = error_of(output);
+    assert_eq!(error["code"], code, "{error:#}");
+    assert!(
+        error["msg"].as_str().unwrap_or("").contains(text),
+        "not {text:?}: {error:#}"
+    );
+    error
+}
+
 #[test]
 fn add_and_check_with_verify_prove_the_pods_rules() {
     if !require_root() {
@@ -96,15 +107,7 @@ fn add_with_verify_fails_with_the_report_in_the_details() {
     let _proxy = net.app.listen(15001);
     let add = plugin(&node, &net.app, "ADD", &netconf(json!(true)));
     assert!(!add.status.success());
-    let error = error_of(&add);
-    assert_eq!(error["code"], 105, "{error:#}");
-    assert!(
-        error["msg"]
-            .as_str()
-            .unwrap_or("")
-            .contains("verify could not prove the rules"),
-        "{error:#}"
-    );
+    let error = error_with(&add, 105, "verify could not prove the rules");
     let report: Value =
         serde_json::from_str(error["details"].as_str().expect("details")).expect("a report");
     assert_eq!(report["outcome"], "could_not_run");
@@ -128,9 +131,7 @@ fn a_verify_key_that_is_not_a_boolean_is_invalid_configuration() {
     let node = TestNetns::new("node");
     let net = NetnsPair::new();
     let add = plugin(&node, &net.app, "ADD", &netconf(json!("yes")));
-    let error = error_of(&add);
-    assert_eq!(error["code"], 7, "{error:#}");
-    assert!(error["msg"].as_str().unwrap_or("").contains("verify"));
+    error_with(&add, 7, "verify");
     assert_eq!(
         net.app.nat_rules().matches("APPMESH").count(),
         0,
@@ -171,15 +172,7 @@ fn the_verify_pod_annotation_asks_add_to_prove_the_rules() {
         "ADD",
         &annotated_netconf(json!({"meshinit.io/verify": "true"})),
     );
-    let error = error_of(&add);
-    assert_eq!(error["code"], 105, "{error:#}");
-    assert!(
-        error["msg"]
-            .as_str()
-            .unwrap_or("")
-            .contains("verify could not prove the rules"),
-        "{error:#}"
-    );
+    error_with(&add, 105, "verify could not prove the rules");
 
     let plain = NetnsPair::new();
     let _proxy = plain.app.listen(15001);
@@ -204,14 +197,6 @@ fn the_verify_pod_annotation_asks_add_to_prove_the_rules() {
         "ADD",
         &annotated_netconf(json!({"meshinit.io/verify": "maybe"})),
     );
-    let error = error_of(&add);
-    assert_eq!(error["code"], 7, "{error:#}");
-    assert!(
-        error["msg"]
-            .as_str()
-            .unwrap_or("")
-            .contains("pod annotation meshinit.io/verify"),
-        "{error:#}"
-    );
+    error_with(&add, 7, "pod annotation meshinit.io/verify");
     assert_eq!(bad.app.nat_rules().matches("APPMESH").count(), 0);
 }
