@@ -135,17 +135,7 @@ fn check(backend: &str) {
     let other = IpAddr::V4(OTHER_RESOLVER);
     expect(answers(&net.app, APP_UID, resolver), "upstream", "no rules");
 
-    let base = [
-        "apply",
-        "--backend",
-        backend,
-        "--ignored-uid",
-        "1337",
-        "--proxy-egress-port",
-        "15001",
-        "--proxy-dns-port",
-        "15053",
-    ];
+    let base = with_dns("apply", backend);
     assert_exit(&meshinit(&net.app, &base), 0);
     expect(
         answers(&net.app, APP_UID, resolver),
@@ -209,6 +199,22 @@ fn dns_queries_reach_the_proxy_stand_in_with_iptables_legacy() {
     check("iptables-legacy");
 }
 
+/// `command` on `backend` with the configuration these tests share: the proxy's UID, its
+/// egress port and DNS capture to 15053.
+fn with_dns<'a>(command: &'a str, backend: &'a str) -> Vec<&'a str> {
+    vec![
+        command,
+        "--backend",
+        backend,
+        "--ignored-uid",
+        "1337",
+        "--proxy-egress-port",
+        "15001",
+        "--proxy-dns-port",
+        "15053",
+    ]
+}
+
 /// `verify --json` in the app namespace with DNS capture on; the report.
 fn verify_dns(ns: &TestNetns, backend: &str) -> (Option<i32>, serde_json::Value) {
     verify_dns_with(ns, backend, &[])
@@ -220,18 +226,8 @@ fn verify_dns_with(
     backend: &str,
     extra: &[&str],
 ) -> (Option<i32>, serde_json::Value) {
-    let mut args = vec![
-        "verify",
-        "--json",
-        "--backend",
-        backend,
-        "--ignored-uid",
-        "1337",
-        "--proxy-egress-port",
-        "15001",
-        "--proxy-dns-port",
-        "15053",
-    ];
+    let mut args = with_dns("verify", backend);
+    args.push("--json");
     args.extend(extra);
     let output = meshinit(ns, &args);
     let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
@@ -320,18 +316,7 @@ fn verify_check(backend: &str) {
         return;
     }
     let net = NetnsPair::new();
-    let apply = [
-        "apply",
-        "--backend",
-        backend,
-        "--ignored-uid",
-        "1337",
-        "--proxy-egress-port",
-        "15001",
-        "--proxy-dns-port",
-        "15053",
-    ];
-    assert_exit(&meshinit(&net.app, &apply), 0);
+    assert_exit(&meshinit(&net.app, &with_dns("apply", backend)), 0);
     let (code, report) = verify_dns(&net.app, backend);
     let checks = dns_checks(&report);
     // Per family: UDP and TCP, as the app and as the proxy.
@@ -379,7 +364,7 @@ fn verify_check(backend: &str) {
 
     // The zone rules gone: every UDP query is tracked in the default zone, which is how
     // capture breaks under load; the redirects themselves still pass.
-    assert_exit(&meshinit(&net.app, &apply), 0);
+    assert_exit(&meshinit(&net.app, &with_dns("apply", backend)), 0);
     strip_zones(&net.app, backend);
     let (code, report) = verify_dns(&net.app, backend);
     let checks = dns_checks(&report);
@@ -444,19 +429,8 @@ fn verify_dns_queries_never_reach_the_resolver() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("resolv.conf"), format!("nameserver {PEER_V4}\n")).unwrap();
     let scope = ["--dns-capture", "resolv.conf"];
-    let apply = [
-        "apply",
-        "--backend",
-        "nftables",
-        "--ignored-uid",
-        "1337",
-        "--proxy-egress-port",
-        "15001",
-        "--proxy-dns-port",
-        "15053",
-        "--dns-capture",
-        "resolv.conf",
-    ];
+    let mut apply = with_dns("apply", "nftables");
+    apply.extend(scope);
     let applied = meshinit(&net.app, &apply);
     let captured = verify_dns_with(&net.app, "nftables", &scope);
     let cleaned = meshinit(&net.app, &["clean"]);
